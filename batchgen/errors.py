@@ -1,0 +1,195 @@
+"""The one error tree of batchgen.
+
+Every error a user can cause or meet is a ``BatchgenError`` with a message written for a
+person and an exit code for the CLI. Errors never carry the API key, not even in reprs.
+
+    BatchgenError                     exit 1 unless a subclass says otherwise
+    ├── ManifestError                 exit 2: the manifest is wrong (.problems, one per line)
+    ├── UsageError                    exit 2: bad arguments, missing key, folder in use
+    ├── ProviderError                 the API answered something we cannot use (.status, .reason)
+    │   ├── JobRejected               this request is wrong: fail the job, never retry it
+    │   ├── BatchStopped              exit 3: nothing more can be submitted (.kind)
+    │   │   ├── AuthError             the key is missing, wrong or not allowed: stop everything
+    │   │   └── BalanceError          out of credit: stop submitting, keep collecting
+    │   ├── RateLimited               429: everyone waits (.retry_after)
+    │   ├── TransientError            5xx, dropped connections, timeouts, garbled answers
+    │   └── TaskNotFound              404: the task is unknown or expired at the provider
+    ├── DownloadError                 the result could not be turned into a good image file
+    │   ├── ImageExpired              the URL expired and asking again did not help
+    │   └── BadImage                  the bytes are not an image of the declared format
+    ├── LedgerError                   the ledger cannot be used
+    └── OutputError                   exit 4: the output folder cannot be written (disk full...)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = [
+    "AuthError",
+    "BadImage",
+    "BalanceError",
+    "BatchStopped",
+    "BatchgenError",
+    "DownloadError",
+    "ImageExpired",
+    "JobRejected",
+    "LedgerError",
+    "ManifestError",
+    "OutputError",
+    "Problem",
+    "ProviderError",
+    "RateLimited",
+    "TaskNotFound",
+    "TransientError",
+    "UsageError",
+]
+
+
+class BatchgenError(Exception):
+    """Base of every error batchgen raises on purpose."""
+
+    exit_code: int = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest, located as precisely as we can.
+
+    ``line`` and ``col`` are 1-based; 0 means unknown. ``file`` may be the manifest or a
+    data file it names (prompts, CSV rows).
+    """
+
+    file: str
+    line: int
+    col: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        where = self.file
+        if self.line:
+            where += f":{self.line}"
+            if self.col:
+                where += f":{self.col}"
+        return f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
+
+
+class ManifestError(BatchgenError):
+    """The manifest cannot be used; ``problems`` lists every problem found, in file order."""
+
+    exit_code = 2
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class UsageError(BatchgenError):
+    """The command itself is wrong (arguments, environment, a folder in use)."""
+
+    exit_code = 2
+
+
+class ProviderError(BatchgenError):
+    """The provider answered something other than what we asked for.
+
+    ``status`` is the HTTP status (0 when no answer came), ``reason`` the provider's reason
+    code (``""`` when there was none). The message says what happened and what to do.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "") -> None:
+        super().__init__(message)
+        self.status = status
+        self.reason = reason
+
+
+class JobRejected(ProviderError):
+    """The provider refuses this request as written; sending it again would not help."""
+
+
+class BatchStopped(ProviderError):
+    """The provider will not take more work from this account until the user acts."""
+
+    exit_code = 3
+    kind = "stopped"
+
+
+class AuthError(BatchStopped):
+    """The key is missing, wrong, or not allowed to use this model."""
+
+    kind = "auth"
+
+
+class BalanceError(BatchStopped):
+    """The account is out of credit; tasks already paid for can still be collected."""
+
+    kind = "balance"
+
+
+class RateLimited(ProviderError):
+    """The provider asks us to slow down; ``retry_after`` is in seconds when it said."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int = 429, reason: str = "RATE_LIMIT_EXCEEDED",
+                 retry_after: float | None = None) -> None:
+        super().__init__(message, status=status, reason=reason)
+        self.retry_after = retry_after
+
+
+class TransientError(ProviderError):
+    """A failure that may pass: server errors, dropped connections, timeouts.
+
+    ``maybe_created`` is true when a submit may have reached the provider before failing,
+    so a task may exist there that we hold no id for.
+    """
+
+    retryable = True
+
+    def __init__(self, message: str, *, status: int = 0, reason: str = "",
+                 maybe_created: bool = False) -> None:
+        super().__init__(message, status=status, reason=reason)
+        self.maybe_created = maybe_created
+
+
+class TaskNotFound(ProviderError):
+    """The provider does not know this task id (never existed, or its result expired)."""
+
+
+class DownloadError(BatchgenError):
+    """The finished task's image could not be fetched or accepted."""
+
+    retryable = True
+
+
+class ImageExpired(DownloadError):
+    """The image URL had expired and a fresh task result did not give a working one."""
+
+
+class BadImage(DownloadError):
+    """The bytes are not a decodable image in the declared format (or are too large)."""
+
+
+class LedgerError(BatchgenError):
+    """The ledger is unreadable or belongs to another batch."""
+
+    exit_code = 2
+
+
+class OutputError(BatchgenError):
+    """Files cannot be written in the output folder (not writable, disk full)."""
+
+    exit_code = 4
