@@ -1,0 +1,309 @@
+"""The provider's API over HTTP: submit, task result, and fetching the finished image.
+
+Two httpx clients, on purpose: the API client carries the key and talks only to the API host;
+the image client never holds a key at all, so no URL, redirect or bug can send it elsewhere.
+Retries live here (bounded, with jitter), so callers see only final outcomes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import urllib.request
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+import anyio
+import httpx
+
+from batchgen._version import __version__
+from batchgen.classify import classify_error
+from batchgen.errors import (
+    BadImage,
+    DownloadError,
+    ImageExpired,
+    ProviderError,
+    RateLimited,
+    TransientError,
+)
+from batchgen.imagecheck import CheckedImage, check_image, decode_base64_image
+from batchgen.pacing import Backoff, RateGate
+from batchgen.providers import ApiKey, ApiTarget
+from batchgen.wire import ResultImage, TaskResult, parse_task_result
+
+__all__ = ["ClientOptions", "ProviderClient", "Submitted"]
+
+log = logging.getLogger("batchgen.client")
+
+# Failures after which the request certainly never reached the server.
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
+             httpx.LocalProtocolError, httpx.ProxyError)
+
+
+@dataclass(frozen=True)
+class ClientOptions:
+    """Knobs of the client; the defaults suit the public provider."""
+
+    timeout: float = 30.0
+    connect_timeout: float = 10.0
+    max_connections: int = 64
+    max_image_bytes: int = 64 * 1024 * 1024
+    download_deadline: float = 120.0
+    backoff: Backoff = Backoff()
+    max_rate_limited: int = 30
+    download_attempts: int = 4
+    resubmit_ambiguous: bool = True
+
+
+class _ApiChannel:
+    """Requests to the API host, handed straight to an httpx transport.
+
+    The API needs none of AsyncClient's machinery (URL merging, cookies, auth flows,
+    redirects), and at hundreds of jobs per second that machinery costs more CPU than the
+    request itself. The transport is the same seam tests use (the simulator's in-process
+    transport, or a real connection pool honouring the environment's proxy settings).
+    """
+
+    def __init__(self, base_url: str, key: ApiKey, agent: str,
+                 transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout,
+                 max_connections: int) -> None:
+        self._base = base_url.rstrip("/")
+        if transport is None:
+            parts = urlsplit(self._base)
+            proxy = None
+            if not urllib.request.proxy_bypass(parts.hostname or ""):
+                proxy = urllib.request.getproxies().get(parts.scheme)
+            transport = httpx.AsyncHTTPTransport(
+                proxy=proxy, limits=httpx.Limits(max_connections=max_connections,
+                                                 max_keepalive_connections=max_connections))
+        self._transport = transport
+        self._headers = [("Authorization", f"Bearer {key.reveal()}"),
+                         ("Content-Type", "application/json"), ("Accept", "application/json"),
+                         ("User-Agent", agent)]
+        self._extensions = {"timeout": timeout.as_dict()}
+
+    async def send(self, method: str, path: str, content: bytes | None = None) -> httpx.Response:
+        request = httpx.Request(method, self._base + path, headers=self._headers, content=content,
+                                extensions=self._extensions)
+        response = await self._transport.handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A task the provider accepted, and how many tries it took.
+
+    ``maybe_duplicated`` counts earlier tries that may have created a task at the provider
+    whose id we never learned (a dropped connection after the request was sent).
+    """
+
+    task_id: str
+    attempts: int
+    maybe_duplicated: int = 0
+
+
+class ProviderClient:
+    """Async client for one provider account. Use as ``async with ProviderClient(...) as c``."""
+
+    def __init__(self, target: ApiTarget, key: ApiKey, *, options: ClientOptions | None = None,
+                 gate: RateGate | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                 image_transport: httpx.AsyncBaseTransport | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.target = target
+        self.options = options or ClientOptions()
+        self.gate = gate or RateGate()
+        self._key = key
+        self._rng = rng or random.Random()
+        opts = self.options
+        timeout = httpx.Timeout(opts.timeout, connect=opts.connect_timeout, pool=None)
+        agent = f"batchgen/{__version__}"
+        self._api = _ApiChannel(target.base_url, key, agent, transport, timeout, opts.max_connections)
+        self._images = httpx.AsyncClient(
+            transport=image_transport, timeout=timeout, follow_redirects=True, max_redirects=5,
+            limits=httpx.Limits(max_connections=opts.max_connections,
+                                max_keepalive_connections=opts.max_connections),
+            headers={"User-Agent": agent},
+        )
+
+    def __repr__(self) -> str:
+        return f"ProviderClient({self.target.base_url!r})"
+
+    async def __aenter__(self) -> ProviderClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        with anyio.CancelScope(shield=True):
+            await self._api.aclose()
+            await self._images.aclose()
+
+    # -- submit ---------------------------------------------------------------------------
+
+    async def submit(self, model: str, body: dict[str, Any]) -> Submitted:
+        """Create one task; waits at the shared rate gate and retries what may pass."""
+        content = json.dumps(body, ensure_ascii=False).encode()
+        path = f"/v3/async/{model}"
+        failures = rate_limited = maybe = 0
+        while True:
+            await self.gate.wait()
+            try:
+                task_id = await self._submit_once(path, content)
+            except RateLimited as exc:
+                delay = self.gate.limited(exc.retry_after)
+                rate_limited += 1
+                log.info("submit rate limited; every submitter pauses %.1fs", delay)
+                if rate_limited >= self.options.max_rate_limited:
+                    raise
+                continue
+            except TransientError as exc:
+                self.gate.passed()
+                failures += 1
+                if exc.maybe_created:
+                    maybe += 1
+                    if not self.options.resubmit_ambiguous:
+                        raise
+                if failures >= self.options.backoff.attempts:
+                    if maybe:
+                        exc.maybe_created = True
+                    raise
+                delay = self.options.backoff.delay(failures - 1, self._rng)
+                log.info("submit failed (%s); retry %d in %.1fs", exc, failures, delay)
+                await anyio.sleep(delay)
+                continue
+            except BaseException:
+                self.gate.passed()
+                raise
+            self.gate.passed()
+            return Submitted(task_id=task_id, attempts=failures + rate_limited + 1, maybe_duplicated=maybe)
+
+    async def _submit_once(self, path: str, content: bytes) -> str:
+        try:
+            response = await self._api.send("POST", path, content)
+        except httpx.TransportError as exc:
+            raise self._transport_error("submit", exc) from exc
+        if response.status_code != 200:
+            raise self._error(response)
+        data = self._json(response, "submit", maybe_created=True)
+        task_id = data.get("task_id") if isinstance(data, dict) else None
+        if not isinstance(task_id, str) or not task_id.strip():
+            raise TransientError("the provider accepted the submit but sent no task_id",
+                                 status=200, maybe_created=True)
+        return task_id.strip()
+
+    # -- task result ------------------------------------------------------------------------
+
+    async def task_result(self, task_id: str) -> TaskResult:
+        """One task's state; transient failures and 429s are retried a few times."""
+        failures = 0
+        while True:
+            try:
+                return await self._task_result_once(task_id)
+            except (TransientError, RateLimited) as exc:
+                failures += 1
+                if failures >= self.options.backoff.attempts:
+                    raise
+                delay = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after is not None \
+                    else self.options.backoff.delay(failures - 1, self._rng)
+                log.info("task-result for %s failed (%s); retry in %.1fs", task_id, exc, delay)
+                await anyio.sleep(delay)
+
+    async def _task_result_once(self, task_id: str) -> TaskResult:
+        try:
+            response = await self._api.send("GET", "/v3/async/task-result?" + urlencode({"task_id": task_id}))
+        except httpx.TransportError as exc:
+            raise self._transport_error("task-result", exc) from exc
+        if response.status_code != 200:
+            raise self._error(response)
+        return parse_task_result(self._json(response, "task-result"))
+
+    # -- images -----------------------------------------------------------------------------
+
+    async def fetch_image(self, image: ResultImage, expected_format: str) -> CheckedImage:
+        """The image's bytes, checked to decode as ``expected_format``.
+
+        Raises ImageExpired when the URL answers 403/404/410 (ask for the task result again
+        for a fresh URL), BadImage when the bytes stay wrong, DownloadError otherwise.
+        """
+        value = image.image_url
+        if not value.lower().startswith(("http://", "https://")):
+            data = decode_base64_image(value, self.options.max_image_bytes)
+            return await anyio.to_thread.run_sync(check_image, data, expected_format)
+        last: DownloadError | None = None
+        for attempt in range(self.options.download_attempts):
+            if attempt:
+                await anyio.sleep(self.options.backoff.delay(attempt - 1, self._rng))
+            try:
+                with anyio.fail_after(self.options.download_deadline):
+                    data = await self._download(value)
+                return await anyio.to_thread.run_sync(check_image, data, expected_format)
+            except ImageExpired:
+                raise
+            except TimeoutError:
+                last = DownloadError(f"the image download took longer than "
+                                     f"{self.options.download_deadline:.0f}s")
+            except DownloadError as exc:
+                last = exc
+            log.info("image download failed (%s); attempt %d", last, attempt + 1)
+        assert last is not None
+        raise last
+
+    async def _download(self, url: str) -> bytes:
+        limit = self.options.max_image_bytes
+        try:
+            async with self._images.stream("GET", url) as response:
+                status = response.status_code
+                if status in (403, 404, 410):
+                    raise ImageExpired(f"the image URL answered {status} (expired or unknown)")
+                if status != 200:
+                    raise DownloadError(f"the image host answered {status}")
+                declared = response.headers.get("content-length", "")
+                if declared.isdigit() and int(declared) > limit:
+                    raise BadImage(f"the image is {int(declared)} bytes, over the {limit} byte limit")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise BadImage(f"the image is over the {limit} byte limit")
+                    chunks.append(chunk)
+        except httpx.TooManyRedirects as exc:
+            raise DownloadError("the image URL redirects in circles") from exc
+        except httpx.TransportError as exc:
+            raise DownloadError(f"the image download broke off ({type(exc).__name__})") from exc
+        return b"".join(chunks)
+
+    # -- helpers ----------------------------------------------------------------------------
+
+    def _error(self, response: httpx.Response) -> ProviderError:
+        return classify_error(response.status_code, response.content, response.headers,
+                              key_env=self.target.key_env, base_url=self.target.base_url,
+                              scrub=self._key.scrub)
+
+    def _json(self, response: httpx.Response, what: str, maybe_created: bool = False) -> Any:
+        try:
+            return json.loads(response.content)
+        except (ValueError, UnicodeDecodeError):
+            raise TransientError(f"the provider's {what} answer was not JSON "
+                                 f"({response.headers.get('content-type', 'no content type')})",
+                                 status=response.status_code, maybe_created=maybe_created) from None
+
+    @staticmethod
+    def _transport_error(what: str, exc: httpx.TransportError) -> TransientError:
+        sent = not isinstance(exc, _NOT_SENT)
+        kind = type(exc).__name__
+        if isinstance(exc, httpx.TimeoutException):
+            text = f"{what} timed out ({kind})"
+        else:
+            text = f"{what} failed: connection problem ({kind})"
+        return TransientError(text, maybe_created=sent and what == "submit")

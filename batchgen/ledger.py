@@ -1,0 +1,484 @@
+"""The ledger: the single source of truth for a batch's progress, one per batch folder.
+
+Append-only JSON Lines of job state events, replayed on open (last event per job wins, fields
+accumulate; unreadable lines are skipped and counted). Every append goes straight to the OS
+with one ``write`` before the caller's next step, so a killed process loses nothing it was
+told about; ``sync()`` adds the fsync, batched by the caller. Compaction rewrites the file as
+one line per job via a temp file and an atomic rename. One writer at a time, held by a lock.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import time
+from collections import Counter, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from batchgen._version import __version__
+from batchgen.errors import LedgerError, OutputError, UsageError
+from batchgen.job import Job
+
+__all__ = ["LEDGER_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats"]
+
+LEDGER_FILE = "ledger.jsonl"
+LOCK_FILE = ".batchgen.lock"
+FORMAT = 1
+STATES = ("pending", "submitting", "submitted", "generated", "done", "failed")
+OUTSTANDING = frozenset({"submitted", "generated"})
+_STATE_NAMES = {name: name for name in STATES}  # replayed states share one str object each
+_decoder = json.JSONDecoder()
+_JOB_HEAD = '{"job":"'
+_SUBMITTING_TAIL = '","state":"submitting",'
+_GENERATED_TAIL = '","state":"generated",'
+
+
+class JobRecord:
+    """What the ledger knows of one job, kept small: a million of these stay in memory.
+
+    ``spec`` (request, name, axes, caption) is held only while the task is out at the provider,
+    so outstanding work can be collected even if the manifest changed; ``info`` holds the rarer
+    fields (failure reason, timings, counts) only when there are any.
+    """
+
+    __slots__ = ("state", "task_id", "file", "size", "info", "seen")
+
+    def __init__(self) -> None:
+        self.seen = False  # set while a run streams the manifest: unseen records vanished from it
+        self.state = "pending"
+        self.task_id: str | None = None
+        self.file: str | None = None
+        self.size: int = 0
+        self.info: dict[str, Any] | None = None
+
+    def get(self, key: str, default: Any = None) -> Any:
+        info = self.details()
+        return info.get(key, default) if info else default
+
+    def details(self) -> dict[str, Any] | None:
+        """``info``, with a submitting event kept raw during replay parsed on first use."""
+        info = self.info
+        if info is not None and "raw" in info:
+            try:
+                event = json.loads(info.pop("raw"))
+            except ValueError:
+                event = {}
+            info["spec"] = event.get("spec")
+            info["submitting_at"] = event.get("at")
+        return info
+
+    def _set(self, key: str, value: Any) -> None:
+        if self.info is None:
+            self.info = {}
+        self.info[key] = value
+
+    def job(self, job_id: str) -> Job | None:
+        """The job as it was submitted, rebuilt from the ledger (None if not recorded)."""
+        spec = self.get("spec")
+        if not spec:
+            return None
+        return Job(job_id=job_id, index=int(spec.get("index", -1)), request=spec["request"],
+                   axes=spec.get("axes", {}), replica=int(spec.get("replica", 0)),
+                   name=spec.get("name", job_id), caption=spec.get("caption"))
+
+    def __repr__(self) -> str:
+        return f"JobRecord(state={self.state!r}, task_id={self.task_id!r}, file={self.file!r})"
+
+
+@dataclass
+class LedgerStats:
+    """Counts gathered while replaying and appending, for status and the run summary."""
+
+    lines: int = 0
+    bad_lines: int = 0
+    tasks_created: int = 0
+    maybe_duplicated: int = 0
+    recent_done: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
+
+
+class Ledger:
+    """A batch folder's ledger. ``Ledger.open`` for a run (locks), ``Ledger.read`` to look."""
+
+    def __init__(self, folder: Path, batch: str | None) -> None:
+        self.folder = folder
+        self.path = folder / LEDGER_FILE
+        self.batch = batch
+        self.records: dict[str, JobRecord] = {}
+        self.stats = LedgerStats()
+        self.created_at: float | None = None
+        self._fd: int | None = None
+        self._lock_fd: int | None = None
+        self._dirty = False
+        self._broken: OutputError | None = None
+
+    # -- opening ------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, folder: Path, batch: str) -> Ledger:
+        """Lock the folder for this process, replay the ledger and get ready to append."""
+        folder = Path(folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create the batch folder {folder}: {exc.strerror}") from exc
+        ledger = cls(folder, batch)
+        ledger._lock()
+        try:
+            ledger._replay(expect_batch=batch)
+            ledger._open_for_append()
+        except BaseException:
+            ledger.close()
+            raise
+        return ledger
+
+    @classmethod
+    def read(cls, folder: Path) -> Ledger:
+        """Replay a ledger without locking or writing (status can look at a running batch)."""
+        folder = Path(folder)
+        if not (folder / LEDGER_FILE).is_file():
+            raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
+        ledger = cls(folder, None)
+        ledger._replay(expect_batch=None)
+        return ledger
+
+    def _lock(self) -> None:
+        import fcntl
+
+        path = self.folder / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise UsageError(
+                f"another batchgen ({holder}) is already running this batch in {self.folder}; "
+                f"wait for it to finish or stop it, then run again") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        self._lock_fd = fd
+
+    def _replay(self, expect_batch: str | None) -> None:
+        if not self.path.exists():
+            return
+        stats = self.stats
+        header_seen = False
+        decode = _decoder.raw_decode  # lines are ours: no need for loads()'s encoding sniffing
+        with open(self.path, encoding="utf-8", errors="replace", newline="\n") as fh:
+            for raw in fh:
+                stats.lines += 1
+                if raw.startswith(_JOB_HEAD) and raw.endswith("}\n"):
+                    # Two of a job's four lines need no parsing: a submitting line (the biggest,
+                    # rarely needed: parsed only if asked for) and a generated line.
+                    end = raw.find('"', 8)
+                    if raw.startswith(_SUBMITTING_TAIL, end):
+                        self._submitting_raw(raw[8:end], raw)
+                        continue
+                    if raw.startswith(_GENERATED_TAIL, end):
+                        rec = self.records.get(raw[8:end])
+                        if rec is not None:
+                            rec.state = "generated"
+                            continue
+                try:
+                    event, end = decode(raw)
+                except ValueError:
+                    stats.bad_lines += 1
+                    continue
+                if raw[end:].strip():
+                    stats.bad_lines += 1
+                    continue
+                if not isinstance(event, dict):
+                    stats.bad_lines += 1
+                    continue
+                job_id = event.get("job")
+                if job_id is None:
+                    if "batchgen_ledger" in event:
+                        header_seen = True
+                        self._header(event, expect_batch)
+                    else:
+                        stats.bad_lines += 1
+                    continue
+                if not isinstance(job_id, str) or event.get("state") not in _STATE_NAMES:
+                    stats.bad_lines += 1
+                    continue
+                self._apply(job_id, event)
+        if not header_seen and self.records and expect_batch is not None:
+            # A ledger whose header was lost still belongs here; compaction restores one.
+            self.batch = expect_batch
+
+    def _header(self, event: dict[str, Any], expect_batch: str | None) -> None:
+        batch = event.get("batch")
+        if expect_batch is not None and batch != expect_batch:
+            raise LedgerError(
+                f"{self.path} belongs to batch {batch!r}, not {expect_batch!r}. Use another output "
+                f"folder (--output) for this manifest, or give it the name {batch!r}.")
+        self.batch = batch
+        created = event.get("created_at")
+        if self.created_at is None and isinstance(created, (int, float)):
+            self.created_at = float(created)
+        counts = event.get("counts")
+        if isinstance(counts, dict):
+            self.stats.tasks_created += int(counts.get("tasks_created", 0) or 0)
+            self.stats.maybe_duplicated += int(counts.get("maybe_duplicated", 0) or 0)
+
+    def _open_for_append(self) -> None:
+        try:
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            size = os.fstat(self._fd).st_size
+            if size:
+                with open(self.path, "rb") as fh:
+                    fh.seek(size - 1)
+                    if fh.read(1) != b"\n":  # a torn last line: keep it apart from what follows
+                        self._write(b"\n")
+            else:
+                self.created_at = time.time()
+                self._write_event({"batchgen_ledger": FORMAT, "batch": self.batch,
+                                   "created_at": round(self.created_at, 3), "version": __version__})
+        except OSError as exc:
+            raise OutputError(f"cannot write the ledger {self.path}: {exc.strerror}") from exc
+
+    # -- state ------------------------------------------------------------------------------
+
+    def _submitting_raw(self, job_id: str, raw: str) -> None:
+        rec = self.records.get(job_id)
+        if rec is None:
+            rec = self.records[job_id] = JobRecord()
+        rec.state = "submitting"
+        rec.task_id = None
+        rec.info = {"raw": raw}
+
+    def _apply(self, job_id: str, event: dict[str, Any]) -> JobRecord:
+        """Fold one event into the job's record; the same code serves replay and appends."""
+        rec = self.records.get(job_id)
+        if rec is None:
+            rec = self.records[job_id] = JobRecord()
+        state = _STATE_NAMES[event["state"]]
+        rec.state = state
+        if event.get("compact"):
+            return _restore(rec, event)
+        at = event.get("at")
+        if state == "submitting":
+            rec.task_id = None
+            rec.info = {"spec": event.get("spec"), "submitting_at": at}
+        elif state == "submitted":
+            rec.task_id = event.get("task_id")
+            if event.get("again"):  # an old task followed once more, not a new one
+                return rec
+            self.stats.tasks_created += 1
+            self.stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
+            rec._set("submitted_at", at)
+        elif state == "generated":
+            pass  # the seed and time are in the event for people; the sidecar has them too
+        elif state == "done":
+            rec.file = event.get("file")
+            rec.size = int(event.get("bytes", 0) or 0)
+            rec.info = None
+            if isinstance(at, (int, float)):
+                self.stats.recent_done.append(float(at))
+        elif state == "failed":
+            spec = rec.get("spec")  # kept: a later retry or collect may need the job as sent
+            rec.info = {"reason": str(event.get("reason", "unknown")),
+                        "retryable": bool(event.get("retryable", True)), "failed_at": at}
+            if spec is not None:
+                rec.info["spec"] = spec
+            if event.get("task_id"):
+                rec.task_id = event["task_id"]
+        else:  # pending: put back to be submitted afresh
+            rec.task_id = None
+            rec.file = None
+            rec.size = 0
+            rec.info = None
+        return rec
+
+    def get(self, job_id: str) -> JobRecord | None:
+        return self.records.get(job_id)
+
+    def counts(self) -> Counter[str]:
+        return Counter(rec.state for rec in self.records.values())
+
+    def outstanding(self) -> list[tuple[str, JobRecord]]:
+        """Jobs whose task is out at the provider, oldest submit first (their URLs expire first)."""
+        found = [(job_id, rec) for job_id, rec in self.records.items() if rec.state in OUTSTANDING]
+        found.sort(key=lambda item: item[1].get("submitted_at") or 0.0)
+        return found
+
+    def failures(self) -> Iterator[tuple[str, JobRecord]]:
+        return ((job_id, rec) for job_id, rec in self.records.items() if rec.state == "failed")
+
+    # -- appending --------------------------------------------------------------------------
+
+    def submitting(self, job: Job) -> None:
+        """Recorded before the POST: a crash after it shows the task may exist at the provider."""
+        spec = {"request": job.request, "name": job.name, "axes": job.axes,
+                "replica": job.replica, "index": job.index}
+        if job.caption is not None:
+            spec["caption"] = job.caption
+        self._record({"job": job.job_id, "state": "submitting", "at": _now(), "spec": spec})
+
+    def submitted(self, job_id: str, task_id: str, attempts: int = 1, maybe_duplicated: int = 0) -> None:
+        event: dict[str, Any] = {"job": job_id, "state": "submitted", "at": _now(), "task_id": task_id}
+        if attempts > 1:
+            event["attempts"] = attempts
+        if maybe_duplicated:
+            event["maybe_duplicated"] = maybe_duplicated
+        self._record(event)
+
+    def follow_again(self, job_id: str, task_id: str) -> None:
+        """Put a failed job back to following its existing task (it may finish after all)."""
+        self._record({"job": job_id, "state": "submitted", "at": _now(), "task_id": task_id,
+                      "again": True})
+
+    def generated(self, job_id: str, seed: int | None) -> None:
+        self._record({"job": job_id, "state": "generated", "at": _now(), "seed": seed})
+
+    def done(self, job_id: str, file: str, size: int, sha256: str) -> None:
+        self._record({"job": job_id, "state": "done", "at": _now(), "file": file, "bytes": size,
+                      "sha256": sha256})
+
+    def failed(self, job_id: str, reason: str, retryable: bool, task_id: str | None = None) -> None:
+        event: dict[str, Any] = {"job": job_id, "state": "failed", "at": _now(), "reason": reason,
+                                 "retryable": retryable}
+        if task_id:
+            event["task_id"] = task_id
+        self._record(event)
+
+    def reset(self, job_id: str) -> None:
+        """Put a job back to pending (retry, or its files went missing and it has no task)."""
+        self._record({"job": job_id, "state": "pending", "at": _now()})
+
+    def _record(self, event: dict[str, Any]) -> None:
+        self._write_event(event)
+        self._apply(event["job"], event).seen = True  # written by this run, from its manifest
+
+    def _write_event(self, event: dict[str, Any]) -> None:
+        self._write((json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        self.stats.lines += 1
+
+    def _write(self, data: bytes) -> None:
+        if self._broken is not None:
+            raise self._broken
+        if self._fd is None:
+            raise LedgerError("the ledger is closed")
+        view = memoryview(data)
+        try:
+            while view:
+                written = os.write(self._fd, view)
+                view = view[written:]
+        except OSError as exc:
+            self._broken = _output_error(self.path, exc)
+            raise self._broken from exc
+        self._dirty = True
+
+    def sync(self) -> None:
+        """fsync what was appended since the last call; cheap when nothing was."""
+        if self._dirty and self._fd is not None and self._broken is None:
+            self._dirty = False
+            try:
+                os.fsync(self._fd)
+            except OSError as exc:
+                self._broken = _output_error(self.path, exc)
+                raise self._broken from exc
+
+    # -- compaction ---------------------------------------------------------------------------
+
+    def needs_compaction(self) -> bool:
+        return self.stats.lines > 2 * len(self.records) + 1000 or self.stats.bad_lines > 0
+
+    def compact(self) -> None:
+        """Rewrite the ledger as one line per job (temp file + rename: never half-written)."""
+        tmp = self.path.with_name(LEDGER_FILE + ".tmp")
+        header = {"batchgen_ledger": FORMAT, "batch": self.batch,
+                  "created_at": round(self.created_at or time.time(), 3), "version": __version__,
+                  "counts": {"tasks_created": self.stats.tasks_created,
+                             "maybe_duplicated": self.stats.maybe_duplicated}}
+        dumps = json.dumps
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(dumps(header, separators=(",", ":")) + "\n")
+                lines = 1
+                for job_id, rec in self.records.items():
+                    fh.write(dumps(_compact_event(job_id, rec), ensure_ascii=False,
+                                   separators=(",", ":")) + "\n")
+                    lines += 1
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+            _fsync_dir(self.folder)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise _output_error(self.path, exc) from exc
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self.stats.lines = lines
+        self.stats.bad_lines = 0
+        self._dirty = False
+
+    def close(self) -> None:
+        """fsync and release the file and the lock; safe to call twice."""
+        try:
+            if self._fd is not None:
+                try:
+                    self.sync()
+                except OutputError:
+                    pass
+                os.close(self._fd)
+        finally:
+            self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
+
+
+def _compact_event(job_id: str, rec: JobRecord) -> dict[str, Any]:
+    """One line that replays to the same record (task counts live in the header)."""
+    event: dict[str, Any] = {"job": job_id, "state": rec.state, "compact": 1}
+    if rec.task_id:
+        event["task_id"] = rec.task_id
+    if rec.file:
+        event["file"] = rec.file
+        event["bytes"] = rec.size
+    info = rec.details()
+    if info:
+        event["info"] = info
+    return event
+
+
+def _restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
+    rec.task_id = event.get("task_id")
+    rec.file = event.get("file")
+    rec.size = int(event.get("bytes", 0) or 0)
+    info = event.get("info")
+    rec.info = info if isinstance(info, dict) and info else None
+    return rec
+
+
+def _now() -> float:
+    return round(time.time(), 3)
+
+
+def _output_error(path: Path, exc: OSError) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"the disk is full: cannot write {path}. Free some space and run the "
+                           f"same command again; nothing recorded so far is lost.")
+    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)

@@ -1,0 +1,96 @@
+"""When to ask about a task next: few polls, yet a finished task is seen almost at once.
+
+A provider slot frees only when a poll sees its task finished, so every poll buys wall time.
+The planner learns how long tasks take (from the provider's own timestamps when it gives
+them), makes the first poll when the quickest fifth of tasks would be done, and then aims at
+the finish estimated from ``progress_percent`` (or ``eta``, rounded up to whole seconds by the
+provider). Without hints it backs off exponentially. No task is polled past its deadline.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+from batchgen.wire import PROCESSING, QUEUED, TaskResult
+
+__all__ = ["PollPlanner", "TaskClock"]
+
+
+@dataclass
+class TaskClock:
+    """What we know of one task's timing; times are on the event loop's clock."""
+
+    submitted_at: float
+    polls: int = 0
+    last_delay: float = 0.0
+    progress: float | None = None
+    progress_at: float = 0.0
+    started_at: float | None = None
+
+
+class PollPlanner:
+    """Shared by every task of a run; ``first_delay`` and ``next_delay`` return seconds."""
+
+    def __init__(self, *, min_delay: float = 0.05, max_delay: float = 10.0, cold_first: float = 1.0,
+                 first_quantile: float = 0.2, backoff_start: float = 0.5, backoff_factor: float = 1.5,
+                 margin: float = 0.02, window: int = 256) -> None:
+        self.min_delay = min_delay
+        self.max_delay = max_delay
+        self.cold_first = cold_first
+        self.first_quantile = first_quantile
+        self.backoff_start = backoff_start
+        self.backoff_factor = backoff_factor
+        self.margin = margin
+        self._durations: deque[float] = deque(maxlen=window)
+        self._sorted: list[float] | None = None
+
+    def _quantile(self, q: float) -> float | None:
+        if not self._durations:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._durations)
+        values = self._sorted
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    def learn(self, seconds: float) -> None:
+        """Record how long a finished task took from submit to finish."""
+        if seconds >= 0:
+            self._durations.append(seconds)
+            self._sorted = None
+
+    def first_delay(self, already_waited: float = 0.0) -> float:
+        """Delay before the first poll of a task submitted ``already_waited`` seconds ago."""
+        typical = self._quantile(self.first_quantile)
+        target = self.cold_first if typical is None else typical
+        return self._clamp(target - already_waited)
+
+    def next_delay(self, clock: TaskClock, result: TaskResult, now: float) -> float:
+        """Delay before the next poll of an unfinished task, given its latest answer."""
+        task = result.task
+        elapsed = now - clock.submitted_at
+        progress = task.progress_percent
+        if task.status == PROCESSING and clock.started_at is None:
+            clock.started_at = now
+        if task.status == PROCESSING and progress is not None and 0 < progress < 100:
+            if clock.progress is not None and progress > clock.progress and now > clock.progress_at:
+                rate = (progress - clock.progress) / (now - clock.progress_at)
+                remaining = (100.0 - progress) / rate
+            else:
+                remaining = elapsed * (100.0 - progress) / progress
+            clock.progress, clock.progress_at = progress, now
+            delay = remaining * 1.01 + self.margin
+        elif task.eta is not None and task.eta > 0 and task.status in (PROCESSING, QUEUED):
+            # eta is whole seconds rounded up: the task ends somewhere in (eta - 1, eta].
+            delay = max(task.eta - 0.5, 0.5 * task.eta)
+        else:
+            typical = self._quantile(0.8)
+            if typical is not None and elapsed < typical and clock.last_delay < self.backoff_start:
+                delay = typical - elapsed
+            else:
+                delay = max(self.backoff_start, clock.last_delay * self.backoff_factor)
+        clock.last_delay = self._clamp(delay)
+        return clock.last_delay
+
+    def _clamp(self, delay: float) -> float:
+        return min(self.max_delay, max(self.min_delay, delay))

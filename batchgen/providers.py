@@ -1,0 +1,100 @@
+"""Which API batchgen talks to, and the key it uses there.
+
+The key is read from the environment and kept inside an ``ApiKey`` whose str/repr never show
+it; only the client's Authorization header to the API host ever sees the raw value.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from batchgen.errors import UsageError
+
+__all__ = ["PROVIDERS", "ApiKey", "ApiTarget", "Provider", "resolve_target"]
+
+
+@dataclass(frozen=True)
+class Provider:
+    """A host serving the API of API.md, and the variable its key usually lives in."""
+
+    name: str
+    base_url: str
+    key_env: str
+
+
+PROVIDERS: dict[str, Provider] = {
+    "jiekou": Provider("jiekou", "https://api.jiekou.ai", "JIEKOU_API_KEY"),
+    "novita": Provider("novita", "https://api.novita.ai", "NOVITA_API_KEY"),
+}
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ApiKey:
+    """A secret that refuses to be printed; ``reveal()`` is for the Authorization header only."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def scrub(self, text: str) -> str:
+        """Return ``text`` with every occurrence of the key masked (for provider messages)."""
+        return text.replace(self._value, "***") if self._value else text
+
+    def __repr__(self) -> str:
+        return "ApiKey('***')"
+
+    __str__ = __repr__
+
+    def __reduce__(self) -> tuple:  # pickling would write the key somewhere
+        raise TypeError("ApiKey cannot be pickled")
+
+
+@dataclass(frozen=True)
+class ApiTarget:
+    """Where to send requests and which environment variable holds the key."""
+
+    provider: str
+    base_url: str
+    key_env: str
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc
+
+    def read_key(self, environ: dict[str, str] | None = None) -> ApiKey:
+        """The key from the environment, or a UsageError that says how to set it."""
+        env = os.environ if environ is None else environ
+        value = env.get(self.key_env, "").strip()
+        if not value:
+            raise UsageError(
+                f"no API key: the environment variable {self.key_env} is not set. "
+                f"Export it first (export {self.key_env}=...), name another variable with "
+                f"api_key_env in the manifest, or try the simulator with --simulate."
+            )
+        return ApiKey(value)
+
+
+def resolve_target(provider: str = "jiekou", base_url: str | None = None,
+                   key_env: str | None = None) -> ApiTarget:
+    """Combine the provider's defaults with the manifest's or the command line's overrides."""
+    try:
+        known = PROVIDERS[provider]
+    except KeyError:
+        names = ", ".join(sorted(PROVIDERS))
+        raise UsageError(f"unknown provider {provider!r}; known providers: {names}") from None
+    url = (base_url or known.base_url).rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise UsageError(f"base URL {url!r} is not an http(s) URL")
+    env_name = key_env or known.key_env
+    if not _ENV_NAME.match(env_name):
+        raise UsageError("api_key_env must name an environment variable, not hold the key")
+    return ApiTarget(provider=provider, base_url=url, key_env=env_name)

@@ -1,0 +1,122 @@
+"""The batch folder on disk: where images, sidecars and captions go, written atomically.
+
+Every file is written under a temporary name in the batch's ``.tmp/`` folder and renamed into
+place, so no partial file is ever visible under its final name. Names come from the manifest's
+template and are checked once more here: nothing is ever written outside ``images/``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import OutputError
+from batchgen.job import Job
+
+__all__ = ["BatchFolder", "SavedFiles"]
+
+
+@dataclass(frozen=True, slots=True)
+class SavedFiles:
+    """What ended up on disk for one job; ``file`` is relative to the batch folder."""
+
+    file: str
+    size: int
+    sha256: str
+
+
+class BatchFolder:
+    """One batch's output folder: ``ledger.jsonl``, ``images/`` and a private ``.tmp/``."""
+
+    def __init__(self, root: Path, fsync: bool = False) -> None:
+        self.root = Path(root)
+        self.images = self.root / "images"
+        self.tmp = self.root / ".tmp"
+        self.fsync = fsync
+        self._images_resolved: Path | None = None
+
+    def prepare(self) -> None:
+        """Create the folders, prove they are writable, and drop temp files of a crashed run."""
+        try:
+            self.images.mkdir(parents=True, exist_ok=True)
+            if self.tmp.exists():
+                shutil.rmtree(self.tmp)
+            self.tmp.mkdir()
+            probe = self.tmp / "probe"
+            probe.write_bytes(b"ok")
+            probe.unlink()
+        except OSError as exc:
+            raise _output_error(self.root, exc) from exc
+        self._images_resolved = self.images.resolve()
+
+    def relative(self, job: Job, suffix: str) -> str:
+        """Path of one of the job's files, relative to the batch folder."""
+        return f"images/{job.name}.{suffix}"
+
+    def image_file(self, job: Job) -> str:
+        return self.relative(job, job.extension)
+
+    def _target(self, relative: str) -> Path:
+        path = self.root / relative
+        images = self._images_resolved or self.images.resolve()
+        resolved = path.resolve()
+        if images not in resolved.parents:
+            raise OutputError(f"refusing to write {relative}: it is outside {self.images}")
+        return path
+
+    def has_result(self, file: str, size: int) -> bool:
+        """True if a recorded image (of the recorded size) and its sidecar are both on disk."""
+        image = self.root / file
+        try:
+            if image.stat().st_size != size:
+                return False
+            return image.with_suffix(".json").is_file()
+        except OSError:
+            return False
+
+    def save(self, job: Job, data: bytes, sidecar: dict[str, Any]) -> SavedFiles:
+        """Write image, caption and sidecar (each atomically; the sidecar last). Blocking."""
+        sha = hashlib.sha256(data).hexdigest()
+        file = self.image_file(job)
+        sidecar["image"].update(file=Path(file).name, bytes=len(data), sha256=sha)
+        try:
+            self._write(file, data)
+            if job.caption is not None:
+                self._write(self.relative(job, "txt"), job.caption.encode())
+            self._write(self.relative(job, "json"),
+                        json.dumps(sidecar, indent=2, ensure_ascii=False).encode() + b"\n")
+        except OSError as exc:
+            raise _output_error(self.root, exc) from exc
+        return SavedFiles(file=file, size=len(data), sha256=sha)
+
+    def _write(self, relative: str, data: bytes) -> None:
+        target = self._target(relative)
+        tmp = self.tmp / uuid.uuid4().hex
+        try:
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                if self.fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+
+
+def _output_error(root: Path, exc: OSError) -> OutputError:
+    if exc.errno == errno.ENOSPC:
+        return OutputError(f"the disk is full while writing in {root}. Free some space and run the "
+                           f"same command again; finished images and the ledger are intact.")
+    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return OutputError(f"cannot write in {root} ({exc.strerror}). Choose a writable folder with "
+                           f"--output or fix its permissions.")
+    return OutputError(f"cannot write in {root}: {exc.strerror or exc}")

@@ -1,0 +1,116 @@
+"""Benchmark `plan` (load + one full expansion pass) at 10^4, 10^5 and 10^6 jobs.
+
+Run by hand: `.venv/bin/python tests/bench/bench_plan.py [--sizes 10000,100000] [--variants axes]`.
+Each case runs in fresh subprocesses (one timed, one under tracemalloc) so ru_maxrss and
+timings do not leak between cases; prints a markdown table. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from pathlib import Path
+
+VARIANTS = {
+    # pure axes: a prompt template over 10 styles x a seed range
+    "axes": "10 styles x seed range",
+    # a prompt file streamed (N/10 lines) x 10 seeds, with a file-name template and captions
+    "txt-file": "prompts.txt x 10 seeds, filename+caption",
+    # CSV rows (N/10) x 5 sizes... x 2 LoRA sets
+    "csv-rows": "rows.csv x 5 seeds x 2 LoRA sets",
+}
+
+
+def write_manifest(folder: Path, jobs: int, variant: str) -> Path:
+    """A manifest expanding to exactly ``jobs`` jobs, with its data files, in ``folder``."""
+    path = folder / f"bench-{variant}.yaml"
+    if variant == "axes":
+        path.write_text(
+            'prompt: "a {style} painting of a lighthouse, seed {seed}"\n'
+            "expansion_limit: 10000000\n"
+            "matrix:\n"
+            "  style: [oil, ink, pastel, charcoal, fresco, gouache, pencil, tempera, acrylic, pixel]\n"
+            f"  seed: {{from: 1, to: {jobs // 10}}}\n")
+    elif variant == "txt-file":
+        with (folder / "prompts.txt").open("w") as fh:
+            for i in range(jobs // 10):
+                fh.write(f"a photo of subject number {i} on a plain background\n")
+        path.write_text(
+            "expansion_limit: 10000000\n"
+            'filename: "{index:07d}_{seed}"\n'
+            "caption: true\n"
+            "matrix:\n"
+            "  prompt: {file: prompts.txt}\n"
+            "  seed: {from: 1, to: 10}\n")
+    else:
+        with (folder / "rows.csv").open("w") as fh:
+            fh.write("subject,size\n")
+            for i in range(jobs // 10):
+                fh.write(f"object {i},{'1024*1024' if i % 2 else '768*1344'}\n")
+        path.write_text(
+            'prompt: "{subject}, studio photo"\n'
+            "expansion_limit: 10000000\n"
+            "matrix:\n"
+            "  rows: {file: rows.csv}\n"
+            "  seed: [1, 2, 3, 4, 5]\n"
+            "  loras:\n"
+            "    - []\n"
+            '    - [{path: "https://example.com/l/detail.safetensors", scale: 0.7}]\n')
+    return path
+
+
+def one(jobs: int, variant: str, trace: bool) -> dict[str, float]:
+    """Load + plan one manifest in this process; returns measurements."""
+    from batchgen.manifest import load_manifest
+    from batchgen.plan import plan_manifest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_manifest(Path(tmp), jobs, variant)
+        if trace:
+            tracemalloc.start()
+        start = time.perf_counter()
+        plan = plan_manifest(load_manifest(path))
+        seconds = time.perf_counter() - start
+        peak = tracemalloc.get_traced_memory()[1] if trace else 0
+        if plan.jobs != jobs:
+            raise SystemExit(f"expected {jobs} jobs, planned {plan.jobs}")
+    return {"seconds": seconds, "peak_mb": peak / 2**20,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_case(jobs: int, variant: str, trace: bool) -> dict[str, float]:
+    out = subprocess.run([sys.executable, __file__, "--one", str(jobs), variant]
+                         + (["--trace"] if trace else []),
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sizes", default="10000,100000,1000000")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--one", nargs=2, metavar=("JOBS", "VARIANT"), help=argparse.SUPPRESS)
+    parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(int(args.one[0]), args.one[1], args.trace)))
+        return
+    print("| jobs | manifest | load+plan s | µs/job | ru_maxrss MB | tracemalloc peak MB |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for variant in args.variants.split(","):
+        for jobs in (int(n) for n in args.sizes.split(",")):
+            timed = run_case(jobs, variant, trace=False)
+            traced = run_case(jobs, variant, trace=True)
+            print(f"| {jobs:,} | {VARIANTS[variant]} | {timed['seconds']:.2f} | "
+                  f"{timed['seconds'] / jobs * 1e6:.1f} | {timed['maxrss_mb']:.0f} | "
+                  f"{traced['peak_mb']:.1f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,43 @@
+"""The simulator in a process of its own, so a benchmark's client never shares a GIL with it."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from typing import Any
+
+from batchgen.simulator import SimConfig, SimStats, running_simulator
+
+
+def _serve(config: SimConfig, conn: Any) -> None:
+    with running_simulator(config) as sim:
+        conn.send((sim.api_base_url, sim.image_base_url))
+        while True:
+            message = conn.recv()
+            if message == "stats":
+                with sim.state.lock:
+                    conn.send(sim.stats)
+            else:
+                return
+
+
+class SimProcess:
+    """``with SimProcess(SimConfig(...)) as sim:`` -> ``sim.api_base_url``, ``sim.stats``."""
+
+    def __init__(self, config: SimConfig) -> None:
+        context = mp.get_context("spawn")
+        self._conn, child = context.Pipe()
+        self._proc = context.Process(target=_serve, args=(config, child), daemon=True)
+
+    def __enter__(self) -> SimProcess:
+        self._proc.start()
+        self.api_base_url, self.image_base_url = self._conn.recv()
+        return self
+
+    @property
+    def stats(self) -> SimStats:
+        self._conn.send("stats")
+        return self._conn.recv()
+
+    def __exit__(self, *exc: object) -> None:
+        self._conn.send("stop")
+        self._proc.join(10)
