@@ -13,20 +13,26 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from batchgen._version import __version__
-from batchgen.errors import BatchgenError
+from batchgen.errors import BatchgenError, ManifestError
 
 __all__ = ["main"]
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
     return value
@@ -275,8 +281,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     try:
         return int(args.func(args))
+    except ManifestError as exc:  # one FILE:LINE:COL line per problem, as editors expect
+        print(exc, file=sys.stderr)
+        count = len(exc.problems)
+        print(f"{count} problem{'s' if count != 1 else ''} in the manifest; nothing was sent.",
+              file=sys.stderr)
+        return exc.exit_code
     except BatchgenError as exc:
-        print(f"error: {exc}" if "\n" not in str(exc) else str(exc), file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

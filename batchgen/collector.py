@@ -111,6 +111,10 @@ class Collector:
             except ProviderError as exc:
                 result = None
                 last_status = f"poll failing ({exc})"
+            except Exception as exc:  # an answer the client could not parse: this job's problem
+                log.info("unreadable task result for %s", task_id, exc_info=True)
+                result = None
+                last_status = f"poll failing (unreadable answer: {_brief(exc)})"
             clock.polls += 1
             self.stats.polls += 1
             now = anyio.current_time()
@@ -156,6 +160,10 @@ class Collector:
                 except ProviderError as exc:
                     problem = f"DOWNLOAD_FAILED: could not refresh the result ({exc})"
                     continue
+                except Exception as exc:  # an answer the client could not parse
+                    log.info("unreadable task result for %s", task_id, exc_info=True)
+                    problem = f"DOWNLOAD_FAILED: unreadable task result ({_brief(exc)})"
+                    continue
                 self.stats.refreshed_urls += 1
             if not result.images:
                 problem = "NO_IMAGE: the task succeeded but returned no image"
@@ -169,6 +177,9 @@ class Collector:
                 problem = f"BAD_IMAGE: {exc}"
             except DownloadError as exc:
                 problem = f"DOWNLOAD_FAILED: {exc}"
+            except Exception as exc:  # a URL or answer the client did not foresee: fail the job only
+                log.info("cannot fetch the image of task %s", task_id, exc_info=True)
+                problem = f"DOWNLOAD_FAILED: {_brief(exc)}"
         if checked is None:
             self.record_failure(job, problem, retryable=True, task_id=task_id)
             return False
@@ -212,6 +223,10 @@ class Collector:
                 "polls": clock.polls,
             },
         }
+
+
+def _brief(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc)[:200]}"
 
 
 def _iso(ts: float | None) -> str | None:

@@ -9,6 +9,7 @@ one line per job via a temp file and an atomic rename. One writer at a time, hel
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -28,6 +29,9 @@ __all__ = ["LEDGER_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats"]
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batchgen.lock"
 FORMAT = 1
+# Disk kept in the lock file while a batch runs, and given back when the disk fills up, so the
+# line that met the full disk and the task ids of submits still in flight can be recorded.
+RESERVE_BYTES = 64 * 1024
 STATES = ("pending", "submitting", "submitted", "generated", "done", "failed")
 OUTSTANDING = frozenset({"submitted", "generated"})
 _STATE_NAMES = {name: name for name in STATES}  # replayed states share one str object each
@@ -114,6 +118,7 @@ class Ledger:
         self._lock_fd: int | None = None
         self._dirty = False
         self._broken: OutputError | None = None
+        self._full: OutputError | None = None  # the reserve is in use: record, then stop the batch
 
     # -- opening ------------------------------------------------------------------------------
 
@@ -161,8 +166,15 @@ class Ledger:
             raise UsageError(
                 f"another batchgen ({holder}) is already running this batch in {self.folder}; "
                 f"wait for it to finish or stop it, then run again") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            if os.pwrite(fd, f"pid {os.getpid()}\n".encode().ljust(RESERVE_BYTES), 0) < RESERVE_BYTES:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)
+            raise _output_error(path, exc) from exc
         self._lock_fd = fd
 
     def _replay(self, expect_batch: str | None) -> None:
@@ -367,14 +379,28 @@ class Ledger:
         if self._fd is None:
             raise LedgerError("the ledger is closed")
         view = memoryview(data)
-        try:
-            while view:
+        while view:
+            try:
                 written = os.write(self._fd, view)
-                view = view[written:]
-        except OSError as exc:
-            self._broken = _output_error(self.path, exc)
-            raise self._broken from exc
+            except OSError as exc:
+                if exc.errno == errno.ENOSPC and self._full is None and self._free_reserve():
+                    self._full = _output_error(self.path, exc)
+                    continue
+                self._broken = _output_error(self.path, exc)
+                raise self._broken from exc
+            view = view[written:]
         self._dirty = True
+        if self._full is not None:
+            raise self._full  # recorded, but the disk is full: the batch must stop
+
+    def _free_reserve(self) -> bool:
+        if self._lock_fd is None:
+            return False
+        try:
+            os.ftruncate(self._lock_fd, 32)
+        except OSError:
+            return False
+        return True
 
     def sync(self) -> None:
         """fsync what was appended since the last call; cheap when nothing was."""
@@ -433,6 +459,10 @@ class Ledger:
         finally:
             self._fd = None
             if self._lock_fd is not None:
+                try:
+                    os.ftruncate(self._lock_fd, 0)  # give the reserve back
+                except OSError:
+                    pass
                 os.close(self._lock_fd)
                 self._lock_fd = None
 

@@ -22,7 +22,8 @@ from batchgen.errors import ManifestError, Problem
 from batchgen.fields import LORA_MODEL, REQUEST_FIELDS, TEMPLATED_FIELDS, describe, did_you_mean
 from batchgen.job import Job
 from batchgen.matrix import Expansion, parse_excludes, parse_includes
-from batchgen.specs import PROVIDERS, SECRET_KEYS, ManifestSpec, validation_problems
+from batchgen.providers import PROVIDERS
+from batchgen.specs import SECRET_KEYS, ManifestSpec, validation_problems
 from batchgen.templates import FileNameTemplate, Template
 from batchgen.yamlsrc import Source, YamlPath, load_yaml
 
@@ -74,12 +75,12 @@ class Manifest:
     @property
     def key_variable(self) -> str:
         """Name of the environment variable that holds the API key (never its value)."""
-        return self.api_key_env or PROVIDERS[self.provider][1]
+        return self.api_key_env or PROVIDERS[self.provider].key_env
 
     @property
     def endpoint(self) -> str:
         """Base URL to talk to: the manifest's override or the provider's."""
-        return self.base_url or PROVIDERS[self.provider][0]
+        return self.base_url or PROVIDERS[self.provider].base_url
 
     def jobs(self) -> Iterator[Job]:
         """Every job, lazily, in expansion order; each call starts a new pass from scratch.

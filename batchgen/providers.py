@@ -1,5 +1,7 @@
 """Which API batchgen talks to, and the key it uses there.
 
+A leaf module (it depends only on ``errors``), so the manifest can name providers too.
+
 The key is read from the environment and kept inside an ``ApiKey`` whose str/repr never show
 it; only the client's Authorization header to the API host ever sees the raw value.
 """

@@ -54,7 +54,7 @@ class RunOptions:
     include_rejected: bool = False  # retry: also requests the provider rejected
     client: ClientOptions | None = None
     poll: PollPlanner | None = None
-    environ: Mapping[str, str] | None = None
+    environ: Mapping[str, str] | None = field(default=None, repr=False)  # holds the API key
 
 
 @dataclass

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
 
 from batchgen.client import ProviderClient
 from batchgen.collector import Collector, RunStats
@@ -77,6 +78,10 @@ class Scheduler:
         self._stop_submitting = anyio.Event()
         self._producer: anyio.CancelScope | None = None
         self._group: TaskGroup | None = None
+        # Submits waiting for their answer: an abort gives them ``submit_grace`` seconds to
+        # learn (and record) their task id, since cancelling one may leave a paid task unknown.
+        self._submits: set[anyio.CancelScope] = set()
+        self.submit_grace: float | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -88,13 +93,27 @@ class Scheduler:
         if self._producer is not None:
             self._producer.cancel()
 
-    def abort(self, why: BatchgenError | None = None) -> None:
-        """Leave at once: cancel every job (the ledger already holds what matters)."""
+    def abort(self, why: BatchgenError | None = None, grace: float = 0.0) -> None:
+        """Cancel every job (the ledger already holds what matters).
+
+        Submits already sent get ``grace`` seconds to bring back their task id; 0 leaves at once
+        (the next run reports those jobs as possibly created).
+        """
         if why is not None and self.fatal is None:
             self.fatal = why
         self.stop_submitting()
+        self.submit_grace = grace if self.submit_grace is None else min(grace, self.submit_grace)
+        for scope in self._submits:
+            self._limit(scope)
         if self._group is not None:
             self._group.cancel_scope.cancel()
+
+    def _limit(self, scope: anyio.CancelScope) -> None:
+        if self.submit_grace is not None:
+            if self.submit_grace <= 0:
+                scope.cancel()
+            else:
+                scope.deadline = min(scope.deadline, anyio.current_time() + self.submit_grace)
 
     @property
     def submitting(self) -> bool:
@@ -110,7 +129,10 @@ class Scheduler:
                 self._producer = scope
                 if self._stop_submitting.is_set():
                     scope.cancel()
-                await self._produce(group, outstanding, todo)
+                try:
+                    await self._produce(group, outstanding, todo)
+                except OutputError as exc:  # the job stream writes the ledger too
+                    self.abort(exc, grace=self._grace())
             self._producer = None
         self._group = None
 
@@ -161,9 +183,20 @@ class Scheduler:
 
     async def _submit_and_follow(self, job: Job, ticket: _Ticket) -> None:
         try:
+            if not self.submitting:  # stopped between admission and now: leave the job as it is
+                return
             self.ledger.submitting(job)
             try:
-                sub = await self.client.submit(self.model, job.request)
+                with anyio.CancelScope(shield=True) as scope:
+                    self._submits.add(scope)
+                    self._limit(scope)
+                    try:
+                        sub = await self.client.submit(self.model, job.request)
+                    finally:
+                        self._submits.discard(scope)
+                if scope.cancelled_caught:  # the grace ran out: the job stays 'submitting'
+                    await checkpoint()
+                    return
             except BatchStopped as exc:
                 # Nothing was created: the job goes back to pending for the next run.
                 self.ledger.reset(job.job_id)
@@ -186,7 +219,7 @@ class Scheduler:
             self.stats.maybe_duplicated += sub.maybe_duplicated
             await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
         except OutputError as exc:
-            self.abort(exc)
+            self.abort(exc, grace=self._grace())
         finally:
             self._release(ticket)
 
@@ -195,7 +228,7 @@ class Scheduler:
             clock = self.collector.clock_for(item.submitted_at)
             await self._follow_and_save(item.job, item.task_id, clock, ticket, poll_now=item.finished)
         except OutputError as exc:
-            self.abort(exc)
+            self.abort(exc, grace=self._grace())
         finally:
             self._release(ticket)
 
@@ -220,4 +253,8 @@ class Scheduler:
         if exc.kind == "balance" and not abort:
             self.stop_submitting(exc)
         else:
-            self.abort(exc)
+            self.abort(exc, grace=self._grace())
+
+    def _grace(self) -> float:
+        """Time a submit in flight gets to answer once the batch stops: one request's timeout."""
+        return self.client.options.timeout

@@ -16,6 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SkipValidat
                       ValidationError)
 
 from batchgen.errors import Problem
+from batchgen.providers import PROVIDERS
 from batchgen.fields import (MAX_LORAS, MAX_SEED, OUTPUT_FORMATS, SCALE_MAX, SIZE_MAX, SIZE_MIN,
                              check_bool, check_choice, check_output_format, check_prompt,
                              check_seed, check_size, check_strength, check_url, describe,
@@ -24,7 +25,6 @@ from batchgen.templates import FileNameTemplate, Template
 from batchgen.yamlsrc import Source, YamlPath, dotted
 
 __all__ = [
-    "PROVIDERS",
     "SECRET_KEYS",
     "FileSpec",
     "LoraItem",
@@ -39,10 +39,6 @@ __all__ = [
 ]
 
 #: provider -> (base URL, environment variable that holds the key by default)
-PROVIDERS: dict[str, tuple[str, str]] = {
-    "jiekou": ("https://api.jiekou.ai", "JIEKOU_API_KEY"),
-    "novita": ("https://api.novita.ai", "NOVITA_API_KEY"),
-}
 #: Top-level keys that can only mean someone is about to commit their key to a manifest.
 SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "key", "token", "api_token", "secret",
                          "access_token", "bearer", "authorization", "password"})

@@ -94,3 +94,27 @@ def test_issue_lora_scale_of_5_exits_2_naming_file_and_line(capsys: pytest.Captu
     code, output = run_cli(["plan", str(path)], capsys)
     assert code == 2
     assert f"{path}:5:59: matrix.loras.1.0.scale: must be between 0 and 4 (got 5)" in output
+
+
+@pytest.fixture(scope="module")
+def live_simulator():
+    from batchgen.simulator import SimConfig, running_simulator
+
+    with running_simulator(SimConfig(task_seconds=0)) as sim:
+        yield sim
+
+
+@pytest.mark.parametrize(("path", "expected"), bad_manifest_cases(), ids=lambda v: getattr(v, "name", ""))
+def test_run_refuses_a_bad_manifest_before_sending_anything(
+        path: Path, expected: dict[str, Any], live_simulator, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JIEKOU_API_KEY", "sk-corpus-test-key-000000")
+    before = live_simulator.stats.api_requests
+    code, output = run_cli(["run", str(path), "--base-url", live_simulator.api_base_url,
+                            "--output", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 2, output
+    where = str(CORPUS / expected["file"]) if "file" in expected else str(path)
+    assert any(ln.startswith(f"{where}:{expected['line']}:") for ln in _lines(output)), output
+    assert "Traceback" not in output
+    assert live_simulator.stats.api_requests == before  # nothing was sent
+    assert not (tmp_path / "out").exists()              # nothing was written

@@ -22,7 +22,7 @@ VARIANTS = {
     "axes": "10 styles x seed range",
     # a prompt file streamed (N/10 lines) x 10 seeds, with a file-name template and captions
     "txt-file": "prompts.txt x 10 seeds, filename+caption",
-    # CSV rows (N/10) x 5 sizes... x 2 LoRA sets
+    # CSV rows (N/10, each setting a variable and the size) x 5 seeds x 2 LoRA sets
     "csv-rows": "rows.csv x 5 seeds x 2 LoRA sets",
 }
 

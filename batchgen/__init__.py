@@ -1,0 +1,56 @@
+"""batchgen: declarative, resumable batch runs of asynchronous image-generation APIs.
+
+    from batchgen import Batch, RunOptions, load_manifest
+    summary = anyio.run(Batch(load_manifest("m.yaml"), RunOptions()).run)
+
+Names load on first use, so ``batchgen plan`` does not pay for the HTTP stack.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+from batchgen._version import __version__
+
+_PUBLIC = {
+    "AuthError": "batchgen.errors",
+    "BalanceError": "batchgen.errors",
+    "Batch": "batchgen.runner",
+    "BatchStopped": "batchgen.errors",
+    "BatchgenError": "batchgen.errors",
+    "Job": "batchgen.job",
+    "Manifest": "batchgen.manifest",
+    "ManifestError": "batchgen.errors",
+    "OutputError": "batchgen.errors",
+    "Plan": "batchgen.plan",
+    "Problem": "batchgen.errors",
+    "ProviderClient": "batchgen.client",
+    "ProviderError": "batchgen.errors",
+    "RunOptions": "batchgen.runner",
+    "RunSummary": "batchgen.runner",
+    "SimConfig": "batchgen.simulator",
+    "Simulator": "batchgen.simulator",
+    "StatusReport": "batchgen.status",
+    "UsageError": "batchgen.errors",
+    "batch_status": "batchgen.status",
+    "load_manifest": "batchgen.manifest",
+    "manifest_json_schema": "batchgen.manifest",
+    "plan_manifest": "batchgen.plan",
+    "run_batch": "batchgen.runner",
+}
+
+__all__ = sorted([*_PUBLIC, "__version__"])
+
+
+def __getattr__(name: str) -> Any:
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'batchgen' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__
