@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import logging
 import random
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 import anyio
 import httpx
 
 from batchgen._version import __version__
+from batchgen.channel import Answer, AnswerTooLarge, Channel
 from batchgen.classify import classify_error
 from batchgen.errors import (
     BadImage,
@@ -29,6 +29,7 @@ from batchgen.errors import (
     TransientError,
 )
 from batchgen.imagecheck import CheckedImage, check_image, decode_base64_image
+from batchgen.offload import off_loop
 from batchgen.pacing import Backoff, RateGate
 from batchgen.providers import ApiKey, ApiTarget
 from batchgen.wire import ResultImage, TaskResult, parse_task_result
@@ -48,54 +49,17 @@ class ClientOptions:
 
     timeout: float = 30.0
     connect_timeout: float = 10.0
-    max_connections: int = 64
+    # Requests are short and slots are held by tasks, not connections: a few connections
+    # carry hundreds of tasks in flight. httpcore checks every pooled connection (a syscall
+    # each) and every queued request on each request, so requests wait for a connection
+    # here, in a semaphore, and the pool stays small.
+    max_connections: int = 8
     max_image_bytes: int = 64 * 1024 * 1024
     download_deadline: float = 120.0
     backoff: Backoff = Backoff()
     max_rate_limited: int = 30
     download_attempts: int = 4
     resubmit_ambiguous: bool = True
-
-
-class _ApiChannel:
-    """Requests to the API host, handed straight to an httpx transport.
-
-    The API needs none of AsyncClient's machinery (URL merging, cookies, auth flows,
-    redirects), and at hundreds of jobs per second that machinery costs more CPU than the
-    request itself. The transport is the same seam tests use (the simulator's in-process
-    transport, or a real connection pool honouring the environment's proxy settings).
-    """
-
-    def __init__(self, base_url: str, key: ApiKey, agent: str,
-                 transport: httpx.AsyncBaseTransport | None, timeout: httpx.Timeout,
-                 max_connections: int) -> None:
-        self._base = base_url.rstrip("/")
-        if transport is None:
-            parts = urlsplit(self._base)
-            proxy = None
-            if not urllib.request.proxy_bypass(parts.hostname or ""):
-                proxy = urllib.request.getproxies().get(parts.scheme)
-            transport = httpx.AsyncHTTPTransport(
-                proxy=proxy, limits=httpx.Limits(max_connections=max_connections,
-                                                 max_keepalive_connections=max_connections))
-        self._transport = transport
-        self._headers = [("Authorization", f"Bearer {key.reveal()}"),
-                         ("Content-Type", "application/json"), ("Accept", "application/json"),
-                         ("User-Agent", agent)]
-        self._extensions = {"timeout": timeout.as_dict()}
-
-    async def send(self, method: str, path: str, content: bytes | None = None) -> httpx.Response:
-        request = httpx.Request(method, self._base + path, headers=self._headers, content=content,
-                                extensions=self._extensions)
-        response = await self._transport.handle_async_request(request)
-        try:
-            await response.aread()
-        finally:
-            await response.aclose()
-        return response
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +73,13 @@ class Submitted:
     task_id: str
     attempts: int
     maybe_duplicated: int = 0
+
+
+class _AcceptedWithoutId(TransientError):
+    """A 200 answer to a submit that carries no usable task id."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, status=200, maybe_created=True)
 
 
 class ProviderClient:
@@ -126,13 +97,13 @@ class ProviderClient:
         opts = self.options
         timeout = httpx.Timeout(opts.timeout, connect=opts.connect_timeout, pool=None)
         agent = f"batchgen/{__version__}"
-        self._api = _ApiChannel(target.base_url, key, agent, transport, timeout, opts.max_connections)
-        self._images = httpx.AsyncClient(
-            transport=image_transport, timeout=timeout, follow_redirects=True, max_redirects=5,
-            limits=httpx.Limits(max_connections=opts.max_connections,
-                                max_keepalive_connections=opts.max_connections),
-            headers={"User-Agent": agent},
-        )
+        self._base = target.base_url.rstrip("/")
+        self._max_answer = 2 * opts.max_image_bytes  # a base64 image fits, a flood does not
+        self._api = Channel([("Authorization", f"Bearer {key.reveal()}"),
+                             ("Content-Type", "application/json"), ("Accept", "application/json"),
+                             ("User-Agent", agent)], timeout, opts.max_connections, transport)
+        # Image hosts get a channel that never holds the key: no redirect can carry it there.
+        self._images = Channel([("User-Agent", agent)], timeout, opts.max_connections, image_transport)
 
     def __repr__(self) -> str:
         return f"ProviderClient({self.target.base_url!r})"
@@ -166,16 +137,22 @@ class ProviderClient:
                 if rate_limited >= self.options.max_rate_limited:
                     raise
                 continue
+            except _AcceptedWithoutId as exc:
+                # The API answered 200, so it handled the request: another try would likely
+                # create (and bill) another task. The job fails; `retry` is the user's call.
+                self.gate.passed()
+                exc.maybe_count = maybe + 1
+                raise
             except TransientError as exc:
                 self.gate.passed()
                 failures += 1
                 if exc.maybe_created:
                     maybe += 1
                     if not self.options.resubmit_ambiguous:
+                        exc.maybe_count = maybe
                         raise
                 if failures >= self.options.backoff.attempts:
-                    if maybe:
-                        exc.maybe_created = True
+                    exc.maybe_created, exc.maybe_count = maybe > 0, maybe
                     raise
                 delay = self.options.backoff.delay(failures - 1, self._rng)
                 log.info("submit failed (%s); retry %d in %.1fs", exc, failures, delay)
@@ -189,16 +166,21 @@ class ProviderClient:
 
     async def _submit_once(self, path: str, content: bytes) -> str:
         try:
-            response = await self._api.send("POST", path, content)
+            response = await self._api.send("POST", self._base + path, content,
+                                            max_bytes=self._max_answer)
+        except AnswerTooLarge as exc:
+            raise _AcceptedWithoutId(f"the submit answer was too large ({exc})") from exc
         except httpx.TransportError as exc:
             raise self._transport_error("submit", exc) from exc
-        if response.status_code != 200:
+        if response.status != 200:
             raise self._error(response)
-        data = self._json(response, "submit", maybe_created=True)
+        try:
+            data = self._json(response, "submit")
+        except TransientError as exc:
+            raise _AcceptedWithoutId(str(exc)) from None
         task_id = data.get("task_id") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id.strip():
-            raise TransientError("the provider accepted the submit but sent no task_id",
-                                 status=200, maybe_created=True)
+            raise _AcceptedWithoutId("the provider accepted the submit but sent no task_id")
         return task_id.strip()
 
     # -- task result ------------------------------------------------------------------------
@@ -220,10 +202,14 @@ class ProviderClient:
 
     async def _task_result_once(self, task_id: str) -> TaskResult:
         try:
-            response = await self._api.send("GET", "/v3/async/task-result?" + urlencode({"task_id": task_id}))
+            response = await self._api.send(
+                "GET", f"{self._base}/v3/async/task-result?{urlencode({'task_id': task_id})}",
+                max_bytes=self._max_answer)
+        except AnswerTooLarge as exc:
+            raise TransientError(f"task-result: {exc}") from exc
         except httpx.TransportError as exc:
             raise self._transport_error("task-result", exc) from exc
-        if response.status_code != 200:
+        if response.status != 200:
             raise self._error(response)
         return parse_task_result(self._json(response, "task-result"))
 
@@ -238,7 +224,7 @@ class ProviderClient:
         value = image.image_url
         if not value.lower().startswith(("http://", "https://")):
             data = decode_base64_image(value, self.options.max_image_bytes)
-            return await anyio.to_thread.run_sync(check_image, data, expected_format)
+            return await off_loop(len(data), check_image, data, expected_format)
         last: DownloadError | None = None
         for attempt in range(self.options.download_attempts):
             if attempt:
@@ -246,7 +232,7 @@ class ProviderClient:
             try:
                 with anyio.fail_after(self.options.download_deadline):
                     data = await self._download(value)
-                return await anyio.to_thread.run_sync(check_image, data, expected_format)
+                return await off_loop(len(data), check_image, data, expected_format)
             except ImageExpired:
                 raise
             except TimeoutError:
@@ -261,7 +247,7 @@ class ProviderClient:
     async def _download(self, url: str) -> bytes:
         limit = self.options.max_image_bytes
         try:
-            async with self._images.stream("GET", url) as response:
+            async with self._images.stream(url) as response:
                 status = response.status_code
                 if status in (403, 404, 410):
                     raise ImageExpired(f"the image URL answered {status} (expired or unknown)")
@@ -279,24 +265,26 @@ class ProviderClient:
                     chunks.append(chunk)
         except httpx.TooManyRedirects as exc:
             raise DownloadError("the image URL redirects in circles") from exc
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
+            raise DownloadError(f"the image URL (or a redirect) is not a usable URL ({exc})") from exc
         except httpx.TransportError as exc:
             raise DownloadError(f"the image download broke off ({type(exc).__name__})") from exc
         return b"".join(chunks)
 
     # -- helpers ----------------------------------------------------------------------------
 
-    def _error(self, response: httpx.Response) -> ProviderError:
-        return classify_error(response.status_code, response.content, response.headers,
+    def _error(self, response: Answer) -> ProviderError:
+        return classify_error(response.status, response.content, response.headers,
                               key_env=self.target.key_env, base_url=self.target.base_url,
                               scrub=self._key.scrub)
 
-    def _json(self, response: httpx.Response, what: str, maybe_created: bool = False) -> Any:
+    def _json(self, response: Answer, what: str, maybe_created: bool = False) -> Any:
         try:
             return json.loads(response.content)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise TransientError(f"the provider's {what} answer was not JSON "
                                  f"({response.headers.get('content-type', 'no content type')})",
-                                 status=response.status_code, maybe_created=maybe_created) from None
+                                 status=response.status, maybe_created=maybe_created) from None
 
     @staticmethod
     def _transport_error(what: str, exc: httpx.TransportError) -> TransientError:

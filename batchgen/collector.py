@@ -28,6 +28,7 @@ from batchgen.errors import (
 from batchgen.imagecheck import CheckedImage
 from batchgen.job import Job
 from batchgen.ledger import Ledger
+from batchgen.offload import off_loop
 from batchgen.polling import PollPlanner, TaskClock
 from batchgen.store import BatchFolder
 from batchgen.wire import TaskResult
@@ -130,7 +131,7 @@ class Collector:
                     return None
             if now >= deadline:
                 self.record_failure(job, f"TIMEOUT: the task was still '{last_status}' after "
-                                  f"{self.task_timeout:.0f}s; its task id is kept, and `batchgen "
+                                  f"{self.task_timeout:g}s; its task id is kept, and `batchgen "
                                   f"collect` picks it up if it finishes later",
                              retryable=True, task_id=task_id)
                 return None
@@ -185,15 +186,17 @@ class Collector:
             return False
         self.stats.downloads += 1
         sidecar = self._sidecar(job, task_id, result, checked, clock, finished_wall)
-        saved = await anyio.to_thread.run_sync(self.folder.save, job, checked.data, sidecar)
+        saved = await off_loop(len(checked.data), self.folder.save, job, checked.data, sidecar)
         self.ledger.done(job.job_id, saved.file, saved.size, saved.sha256)
         self.stats.done += 1
         self.stats.bytes += saved.size
         return True
 
-    def record_failure(self, job: Job, reason: str, *, retryable: bool, task_id: str | None) -> None:
+    def record_failure(self, job: Job, reason: str, *, retryable: bool, task_id: str | None,
+                       maybe_duplicated: int = 0) -> None:
         log.info("job %s failed: %s", job.job_id, reason)
-        self.ledger.failed(job.job_id, reason, retryable, task_id=task_id)
+        self.ledger.failed(job.job_id, reason, retryable, task_id=task_id,
+                           maybe_duplicated=maybe_duplicated)
         self.stats.fail(reason)
 
     def _sidecar(self, job: Job, task_id: str, result: TaskResult, checked: CheckedImage,

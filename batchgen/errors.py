@@ -154,7 +154,8 @@ class TransientError(ProviderError):
     """A failure that may pass: server errors, dropped connections, timeouts.
 
     ``maybe_created`` is true when a submit may have reached the provider before failing,
-    so a task may exist there that we hold no id for.
+    so a task may exist there that we hold no id for; ``maybe_count`` is how many tries of
+    the submit ended that way (each may have created, and been billed for, a task).
     """
 
     retryable = True
@@ -163,6 +164,7 @@ class TransientError(ProviderError):
                  maybe_created: bool = False) -> None:
         super().__init__(message, status=status, reason=reason)
         self.maybe_created = maybe_created
+        self.maybe_count = int(maybe_created)
 
 
 class TaskNotFound(ProviderError):

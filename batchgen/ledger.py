@@ -133,6 +133,8 @@ class Ledger:
         ledger = cls(folder, batch)
         ledger._lock()
         try:
+            with contextlib.suppress(OSError):  # left by a compaction that was cut short
+                os.unlink(ledger.path.with_name(LEDGER_FILE + ".tmp"))
             ledger._replay(expect_batch=batch)
             ledger._open_for_append()
         except BaseException:
@@ -302,6 +304,7 @@ class Ledger:
                 rec.info["spec"] = spec
             if event.get("task_id"):
                 rec.task_id = event["task_id"]
+            self.stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
         else:  # pending: put back to be submitted afresh
             rec.task_id = None
             rec.file = None
@@ -354,11 +357,14 @@ class Ledger:
         self._record({"job": job_id, "state": "done", "at": _now(), "file": file, "bytes": size,
                       "sha256": sha256})
 
-    def failed(self, job_id: str, reason: str, retryable: bool, task_id: str | None = None) -> None:
+    def failed(self, job_id: str, reason: str, retryable: bool, task_id: str | None = None,
+               maybe_duplicated: int = 0) -> None:
         event: dict[str, Any] = {"job": job_id, "state": "failed", "at": _now(), "reason": reason,
                                  "retryable": retryable}
         if task_id:
             event["task_id"] = task_id
+        if maybe_duplicated:
+            event["maybe_duplicated"] = maybe_duplicated
         self._record(event)
 
     def reset(self, job_id: str) -> None:

@@ -2,7 +2,7 @@
 
 A provider slot frees only when a poll sees its task finished, so every poll buys wall time.
 The planner learns how long tasks take (from the provider's own timestamps when it gives
-them), makes the first poll when the quickest fifth of tasks would be done, and then aims at
+them), makes the first poll when the quickest tenth of tasks would be done, and then aims at
 the finish estimated from ``progress_percent`` (or ``eta``, rounded up to whole seconds by the
 provider). Without hints it backs off exponentially. No task is polled past its deadline.
 """
@@ -33,8 +33,8 @@ class PollPlanner:
     """Shared by every task of a run; ``first_delay`` and ``next_delay`` return seconds."""
 
     def __init__(self, *, min_delay: float = 0.05, max_delay: float = 10.0, cold_first: float = 1.0,
-                 first_quantile: float = 0.2, backoff_start: float = 0.5, backoff_factor: float = 1.5,
-                 margin: float = 0.02, window: int = 256) -> None:
+                 first_quantile: float = 0.1, backoff_start: float = 0.5, backoff_factor: float = 1.5,
+                 margin: float = 0.015, lateness: float = 0.005, window: int = 256) -> None:
         self.min_delay = min_delay
         self.max_delay = max_delay
         self.cold_first = cold_first
@@ -42,6 +42,7 @@ class PollPlanner:
         self.backoff_start = backoff_start
         self.backoff_factor = backoff_factor
         self.margin = margin
+        self.lateness = lateness
         self._durations: deque[float] = deque(maxlen=window)
         self._sorted: list[float] | None = None
 
@@ -79,7 +80,7 @@ class PollPlanner:
             else:
                 remaining = elapsed * (100.0 - progress) / progress
             clock.progress, clock.progress_at = progress, now
-            delay = remaining * 1.01 + self.margin
+            delay = remaining * (1 + self.lateness) + self.margin
         elif task.eta is not None and task.eta > 0 and task.status in (PROCESSING, QUEUED):
             # eta is whole seconds rounded up: the task ends somewhere in (eta - 1, eta].
             delay = max(task.eta - 0.5, 0.5 * task.eta)

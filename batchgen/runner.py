@@ -84,6 +84,7 @@ class RunSummary:
     interrupted: bool = False
     elapsed: float = 0.0
     exit_code: int = 0
+    mode: str = "run"  # run | collect | retry
 
     def to_text(self, manifest_path: str | Path) -> str:
         lines: list[str] = []
@@ -114,6 +115,9 @@ class RunSummary:
         if self.interrupted:
             lines.append(f"interrupted: {self.pending} job(s) not submitted, {self.outstanding} task(s) "
                          f"still at the provider. Run the same command again to finish.")
+        elif self.pending and not self.stopped and self.mode == "collect":
+            lines.append(f"{self.pending} job(s) not submitted yet: `batchgen run {manifest_path}` "
+                         f"submits them.")
         elif self.pending and not self.stopped:
             lines.append(f"{self.pending} job(s) left to do: run the same command again.")
         elif self.outstanding and not self.stopped:
@@ -177,8 +181,8 @@ class Batch:
             created_before = ledger.stats.tasks_created
             reporter = ProgressReporter(stats, mode=o.progress)
             gate = RateGate(o.rate_limit or m.rate_limit)
-            async with ProviderClient(target, key, options=o.client or ClientOptions(
-                    max_connections=max(64, 2 * concurrency + 8)), gate=gate, transport=transport,
+            client_options = o.client or ClientOptions(max_connections=max(8, min(64, concurrency // 8)))
+            async with ProviderClient(target, key, options=client_options, gate=gate, transport=transport,
                     image_transport=image_transport) as client:
                 collector = Collector(client, ledger, store, o.poll or PollPlanner(), stats,
                                       model=m.model, batch=m.name, task_timeout=m.task_timeout)
@@ -204,6 +208,7 @@ class Batch:
                     ledger.compact()
             summary = self._summary(ledger, plan.jobs, stats, scheduler, stream, started)
             summary.possibly_created = possibly_created
+            summary.mode = mode
             summary.tasks_created = ledger.stats.tasks_created - created_before
         finally:
             ledger.close()

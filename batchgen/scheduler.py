@@ -209,10 +209,18 @@ class Scheduler:
             except ProviderError as exc:
                 maybe = isinstance(exc, TransientError) and exc.maybe_created
                 note = " (a task may have been created at the provider without its id)" if maybe else ""
+                count = exc.maybe_count if maybe else 0
                 self.collector.record_failure(job, f"SUBMIT_FAILED: {exc}{note}", retryable=True,
-                                              task_id=None)
-                if maybe:
-                    self.stats.maybe_duplicated += 1
+                                              task_id=None, maybe_duplicated=count)
+                self.stats.maybe_duplicated += count
+                return
+            except Exception as exc:  # an answer the client did not foresee: this job fails, not the batch
+                log.info("submit of job %s failed unexpectedly", job.job_id, exc_info=True)
+                self.collector.record_failure(
+                    job, f"SUBMIT_FAILED: unexpected answer ({type(exc).__name__}: {str(exc)[:200]}); "
+                    f"a task may have been created at the provider without its id", retryable=True,
+                    task_id=None)
+                self.stats.maybe_duplicated += 1
                 return
             self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
             self.stats.submitted += 1
@@ -249,7 +257,8 @@ class Scheduler:
                 self._stopped_by(exc, abort=True)
 
     def _stopped_by(self, exc: BatchStopped, abort: bool = False) -> None:
-        log.warning("provider stopped the batch: %s", exc)
+        if self.stopped is None and self.fatal is None:  # once, not once per submit in flight
+            log.warning("provider stopped the batch: %s", exc)
         if exc.kind == "balance" and not abort:
             self.stop_submitting(exc)
         else:

@@ -86,13 +86,19 @@ class BatchFolder:
         sha = hashlib.sha256(data).hexdigest()
         file = self.image_file(job)
         sidecar["image"].update(file=Path(file).name, bytes=len(data), sha256=sha)
+        files = [(file, data)]
+        if job.caption is not None:
+            files.append((self.relative(job, "txt"), job.caption.encode()))
+        files.append((self.relative(job, "json"),
+                      json.dumps(sidecar, indent=2, ensure_ascii=False).encode() + b"\n"))
+        written: list[str] = []
         try:
-            self._write(file, data)
-            if job.caption is not None:
-                self._write(self.relative(job, "txt"), job.caption.encode())
-            self._write(self.relative(job, "json"),
-                        json.dumps(sidecar, indent=2, ensure_ascii=False).encode() + b"\n")
+            for relative, content in files:
+                self._write(relative, content)
+                written.append(relative)
         except OSError as exc:
+            for relative in written:  # never leave an image without its sidecar
+                (self.root / relative).unlink(missing_ok=True)
             raise _output_error(self.root, exc) from exc
         return SavedFiles(file=file, size=len(data), sha256=sha)
 

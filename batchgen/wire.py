@@ -7,6 +7,7 @@ time. Parsing here accepts all of those and never fails on a field we do not nee
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -21,17 +22,14 @@ DONE_STATUSES = frozenset({SUCCEED, FAILED})
 
 
 def _number_or_none(value: Any) -> float | None:
-    """Numbers, numeric strings -> float; "", None, garbage -> None."""
-    if isinstance(value, bool) or value is None:
+    """Finite numbers and numeric strings -> float; "", None, nan, 1e999, garbage -> None."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value.strip())
-        except ValueError:
-            return None
-    return None
+    try:
+        number = float(value.strip() if isinstance(value, str) else value)
+    except (ValueError, OverflowError):
+        return None
+    return number if math.isfinite(number) else None
 
 
 class _Lenient(BaseModel):
@@ -84,7 +82,7 @@ class Extra(_Lenient):
     @classmethod
     def _seed(cls, value: Any) -> int | None:
         number = _number_or_none(value)
-        return int(number) if number is not None and number == int(number) else None
+        return int(number) if number is not None and number.is_integer() else None
 
     @field_validator("debug_info", mode="before")
     @classmethod

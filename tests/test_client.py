@@ -176,7 +176,7 @@ async def test_rate_limit_without_end_gives_up() -> None:
     assert sim.stats.tasks_created == 0 and sim.stats.submits == 4
 
 
-@pytest.mark.parametrize("fault", ["fault_500", "fault_503", "fault_not_json"])
+@pytest.mark.parametrize("fault", ["fault_500", "fault_503"])
 async def test_transient_faults_are_retried_until_success(fault: str) -> None:
     sim = Simulator(SimConfig(task_seconds=0, fault_seed=11, **{fault: 0.3}))
     async with client_for(sim) as client:
@@ -211,12 +211,28 @@ async def test_dropped_submits_are_retried_and_counted_as_maybe_duplicated() -> 
     assert sim.stats.tasks_created == 20 + sim.stats.tasks_created_but_dropped
 
 
-async def test_submit_without_task_id_is_maybe_created() -> None:
-    sim = Simulator(SimConfig(task_seconds=0, fault_no_task_id=1.0))
-    async with client_for(sim, resubmit_ambiguous=False) as client:
+@pytest.mark.parametrize("fault", ["fault_no_task_id", "fault_not_json"])
+async def test_a_200_submit_without_a_task_id_is_not_sent_again(fault: str) -> None:
+    sim = Simulator(SimConfig(task_seconds=0, **{fault: 1.0}))
+    async with client_for(sim) as client:
         with pytest.raises(TransientError) as info:
             await client.submit("z-image-turbo-lora", BODY)
-    assert info.value.maybe_created and sim.stats.tasks_created == 1
+    assert info.value.maybe_created and info.value.maybe_count == 1
+    assert sim.stats.submits == 1  # it may have created (and billed) a task: not again
+
+
+async def test_garbled_poll_answers_are_retried() -> None:
+    sim = Simulator(SimConfig(task_seconds=0, fault_not_json=0.3, fault_seed=11))
+    async with client_for(sim) as client:
+        submitted = 0
+        while submitted < 5:
+            try:
+                task_id = (await client.submit("z-image-turbo-lora", BODY)).task_id
+            except TransientError:
+                continue
+            submitted += 1
+            assert (await finished(client, task_id)).succeeded
+    assert sim.stats.faults["fault_not_json"] > 0
 
 
 async def test_failed_task_reports_reason() -> None:

@@ -64,3 +64,9 @@ def test_unknown_fields_wrong_shapes_and_full_nsfw_results_are_tolerated() -> No
 def test_answers_of_the_wrong_shape_are_empty_not_crashes(data) -> None:
     result = parse_task_result(data)
     assert result.status == "" and not result.finished and result.images == []
+
+
+@pytest.mark.parametrize("value", [10 ** 400, "1e999", "nan", "inf", float("inf"), "-inf"])
+def test_absurd_numbers_are_unknown_not_crashes(value) -> None:
+    result = parse_task_result({"task": {"eta": value, "progress_percent": value}, "extra": {"seed": value}})
+    assert result.task.eta is None and result.task.progress_percent is None and result.extra.seed is None

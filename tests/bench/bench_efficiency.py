@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,7 @@ from pathlib import Path
 
 import anyio
 import httpx
-from simproc import SimProcess
+from benchkit import SimProcess, scratch_dir
 
 from batchgen.manifest import load_manifest
 from batchgen.polling import PollPlanner
@@ -44,7 +43,7 @@ def sim_config(hints: bool = True) -> SimConfig:
 
 
 def run_batchgen(jobs: int, planner: PollPlanner, hints: bool = True) -> dict:
-    with SimProcess(sim_config(hints)) as sim, tempfile.TemporaryDirectory() as tmp:
+    with SimProcess(sim_config(hints)) as sim, scratch_dir() as tmp:
         path = Path(tmp) / "m.yaml"
         path.write_text(manifest_text(jobs, sim.api_base_url))
         batch = Batch(load_manifest(path), RunOptions(
@@ -59,7 +58,7 @@ def run_batchgen(jobs: int, planner: PollPlanner, hints: bool = True) -> dict:
 
 def run_sdk_pattern(jobs: int) -> dict:
     """What the provider's own SDK does: a thread per slot, fixed 0.5 s polling, no retries."""
-    with SimProcess(sim_config()) as sim, tempfile.TemporaryDirectory() as tmp:
+    with SimProcess(sim_config()) as sim, scratch_dir() as tmp:
         headers = {"Authorization": f"Bearer {KEY}"}
         local = threading.local()
 
@@ -93,11 +92,12 @@ def _row(sim: SimProcess, wall: float, jobs: int) -> dict:
 
 
 ROWS = {
-    "default": ("batchgen default (first poll at q20 of learned durations, then aim at progress)",
-                lambda jobs: run_batchgen(jobs, PollPlanner())),
-    "early": ("batchgen, first poll at q05", lambda jobs: run_batchgen(jobs, PollPlanner(first_quantile=0.05))),
-    "late": ("batchgen, first poll at q50", lambda jobs: run_batchgen(jobs, PollPlanner(first_quantile=0.5))),
-    "nohints": ("batchgen, provider gives no eta/progress (backoff from learned durations)",
+    "default": ("batchgen default: first poll at q10 of learned durations, then at the finish "
+                "estimated from progress", lambda jobs: run_batchgen(jobs, PollPlanner())),
+    "q05": ("batchgen, first poll at q05", lambda jobs: run_batchgen(jobs, PollPlanner(first_quantile=0.05))),
+    "q20": ("batchgen, first poll at q20", lambda jobs: run_batchgen(jobs, PollPlanner(first_quantile=0.2))),
+    "q50": ("batchgen, first poll at q50", lambda jobs: run_batchgen(jobs, PollPlanner(first_quantile=0.5))),
+    "nohints": ("batchgen, provider sends no eta/progress (learned durations, then backoff)",
                 lambda jobs: run_batchgen(jobs, PollPlanner(), hints=False)),
     "sdk": ("provider SDK pattern: 32 threads, poll every 0.5 s", run_sdk_pattern),
 }

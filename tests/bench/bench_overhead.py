@@ -13,12 +13,11 @@ from __future__ import annotations
 import argparse
 import os
 import resource
-import tempfile
 import time
 from pathlib import Path
 
 import anyio
-from simproc import SimProcess
+from benchkit import SimProcess, scratch_dir
 
 from batchgen.manifest import load_manifest
 from batchgen.runner import Batch, RunOptions
@@ -33,7 +32,7 @@ def cpu_seconds() -> float:
 
 
 def run(jobs: int, concurrency: int, fmt: str, base64: bool) -> dict:
-    with SimProcess(SimConfig(task_seconds=0)) as sim, tempfile.TemporaryDirectory() as tmp:
+    with SimProcess(SimConfig(task_seconds=0)) as sim, scratch_dir() as tmp:
         path = Path(tmp) / "m.yaml"
         path.write_text(
             f"name: overhead\nbase_url: {sim.api_base_url}\nprompt: \"overhead {{n}}\"\n"

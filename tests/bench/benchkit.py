@@ -1,8 +1,11 @@
-"""The simulator in a process of its own, so a benchmark's client never shares a GIL with it."""
+"""Shared by the benchmarks: the simulator in a process of its own (so the client measured
+never shares a GIL with it), and scratch folders where batches really write."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from batchgen.simulator import SimConfig, SimStats, running_simulator
@@ -41,3 +44,10 @@ class SimProcess:
     def __exit__(self, *exc: object) -> None:
         self._conn.send("stop")
         self._proc.join(10)
+
+
+def scratch_dir() -> tempfile.TemporaryDirectory:
+    """A temporary batch folder under ./output, on the disk a real batch would use."""
+    root = Path("output")
+    root.mkdir(exist_ok=True)
+    return tempfile.TemporaryDirectory(prefix="bench-", dir=root)

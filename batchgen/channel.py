@@ -1,0 +1,106 @@
+"""HTTP requests handed straight to an httpx transport, without AsyncClient's machinery.
+
+At hundreds of jobs per second, AsyncClient's URL merging, cookie jar, auth and redirect
+flows cost more CPU than the request itself, and batchgen needs none of them. A channel keeps
+what matters: the transport seam (the simulator's in-process transport in tests, a pooled
+connection otherwise), the environment's proxy settings, timeouts, and a cap on requests in
+flight so they wait here instead of in httpcore's pool, which rescans every queued request
+and every pooled connection (a syscall each) on each request.
+"""
+
+from __future__ import annotations
+
+import urllib.request
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import anyio
+import httpx
+
+__all__ = ["Answer", "AnswerTooLarge", "Channel"]
+
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+class AnswerTooLarge(Exception):
+    """The server kept sending past the size any sane answer has."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A whole HTTP answer: status, headers and body."""
+
+    status: int
+    headers: httpx.Headers
+    content: bytes
+
+
+class Channel:
+    """Requests with fixed headers through one transport (or a direct and a proxied pool)."""
+
+    def __init__(self, headers: list[tuple[str, str]], timeout: httpx.Timeout, connections: int,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._headers = headers
+        self._extensions = {"timeout": timeout.as_dict()}
+        self._connections = anyio.Semaphore(connections)
+        self._pool_size = connections
+        self._given = transport
+        self._pools: dict[str | None, httpx.AsyncBaseTransport] = {}
+
+    def _transport(self, url: str) -> httpx.AsyncBaseTransport:
+        if self._given is not None:
+            return self._given
+        parts = urlsplit(url)
+        proxy = None
+        if not urllib.request.proxy_bypass(parts.hostname or ""):
+            proxy = urllib.request.getproxies().get(parts.scheme)
+        pool = self._pools.get(proxy)
+        if pool is None:
+            limits = httpx.Limits(max_connections=self._pool_size,
+                                  max_keepalive_connections=self._pool_size)
+            pool = self._pools[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+        return pool
+
+    async def send(self, method: str, url: str, content: bytes | None = None, *,
+                   max_bytes: int) -> Answer:
+        """One request, its body read in full; raises AnswerTooLarge past ``max_bytes``."""
+        request = httpx.Request(method, url, headers=self._headers, content=content,
+                                extensions=self._extensions)
+        async with self._connections:
+            response = await self._transport(url).handle_async_request(request)
+            try:
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
+                    chunks.append(chunk)
+            finally:
+                await response.aclose()
+        return Answer(response.status_code, response.headers, b"".join(chunks))
+
+    @asynccontextmanager
+    async def stream(self, url: str, max_redirects: int = 5) -> AsyncIterator[httpx.Response]:
+        """GET ``url`` following redirects to any host, the body left to stream."""
+        async with self._connections:
+            for _ in range(max_redirects + 1):
+                request = httpx.Request("GET", url, headers=self._headers, extensions=self._extensions)
+                response = await self._transport(url).handle_async_request(request)
+                location = response.headers.get("location")
+                if response.status_code in REDIRECTS and location:
+                    await response.aclose()
+                    url = str(httpx.URL(url).join(location))
+                    continue
+                try:
+                    yield response
+                finally:
+                    await response.aclose()
+                return
+        raise httpx.TooManyRedirects(f"more than {max_redirects} redirects", request=request)
+
+    async def aclose(self) -> None:
+        for transport in {id(t): t for t in [self._given, *self._pools.values()] if t}.values():
+            await transport.aclose()
