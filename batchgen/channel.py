@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import anyio
 import httpx
 
-__all__ = ["Answer", "AnswerTooLarge", "Channel"]
+__all__ = ["Answer", "AnswerTooLarge", "Channel", "read_capped"]
 
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 
@@ -35,6 +35,21 @@ class Answer:
     status: int
     headers: httpx.Headers
     content: bytes
+
+
+async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
+    """The whole body, or AnswerTooLarge as soon as it passes ``max_bytes``."""
+    declared = response.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > max_bytes:
+        raise AnswerTooLarge(f"{int(declared)} bytes, over the {max_bytes} byte limit")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.aiter_bytes():
+        size += len(chunk)
+        if size > max_bytes:
+            raise AnswerTooLarge(f"over the {max_bytes} byte limit")
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 class Channel:
@@ -71,16 +86,10 @@ class Channel:
         async with self._connections:
             response = await self._transport(url).handle_async_request(request)
             try:
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise AnswerTooLarge(f"the answer is over {max_bytes} bytes")
-                    chunks.append(chunk)
+                content = await read_capped(response, max_bytes)
             finally:
                 await response.aclose()
-        return Answer(response.status_code, response.headers, b"".join(chunks))
+        return Answer(response.status_code, response.headers, content)
 
     @asynccontextmanager
     async def stream(self, url: str, max_redirects: int = 5) -> AsyncIterator[httpx.Response]:

@@ -18,12 +18,13 @@ import anyio
 import httpx
 
 from batchgen._version import __version__
-from batchgen.channel import Answer, AnswerTooLarge, Channel
+from batchgen.channel import Answer, AnswerTooLarge, Channel, read_capped
 from batchgen.classify import classify_error
 from batchgen.errors import (
     BadImage,
     DownloadError,
     ImageExpired,
+    ImageTooLarge,
     ProviderError,
     RateLimited,
     TransientError,
@@ -60,6 +61,10 @@ class ClientOptions:
     max_rate_limited: int = 30
     download_attempts: int = 4
     resubmit_ambiguous: bool = True
+    # POSTs in flight at once. A crash can leave each of them as a task whose id never reached
+    # the ledger, so one at a time keeps that to at most one task per crash; a submit takes one
+    # round trip, so this allows 1 / RTT submits per second (hundreds on a near network).
+    parallel_submits: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +104,7 @@ class ProviderClient:
         agent = f"batchgen/{__version__}"
         self._base = target.base_url.rstrip("/")
         self._max_answer = 2 * opts.max_image_bytes  # a base64 image fits, a flood does not
+        self._submitting = anyio.Semaphore(opts.parallel_submits)
         self._api = Channel([("Authorization", f"Bearer {key.reveal()}"),
                              ("Content-Type", "application/json"), ("Accept", "application/json"),
                              ("User-Agent", agent)], timeout, opts.max_connections, transport)
@@ -164,16 +170,22 @@ class ProviderClient:
             self.gate.passed()
             return Submitted(task_id=task_id, attempts=failures + rate_limited + 1, maybe_duplicated=maybe)
 
-    async def _submit_once(self, path: str, content: bytes) -> str:
+    async def _call(self, what: str, method: str, url: str, content: bytes | None = None) -> Answer:
+        """One API request; a failure to get a whole answer becomes a TransientError."""
         try:
-            response = await self._api.send("POST", self._base + path, content,
-                                            max_bytes=self._max_answer)
+            answer = await self._api.send(method, url, content, max_bytes=self._max_answer)
         except AnswerTooLarge as exc:
-            raise _AcceptedWithoutId(f"the submit answer was too large ({exc})") from exc
+            raise TransientError(f"{what}: the answer is {exc}", maybe_created=what == "submit") from exc
         except httpx.TransportError as exc:
-            raise self._transport_error("submit", exc) from exc
-        if response.status != 200:
-            raise self._error(response)
+            raise self._transport_error(what, exc) from exc
+        if answer.status != 200:
+            raise self._error(answer)
+        return answer
+
+    async def _submit_once(self, path: str, content: bytes) -> str:
+        # The caller records the id before it next awaits, so once this returns the id is safe.
+        async with self._submitting:
+            response = await self._call("submit", "POST", self._base + path, content)
         try:
             data = self._json(response, "submit")
         except TransientError as exc:
@@ -201,16 +213,8 @@ class ProviderClient:
                 await anyio.sleep(delay)
 
     async def _task_result_once(self, task_id: str) -> TaskResult:
-        try:
-            response = await self._api.send(
-                "GET", f"{self._base}/v3/async/task-result?{urlencode({'task_id': task_id})}",
-                max_bytes=self._max_answer)
-        except AnswerTooLarge as exc:
-            raise TransientError(f"task-result: {exc}") from exc
-        except httpx.TransportError as exc:
-            raise self._transport_error("task-result", exc) from exc
-        if response.status != 200:
-            raise self._error(response)
+        query = urlencode({"task_id": task_id})
+        response = await self._call("task-result", "GET", f"{self._base}/v3/async/task-result?{query}")
         return parse_task_result(self._json(response, "task-result"))
 
     # -- images -----------------------------------------------------------------------------
@@ -233,7 +237,7 @@ class ProviderClient:
                 with anyio.fail_after(self.options.download_deadline):
                     data = await self._download(value)
                 return await off_loop(len(data), check_image, data, expected_format)
-            except ImageExpired:
+            except (ImageExpired, ImageTooLarge):
                 raise
             except TimeoutError:
                 last = DownloadError(f"the image download took longer than "
@@ -245,7 +249,6 @@ class ProviderClient:
         raise last
 
     async def _download(self, url: str) -> bytes:
-        limit = self.options.max_image_bytes
         try:
             async with self._images.stream(url) as response:
                 status = response.status_code
@@ -253,23 +256,15 @@ class ProviderClient:
                     raise ImageExpired(f"the image URL answered {status} (expired or unknown)")
                 if status != 200:
                     raise DownloadError(f"the image host answered {status}")
-                declared = response.headers.get("content-length", "")
-                if declared.isdigit() and int(declared) > limit:
-                    raise BadImage(f"the image is {int(declared)} bytes, over the {limit} byte limit")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in response.aiter_bytes():
-                    size += len(chunk)
-                    if size > limit:
-                        raise BadImage(f"the image is over the {limit} byte limit")
-                    chunks.append(chunk)
+                return await read_capped(response, self.options.max_image_bytes)
+        except AnswerTooLarge as exc:
+            raise ImageTooLarge(f"the image is {exc}") from exc
         except httpx.TooManyRedirects as exc:
             raise DownloadError("the image URL redirects in circles") from exc
         except (httpx.InvalidURL, httpx.UnsupportedProtocol) as exc:
             raise DownloadError(f"the image URL (or a redirect) is not a usable URL ({exc})") from exc
         except httpx.TransportError as exc:
             raise DownloadError(f"the image download broke off ({type(exc).__name__})") from exc
-        return b"".join(chunks)
 
     # -- helpers ----------------------------------------------------------------------------
 

@@ -176,6 +176,8 @@ class Collector:
                 problem = f"EXPIRED: {exc}; asking for the result again did not help"
             except BadImage as exc:
                 problem = f"BAD_IMAGE: {exc}"
+                if not exc.retryable:
+                    break
             except DownloadError as exc:
                 problem = f"DOWNLOAD_FAILED: {exc}"
             except Exception as exc:  # a URL or answer the client did not foresee: fail the job only

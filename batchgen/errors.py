@@ -17,6 +17,7 @@ person and an exit code for the CLI. Errors never carry the API key, not even in
     ├── DownloadError                 the result could not be turned into a good image file
     │   ├── ImageExpired              the URL expired and asking again did not help
     │   └── BadImage                  the bytes are not an image of the declared format
+    │       └── ImageTooLarge         over the size limit (never fetched again)
     ├── LedgerError                   the ledger cannot be used
     └── OutputError                   exit 4: the output folder cannot be written (disk full...)
 """
@@ -33,6 +34,7 @@ __all__ = [
     "BatchgenError",
     "DownloadError",
     "ImageExpired",
+    "ImageTooLarge",
     "JobRejected",
     "LedgerError",
     "ManifestError",
@@ -183,6 +185,12 @@ class ImageExpired(DownloadError):
 
 class BadImage(DownloadError):
     """The bytes are not a decodable image in the declared format (or are too large)."""
+
+
+class ImageTooLarge(BadImage):
+    """The image is over the size limit: fetching it again would only cost the same again."""
+
+    retryable = False
 
 
 class LedgerError(BatchgenError):

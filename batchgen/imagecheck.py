@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
-from batchgen.errors import BadImage
+from batchgen.errors import BadImage, ImageTooLarge
 
 __all__ = ["CheckedImage", "check_image", "decode_base64_image"]
 
@@ -61,7 +61,7 @@ def decode_base64_image(text: str, max_bytes: int) -> bytes:
     """Decode the base64 image field, with or without a ``data:image/...;base64,`` prefix."""
     body = _WHITESPACE.sub("", _DATA_URL.sub("", text.strip(), count=1))
     if len(body) * 3 // 4 > max_bytes:
-        raise BadImage(f"the base64 image is larger than the {max_bytes} byte limit")
+        raise ImageTooLarge(f"the base64 image is larger than the {max_bytes} byte limit")
     try:
         return base64.b64decode(body, validate=True)
     except (binascii.Error, ValueError) as exc:

@@ -144,7 +144,7 @@ def test_an_endless_image_body_is_cut_at_the_size_limit(tmp_path: Path) -> None:
     _, summary = run_hostile(tmp_path, sim, client=ClientOptions(backoff=FAST_BACKOFF,
                                                                  max_image_bytes=4 << 20))
     failed_with(tmp_path, summary, "BAD_IMAGE", f"over the {4 << 20} byte limit")
-    assert sim.stats.downloads_by_outcome["huge"] >= JOBS
+    assert sim.stats.downloads_by_outcome["huge"] == JOBS  # fetched once: again would cost the same
 
 
 class _Trickle(httpx.AsyncByteStream):
