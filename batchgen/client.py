@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -35,7 +36,7 @@ from batchgen.pacing import Backoff, RateGate
 from batchgen.providers import ApiKey, ApiTarget
 from batchgen.wire import ResultImage, TaskResult, parse_task_result
 
-__all__ = ["ClientOptions", "ProviderClient", "Submitted"]
+__all__ = ["ClientOptions", "ProviderClient", "SubmitWithdrawn", "Submitted"]
 
 log = logging.getLogger("batchgen.client")
 
@@ -78,6 +79,15 @@ class Submitted:
     task_id: str
     attempts: int
     maybe_duplicated: int = 0
+
+
+class SubmitWithdrawn(Exception):
+    """A submit the caller no longer wanted was not sent; ``maybe_count`` earlier tries of it
+    may have created a task all the same."""
+
+    def __init__(self, maybe_count: int) -> None:
+        super().__init__("submit withdrawn before it was sent")
+        self.maybe_count = maybe_count
 
 
 class _AcceptedWithoutId(TransientError):
@@ -127,15 +137,20 @@ class ProviderClient:
 
     # -- submit ---------------------------------------------------------------------------
 
-    async def submit(self, model: str, body: dict[str, Any]) -> Submitted:
-        """Create one task; waits at the shared rate gate and retries what may pass."""
+    async def submit(self, model: str, body: dict[str, Any],
+                     still_wanted: Callable[[], bool] = lambda: True) -> Submitted:
+        """Create one task; waits at the shared rate gate and retries what may pass.
+
+        ``still_wanted`` is asked right before each request goes out; when it says no (the
+        batch is stopping), SubmitWithdrawn is raised instead of sending.
+        """
         content = json.dumps(body, ensure_ascii=False).encode()
         path = f"/v3/async/{model}"
         failures = rate_limited = maybe = 0
         while True:
             await self.gate.wait()
             try:
-                task_id = await self._submit_once(path, content)
+                task_id = await self._submit_once(path, content, still_wanted, maybe)
             except RateLimited as exc:
                 delay = self.gate.limited(exc.retry_after)
                 rate_limited += 1
@@ -182,9 +197,12 @@ class ProviderClient:
             raise self._error(answer)
         return answer
 
-    async def _submit_once(self, path: str, content: bytes) -> str:
+    async def _submit_once(self, path: str, content: bytes, still_wanted: Callable[[], bool],
+                           maybe: int) -> str:
         # The caller records the id before it next awaits, so once this returns the id is safe.
         async with self._submitting:
+            if not still_wanted():
+                raise SubmitWithdrawn(maybe)
             response = await self._call("submit", "POST", self._base + path, content)
         try:
             data = self._json(response, "submit")

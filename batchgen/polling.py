@@ -3,12 +3,14 @@
 A provider slot frees only when a poll sees its task finished, so every poll buys wall time.
 The planner learns how long tasks take (from the provider's own timestamps when it gives
 them), makes the first poll when the quickest tenth of tasks would be done, and then aims at
-the finish estimated from ``progress_percent`` (or ``eta``, rounded up to whole seconds by the
-provider). Without hints it backs off exponentially. No task is polled past its deadline.
+the finish estimated from ``progress_percent``; without progress, at the middle of the learned
+durations still possible (narrowed by ``eta``, whole seconds rounded up by the provider), and
+with nothing learned yet it backs off exponentially. No task is polled past its deadline.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from dataclasses import dataclass
 
@@ -81,17 +83,35 @@ class PollPlanner:
                 remaining = elapsed * (100.0 - progress) / progress
             clock.progress, clock.progress_at = progress, now
             delay = remaining * (1 + self.lateness) + self.margin
-        elif task.eta is not None and task.eta > 0 and task.status in (PROCESSING, QUEUED):
-            # eta is whole seconds rounded up: the task ends somewhere in (eta - 1, eta].
-            delay = max(task.eta - 0.5, 0.5 * task.eta)
         else:
-            typical = self._quantile(0.8)
-            if typical is not None and elapsed < typical and clock.last_delay < self.backoff_start:
-                delay = typical - elapsed
+            # No progress: the task ends after ``elapsed``, and if eta is given (whole seconds,
+            # rounded up) within (eta - 1, eta] from now. Aim at the middle of the learned
+            # durations that fit; without enough of them, use eta alone, or back off.
+            eta = task.eta if task.eta and task.status in (PROCESSING, QUEUED) else None
+            low = elapsed if eta is None else max(elapsed, elapsed + eta - 1)
+            high = None if eta is None else elapsed + eta
+            target = self._conditional_median(low, high)
+            if target is not None:
+                delay = target - elapsed + self.margin
+            elif eta is not None:
+                delay = max(eta - 0.5, 0.5 * eta)
             else:
                 delay = max(self.backoff_start, clock.last_delay * self.backoff_factor)
         clock.last_delay = self._clamp(delay)
         return clock.last_delay
+
+    def _conditional_median(self, low: float, high: float | None) -> float | None:
+        """Median of the learned durations in (low, high], if enough of them are there."""
+        if len(self._durations) < 20:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self._durations)
+        values = self._sorted
+        first = bisect_right(values, low)
+        last = len(values) if high is None else bisect_right(values, high)
+        if last - first < 5:
+            return None
+        return values[(first + last) // 2]
 
     def _clamp(self, delay: float) -> float:
         return min(self.max_delay, max(self.min_delay, delay))

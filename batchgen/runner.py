@@ -181,7 +181,7 @@ class Batch:
             created_before = ledger.stats.tasks_created
             reporter = ProgressReporter(stats, mode=o.progress)
             gate = RateGate(o.rate_limit or m.rate_limit)
-            client_options = o.client or ClientOptions(max_connections=max(8, min(64, concurrency // 8)))
+            client_options = o.client or ClientOptions(max_connections=max(4, min(64, concurrency // 8)))
             async with ProviderClient(target, key, options=client_options, gate=gate, transport=transport,
                     image_transport=image_transport) as client:
                 collector = Collector(client, ledger, store, o.poll or PollPlanner(), stats,

@@ -17,7 +17,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from batchgen.client import ProviderClient
+from batchgen.client import ProviderClient, SubmitWithdrawn
 from batchgen.collector import Collector, RunStats
 from batchgen.errors import (
     BatchgenError,
@@ -191,12 +191,24 @@ class Scheduler:
                     self._submits.add(scope)
                     self._limit(scope)
                     try:
-                        sub = await self.client.submit(self.model, job.request)
+                        sub = await self.client.submit(self.model, job.request,
+                                                       still_wanted=lambda: self.submitting)
                     finally:
                         self._submits.discard(scope)
                 if scope.cancelled_caught:  # the grace ran out: the job stays 'submitting'
                     await checkpoint()
                     return
+            except SubmitWithdrawn as exc:
+                # Stopped while it waited for its turn: nothing (more) was sent.
+                if exc.maybe_count:
+                    self.collector.record_failure(
+                        job, "SUBMIT_FAILED: stopped between tries; an earlier try may have created "
+                        "a task at the provider without its id", retryable=True, task_id=None,
+                        maybe_duplicated=exc.maybe_count)
+                    self.stats.maybe_duplicated += exc.maybe_count
+                else:
+                    self.ledger.reset(job.job_id)
+                return
             except BatchStopped as exc:
                 # Nothing was created: the job goes back to pending for the next run.
                 self.ledger.reset(job.job_id)

@@ -37,6 +37,17 @@ def test_eta_in_whole_seconds_polls_before_the_rounded_up_end() -> None:
     assert 2.0 <= delay < 3.0
 
 
+def test_without_progress_it_aims_at_the_middle_of_the_learned_durations_still_possible() -> None:
+    planner = PollPlanner(margin=0.0)
+    for i in range(101):
+        planner.learn(1.0 + i / 100)  # 1.00 .. 2.00 s
+    clock = TaskClock(submitted_at=0.0)
+    # not done at 1.2 s: the durations still possible are 1.21 .. 2.00, their middle is ~1.6
+    assert planner.next_delay(clock, answer(), now=1.2) == pytest.approx(0.41, abs=0.011)
+    # eta 1 (rounded up) at 0.5 s: it ends in (0.5, 1.5]; learned ones there: 1.00 .. 1.50
+    assert planner.next_delay(clock, answer(eta=1), now=0.5) == pytest.approx(0.75, abs=0.011)
+
+
 def test_without_hints_the_delay_backs_off_and_stays_bounded() -> None:
     planner = PollPlanner(backoff_start=0.5, backoff_factor=1.5, max_delay=10.0)
     clock = TaskClock(submitted_at=0.0)

@@ -146,6 +146,7 @@ def test_balance_runs_out_then_top_up_finishes(tmp_path: Path) -> None:
     first = run(path, options(tmp_path, sim))
     assert first.exit_code == 3 and first.stop_kind == "balance"
     assert first.done == 5 and first.pending == JOBS - 5  # every paid task was collected
+    assert sim.stats.submits == 6  # the refused one; submits waiting their turn were withdrawn
     assert "Top up" in first.to_text(path)
     sim.state.balance = 100
     second = run(path, options(tmp_path, sim))
@@ -158,6 +159,7 @@ def test_a_refused_key_stops_with_exit_3_and_creates_nothing(tmp_path: Path) -> 
     summary = run(write_manifest(tmp_path), options(tmp_path, sim))
     assert summary.exit_code == 3 and summary.stop_kind == "auth"
     assert sim.stats.tasks_created == 0 and summary.pending == JOBS
+    assert sim.stats.api_requests == 1  # one refusal is enough: nothing else was sent
     assert "JIEKOU_API_KEY" in summary.stopped
 
 

@@ -91,8 +91,9 @@ def test_a_key_revoked_mid_batch_stops_keeps_every_task_id_and_resumes(tmp_path:
 
 
 def test_a_stop_waits_for_submits_already_sent_so_no_paid_task_loses_its_id(tmp_path: Path) -> None:
-    """The key is refused on a poll while three submits are sent but unanswered (their tasks
-    exist at the provider): the stop lets them bring back their ids instead of cutting them off."""
+    """The key is refused on a poll while a submit is sent but unanswered (its task exists at
+    the provider): the stop lets it bring back its id instead of cutting it off, and the
+    submits still waiting for their turn are withdrawn, not sent."""
     jobs = 8
     path = write_manifest(tmp_path, manifest_text("inflight", jobs, concurrency=4))
     out = tmp_path / "out"
@@ -110,5 +111,6 @@ def test_a_stop_waits_for_submits_already_sent_so_no_paid_task_loses_its_id(tmp_
     assert summary.exit_code == 3 and summary.stop_kind == "auth"
     ledger = Ledger.read(out)
     assert ledger.counts()["submitting"] == 0 and summary.possibly_created == 0
-    assert sim.stats.tasks_created == ledger.stats.tasks_created == 4
-    assert len({rec.task_id for rec in ledger.records.values() if rec.task_id}) == 4
+    assert sim.stats.tasks_created == ledger.stats.tasks_created >= 2
+    assert len({rec.task_id for rec in ledger.records.values() if rec.task_id}) == sim.stats.tasks_created
+    assert ledger.counts()["pending"] + ledger.counts()["submitted"] + ledger.counts()["generated"] > 0
