@@ -6,9 +6,9 @@ The same faults as ``tests/test_soak.py`` (429 10 %, 500 5 %, 503 3 %, drop 2 %,
 and matches its sidecar, ledger and files agree). Prints a markdown table: faults seen by kind,
 runs needed, extra tasks created, maybe-duplicated submits, wall time, jobs/s.
 
-Each 429 pauses every submitter for the Retry-After the provider sends (at least 1 s, or the
-gate's own backoff when there is none), so the 429 rate, not concurrency, bounds the pace:
-about 1 / (rate x pause) submits per second. ``--fault-429`` shows the trade-off.
+Each 429 pauses every submitter for the Retry-After the provider sends (or the gate's own
+backoff when there is none), so the 429 rate bounds the pace more than concurrency does;
+``--fault-429`` shows the trade-off.
 
 Run by hand: ``.venv/bin/python tests/bench/bench_soak.py [--jobs 10000] [--concurrency 64]``
 """
