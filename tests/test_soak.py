@@ -108,7 +108,8 @@ def soak(tmp_path: Path, jobs: int, options_for, sim_stats, fmt: str = "png") ->
 def test_soak_in_process_every_fault_at_once(tmp_path: Path) -> None:
     sim = Simulator(SimConfig(task_seconds=0.02, task_jitter=0.01, fault_seed=11,
                               retry_after="none", **EVERY_FAULT))
-    numbers = soak(tmp_path, 80, lambda out: fast_options(out, simulator=sim), lambda: sim.stats)
+    # 200 jobs: enough that every fault, at the rates, fires whatever the request order.
+    numbers = soak(tmp_path, 200, lambda out: fast_options(out, simulator=sim), lambda: sim.stats)
     print("in-process soak:", numbers)
     assert numbers["faults"].get("fault_task_failed", 0) > 0 and numbers["runs"] >= 2
 
@@ -117,7 +118,7 @@ def test_soak_over_loopback_every_fault_at_once(tmp_path: Path) -> None:
     config = SimConfig(task_seconds=0.03, task_jitter=0.01, fault_seed=5, retry_after="mixed",
                        **EVERY_FAULT)
     with running_simulator(config) as sim:
-        numbers = soak(tmp_path, 60, lambda out: fast_options(
+        numbers = soak(tmp_path, 120, lambda out: fast_options(
             out, base_url=sim.api_base_url, environ={"JIEKOU_API_KEY": KEY}), lambda: sim.stats,
             fmt="webp")
     print("loopback soak:", numbers)
