@@ -24,6 +24,7 @@ person and an exit code for the CLI. Errors never carry the API key, not even in
 
 from __future__ import annotations
 
+import errno
 from dataclasses import dataclass
 
 __all__ = [
@@ -203,3 +204,14 @@ class OutputError(BatchgenError):
     """Files cannot be written in the output folder (not writable, disk full)."""
 
     exit_code = 4
+
+    @classmethod
+    def from_os_error(cls, where: str, exc: OSError) -> OutputError:
+        """The message for an OSError while writing ``where``, saying what to do about it."""
+        if exc.errno == errno.ENOSPC:
+            return cls(f"the disk is full while writing {where}. Free some space and run the same "
+                       f"command again; finished images and the ledger are intact.")
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            return cls(f"cannot write {where} ({exc.strerror}). Choose a writable folder with "
+                       f"--output or fix its permissions.")
+        return cls(f"cannot write {where}: {exc.strerror or exc}")

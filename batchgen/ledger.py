@@ -176,7 +176,7 @@ class Ledger:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
-            raise _output_error(path, exc) from exc
+            raise OutputError.from_os_error(str(path), exc) from exc
         self._lock_fd = fd
 
     def _replay(self, expect_batch: str | None) -> None:
@@ -390,9 +390,9 @@ class Ledger:
                 written = os.write(self._fd, view)
             except OSError as exc:
                 if exc.errno == errno.ENOSPC and self._full is None and self._free_reserve():
-                    self._full = _output_error(self.path, exc)
+                    self._full = OutputError.from_os_error(str(self.path), exc)
                     continue
-                self._broken = _output_error(self.path, exc)
+                self._broken = OutputError.from_os_error(str(self.path), exc)
                 raise self._broken from exc
             view = view[written:]
         self._dirty = True
@@ -415,7 +415,7 @@ class Ledger:
             try:
                 os.fsync(self._fd)
             except OSError as exc:
-                self._broken = _output_error(self.path, exc)
+                self._broken = OutputError.from_os_error(str(self.path), exc)
                 raise self._broken from exc
 
     # -- compaction ---------------------------------------------------------------------------
@@ -445,7 +445,7 @@ class Ledger:
             _fsync_dir(self.folder)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
-            raise _output_error(self.path, exc) from exc
+            raise OutputError.from_os_error(str(self.path), exc) from exc
         if self._fd is not None:
             os.close(self._fd)
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
@@ -498,13 +498,6 @@ def _restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
 
 def _now() -> float:
     return round(time.time(), 3)
-
-
-def _output_error(path: Path, exc: OSError) -> OutputError:
-    if exc.errno == errno.ENOSPC:
-        return OutputError(f"the disk is full: cannot write {path}. Free some space and run the "
-                           f"same command again; nothing recorded so far is lost.")
-    return OutputError(f"cannot write {path}: {exc.strerror or exc}")
 
 
 def _fsync_dir(folder: Path) -> None:

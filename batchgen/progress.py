@@ -67,14 +67,18 @@ class ProgressReporter:
         span = now - window[0][0]
         return (finished - window[0][1]) / span if span > 1 else 0.0
 
-    def line(self) -> str:
+    def detail(self) -> str:
+        """In flight, failed, rate and ETA: what the bar shows beside the count."""
         s = self.stats
         todo = max(0, s.planned - s.already_done)
-        finished = s.done + s.failed
         rate = self.rate()
-        eta = (todo - finished) / rate if rate > 0 else None
-        return (f"{s.already_done + s.done}/{s.planned} done, {s.in_flight} in flight, "
-                f"{s.failed} failed, {rate * 60:.0f}/min, ETA {format_duration(eta)}")
+        eta = (todo - s.done - s.failed) / rate if rate > 0 else None
+        return (f"{s.in_flight} in flight, {s.failed} failed, {rate * 60:.0f}/min, "
+                f"ETA {format_duration(eta)}")
+
+    def line(self) -> str:
+        s = self.stats
+        return f"{s.already_done + s.done}/{s.planned} done, {self.detail()}"
 
     async def run(self) -> None:
         """Refresh until cancelled."""
@@ -93,7 +97,7 @@ class ProgressReporter:
             with progress:
                 while True:
                     s = self.stats
-                    detail = self.line().split(" done, ", 1)[-1]
+                    detail = self.detail()
                     progress.update(task, completed=s.already_done + s.done, total=s.planned,
                                     detail=detail)
                     progress.refresh()

@@ -171,13 +171,11 @@ class Batch:
             store.prepare()
             if ledger.needs_compaction():
                 ledger.compact()
-            if mode == "retry":
-                self._requeue_failed(ledger)
-            elif mode == "collect":
-                self._requeue_timeouts(ledger)
-            possibly_created = sum(1 for rec in ledger.records.values() if rec.state == "submitting")
-            stats = RunStats(planned=plan.jobs,
-                             already_done=sum(1 for r in ledger.records.values() if r.state == "done"))
+            if mode != "run":
+                self._requeue_failed(ledger, resubmit=mode == "retry")
+            counts = ledger.counts()
+            possibly_created = counts["submitting"]
+            stats = RunStats(planned=plan.jobs, already_done=counts["done"])
             created_before = ledger.stats.tasks_created
             reporter = ProgressReporter(stats, mode=o.progress)
             gate = RateGate(o.rate_limit or m.rate_limit)
@@ -224,20 +222,14 @@ class Batch:
                 found.append(Outstanding(job, rec.task_id, rec.get("submitted_at")))
         return found
 
-    def _requeue_failed(self, ledger: Ledger) -> None:
+    def _requeue_failed(self, ledger: Ledger, resubmit: bool) -> None:
+        """Follow timed-out tasks again; with ``resubmit`` (retry), put other failures back too."""
         for job_id, rec in list(ledger.failures()):
             reason = str(rec.get("reason", ""))
-            if not rec.get("retryable", True) and not self.options.include_rejected:
-                continue
             if rec.task_id and reason.startswith(RETRY_BY_FOLLOWING):
                 ledger.follow_again(job_id, rec.task_id)
-            else:
+            elif resubmit and (rec.get("retryable", True) or self.options.include_rejected):
                 ledger.reset(job_id)
-
-    def _requeue_timeouts(self, ledger: Ledger) -> None:
-        for job_id, rec in list(ledger.failures()):
-            if rec.task_id and str(rec.get("reason", "")).startswith(RETRY_BY_FOLLOWING):
-                ledger.follow_again(job_id, rec.task_id)
 
     def _summary(self, ledger: Ledger, planned: int, stats: RunStats, scheduler: Scheduler,
                  stream: _Stream, started: float) -> RunSummary:

@@ -97,7 +97,7 @@ def batch_status(target: str | Path) -> StatusReport:
         vanished = sum(1 for rec in ledger.records.values() if not rec.seen)
         in_manifest = [(i, r) for i, r in ledger.failures() if r.seen]
     else:
-        counts.update(rec.state for rec in ledger.records.values())
+        counts = ledger.counts()
         in_manifest = list(ledger.failures())
     report = StatusReport(batch=ledger.batch, folder=folder, planned=planned,
                           counts={state: counts.get(state, 0) for state in STATES},

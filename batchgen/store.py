@@ -7,7 +7,6 @@ template and are checked once more here: nothing is ever written outside ``image
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import json
 import os
@@ -53,7 +52,7 @@ class BatchFolder:
             probe.write_bytes(b"ok")
             probe.unlink()
         except OSError as exc:
-            raise _output_error(self.root, exc) from exc
+            raise OutputError.from_os_error(f"in {self.root}", exc) from exc
         self._images_resolved = self.images.resolve()
 
     def relative(self, job: Job, suffix: str) -> str:
@@ -99,7 +98,7 @@ class BatchFolder:
         except OSError as exc:
             for relative in written:  # never leave an image without its sidecar
                 (self.root / relative).unlink(missing_ok=True)
-            raise _output_error(self.root, exc) from exc
+            raise OutputError.from_os_error(f"in {self.root}", exc) from exc
         return SavedFiles(file=file, size=len(data), sha256=sha)
 
     def _write(self, relative: str, data: bytes) -> None:
@@ -116,13 +115,3 @@ class BatchFolder:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-
-def _output_error(root: Path, exc: OSError) -> OutputError:
-    if exc.errno == errno.ENOSPC:
-        return OutputError(f"the disk is full while writing in {root}. Free some space and run the "
-                           f"same command again; finished images and the ledger are intact.")
-    if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return OutputError(f"cannot write in {root} ({exc.strerror}). Choose a writable folder with "
-                           f"--output or fix its permissions.")
-    return OutputError(f"cannot write in {root}: {exc.strerror or exc}")
