@@ -22,12 +22,12 @@ import anyio
 import httpx
 from PIL import Image
 
-from batchgen.client import ClientOptions
-from batchgen.ledger import LEDGER_FILE, LOCK_FILE, Ledger
-from batchgen.manifest import load_manifest
-from batchgen.pacing import Backoff
-from batchgen.polling import PollPlanner
-from batchgen.runner import Batch, RunOptions, RunSummary
+from batchgen.provider.client import ClientOptions
+from batchgen.storage.ledger import LEDGER_FILE, LOCK_FILE, Ledger
+from batchgen.manifest.loader import load_manifest
+from batchgen.provider.pacing import Backoff
+from batchgen.engine.polling import PollPlanner
+from batchgen.engine.runner import Batch, RunOptions, RunSummary
 from batchgen.simulator import Simulator
 
 PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}

@@ -15,6 +15,6 @@ def test_every_public_name_resolves() -> None:
 
 
 def test_importing_the_package_does_not_load_the_http_stack() -> None:
-    code = "import sys, batchgen, batchgen.cli; print('httpx' in sys.modules)"
+    code = "import sys, batchgen, batchgen.cli.main; print('httpx' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -17,11 +17,11 @@ from pathlib import Path
 import anyio
 import pytest
 
-from batchgen.classify import classify_error
-from batchgen.client import ProviderClient
+from batchgen.provider.classify import classify_error
+from batchgen.provider.client import ProviderClient
 from batchgen.errors import AuthError
-from batchgen.providers import ApiKey, ApiTarget
-from batchgen.runner import Batch, RunOptions
+from batchgen.provider.targets import ApiKey, ApiTarget
+from batchgen.engine.runner import Batch, RunOptions
 from batchgen.simulator import SimConfig, running_simulator
 from faultkit import cli, fast_options, manifest_text, run_batch, write_manifest
 

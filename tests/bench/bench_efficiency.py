@@ -22,9 +22,9 @@ import anyio
 import httpx
 from benchkit import SimProcess, scratch_dir
 
-from batchgen.manifest import load_manifest
-from batchgen.polling import PollPlanner
-from batchgen.runner import Batch, RunOptions
+from batchgen.manifest.loader import load_manifest
+from batchgen.engine.polling import PollPlanner
+from batchgen.engine.runner import Batch, RunOptions
 from batchgen.simulator import SimConfig
 
 SLOTS = 32

@@ -23,7 +23,7 @@ PROMPT = "a watercolor painting of a castle on a hill at dusk, highly detailed, 
 def write_ledger(folder: Path, jobs: int) -> None:
     """A ledger as a finished run of ``jobs`` jobs writes it: submitting, submitted, generated, done."""
     from batchgen.job import Job
-    from batchgen.ledger import Ledger
+    from batchgen.storage.ledger import Ledger
 
     ledger = Ledger.open(folder, "bench")
     for n in range(jobs):
@@ -52,7 +52,7 @@ def peak_rss_mb() -> float:
 def measure(folder: str) -> None:
     """Child process: replay once, print JSON with seconds and memory (peak RSS: tracemalloc
     would slow replay down several times and distort the time)."""
-    from batchgen.ledger import Ledger
+    from batchgen.storage.ledger import Ledger
 
     base = peak_rss_mb()
     start = time.perf_counter()

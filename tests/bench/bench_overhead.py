@@ -19,8 +19,8 @@ from pathlib import Path
 import anyio
 from benchkit import SimProcess, scratch_dir
 
-from batchgen.manifest import load_manifest
-from batchgen.runner import Batch, RunOptions
+from batchgen.manifest.loader import load_manifest
+from batchgen.engine.runner import Batch, RunOptions
 from batchgen.simulator import SimConfig
 
 KEY = "bench-key-0123456789abcdef"

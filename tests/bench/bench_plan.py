@@ -67,8 +67,8 @@ def write_manifest(folder: Path, jobs: int, variant: str) -> Path:
 
 def one(jobs: int, variant: str, trace: bool) -> dict[str, float]:
     """Load + plan one manifest in this process; returns measurements."""
-    from batchgen.manifest import load_manifest
-    from batchgen.plan import plan_manifest
+    from batchgen.manifest.loader import load_manifest
+    from batchgen.manifest.plan import plan_manifest
 
     with tempfile.TemporaryDirectory() as tmp:
         path = write_manifest(Path(tmp), jobs, variant)

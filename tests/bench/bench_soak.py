@@ -1,6 +1,6 @@
 """Fault soak at scale: 10,000 jobs against the in-process simulator with every fault on at once.
 
-The same faults as ``tests/test_soak.py`` (429 10 %, 500 5 %, 503 3 %, drop 2 %, task failed
+The same faults as ``tests/engine/test_soak.py`` (429 10 %, 500 5 %, 503 3 %, drop 2 %, task failed
 3 %, truncated download 5 %, expired URL 5 %): ``run``, then ``retry`` until every job is done
 (at most --max-retries), then the folder is checked like the CI soak does (every image decodes
 and matches its sidecar, ledger and files agree). Prints a markdown table: faults seen by kind,
@@ -27,10 +27,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/: faultkit
 
 import anyio  # noqa: E402
 
-from batchgen.client import ClientOptions  # noqa: E402
-from batchgen.manifest import load_manifest  # noqa: E402
-from batchgen.pacing import Backoff  # noqa: E402
-from batchgen.runner import Batch, RunOptions  # noqa: E402
+from batchgen.provider.client import ClientOptions  # noqa: E402
+from batchgen.manifest.loader import load_manifest  # noqa: E402
+from batchgen.provider.pacing import Backoff  # noqa: E402
+from batchgen.engine.runner import Batch, RunOptions  # noqa: E402
 from batchgen.simulator import SimConfig, Simulator  # noqa: E402
 from faultkit import check_folder, manifest_text  # noqa: E402
 

@@ -1,0 +1,106 @@
+"""Show a run's progress: a live bar on a terminal, plain periodic lines otherwise.
+
+It only reads the run's counters; it never changes what the run does, and a slow or absent
+terminal never slows the run down.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+import anyio
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from batchgen.engine.collector import RunStats
+
+__all__ = ["ProgressReporter", "format_duration"]
+
+
+def format_duration(seconds: float | None) -> str:
+    if seconds is None or seconds != seconds or seconds == float("inf"):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
+
+
+class ProgressReporter:
+    """``mode``: "live" (rich bar), "lines" (a line every ``interval`` s), "quiet", or "auto"."""
+
+    def __init__(self, stats: RunStats, *, mode: str = "auto", stream: TextIO | None = None,
+                 interval: float = 10.0) -> None:
+        self.stats = stats
+        self.stream = stream or sys.stdout
+        if mode == "auto":
+            mode = "live" if self.stream.isatty() else "lines"
+        self.mode = mode
+        self.interval = interval
+        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        self._progress: Progress | None = None
+        self._rate_window: list[tuple[float, int]] = []
+
+    def say(self, text: str) -> None:
+        """A message for the user, printed above the live bar if there is one."""
+        if self.mode == "quiet":
+            return
+        if self._progress is not None:
+            self._progress.console.print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def rate(self) -> float:
+        """Jobs finished per second over the last minute or so."""
+        now = time.monotonic()
+        finished = self.stats.done + self.stats.failed
+        window = self._rate_window
+        window.append((now, finished))
+        while len(window) > 2 and now - window[0][0] > 60:
+            window.pop(0)
+        span = now - window[0][0]
+        return (finished - window[0][1]) / span if span > 1 else 0.0
+
+    def detail(self) -> str:
+        """In flight, failed, rate and ETA: what the bar shows beside the count."""
+        s = self.stats
+        todo = max(0, s.planned - s.already_done)
+        rate = self.rate()
+        eta = (todo - s.done - s.failed) / rate if rate > 0 else None
+        return (f"{s.in_flight} in flight, {s.failed} failed, {rate * 60:.0f}/min, "
+                f"ETA {format_duration(eta)}")
+
+    def line(self) -> str:
+        s = self.stats
+        return f"{s.already_done + s.done}/{s.planned} done, {self.detail()}"
+
+    async def run(self) -> None:
+        """Refresh until cancelled."""
+        if self.mode == "quiet":
+            await anyio.sleep_forever()
+        if self.mode == "lines":
+            while True:
+                await anyio.sleep(self.interval)
+                print(f"batchgen: {self.line()}", file=self.stream, flush=True)
+        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
+                            console=self.console, auto_refresh=False, transient=True)
+        self._progress = progress
+        task = progress.add_task("images", total=self.stats.planned, detail="")
+        try:
+            with progress:
+                while True:
+                    s = self.stats
+                    detail = self.detail()
+                    progress.update(task, completed=s.already_done + s.done, total=s.planned,
+                                    detail=detail)
+                    progress.refresh()
+                    await anyio.sleep(0.25)
+        finally:
+            self._progress = None

@@ -1,0 +1,281 @@
+"""Keep the provider's slots full: submit, follow and save jobs in one anyio task group.
+
+The limit that matters is tasks in flight at the provider (submitted, not seen finished), held
+by a CapacityLimiter; the next submit starts the moment a poll frees a slot. A second limiter
+bounds jobs alive in this process (in flight plus waiting to download), so a million-job
+manifest streams through in constant memory. The task id is in the ledger before anything
+depends on it; a job's own failure is recorded, never raised.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.lowlevel import checkpoint
+
+from batchgen.provider.client import ProviderClient, SubmitWithdrawn
+from batchgen.engine.collector import Collector, RunStats
+from batchgen.errors import (
+    BatchgenError,
+    BatchStopped,
+    JobRejected,
+    OutputError,
+    ProviderError,
+    TransientError,
+)
+from batchgen.job import Job
+from batchgen.storage.ledger import Ledger
+from batchgen.engine.polling import TaskClock
+
+__all__ = ["Outstanding", "Scheduler"]
+
+log = logging.getLogger("batchgen.engine.scheduler")
+
+_YIELD_EVERY = 256
+
+
+class _Ticket:
+    """One job's claim on the limiters; knows whether it still holds a provider slot."""
+
+    __slots__ = ("holds_slot",)
+
+    def __init__(self) -> None:
+        self.holds_slot = False
+
+
+@dataclass(frozen=True, slots=True)
+class Outstanding:
+    """A task already at the provider (from an earlier run): collect it before submitting more."""
+
+    job: Job
+    task_id: str
+    submitted_at: float | None  # wall clock, from the ledger
+    finished: bool = False      # known to be finished: poll at once
+
+
+class Scheduler:
+    """Runs jobs through submit -> follow -> save with at most ``concurrency`` in flight."""
+
+    def __init__(self, client: ProviderClient, ledger: Ledger, collector: Collector,
+                 stats: RunStats, *, model: str, concurrency: int, downloads: int | None = None,
+                 max_submits: int | None = None) -> None:
+        self.client = client
+        self.ledger = ledger
+        self.collector = collector
+        self.stats = stats
+        self.model = model
+        self.slots = anyio.CapacityLimiter(concurrency)
+        self.live = anyio.CapacityLimiter(2 * concurrency + 16)
+        self.downloads = anyio.CapacityLimiter(downloads or max(4, min(32, concurrency)))
+        self.max_submits = max_submits
+        self.stopped: BatchgenError | None = None  # why submitting stopped (auth, balance...)
+        self.fatal: BatchgenError | None = None    # what stopped the whole batch
+        self.interrupted = False
+        self._stop_submitting = anyio.Event()
+        self._producer: anyio.CancelScope | None = None
+        self._group: TaskGroup | None = None
+        # Submits waiting for their answer: an abort gives them ``submit_grace`` seconds to
+        # learn (and record) their task id, since cancelling one may leave a paid task unknown.
+        self._submits: set[anyio.CancelScope] = set()
+        self.submit_grace: float | None = None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def stop_submitting(self, why: BatchgenError | None = None) -> None:
+        """No new submits; tasks in flight are still followed and saved."""
+        if why is not None and self.stopped is None:
+            self.stopped = why
+        self._stop_submitting.set()
+        if self._producer is not None:
+            self._producer.cancel()
+
+    def abort(self, why: BatchgenError | None = None, grace: float = 0.0) -> None:
+        """Cancel every job (the ledger already holds what matters).
+
+        Submits already sent get ``grace`` seconds to bring back their task id; 0 leaves at once
+        (the next run reports those jobs as possibly created).
+        """
+        if why is not None and self.fatal is None:
+            self.fatal = why
+        self.stop_submitting()
+        self.submit_grace = grace if self.submit_grace is None else min(grace, self.submit_grace)
+        for scope in self._submits:
+            self._limit(scope)
+        if self._group is not None:
+            self._group.cancel_scope.cancel()
+
+    def _limit(self, scope: anyio.CancelScope) -> None:
+        if self.submit_grace is not None:
+            if self.submit_grace <= 0:
+                scope.cancel()
+            else:
+                scope.deadline = min(scope.deadline, anyio.current_time() + self.submit_grace)
+
+    @property
+    def submitting(self) -> bool:
+        return not self._stop_submitting.is_set()
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def run(self, outstanding: Iterable[Outstanding], todo: Iterable[Job | Outstanding]) -> None:
+        """Collect ``outstanding`` (oldest first), then submit ``todo`` until done or stopped."""
+        async with anyio.create_task_group() as group:
+            self._group = group
+            with anyio.CancelScope() as scope:
+                self._producer = scope
+                if self._stop_submitting.is_set():
+                    scope.cancel()
+                try:
+                    await self._produce(group, outstanding, todo)
+                except OutputError as exc:  # the job stream writes the ledger too
+                    self.abort(exc, grace=self._grace())
+            self._producer = None
+        self._group = None
+
+    async def _produce(self, group: TaskGroup, outstanding: Iterable[Outstanding],
+                       todo: Iterable[Job | Outstanding]) -> None:
+        for item in outstanding:
+            group.start_soon(self._resume, item, await self._admit())
+        if not self.submitting:
+            return
+        count = started = 0
+        for job in todo:
+            count += 1
+            if count % _YIELD_EVERY == 0:
+                await anyio.sleep(0)
+            if isinstance(job, Outstanding):
+                group.start_soon(self._resume, job, await self._admit())
+                continue
+            if self.max_submits is not None and started >= self.max_submits:
+                break
+            ticket = await self._admit()
+            if not self.submitting:
+                self._release(ticket)
+                return
+            started += 1
+            group.start_soon(self._submit_and_follow, job, ticket)
+
+    async def _admit(self) -> _Ticket:
+        ticket = _Ticket()
+        await self.live.acquire_on_behalf_of(ticket)
+        try:
+            await self.slots.acquire_on_behalf_of(ticket)
+        except BaseException:
+            self.live.release_on_behalf_of(ticket)
+            raise
+        ticket.holds_slot = True
+        self.stats.in_flight += 1
+        return ticket
+
+    def _free_slot(self, ticket: _Ticket) -> None:
+        if ticket.holds_slot:
+            ticket.holds_slot = False
+            self.slots.release_on_behalf_of(ticket)
+            self.stats.in_flight -= 1
+
+    def _release(self, ticket: _Ticket) -> None:
+        self._free_slot(ticket)
+        self.live.release_on_behalf_of(ticket)
+
+    async def _submit_and_follow(self, job: Job, ticket: _Ticket) -> None:
+        try:
+            if not self.submitting:  # stopped between admission and now: leave the job as it is
+                return
+            self.ledger.submitting(job)
+            try:
+                with anyio.CancelScope(shield=True) as scope:
+                    self._submits.add(scope)
+                    self._limit(scope)
+                    try:
+                        sub = await self.client.submit(self.model, job.request,
+                                                       still_wanted=lambda: self.submitting)
+                    finally:
+                        self._submits.discard(scope)
+                if scope.cancelled_caught:  # the grace ran out: the job stays 'submitting'
+                    await checkpoint()
+                    return
+            except SubmitWithdrawn as exc:
+                # Stopped while it waited for its turn: nothing (more) was sent.
+                if exc.maybe_count:
+                    self.collector.record_failure(
+                        job, "SUBMIT_FAILED: stopped between tries; an earlier try may have created "
+                        "a task at the provider without its id", retryable=True, task_id=None,
+                        maybe_duplicated=exc.maybe_count)
+                    self.stats.maybe_duplicated += exc.maybe_count
+                else:
+                    self.ledger.reset(job.job_id)
+                return
+            except BatchStopped as exc:
+                # Nothing was created: the job goes back to pending for the next run.
+                self.ledger.reset(job.job_id)
+                self._stopped_by(exc)
+                return
+            except JobRejected as exc:
+                self.collector.record_failure(job, f"{exc.reason or 'REJECTED'}: {exc}",
+                                              retryable=False, task_id=None)
+                return
+            except ProviderError as exc:
+                maybe = isinstance(exc, TransientError) and exc.maybe_created
+                note = " (a task may have been created at the provider without its id)" if maybe else ""
+                count = exc.maybe_count if maybe else 0
+                self.collector.record_failure(job, f"SUBMIT_FAILED: {exc}{note}", retryable=True,
+                                              task_id=None, maybe_duplicated=count)
+                self.stats.maybe_duplicated += count
+                return
+            except Exception as exc:  # an answer the client did not foresee: this job fails, not the batch
+                log.info("submit of job %s failed unexpectedly", job.job_id, exc_info=True)
+                self.collector.record_failure(
+                    job, f"SUBMIT_FAILED: unexpected answer ({type(exc).__name__}: {str(exc)[:200]}); "
+                    f"a task may have been created at the provider without its id", retryable=True,
+                    task_id=None)
+                self.stats.maybe_duplicated += 1
+                return
+            self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
+            self.stats.submitted += 1
+            self.stats.maybe_duplicated += sub.maybe_duplicated
+            await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
+        except OutputError as exc:
+            self.abort(exc, grace=self._grace())
+        finally:
+            self._release(ticket)
+
+    async def _resume(self, item: Outstanding, ticket: _Ticket) -> None:
+        try:
+            clock = self.collector.clock_for(item.submitted_at)
+            await self._follow_and_save(item.job, item.task_id, clock, ticket, poll_now=item.finished)
+        except OutputError as exc:
+            self.abort(exc, grace=self._grace())
+        finally:
+            self._release(ticket)
+
+    async def _follow_and_save(self, job: Job, task_id: str, clock: TaskClock,
+                               ticket: _Ticket, poll_now: bool = False) -> None:
+        try:
+            result = await self.collector.follow(job, task_id, clock, poll_now=poll_now)
+        except BatchStopped as exc:
+            self._stopped_by(exc, abort=True)
+            return
+        self._free_slot(ticket)  # the provider's slot is free the moment we know the task ended
+        if result is None:
+            return
+        async with self.downloads:
+            try:
+                await self.collector.save(job, task_id, result, clock)
+            except BatchStopped as exc:
+                self._stopped_by(exc, abort=True)
+
+    def _stopped_by(self, exc: BatchStopped, abort: bool = False) -> None:
+        if self.stopped is None and self.fatal is None:  # once, not once per submit in flight
+            log.warning("provider stopped the batch: %s", exc)
+        if exc.kind == "balance" and not abort:
+            self.stop_submitting(exc)
+        else:
+            self.abort(exc, grace=self._grace())
+
+    def _grace(self) -> float:
+        """Time a submit in flight gets to answer once the batch stops: one request's timeout."""
+        return self.client.options.timeout

@@ -1,0 +1,271 @@
+"""Lazy expansion of a checked manifest into Jobs: the odometer, include/exclude, job ids,
+file names and captions. Run-time only: the checks that build what it expands live in
+``builder`` and ``combos``, which it never imports.
+
+Every pass starts from scratch and yields one job at a time in a fixed order, so the same
+manifest gives the same ids on any machine. A pass never holds the product, a data file or the
+jobs it made; it keeps 8 bytes of hash per distinct request to number replicas. Problems found
+while expanding (a bad data row, a template a value does not fit) are yielded, not raised, so
+a caller can collect many of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from itertools import chain
+from typing import Any
+
+from batchgen.manifest.axes import Axis, Entry, LoraSet
+from batchgen.errors import Problem
+from batchgen.manifest.fields import LORA_MODEL, check_url
+from batchgen.job import Job
+from batchgen.manifest.templates import FileNameTemplate, Template
+from batchgen.manifest.source import Source, YamlPath
+
+__all__ = ["Exclude", "Expansion", "Include", "job_hash"]
+
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def job_hash(model: str, request: dict[str, Any]) -> str:
+    """First 16 hex chars of sha256 over the canonical JSON of model and request."""
+    payload = _ENCODER.encode({"model": model, "request": request}).encode("utf-8")
+    return hashlib.sha256(payload).hexdigest()[:16]
+
+
+@dataclass
+class Include:
+    """An extra cell after the product: top-level values overridden by what the entry gives."""
+
+    path: YamlPath
+    assign: dict[str, Any]
+    record: dict[str, Any]
+
+
+@dataclass
+class Exclude:
+    """A partial cell: a product cell equal to it on every key is dropped."""
+
+    path: YamlPath
+    conditions: list[tuple[str, Any]] = field(default_factory=list)
+
+    def matches(self, ctx: dict[str, Any]) -> bool:
+        for key, want in self.conditions:
+            have = ctx.get(key)
+            if isinstance(have, LoraSet):
+                if want != have.label and want != have.name:
+                    return False
+            elif have != want:
+                return False
+        return True
+
+
+class Expansion:
+    """A restartable job stream over checked axes; each ``iter_jobs`` call is a full new pass."""
+
+    def __init__(self, *, src: Source, model: str, batch: str, base: dict[str, Any],
+                 axes: list[Axis], includes: list[Include], excludes: list[Exclude], repeat: int,
+                 filename: FileNameTemplate, caption: Template | bool | None,
+                 origins: dict[str, YamlPath]) -> None:
+        self.src = src
+        self.model = model
+        self.batch = batch
+        self.base = base
+        self.axes = axes
+        self.includes = includes
+        self.excludes = excludes
+        self.repeat = repeat
+        self.filename = filename
+        self.caption = caption
+        #: field -> where it is set (top-level key), for per-job problems
+        self.origins = origins
+        #: field -> axis that sets it, to point a per-job problem at a data file line
+        self.set_by = {name: ax for ax in axes for name in ax.sets}
+
+    @property
+    def size(self) -> int:
+        """Jobs before exclusion: product of axis sizes plus includes, times repeat."""
+        product = 1
+        for ax in self.axes:
+            product *= ax.size
+        return (product + len(self.includes)) * self.repeat
+
+    # ---- cells -----------------------------------------------------------------------
+
+    def _product(self, hits: list[int] | None) -> Iterator[tuple[dict[str, Any], dict[str, Any]] | Problem]:
+        """The full product, first axis outermost: an odometer over re-iterable axes."""
+        axes, base, excludes = self.axes, self.base, self.excludes
+        if not axes:
+            yield dict(base), {}
+            return
+        sources = [ax.for_pass(inner=i > 0) for i, ax in enumerate(axes)]
+        last = len(axes) - 1
+        ctxs: list[dict[str, Any]] = [base] * (last + 1)
+        recs: list[dict[str, Any]] = [{}] * (last + 1)
+        iters: list[Iterator[Entry | Problem]] = [iter(sources[0])] * (last + 1)
+        level = 0
+        while level >= 0:
+            item = next(iters[level], None)
+            if item is None:
+                level -= 1
+                continue
+            if isinstance(item, Problem):
+                yield item
+                continue
+            if level < last:
+                assign, record = item
+                ctxs[level + 1] = {**ctxs[level], **assign}
+                recs[level + 1] = {**recs[level], **record}
+                level += 1
+                iters[level] = iter(sources[level])
+                continue
+            ctx0, rec0 = ctxs[level], recs[level]
+            for item in chain((item,), iters[level]):
+                if isinstance(item, Problem):
+                    yield item
+                    continue
+                ctx = {**ctx0, **item[0]}
+                if excludes and self._excluded(ctx, hits):
+                    continue
+                yield ctx, {**rec0, **item[1]}
+            level -= 1
+
+    def _excluded(self, ctx: dict[str, Any], hits: list[int] | None) -> bool:
+        for i, exclude in enumerate(self.excludes):
+            if exclude.matches(ctx):
+                if hits is not None:
+                    hits[i] += 1
+                return True
+        return False
+
+    def cells(self, hits: list[int] | None = None) -> Iterator[tuple[dict[str, Any], dict[str, Any]] | Problem]:
+        """Product cells not excluded, then include cells; ``hits`` counts drops per exclude."""
+        yield from self._product(hits)
+        for inc in self.includes:
+            yield {**self.base, **inc.assign}, dict(inc.record)
+
+    # ---- jobs ------------------------------------------------------------------------
+
+    def _problem(self, field_name: str, rec: dict[str, Any], message: str,
+                 path: YamlPath | None = None) -> Problem:
+        """Point at the data-file line a value came from, else at where the manifest sets it."""
+        axis = self.set_by.get(field_name)
+        if axis is not None and path is None:
+            source = rec.get(f"{axis.name}_source")
+            if source is not None and getattr(axis, "shown", None):
+                line = int(str(source).rsplit(":", 1)[1])
+                return Problem(axis.shown, line, 0, f"{axis.name}", message)  # type: ignore[attr-defined]
+            path = axis.path
+        if path is None:
+            path = self.origins.get(field_name, ())
+        return self.src.problem(path, message, field_name=field_name)
+
+    def _render(self, tmpl: Template, values: dict[str, Any], index: int) -> str | Problem:
+        try:
+            return tmpl.render(values)
+        except (KeyError, ValueError, TypeError, IndexError) as exc:
+            return self.src.problem(tmpl.path, f"job {index}: cannot render {tmpl.source!r}: {exc}")
+
+    def iter_jobs(self, hits: list[int] | None = None) -> Iterator[Job | Problem]:
+        """One full pass: Jobs in expansion order, Problems where a cell cannot become one."""
+        model, batch, repeat = self.model, self.batch, self.repeat
+        takes_loras = model == LORA_MODEL
+        encode, sha256 = _ENCODER.encode, hashlib.sha256
+        fname = None if self.filename.is_job_id else self.filename
+        caption = self.caption
+        seen: set[int] = set()
+        counts: dict[int, int] = {}
+        index = 0
+        for cell in self.cells(hits):
+            if isinstance(cell, Problem):
+                yield cell
+                continue
+            ctx, rec = cell
+            prompt = ctx["prompt"]
+            if type(prompt) is Template:
+                prompt = self._render(prompt, ctx, index)
+                if isinstance(prompt, Problem):
+                    yield prompt
+                    continue
+            if prompt is None or not prompt.strip():
+                yield self._problem("prompt", rec, f"job {index} has no prompt"
+                                    + (" (the template renders empty)" if prompt is not None else ""))
+                continue
+            request: dict[str, Any] = {"prompt": prompt, "seed": ctx["seed"], "size": ctx["size"]}
+            if takes_loras:
+                request["loras"] = ctx["loras"].as_request()
+            url, strength, mask = ctx["image_url"], ctx["strength"], ctx["mask"]
+            bad: Problem | None = None
+            for key in ("image_url", "mask"):
+                value = ctx[key]
+                if type(value) is Template:
+                    value = self._render(value, ctx, index)
+                    if isinstance(value, str):
+                        try:
+                            check_url(value)
+                        except ValueError as exc:
+                            value = self._problem(key, rec, f"job {index}: {exc}")
+                    if isinstance(value, Problem):
+                        bad = value
+                        break
+                if key == "image_url":
+                    url = value
+                else:
+                    mask = value
+            if bad is not None:
+                yield bad
+                continue
+            if url is not None:
+                request["image_url"] = url
+            if strength is not None:
+                request["strength"] = strength
+            if mask is not None:
+                request["mask"] = mask
+            if url is None and (strength is not None or mask is not None):
+                what = "strength" if strength is not None else "mask"
+                yield self._problem(what, rec, f"job {index}: {what} needs image_url "
+                                               "(img2img/inpainting only)")
+                continue
+            request["output_format"] = ctx["output_format"]
+            request["enable_base64_output"] = ctx["enable_base64_output"]
+            digest = sha256(encode({"model": model, "request": request}).encode("utf-8")).digest()
+            key64 = int.from_bytes(digest[:8], "big")
+            h = digest[:8].hex()
+            for copy in range(repeat):
+                if key64 in seen:
+                    replica = counts.get(key64, 0) + 1
+                    counts[key64] = replica
+                    job_id = f"{h}-{replica}"
+                else:
+                    seen.add(key64)
+                    replica = 0
+                    job_id = h
+                if copy:
+                    request = dict(request)
+                    if takes_loras:
+                        request["loras"] = ctx["loras"].as_request()
+                    rec = dict(rec)
+                name, text = job_id, None
+                if fname is not None or caption is not None:
+                    values = {**ctx, "prompt": prompt, "image_url": url, "mask": mask,
+                              "job_id": job_id, "index": index, "replica": replica, "name": batch}
+                    if fname is not None:
+                        try:
+                            name = fname.render(values)
+                        except (KeyError, ValueError, TypeError) as exc:
+                            yield self.src.problem(fname.path, f"job {index}: cannot make a file "
+                                                               f"name from {fname.source!r}: {exc}")
+                            continue
+                    if caption is True:
+                        text = prompt
+                    elif isinstance(caption, Template):
+                        rendered = self._render(caption, values, index)
+                        if isinstance(rendered, Problem):
+                            yield rendered
+                            continue
+                        text = rendered
+                yield Job(job_id, index, request, rec, replica, name, text)
+                index += 1

@@ -1,0 +1,244 @@
+"""`batchgen plan`: one full pass over a manifest's jobs to validate, count and preview them.
+
+The run engine calls ``plan_manifest`` before it submits anything, so the pass must stay fast
+and small: it keeps a 64-bit hash per file name and the first few jobs, never the jobs
+themselves. It never contacts the provider and never prints the API key, only its variable.
+"""
+
+from __future__ import annotations
+
+import os
+from array import array
+from dataclasses import dataclass, field
+from typing import Any
+
+from batchgen.manifest.axes import lora_label
+from batchgen.errors import ManifestError, Problem
+from batchgen.job import Job
+from batchgen.manifest.loader import Manifest
+
+__all__ = ["DEFAULT_TASK_SECONDS", "Plan", "plan_manifest"]
+
+#: Seconds one task takes at the provider when nobody says otherwise (an assumption).
+DEFAULT_TASK_SECONDS = 3.0
+MAX_PROBLEMS = 20
+PREVIEW = 5
+
+
+@dataclass
+class Plan:
+    """What a manifest would run: counts, warnings, a preview and a time estimate."""
+
+    manifest: Manifest
+    jobs: int
+    duplicates: int
+    identical_cells: int
+    preview: list[Job]
+    task_seconds: float
+    task_seconds_assumed: bool
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def estimate_seconds(self) -> float:
+        """Wall time: the slower of the in-flight limit and the rate limit."""
+        m = self.manifest
+        by_slots = self.jobs * self.task_seconds / m.concurrency
+        by_rate = self.jobs / m.rate_limit * 60 if m.rate_limit else 0.0
+        return max(by_slots, by_rate)
+
+    @property
+    def key_is_set(self) -> bool:
+        return bool(os.environ.get(self.manifest.key_variable))
+
+    def _lora_label(self, job: Job) -> str:
+        label = job.axes.get("loras")
+        if isinstance(label, str):
+            return label
+        if "loras" not in job.request:
+            return "-"
+        items = tuple((lora["path"], lora["scale"]) for lora in job.request["loras"])
+        base = self.manifest.expansion.base["loras"]
+        return base.label if items == base.items else lora_label(items)
+
+    def to_json(self) -> dict[str, Any]:
+        """A machine-readable summary (``jobs`` is the job count)."""
+        m = self.manifest
+        return {
+            "manifest": str(m.path),
+            "name": m.name,
+            "model": m.model,
+            "provider": m.provider,
+            "base_url": m.endpoint,
+            "api_key_env": m.key_variable,
+            "api_key_set": self.key_is_set,
+            "output": str(m.output),
+            "jobs": self.jobs,
+            "repeat": m.repeat,
+            "axes": {ax.name: ax.size for ax in m.axes},
+            "duplicates": self.duplicates,
+            "identical_cells": self.identical_cells,
+            "warnings": list(self.warnings),
+            "filename_example": self._example(),
+            "preview": [{"index": j.index, "job_id": j.job_id, "name": j.name,
+                         "prompt": j.request["prompt"], "seed": j.request["seed"],
+                         "size": j.request["size"], "loras": self._lora_label(j)}
+                        for j in self.preview],
+            "concurrency": m.concurrency,
+            "rate_limit": m.rate_limit,
+            "task_seconds": self.task_seconds,
+            "task_seconds_assumed": self.task_seconds_assumed,
+            "estimate_seconds": round(self.estimate_seconds, 1),
+        }
+
+    def _example(self) -> str | None:
+        if not self.preview:
+            return None
+        job = self.preview[0]
+        return f"images/{job.name}.{job.extension}"
+
+    def to_text(self) -> str:
+        """The summary a person reads before spending money."""
+        m = self.manifest
+        key = m.key_variable
+        key_note = ("set" if self.key_is_set else
+                    "not set in this environment: needed for a real run, not for --simulate")
+        axes = " x ".join(f"{ax.name} {ax.size}" for ax in m.axes) or "(no matrix)"
+        lines = [
+            f"manifest    {m.path}",
+            f"batch       {m.name}",
+            f"model       {m.model} on {m.provider} ({m.endpoint})",
+            f"api key     ${key} ({key_note})",
+            f"output      {m.output}",
+            f"axes        {axes}",
+        ]
+        for ax in m.axes:
+            lines.append(f"  {ax.name:<12} {ax.size:>9,}  {ax.description}")
+        repeat = f" (each cell x{m.repeat})" if m.repeat > 1 else ""
+        lines.append(f"jobs        {self.jobs:,}{repeat}")
+        dup = f"{self.duplicates:,}"
+        if self.duplicates:
+            parts = []
+            if self.duplicates - self.identical_cells:
+                parts.append(f"{self.duplicates - self.identical_cells:,} from repeat")
+            if self.identical_cells:
+                parts.append(f"{self.identical_cells:,} from cells with identical requests")
+            dup += f" ({', '.join(parts)}; each gets its own id and image)"
+        lines.append(f"duplicates  {dup}")
+        example = self._example()
+        if example:
+            lines.append(f"file names  {example}  (template {m.filename!r})")
+        caption = repr(m.caption) if isinstance(m.caption, str) else \
+            ("the prompt, in <name>.txt" if m.caption else "none")
+        lines.append(f"captions    {caption}")
+        lines.append(f"estimate    {_duration(self.estimate_seconds)} wall time: {self.jobs:,} jobs x "
+                     f"{self.task_seconds:g} s / {m.concurrency} in flight"
+                     + (f", at most {m.rate_limit}/min" if m.rate_limit else "")
+                     + (f" ({self.task_seconds:g} s per task is an assumption; --task-seconds "
+                        "changes it)" if self.task_seconds_assumed else ""))
+        for warning in self.warnings:
+            lines.append(f"warning     {warning}")
+        if self.preview:
+            lines.append("preview")
+            lines.append(f"  {'#':>5}  {'job id':<20} {'seed':>10}  {'size':<9}  {'loras':<16} prompt")
+            for j in self.preview:
+                prompt = j.request["prompt"].replace("\n", " ")
+                prompt = prompt if len(prompt) <= 50 else prompt[:47] + "..."
+                lines.append(f"  {j.index:>5}  {j.job_id:<20} {j.request['seed']:>10}  "
+                             f"{j.request['size']:<9}  {self._lora_label(j):<16} {prompt}")
+                if j.name != j.job_id:
+                    lines.append(f"  {'':>5}  -> images/{j.name}.{j.extension}")
+            if self.jobs > len(self.preview):
+                lines.append(f"  ... and {self.jobs - len(self.preview):,} more")
+        return "\n".join(lines)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 5400:
+        return f"~{seconds / 60:.0f} min"
+    hours, rest = divmod(seconds, 3600)
+    return f"~{hours:.0f} h {rest / 60:.0f} min"
+
+
+def plan_manifest(manifest: Manifest, task_seconds: float | None = None) -> Plan:
+    """Expand every job once: count, find duplicates and file-name collisions, validate rows.
+
+    Raises ManifestError with up to 20 problems (and how many more there were).
+    """
+    problems: list[Problem] = []
+    seen_problems: set[Problem] = set()
+    extra = 0
+    hits = [0] * len(manifest.expansion.excludes)
+    check_names = not manifest.expansion.filename.is_job_id
+    # 8 bytes per name in a flat array, sorted after the pass: a set of a million ints would
+    # cost ~80 MB on top of the expansion's own set of request hashes.
+    names = array("Q")
+    jobs = duplicates = 0
+    preview: list[Job] = []
+    for item in manifest.expand(hits):
+        if isinstance(item, Problem):
+            if item not in seen_problems:
+                seen_problems.add(item)
+                if len(problems) < MAX_PROBLEMS:
+                    problems.append(item)
+                else:
+                    extra += 1
+            continue
+        jobs += 1
+        if item.replica:
+            duplicates += 1
+        if len(preview) < PREVIEW:
+            preview.append(item)
+        if check_names:
+            # Case-folded: "Cat" and "cat" are the same file on macOS and Windows.
+            names.append(hash(item.name.lower()) & _MASK64)
+    clashes = _repeated(names)
+    del names
+    if clashes and not problems:
+        problems.extend(_collisions(manifest, clashes))
+        if len(problems) > MAX_PROBLEMS:
+            extra += len(problems) - MAX_PROBLEMS
+            del problems[MAX_PROBLEMS:]
+    if problems:
+        if extra:
+            problems.append(Problem(str(manifest.path), 0, 0, "", f"and {extra} more problems"))
+        raise ManifestError(problems)
+    cells_repeated = jobs - jobs // manifest.repeat
+    warnings = [f"axis '{name}' {why}" for name, why in manifest.unused_axes]
+    for i, count in enumerate(hits):
+        if count == 0:
+            line = manifest.expansion.src.where(manifest.expansion.excludes[i].path)[0]
+            warnings.append(f"exclude entry {i + 1} (line {line}) matches no cell")
+    return Plan(manifest=manifest, jobs=jobs, duplicates=duplicates,
+                identical_cells=max(duplicates - cells_repeated, 0), preview=preview,
+                task_seconds=DEFAULT_TASK_SECONDS if task_seconds is None else task_seconds,
+                task_seconds_assumed=task_seconds is None, warnings=warnings)
+
+
+_MASK64 = 2**64 - 1
+
+
+def _repeated(keys: array) -> set[int]:
+    """Values that occur more than once (sorting a copy keeps memory at ~2 ints per key)."""
+    ordered = sorted(keys)
+    return {a for a, b in zip(ordered, ordered[1:]) if a == b}
+
+
+def _collisions(manifest: Manifest, clashes: set[int]) -> list[Problem]:
+    """Second pass, only when names clash: find which jobs share each name."""
+    first: dict[str, int] = {}
+    out: list[Problem] = []
+    where = manifest.expansion.filename.path or ("filename",)
+    for job in manifest.jobs():
+        folded = job.name.lower()
+        if hash(folded) & _MASK64 not in clashes:
+            continue
+        if folded in first:
+            out.append(manifest.expansion.src.problem(
+                where, f"jobs {first[folded]} and {job.index} both get the file name "
+                       f"'images/{job.name}.{job.extension}'; add {{job_id}} (or the axis that "
+                       "tells them apart) to filename", field_name="filename"))
+        else:
+            first[folded] = job.index
+    return out

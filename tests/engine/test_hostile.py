@@ -1,0 +1,292 @@
+"""Hostile provider answers, through ``Batch.run``: each ends as a clear per-job failure (reason in
+the ledger and in ``batchgen status``) or a bounded wait; never a hang, never a crashed batch.
+
+Most cases are simulator faults at rate 1.0. What the simulator cannot say (an unparsable image
+URL, absurd numbers, a poll answer that is not an object) is said by ``Rewriter``: the
+simulator's own transport with one answer rewritten, handed to the runner through the same
+seam as the simulator (no batchgen code is replaced).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anyio
+import httpx
+import pytest
+
+from batchgen.provider.client import ClientOptions
+from batchgen.simulator import SimConfig, Simulator
+from batchgen.storage.status import batch_status
+from faultkit import (FAST_BACKOFF, Rewriter, check_folder, fast_options, json_answer, manifest_text,
+                      on_poll, run_batch, write_manifest)
+
+JOBS = 3
+GUARD = 30.0  # seconds: every case here ends well within it, or it is a hang
+QUICK_TIMEOUT = "task_timeout: 0.4\n"
+
+
+def sim_with(**config) -> Simulator:
+    return Simulator(SimConfig(**{"task_seconds": 0.01, "task_jitter": 0.0, **config}))
+
+
+def run_hostile(tmp_path: Path, sim, *, extra: str = "", fmt: str = "png", **options):
+    path = write_manifest(tmp_path, manifest_text("hostile", JOBS, fmt=fmt, concurrency=3, extra=extra))
+    summary = run_batch(path, fast_options(tmp_path / "out", simulator=sim, **options), limit=GUARD)
+    return path, summary
+
+
+def failed_with(tmp_path: Path, summary, reason: str, text: str) -> None:
+    """Every job failed with ``reason``; the ledger and ``batchgen status`` both say ``text``."""
+    assert summary.failed == JOBS and summary.failures == {reason: JOBS}, summary.failures
+    assert summary.exit_code == 1 and summary.stopped is None
+    report = batch_status(tmp_path / "out")
+    assert report.counts["failed"] == JOBS
+    assert [f["reason"] for f in report.failures] == [reason]
+    assert text in report.failures[0]["example"], report.failures[0]["example"]
+    assert text in report.to_text()
+    check_folder(tmp_path / "out")
+
+
+# -- answers that are not what they claim -----------------------------------------------------
+
+def test_submit_answers_that_are_not_json_fail_each_job_clearly(tmp_path: Path) -> None:
+    sim = sim_with(fault_not_json=1.0)
+    _, summary = run_hostile(tmp_path, sim)
+    failed_with(tmp_path, summary, "SUBMIT_FAILED", "answer was not JSON (text/html)")
+    assert sim.stats.tasks_created == 0
+    assert summary.retryable_failed == JOBS
+
+
+def test_a_garbled_submit_answer_fails_its_job_once_and_retry_finishes_it(tmp_path: Path) -> None:
+    # A garbled 200 to a submit may stand for a task the provider made: that job fails at once
+    # (never a second paid try); garbled polls are simply asked again.
+    sim = sim_with(fault_not_json=0.3, fault_seed=4)
+    path, summary = run_hostile(tmp_path, sim)
+    garbled = sim.stats.submits_by_outcome["not_json"]
+    assert garbled > 0
+    assert summary.failed == garbled and summary.failures["SUBMIT_FAILED"] == garbled
+    assert summary.done == JOBS - garbled and sim.stats.submits == JOBS
+    sim.config.fault_not_json = 0.0
+    retried = run_batch(path, fast_options(tmp_path / "out", simulator=sim), mode="retry", limit=GUARD)
+    assert retried.done == JOBS
+
+
+def test_poll_answers_that_are_not_json_end_in_a_bounded_timeout(tmp_path: Path) -> None:
+    def html(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.endswith("/task-result"):
+            return httpx.Response(200, content=b"<html>oops</html>", headers={"content-type": "text/html"})
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, html), extra=QUICK_TIMEOUT)
+    failed_with(tmp_path, summary, "TIMEOUT", "poll failing (the provider's task-result answer was not JSON")
+    assert sim.stats.tasks_created == JOBS
+
+
+def test_a_200_without_task_id_fails_the_job_and_says_a_task_may_be_paid(tmp_path: Path) -> None:
+    sim = sim_with(fault_no_task_id=1.0)
+    path, summary = run_hostile(tmp_path, sim)
+    failed_with(tmp_path, summary, "SUBMIT_FAILED", "sent no task_id")
+    assert "a task may have been created at the provider without its id" in \
+        batch_status(tmp_path / "out").failures[0]["example"]
+    # The provider answered 200, so it handled the submit: batchgen does not pay again, and
+    # the one task each job may have cost is counted and reported.
+    assert sim.stats.tasks_created == sim.stats.tasks_created_but_dropped == JOBS
+    assert summary.maybe_duplicated == sim.stats.tasks_created
+    assert batch_status(tmp_path / "out").maybe_duplicated == sim.stats.tasks_created
+    assert "may have created (and billed) a task we hold no id for" in summary.to_text(path)
+
+
+def test_a_task_id_that_is_not_a_string_is_no_task_id(tmp_path: Path) -> None:
+    def numeric(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.method == "POST" and response.status_code == 200:
+            return json_answer(request, response, lambda data: {"task_id": 12345})
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, numeric))
+    failed_with(tmp_path, summary, "SUBMIT_FAILED", "sent no task_id")
+
+
+@pytest.mark.parametrize("answer", [
+    pytest.param(lambda data: [data], id="array"),
+    pytest.param(lambda data: {**data, "task": "succeeded"}, id="task-not-object"),
+    pytest.param(lambda data: {**data, "task": {**data["task"], "status": 7}}, id="status-number"),
+])
+def test_poll_answers_of_the_wrong_shape_wait_boundedly(tmp_path: Path, answer) -> None:
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(answer)), extra=QUICK_TIMEOUT)
+    failed_with(tmp_path, summary, "TIMEOUT", "its task id is kept")
+
+
+@pytest.mark.parametrize("field", ["seed", "eta"])
+def test_absurd_numbers_in_a_task_result_do_not_crash_the_batch(tmp_path: Path, field: str) -> None:
+    huge = 10 ** 400  # json.dumps writes it as a 401-digit integer; float() cannot hold it
+
+    def change(data: dict) -> dict:
+        if field == "seed":
+            data["extra"]["seed"] = huge
+        else:
+            data["task"]["eta"] = huge
+        return data
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(change)), extra=QUICK_TIMEOUT)
+    assert summary.done == JOBS  # an absurd hint or seed is "unknown", not a reason to fail
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out" / "images").glob("*.json")]
+    assert len(sidecars) == JOBS and all(side["seed"] is None for side in sidecars) == (field == "seed")
+    check_folder(tmp_path / "out")
+
+
+# -- images that are not images ---------------------------------------------------------------
+
+def test_an_endless_image_body_is_cut_at_the_size_limit(tmp_path: Path) -> None:
+    sim = sim_with(fault_huge_image=1.0, huge_image_bytes=1 << 40)  # a terabyte: endless
+    _, summary = run_hostile(tmp_path, sim, client=ClientOptions(backoff=FAST_BACKOFF,
+                                                                 max_image_bytes=4 << 20))
+    failed_with(tmp_path, summary, "BAD_IMAGE", f"over the {4 << 20} byte limit")
+    assert sim.stats.downloads_by_outcome["huge"] == JOBS  # fetched once: again would cost the same
+
+
+class _Trickle(httpx.AsyncByteStream):
+    """A body that never ends and never grows big: one byte every 20 ms, forever."""
+
+    async def __aiter__(self):
+        while True:
+            yield b"\x89"
+            await anyio.sleep(0.02)
+
+
+def test_an_image_body_that_trickles_forever_is_cut_by_the_download_deadline(tmp_path: Path) -> None:
+    def trickle(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.startswith("/img/"):
+            return httpx.Response(200, headers={"content-type": "image/png"}, stream=_Trickle(),
+                                  request=request)
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, trickle), client=ClientOptions(
+        backoff=FAST_BACKOFF, download_deadline=0.2, download_attempts=1))
+    failed_with(tmp_path, summary, "DOWNLOAD_FAILED", "took longer than")
+
+
+def test_a_huge_image_at_the_default_limit_fails_the_job(tmp_path: Path) -> None:
+    sim = sim_with(fault_huge_image=1.0)  # 1 GiB bodies against the default 64 MiB cap
+    _, summary = run_hostile(tmp_path, sim)
+    failed_with(tmp_path, summary, "BAD_IMAGE", "over the 67108864 byte limit")
+
+
+def test_a_redirect_to_another_host_is_followed_without_the_key(tmp_path: Path) -> None:
+    sim = sim_with(fault_redirect=1.0)
+    _, summary = run_hostile(tmp_path, sim)
+    assert summary.done == JOBS and sim.stats.downloads_by_outcome["redirect"] == JOBS
+    assert sim.stats.image_requests_with_auth == 0 and sim.stats.key_leaks == 0
+    check_folder(tmp_path / "out")
+
+
+@pytest.mark.parametrize(("location", "text"), [
+    ("http://images.simulator/img/loop.png", "redirects in circles"),
+    ("http://[::1", "Invalid port"),
+])
+def test_redirects_that_lead_nowhere_fail_the_job(tmp_path: Path, location: str, text: str) -> None:
+    def redirect(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.startswith("/img/"):
+            return httpx.Response(302, headers={"location": location}, request=request)
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, redirect))
+    failed_with(tmp_path, summary, "DOWNLOAD_FAILED", text)
+
+
+def test_an_image_url_that_cannot_be_parsed_fails_the_job(tmp_path: Path) -> None:
+    def broken_url(data: dict) -> dict:
+        if data["images"]:
+            data["images"][0]["image_url"] = "http://[::1/img.png"
+        return data
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(broken_url)))
+    failed_with(tmp_path, summary, "DOWNLOAD_FAILED", "Invalid port")
+
+
+def test_a_base64_field_that_is_not_base64_fails_the_job(tmp_path: Path) -> None:
+    sim = sim_with(fault_bad_base64=1.0)
+    _, summary = run_hostile(tmp_path, sim, extra="enable_base64_output: true\n")
+    failed_with(tmp_path, summary, "BAD_IMAGE", "not valid base64")
+    assert sim.stats.image_requests == 0
+
+
+def test_a_succeeded_task_without_images_fails_the_job(tmp_path: Path) -> None:
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(lambda data: {**data, "images": []})))
+    failed_with(tmp_path, summary, "NO_IMAGE", "returned no image")
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_bytes_that_do_not_decode_as_the_format_fail_the_job(tmp_path: Path, fmt: str) -> None:
+    sim = sim_with(fault_bad_image=1.0)
+    _, summary = run_hostile(tmp_path, sim, fmt=fmt)
+    failed_with(tmp_path, summary, "BAD_IMAGE", "")
+    report = batch_status(tmp_path / "out")
+    assert "not a complete" in report.failures[0]["example"] or "expected a" in report.failures[0]["example"]
+
+
+def test_a_truncated_download_every_time_fails_the_job(tmp_path: Path) -> None:
+    sim = sim_with(fault_truncate=1.0)
+    _, summary = run_hostile(tmp_path, sim)
+    assert summary.failed == JOBS and set(summary.failures) <= {"BAD_IMAGE", "DOWNLOAD_FAILED"}
+    assert not list((tmp_path / "out" / "images").iterdir())
+
+
+def test_an_expired_url_every_time_fails_the_job_as_expired(tmp_path: Path) -> None:
+    sim = sim_with(fault_expire=1.0)
+    _, summary = run_hostile(tmp_path, sim)
+    failed_with(tmp_path, summary, "EXPIRED", "asking for the result again did not help")
+
+
+# -- tasks that never finish ------------------------------------------------------------------
+
+def test_a_task_stuck_in_queue_times_out_and_keeps_its_task_id(tmp_path: Path) -> None:
+    sim = sim_with(fault_stuck=1.0)
+    _, summary = run_hostile(tmp_path, sim, extra=QUICK_TIMEOUT)
+    failed_with(tmp_path, summary, "TIMEOUT", "still 'TASK_STATUS_QUEUED' after 0.4s")
+    report = batch_status(tmp_path / "out")
+    assert report.failures[0]["retryable"] and sim.stats.tasks_created == JOBS
+
+
+def test_an_unknown_status_is_not_finished_and_the_task_completes(tmp_path: Path) -> None:
+    sim = sim_with(fault_unknown_status=1.0, task_seconds=0.1)
+    _, summary = run_hostile(tmp_path, sim)
+    assert summary.done == JOBS and sim.stats.faults["fault_unknown_status"] > 0
+    check_folder(tmp_path / "out")
+
+
+def test_an_unknown_status_forever_ends_in_a_bounded_timeout(tmp_path: Path) -> None:
+    sim = sim_with(fault_unknown_status=1.0, fault_stuck=1.0)
+    _, summary = run_hostile(tmp_path, sim, extra=QUICK_TIMEOUT)
+    failed_with(tmp_path, summary, "TIMEOUT", "still 'TASK_STATUS_UNKNOWN'")
+
+
+def test_a_canceled_status_forever_ends_in_a_bounded_timeout(tmp_path: Path) -> None:
+    def canceled(data: dict) -> dict:
+        data["task"]["status"] = "TASK_STATUS_CANCELED"
+        data["images"] = []
+        return data
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(canceled)), extra=QUICK_TIMEOUT)
+    failed_with(tmp_path, summary, "TIMEOUT", "still 'TASK_STATUS_CANCELED'")
+
+
+def test_deeply_nested_json_answers_fail_the_job_or_wait_boundedly(tmp_path: Path) -> None:
+    nested = b"[" * 100_000 + b"]" * 100_000  # json.loads raises RecursionError, not ValueError
+
+    def deep(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.method == "POST" and b"number 1\"" in request.content:
+            return httpx.Response(200, content=nested, request=request)
+        if request.url.path.endswith("/task-result") and response.status_code == 200:
+            return httpx.Response(200, content=nested, request=request)
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, deep), extra=QUICK_TIMEOUT)
+    assert summary.failed == JOBS and summary.stopped is None
+    assert summary.failures["SUBMIT_FAILED"] >= 1 and summary.failures["TIMEOUT"] >= 1
+    text = batch_status(tmp_path / "out").to_text()
+    assert "answer was not JSON" in text
+    check_folder(tmp_path / "out")

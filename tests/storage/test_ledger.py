@@ -1,0 +1,121 @@
+"""The ledger: replay, torn and garbage lines, locking, batch identity, compaction."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from batchgen.errors import LedgerError, UsageError
+from batchgen.job import Job
+from batchgen.storage.ledger import LEDGER_FILE, Ledger
+
+
+def job(n: int) -> Job:
+    return Job(job_id=f"{n:016x}", index=n, request={"prompt": f"p{n}", "seed": n}, axes={"n": n},
+               replica=0, name=f"img-{n}", caption=None)
+
+
+def test_events_replay_to_the_same_records(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitting(job(1))
+    ledger.submitted(job(1).job_id, "task-1", attempts=2, maybe_duplicated=1)
+    ledger.submitting(job(2))
+    ledger.submitted(job(2).job_id, "task-2")
+    ledger.generated(job(2).job_id, 99)
+    ledger.done(job(2).job_id, "images/img-2.png", 123, "ab")
+    ledger.submitting(job(3))
+    ledger.failed(job(3).job_id, "ILLEGAL_PROMPT: no", retryable=False)
+    ledger.close()
+
+    again = Ledger.open(tmp_path, "b")
+    r1, r2, r3 = (again.get(job(n).job_id) for n in (1, 2, 3))
+    assert (r1.state, r1.task_id) == ("submitted", "task-1")
+    assert r1.job(job(1).job_id) == job(1)  # the job as sent can be rebuilt without the manifest
+    assert (r2.state, r2.task_id, r2.file, r2.size) == ("done", "task-2", "images/img-2.png", 123)
+    assert (r3.state, r3.get("reason"), r3.get("retryable")) == ("failed", "ILLEGAL_PROMPT: no", False)
+    assert again.stats.tasks_created == 2 and again.stats.maybe_duplicated == 1
+    assert [job_id for job_id, _ in again.outstanding()] == [job(1).job_id]
+    again.close()
+
+
+def test_torn_last_line_is_ignored_and_kept_apart_from_new_events(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitting(job(1))
+    ledger.close()
+    with open(tmp_path / LEDGER_FILE, "ab") as fh:
+        fh.write(b'{"job":"0000000000000001","state":"subm')  # killed mid-write
+    ledger = Ledger.open(tmp_path, "b")
+    assert ledger.get(job(1).job_id).state == "submitting"
+    assert ledger.stats.bad_lines == 1
+    ledger.submitted(job(1).job_id, "task-1")
+    ledger.close()
+    ledger = Ledger.read(tmp_path)
+    assert ledger.get(job(1).job_id).task_id == "task-1"
+
+
+def test_garbage_lines_anywhere_are_skipped_and_counted(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitting(job(1))
+    ledger.close()
+    with open(tmp_path / LEDGER_FILE, "ab") as fh:
+        fh.write(b"\x00\xff garbage\n[1,2]\n{\"job\": 5, \"state\": \"done\"}\n{\"job\":\"x\",\"state\":\"weird\"}\n")
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitted(job(1).job_id, "t")
+    assert ledger.stats.bad_lines == 4 and set(ledger.records) == {job(1).job_id}
+    ledger.close()
+
+
+def test_a_ledger_of_another_batch_is_refused(tmp_path: Path) -> None:
+    Ledger.open(tmp_path, "castle").close()
+    with pytest.raises(LedgerError, match="belongs to batch 'castle'"):
+        Ledger.open(tmp_path, "dataset")
+
+
+def test_one_writer_at_a_time_but_anyone_may_read(tmp_path: Path) -> None:
+    first = Ledger.open(tmp_path, "b")
+    first.submitting(job(1))
+    with pytest.raises(UsageError, match="already running"):
+        Ledger.open(tmp_path, "b")
+    assert Ledger.read(tmp_path).get(job(1).job_id).state == "submitting"
+    first.close()
+    Ledger.open(tmp_path, "b").close()  # the lock went with the first writer
+
+
+def test_compaction_keeps_every_record_and_the_counts(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "b")
+    for n in range(50):
+        ledger.submitting(job(n))
+        ledger.submitted(job(n).job_id, f"task-{n}", maybe_duplicated=int(n == 3))
+        if n % 2:
+            ledger.done(job(n).job_id, f"images/img-{n}.png", n, "x")
+        elif n % 5 == 0:
+            ledger.failed(job(n).job_id, "TASK_FAILED: boom", retryable=True, task_id=f"task-{n}")
+    before = {k: (r.state, r.task_id, r.file, r.size, r.info) for k, r in ledger.records.items()}
+    ledger.compact()
+    ledger.submitting(job(99))
+    ledger.close()
+    lines = (tmp_path / LEDGER_FILE).read_text().splitlines()
+    assert len(lines) == 1 + 50 + 1
+    again = Ledger.open(tmp_path, "b")
+    after = {k: (r.state, r.task_id, r.file, r.size, r.info) for k, r in again.records.items()}
+    assert after.pop(job(99).job_id)[0] == "submitting"
+    assert after == before
+    assert again.stats.tasks_created == 50 and again.stats.maybe_duplicated == 1
+    assert json.loads(lines[0])["batch"] == "b"
+    again.close()
+
+
+def test_reset_and_follow_again(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitting(job(1))
+    ledger.submitted(job(1).job_id, "t1")
+    ledger.failed(job(1).job_id, "TIMEOUT: slow", retryable=True, task_id="t1")
+    ledger.follow_again(job(1).job_id, "t1")
+    rec = ledger.get(job(1).job_id)
+    assert (rec.state, rec.task_id) == ("submitted", "t1") and rec.job(job(1).job_id) == job(1)
+    ledger.reset(job(1).job_id)
+    assert (rec.state, rec.task_id) == ("pending", None)
+    assert ledger.stats.tasks_created == 1  # following again is not a new task
+    ledger.close()
