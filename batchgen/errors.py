@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 from dataclasses import dataclass
+from enum import StrEnum
 
 __all__ = [
     "AuthError",
@@ -43,6 +44,7 @@ __all__ = [
     "Problem",
     "ProviderError",
     "RateLimited",
+    "StopKind",
     "TaskNotFound",
     "TransientError",
     "UsageError",
@@ -123,23 +125,32 @@ class JobRejected(ProviderError):
     """The provider refuses this request as written; sending it again would not help."""
 
 
+class StopKind(StrEnum):
+    """Why the provider stopped a batch; BALANCE alone lets paid tasks still be collected."""
+
+    STOPPED = "stopped"
+    AUTH = "auth"
+    BALANCE = "balance"
+    ENDPOINT = "endpoint"
+
+
 class BatchStopped(ProviderError):
     """The provider will not take more work from this account until the user acts."""
 
     exit_code = 3
-    kind = "stopped"
+    kind: StopKind = StopKind.STOPPED
 
 
 class AuthError(BatchStopped):
     """The key is missing, wrong, or not allowed to use this model."""
 
-    kind = "auth"
+    kind = StopKind.AUTH
 
 
 class BalanceError(BatchStopped):
     """The account is out of credit; tasks already paid for can still be collected."""
 
-    kind = "balance"
+    kind = StopKind.BALANCE
 
 
 class RateLimited(ProviderError):

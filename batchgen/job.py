@@ -1,15 +1,107 @@
-"""One unit of work: a fully resolved submit request plus the axis values that produced it.
+"""One unit of work and the words every stage uses for what became of it.
 
 A Job is pure data, cheap to make and to drop: expansion yields them one at a time, so a
-million-job manifest never holds a million of them.
+million-job manifest never holds a million of them. ``JobState`` and ``Failure`` are the typed
+outcomes the engine records, the ledger stores and the CLI renders: no code parses a message.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum, StrEnum
 from typing import Any
 
-__all__ = ["Job"]
+__all__ = ["Failed", "Failure", "FailureInfo", "Job", "JobState"]
+
+
+class JobState(StrEnum):
+    """Where a job is (DESIGN.md's state machine); the value is what the ledger writes."""
+
+    PENDING = "pending"
+    SUBMITTING = "submitting"
+    SUBMITTED = "submitted"
+    GENERATED = "generated"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def outstanding(self) -> bool:
+        """The task is out at the provider: follow it, never submit it again."""
+        return self in (JobState.SUBMITTED, JobState.GENERATED)
+
+
+class FailureInfo:
+    """What a Failure member carries: may another try help, is the old task worth following,
+    and what the user can do."""
+
+    __slots__ = ("retryable", "follow", "advice")
+
+    def __init__(self, retryable: bool, follow: bool, advice: str) -> None:
+        self.retryable = retryable
+        self.follow = follow
+        self.advice = advice
+
+
+class Failure(Enum):
+    """Why a job failed. ``code`` is the ledger's and the summary's word for it."""
+
+    SUBMIT_FAILED = FailureInfo(True, False, "the submit did not go through; `retry` sends it again")
+    REJECTED = FailureInfo(False, False, "the provider refuses this request as written; fix the "
+                                         "manifest, or `retry --include-rejected`")
+    TASK_NOT_FOUND = FailureInfo(True, False, "the provider no longer knows the task; `retry` "
+                                              "submits the job again")
+    TASK_FAILED = FailureInfo(True, False, "the provider's task failed; `retry` submits it again")
+    TIMEOUT = FailureInfo(True, True, "the task did not finish in time; `collect` or `retry` "
+                                      "follows it again")
+    EXPIRED = FailureInfo(True, False, "the image URL expired; `retry` asks again")
+    DOWNLOAD_FAILED = FailureInfo(True, False, "the image could not be downloaded; `retry` tries again")
+    NO_IMAGE = FailureInfo(True, False, "the task succeeded without an image; `retry` submits it again")
+    BAD_IMAGE = FailureInfo(True, False, "the bytes were not a good image; `retry` tries again")
+
+    @property
+    def code(self) -> str:
+        return self.name
+
+    @property
+    def retryable(self) -> bool:
+        return self.value.retryable
+
+    @property
+    def follow(self) -> bool:
+        """A later run follows the recorded task again instead of submitting a new one."""
+        return self.value.follow
+
+    @property
+    def advice(self) -> str:
+        return self.value.advice
+
+    @classmethod
+    def from_code(cls, code: str) -> Failure:
+        """The member for a ledger code; a provider reason of a rejected job maps to REJECTED."""
+        member = cls.__members__.get(code)
+        return member if member is not None else cls.REJECTED
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """One job's failure as recorded: the typed reason, what happened, and the provider's own
+    reason code when it rejected the request (``ILLEGAL_PROMPT``), which is what people group by."""
+
+    failure: Failure
+    message: str
+    provider_reason: str = ""
+
+    @property
+    def label(self) -> str:
+        """The word failures are counted under: the provider's reason for a rejection."""
+        if self.failure is Failure.REJECTED and self.provider_reason:
+            return self.provider_reason
+        return self.failure.code
+
+    @property
+    def reason(self) -> str:
+        """``LABEL: message``, the text the ledger and ``status`` show."""
+        return f"{self.label}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,6 +23,7 @@ import httpx
 from PIL import Image
 
 from batchgen.provider.client import ClientOptions
+from batchgen.provider.targets import ApiKey
 from batchgen.storage.ledger import LEDGER_FILE, LOCK_FILE, Ledger
 from batchgen.manifest.loader import load_manifest
 from batchgen.provider.pacing import Backoff
@@ -52,7 +53,7 @@ def write_manifest(folder: Path, text: str, name: str = "m.yaml") -> Path:
 def fast_options(output: Path, **extra) -> RunOptions:
     """Quiet, quick polling and quick backoff (the 429 pauses stay what the provider says)."""
     extra.setdefault("client", ClientOptions(backoff=FAST_BACKOFF))
-    return RunOptions(output=output, progress="quiet", poll=PollPlanner(**FAST_POLL), **extra)
+    return RunOptions(output=output, poll=PollPlanner(**FAST_POLL), **extra)
 
 
 def run_batch(manifest: Path, options: RunOptions, mode: str = "run",
@@ -129,11 +130,18 @@ def _stray(folder: Path, path: Path) -> bool:
     return rel.parts[0] != "images" or path.suffix not in (".png", ".jpeg", ".webp", ".json", ".txt")
 
 
-class Rewriter:
-    """The simulator, with answers passed through ``rewrite(request, response) -> response``.
+def simulated(sim) -> dict:
+    """The parts a batch takes from an in-process simulator (or a Rewriter over one): its two
+    transports, its base URL and a key it accepts. ``RunOptions(**simulated(sim))``."""
+    return dict(api_transport=sim.api_transport(), image_transport=sim.image_transport(),
+                base_url=sim.api_base_url, api_key=ApiKey("simulated-key"))
 
-    Stands in for the simulator in ``RunOptions(simulator=...)``: the runner asks it for the same
-    three things (API base URL, API transport, image transport). ``rewrite`` may be async.
+
+class Rewriter:
+    """The simulator's transports, with answers passed through ``rewrite(request, response)``.
+
+    Gives the same three things as the simulator (API base URL, API transport, image
+    transport), so ``simulated(Rewriter(sim, rewrite))`` wires it in. ``rewrite`` may be async.
     """
 
     def __init__(self, sim: Simulator, rewrite: Callable[[httpx.Request, httpx.Response], httpx.Response]):

@@ -17,6 +17,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from batchgen.cli.render import render_summary
 from batchgen.provider.classify import classify_error
 from batchgen.provider.client import ProviderClient
 from batchgen.errors import AuthError
@@ -107,7 +108,7 @@ def test_the_key_appears_nowhere_but_the_authorization_header(tmp_path: Path, ca
     for obj in (ApiKey(KEY), options, summary, again, Batch(path, options)):
         assert_clean(f"repr of {type(obj).__name__}", repr(obj))
         assert_clean(f"str of {type(obj).__name__}", str(obj))
-    assert_clean("summary text", summary.to_text(path))
+    assert_clean("summary text", render_summary(summary, path))
 
 
 def test_the_key_stays_out_of_objects_errors_and_pickles() -> None:

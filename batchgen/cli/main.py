@@ -105,29 +105,38 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _run_options(args: argparse.Namespace):
+    """The batch's parts as the command line gives them; --simulate gives the in-process
+    simulator's two transports and a key it accepts."""
+    from batchgen.cli.progress import ProgressMode, ProgressReporter
     from batchgen.engine.runner import RunOptions
 
-    simulator = None
+    parts: dict = {}
     if getattr(args, "simulate", False):
+        from batchgen.provider.targets import ApiKey
         from batchgen.simulator import SimConfig, Simulator
 
-        simulator = Simulator(SimConfig(task_seconds=args.sim_task_seconds, task_jitter=0.2))
-    progress = "quiet" if args.quiet else "auto"
+        sim = Simulator(SimConfig(task_seconds=args.sim_task_seconds, task_jitter=0.2))
+        parts = dict(api_transport=sim.api_transport(), image_transport=sim.image_transport(),
+                     api_key=ApiKey("simulated-key"), base_url=sim.api_base_url)
+    mode = ProgressMode.QUIET if args.quiet else ProgressMode.AUTO
     return RunOptions(output=args.output, concurrency=args.concurrency, rate_limit=args.rpm,
-                      base_url=args.base_url, max_jobs=getattr(args, "max_jobs", None),
-                      simulator=simulator, progress=progress, handle_signals=True,
-                      include_rejected=getattr(args, "include_rejected", False))
+                      base_url=parts.pop("base_url", args.base_url),
+                      max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
+                      include_rejected=getattr(args, "include_rejected", False),
+                      reporter=ProgressReporter(mode=mode), **parts)
 
 
 def _execute(args: argparse.Namespace, mode: str) -> int:
     import anyio
 
+    from batchgen.cli.exitcodes import exit_code
+    from batchgen.cli.render import render_summary
     from batchgen.engine.runner import Batch
 
     batch = Batch(args.manifest, _run_options(args))
     summary = anyio.run({"run": batch.run, "collect": batch.collect, "retry": batch.retry}[mode])
-    print(summary.to_text(args.manifest))
-    return summary.exit_code
+    print(render_summary(summary, args.manifest))
+    return exit_code(summary)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -169,13 +178,14 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
     Example: batchgen status output/castle-sweep --json
     """
+    from batchgen.cli.render import render_status
     from batchgen.storage.status import batch_status
 
     report = batch_status(args.target)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
-        print(report.to_text())
+        print(render_status(report))
     return 0
 
 

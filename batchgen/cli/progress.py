@@ -8,48 +8,49 @@ from __future__ import annotations
 
 import sys
 import time
+from enum import StrEnum
 from typing import TextIO
 
 import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from batchgen.engine.collector import RunStats
+from batchgen.cli.render import format_duration, render_notice
+from batchgen.engine.events import Notice
+from batchgen.engine.stats import RunStats
 
-__all__ = ["ProgressReporter", "format_duration"]
+__all__ = ["ProgressMode", "ProgressReporter"]
 
 
-def format_duration(seconds: float | None) -> str:
-    if seconds is None or seconds != seconds or seconds == float("inf"):
-        return "?"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes:02d}m"
-    if minutes:
-        return f"{minutes}m{secs:02d}s"
-    return f"{secs}s"
+class ProgressMode(StrEnum):
+    AUTO = "auto"    # a live bar on a terminal, lines otherwise
+    LIVE = "live"    # a rich bar, redrawn four times a second
+    LINES = "lines"  # a plain line every ``interval`` seconds
+    QUIET = "quiet"  # nothing but notices' absence: the summary alone
 
 
 class ProgressReporter:
-    """``mode``: "live" (rich bar), "lines" (a line every ``interval`` s), "quiet", or "auto"."""
+    """The CLI's Reporter: notices as text, and the run's counters as a bar or lines."""
 
-    def __init__(self, stats: RunStats, *, mode: str = "auto", stream: TextIO | None = None,
+    def __init__(self, *, mode: ProgressMode = ProgressMode.AUTO, stream: TextIO | None = None,
                  interval: float = 10.0) -> None:
-        self.stats = stats
+        self.stats = RunStats()
         self.stream = stream or sys.stdout
-        if mode == "auto":
-            mode = "live" if self.stream.isatty() else "lines"
+        mode = ProgressMode(mode)
+        if mode is ProgressMode.AUTO:
+            mode = ProgressMode.LIVE if self.stream.isatty() else ProgressMode.LINES
         self.mode = mode
         self.interval = interval
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self._progress: Progress | None = None
         self._rate_window: list[tuple[float, int]] = []
 
+    def notice(self, notice: Notice) -> None:
+        self.say(render_notice(notice))
+
     def say(self, text: str) -> None:
         """A message for the user, printed above the live bar if there is one."""
-        if self.mode == "quiet":
+        if self.mode is ProgressMode.QUIET:
             return
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False)
@@ -80,11 +81,12 @@ class ProgressReporter:
         s = self.stats
         return f"{s.already_done + s.done}/{s.planned} done, {self.detail()}"
 
-    async def run(self) -> None:
-        """Refresh until cancelled."""
-        if self.mode == "quiet":
+    async def watch(self, stats: RunStats) -> None:
+        """Show ``stats`` until cancelled."""
+        self.stats = stats
+        if self.mode is ProgressMode.QUIET:
             await anyio.sleep_forever()
-        if self.mode == "lines":
+        if self.mode is ProgressMode.LINES:
             while True:
                 await anyio.sleep(self.interval)
                 print(f"batchgen: {self.line()}", file=self.stream, flush=True)

@@ -17,19 +17,22 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from batchgen.provider.client import ProviderClient, SubmitWithdrawn
-from batchgen.engine.collector import Collector, RunStats
+from batchgen.engine.collector import Collector
+from batchgen.engine.polling import TaskClock
+from batchgen.engine.stats import RunStats
 from batchgen.errors import (
     BatchgenError,
     BatchStopped,
     JobRejected,
     OutputError,
     ProviderError,
+    StopKind,
     TransientError,
 )
-from batchgen.job import Job
+from batchgen.job import Failed, Failure, Job
+from batchgen.provider.base import Provider
+from batchgen.provider.client import SubmitWithdrawn
 from batchgen.storage.ledger import Ledger
-from batchgen.engine.polling import TaskClock
 
 __all__ = ["Outstanding", "Scheduler"]
 
@@ -60,10 +63,10 @@ class Outstanding:
 class Scheduler:
     """Runs jobs through submit -> follow -> save with at most ``concurrency`` in flight."""
 
-    def __init__(self, client: ProviderClient, ledger: Ledger, collector: Collector,
+    def __init__(self, provider: Provider, ledger: Ledger, collector: Collector,
                  stats: RunStats, *, model: str, concurrency: int, downloads: int | None = None,
-                 max_submits: int | None = None) -> None:
-        self.client = client
+                 max_submits: int | None = None, submit_grace: float = 30.0) -> None:
+        self.provider = provider
         self.ledger = ledger
         self.collector = collector
         self.stats = stats
@@ -82,6 +85,7 @@ class Scheduler:
         # learn (and record) their task id, since cancelling one may leave a paid task unknown.
         self._submits: set[anyio.CancelScope] = set()
         self.submit_grace: float | None = None
+        self._request_timeout = submit_grace
 
     # -- control -------------------------------------------------------------------------------
 
@@ -191,8 +195,8 @@ class Scheduler:
                     self._submits.add(scope)
                     self._limit(scope)
                     try:
-                        sub = await self.client.submit(self.model, job.request,
-                                                       still_wanted=lambda: self.submitting)
+                        sub = await self.provider.submit(self.model, job.request,
+                                                         still_wanted=lambda: self.submitting)
                     finally:
                         self._submits.discard(scope)
                 if scope.cancelled_caught:  # the grace ran out: the job stays 'submitting'
@@ -201,11 +205,10 @@ class Scheduler:
             except SubmitWithdrawn as exc:
                 # Stopped while it waited for its turn: nothing (more) was sent.
                 if exc.maybe_count:
-                    self.collector.record_failure(
-                        job, "SUBMIT_FAILED: stopped between tries; an earlier try may have created "
-                        "a task at the provider without its id", retryable=True, task_id=None,
+                    self.collector.record_failure(job, Failed(
+                        Failure.SUBMIT_FAILED, "stopped between tries; an earlier try may have created "
+                        "a task at the provider without its id"), task_id=None,
                         maybe_duplicated=exc.maybe_count)
-                    self.stats.maybe_duplicated += exc.maybe_count
                 else:
                     self.ledger.reset(job.job_id)
                 return
@@ -215,28 +218,25 @@ class Scheduler:
                 self._stopped_by(exc)
                 return
             except JobRejected as exc:
-                self.collector.record_failure(job, f"{exc.reason or 'REJECTED'}: {exc}",
-                                              retryable=False, task_id=None)
+                self.collector.record_failure(job, Failed(Failure.REJECTED, str(exc), exc.reason),
+                                              task_id=None)
                 return
             except ProviderError as exc:
                 maybe = isinstance(exc, TransientError) and exc.maybe_created
                 note = " (a task may have been created at the provider without its id)" if maybe else ""
                 count = exc.maybe_count if maybe else 0
-                self.collector.record_failure(job, f"SUBMIT_FAILED: {exc}{note}", retryable=True,
+                self.collector.record_failure(job, Failed(Failure.SUBMIT_FAILED, f"{exc}{note}"),
                                               task_id=None, maybe_duplicated=count)
-                self.stats.maybe_duplicated += count
                 return
             except Exception as exc:  # an answer the client did not foresee: this job fails, not the batch
                 log.info("submit of job %s failed unexpectedly", job.job_id, exc_info=True)
-                self.collector.record_failure(
-                    job, f"SUBMIT_FAILED: unexpected answer ({type(exc).__name__}: {str(exc)[:200]}); "
-                    f"a task may have been created at the provider without its id", retryable=True,
-                    task_id=None)
-                self.stats.maybe_duplicated += 1
+                self.collector.record_failure(job, Failed(
+                    Failure.SUBMIT_FAILED, f"unexpected answer ({type(exc).__name__}: {str(exc)[:200]}); "
+                    f"a task may have been created at the provider without its id"),
+                    task_id=None, maybe_duplicated=1)
                 return
             self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
             self.stats.submitted += 1
-            self.stats.maybe_duplicated += sub.maybe_duplicated
             await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
         except OutputError as exc:
             self.abort(exc, grace=self._grace())
@@ -271,11 +271,11 @@ class Scheduler:
     def _stopped_by(self, exc: BatchStopped, abort: bool = False) -> None:
         if self.stopped is None and self.fatal is None:  # once, not once per submit in flight
             log.warning("provider stopped the batch: %s", exc)
-        if exc.kind == "balance" and not abort:
+        if exc.kind is StopKind.BALANCE and not abort:
             self.stop_submitting(exc)
         else:
             self.abort(exc, grace=self._grace())
 
     def _grace(self) -> float:
         """Time a submit in flight gets to answer once the batch stops: one request's timeout."""
-        return self.client.options.timeout
+        return self._request_timeout

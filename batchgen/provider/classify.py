@@ -19,6 +19,7 @@ from batchgen.errors import (
     JobRejected,
     ProviderError,
     RateLimited,
+    StopKind,
     TaskNotFound,
     TransientError,
 )
@@ -107,7 +108,7 @@ def classify_error(status: int, content: bytes, headers: dict[str, str] | Any, *
         stop = BatchStopped(
             f"the API at {base_url} has no such endpoint ({said}). Check provider, base_url and "
             f"model in the manifest.", status=status, reason=reason)
-        stop.kind = "endpoint"
+        stop.kind = StopKind.ENDPOINT
         return stop
     if reason in INVALID_JOB or (unknown and 400 <= status < 500 and status != 403):
         return JobRejected(f"the provider rejected this request ({said}); fix it in the manifest, "

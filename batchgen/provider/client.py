@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -97,15 +97,20 @@ class _AcceptedWithoutId(TransientError):
 
 
 class ProviderClient:
-    """Async client for one provider account. Use as ``async with ProviderClient(...) as c``."""
+    """The jiekou / Novita API shape (a ``Provider``). Use as ``async with ProviderClient(...) as c``.
+
+    ``sleep`` is the clock's: every backoff and Retry-After wait goes through it.
+    """
 
     def __init__(self, target: ApiTarget, key: ApiKey, *, options: ClientOptions | None = None,
                  gate: RateGate | None = None, transport: httpx.AsyncBaseTransport | None = None,
                  image_transport: httpx.AsyncBaseTransport | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
         self.target = target
         self.options = options or ClientOptions()
-        self.gate = gate or RateGate()
+        self.gate = gate or RateGate(sleep=sleep)
+        self._sleep = sleep
         self._key = key
         self._rng = rng or random.Random()
         opts = self.options
@@ -176,7 +181,7 @@ class ProviderClient:
                     raise
                 delay = self.options.backoff.delay(failures - 1, self._rng)
                 log.info("submit failed (%s); retry %d in %.1fs", exc, failures, delay)
-                await anyio.sleep(delay)
+                await self._sleep(delay)
                 continue
             except BaseException:
                 self.gate.passed()
@@ -227,7 +232,7 @@ class ProviderClient:
                 delay = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after is not None \
                     else self.options.backoff.delay(failures - 1, self._rng)
                 log.info("task-result for %s failed (%s); retry in %.1fs", task_id, exc, delay)
-                await anyio.sleep(delay)
+                await self._sleep(delay)
 
     async def _task_result_once(self, task_id: str) -> TaskResult:
         query = urlencode({"task_id": task_id})
@@ -249,7 +254,7 @@ class ProviderClient:
         last: DownloadError | None = None
         for attempt in range(self.options.download_attempts):
             if attempt:
-                await anyio.sleep(self.options.backoff.delay(attempt - 1, self._rng))
+                await self._sleep(self.options.backoff.delay(attempt - 1, self._rng))
             try:
                 with anyio.fail_after(self.options.download_deadline):
                     data = await self._download(value)

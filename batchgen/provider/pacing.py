@@ -8,6 +8,7 @@ a thundering herd that earns another 429.
 from __future__ import annotations
 
 import random
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import anyio
@@ -33,8 +34,12 @@ class Backoff:
 class RateGate:
     """Spaces submits to at most ``per_minute`` and pauses everyone after a 429."""
 
-    def __init__(self, per_minute: float | None = None, backoff: Backoff | None = None) -> None:
+    def __init__(self, per_minute: float | None = None, backoff: Backoff | None = None, *,
+                 now: Callable[[], float] = anyio.current_time,
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
         self.per_minute = per_minute
+        self._now = now
+        self._sleep = sleep
         self.backoff = backoff or Backoff(base=1.0, cap=60.0)
         self._next_slot = 0.0
         self._paused_until = 0.0
@@ -46,14 +51,14 @@ class RateGate:
     @property
     def paused_for(self) -> float:
         """Seconds left in the current pause (0 when not paused)."""
-        return max(0.0, self._paused_until - anyio.current_time())
+        return max(0.0, self._paused_until - self._now())
 
     async def wait(self) -> bool:
         """Wait for the right to submit; True when this caller is the probe after a pause."""
         while True:
-            now = anyio.current_time()
+            now = self._now()
             if now < self._paused_until:
-                await anyio.sleep(self._paused_until - now)
+                await self._sleep(self._paused_until - now)
                 continue
             if self._probe is not None:
                 await self._probe.wait()
@@ -64,11 +69,11 @@ class RateGate:
             self._needs_probe = False
             self._probe = anyio.Event()
         if self.per_minute:
-            now = anyio.current_time()
+            now = self._now()
             slot = max(now, self._next_slot)
             self._next_slot = slot + 60.0 / self.per_minute
             if slot > now:
-                await anyio.sleep(slot - now)
+                await self._sleep(slot - now)
         return probe
 
     def passed(self) -> None:
@@ -81,7 +86,7 @@ class RateGate:
         self._consecutive_429 += 1
         self.pauses += 1
         delay = retry_after if retry_after is not None else self.backoff.delay(self._consecutive_429 - 1)
-        self._paused_until = max(self._paused_until, anyio.current_time() + delay)
+        self._paused_until = max(self._paused_until, self._now() + delay)
         self._needs_probe = True
         self._release_probe()
         return delay

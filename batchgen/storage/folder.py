@@ -8,31 +8,21 @@ template and are checked once more here: nothing is ever written outside ``image
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from batchgen.errors import OutputError
 from batchgen.job import Job
+from batchgen.storage.sidecar import Sidecar
+from batchgen.storage.writer import SavedFiles
 
 __all__ = ["BatchFolder", "SavedFiles"]
 
 
-@dataclass(frozen=True, slots=True)
-class SavedFiles:
-    """What ended up on disk for one job; ``file`` is relative to the batch folder."""
-
-    file: str
-    size: int
-    sha256: str
-
-
 class BatchFolder:
-    """One batch's output folder: ``ledger.jsonl``, ``images/`` and a private ``.tmp/``."""
+    """One batch's output folder (a Writer): ``ledger.jsonl``, ``images/`` and a private ``.tmp/``."""
 
     def __init__(self, root: Path, fsync: bool = False) -> None:
         self.root = Path(root)
@@ -80,16 +70,15 @@ class BatchFolder:
         except OSError:
             return False
 
-    def save(self, job: Job, data: bytes, sidecar: dict[str, Any]) -> SavedFiles:
+    def save(self, job: Job, data: bytes, sidecar: Sidecar) -> SavedFiles:
         """Write image, caption and sidecar (each atomically; the sidecar last). Blocking."""
         sha = hashlib.sha256(data).hexdigest()
         file = self.image_file(job)
-        sidecar["image"].update(file=Path(file).name, bytes=len(data), sha256=sha)
+        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = Path(file).name, len(data), sha
         files = [(file, data)]
         if job.caption is not None:
             files.append((self.relative(job, "txt"), job.caption.encode()))
-        files.append((self.relative(job, "json"),
-                      json.dumps(sidecar, indent=2, ensure_ascii=False).encode() + b"\n"))
+        files.append((self.relative(job, "json"), sidecar.encode()))
         written: list[str] = []
         try:
             for relative, content in files:

@@ -1,7 +1,9 @@
 """The ledger: the single source of truth for a batch's progress, one per batch folder.
 
 Append-only JSON Lines of job state events, replayed on open (last event per job wins, fields
-accumulate; unreadable lines are skipped and counted). Every append goes straight to the OS
+accumulate; unreadable lines are skipped and counted). One JSON library (orjson, several times
+faster than the standard one both ways) writes and reads every line, and replay parses each
+line whole, so it never depends on the order of keys. Every append goes straight to the OS
 with one ``write`` before the caller's next step, so a killed process loses nothing it was
 told about; ``sync()`` adds the fsync, batched by the caller. Compaction rewrites the file as
 one line per job via a temp file and an atomic rename. One writer at a time, held by a lock.
@@ -11,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import os
 import time
 from collections import Counter, deque
@@ -20,9 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from batchgen._version import __version__
 from batchgen.errors import LedgerError, OutputError, UsageError
-from batchgen.job import Job
+from batchgen.job import Failed, Failure, Job, JobState
 
 __all__ = ["LEDGER_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats"]
 
@@ -32,13 +35,9 @@ FORMAT = 1
 # Disk kept in the lock file while a batch runs, and given back when the disk fills up, so the
 # line that met the full disk and the task ids of submits still in flight can be recorded.
 RESERVE_BYTES = 64 * 1024
-STATES = ("pending", "submitting", "submitted", "generated", "done", "failed")
-OUTSTANDING = frozenset({"submitted", "generated"})
-_STATE_NAMES = {name: name for name in STATES}  # replayed states share one str object each
-_decoder = json.JSONDecoder()
-_JOB_HEAD = '{"job":"'
-_SUBMITTING_TAIL = '","state":"submitting",'
-_GENERATED_TAIL = '","state":"generated",'
+STATES = tuple(state.value for state in JobState)
+OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
+_STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
 
 
 class JobRecord:
@@ -49,14 +48,15 @@ class JobRecord:
     fields (failure reason, timings, counts) only when there are any.
     """
 
-    __slots__ = ("state", "task_id", "file", "size", "info", "seen")
+    __slots__ = ("state", "task_id", "file", "size", "sha256", "info", "seen")
 
     def __init__(self) -> None:
         self.seen = False  # set while a run streams the manifest: unseen records vanished from it
-        self.state = "pending"
+        self.state = JobState.PENDING
         self.task_id: str | None = None
         self.file: str | None = None
         self.size: int = 0
+        self.sha256: bytes | None = None  # raw digest of the image: half the memory of hex
         self.info: dict[str, Any] | None = None
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -64,16 +64,23 @@ class JobRecord:
         return info.get(key, default) if info else default
 
     def details(self) -> dict[str, Any] | None:
-        """``info``, with a submitting event kept raw during replay parsed on first use."""
-        info = self.info
-        if info is not None and "raw" in info:
-            try:
-                event = json.loads(info.pop("raw"))
-            except ValueError:
-                event = {}
-            info["spec"] = event.get("spec")
-            info["submitting_at"] = event.get("at")
-        return info
+        """The rarer fields: spec, failure reason, timings (None when there are none)."""
+        return self.info
+
+    @property
+    def failure(self) -> Failure | None:
+        """The typed reason of a failed job (None unless failed)."""
+        code = self.get("code")
+        return Failure.from_code(code) if code else None
+
+    @property
+    def label(self) -> str:
+        """What the failure is counted under (the provider's reason for a rejection)."""
+        return self.get("label") or self.get("code") or "unknown"
+
+    @property
+    def sha256_hex(self) -> str | None:
+        return self.sha256.hex() if self.sha256 is not None else None
 
     def _set(self, key: str, value: Any) -> None:
         if self.info is None:
@@ -184,28 +191,13 @@ class Ledger:
             return
         stats = self.stats
         header_seen = False
-        decode = _decoder.raw_decode  # lines are ours: no need for loads()'s encoding sniffing
-        with open(self.path, encoding="utf-8", errors="replace", newline="\n") as fh:
+        loads = orjson.loads
+        with open(self.path, "rb") as fh:
             for raw in fh:
                 stats.lines += 1
-                if raw.startswith(_JOB_HEAD) and raw.endswith("}\n"):
-                    # Two of a job's four lines need no parsing: a submitting line (the biggest,
-                    # rarely needed: parsed only if asked for) and a generated line.
-                    end = raw.find('"', 8)
-                    if raw.startswith(_SUBMITTING_TAIL, end):
-                        self._submitting_raw(raw[8:end], raw)
-                        continue
-                    if raw.startswith(_GENERATED_TAIL, end):
-                        rec = self.records.get(raw[8:end])
-                        if rec is not None:
-                            rec.state = "generated"
-                            continue
                 try:
-                    event, end = decode(raw)
-                except ValueError:
-                    stats.bad_lines += 1
-                    continue
-                if raw[end:].strip():
+                    event = loads(raw)
+                except orjson.JSONDecodeError:
                     stats.bad_lines += 1
                     continue
                 if not isinstance(event, dict):
@@ -219,7 +211,8 @@ class Ledger:
                     else:
                         stats.bad_lines += 1
                     continue
-                if not isinstance(job_id, str) or event.get("state") not in _STATE_NAMES:
+                state = event.get("state")
+                if not isinstance(job_id, str) or not isinstance(state, str) or state not in _STATE_NAMES:
                     stats.bad_lines += 1
                     continue
                 self._apply(job_id, event)
@@ -260,14 +253,6 @@ class Ledger:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _submitting_raw(self, job_id: str, raw: str) -> None:
-        rec = self.records.get(job_id)
-        if rec is None:
-            rec = self.records[job_id] = JobRecord()
-        rec.state = "submitting"
-        rec.task_id = None
-        rec.info = {"raw": raw}
-
     def _apply(self, job_id: str, event: dict[str, Any]) -> JobRecord:
         """Fold one event into the job's record; the same code serves replay and appends."""
         rec = self.records.get(job_id)
@@ -293,12 +278,19 @@ class Ledger:
         elif state == "done":
             rec.file = event.get("file")
             rec.size = int(event.get("bytes", 0) or 0)
+            rec.sha256 = _digest(event.get("sha256"))
             rec.info = None
             if isinstance(at, (int, float)):
                 self.stats.recent_done.append(float(at))
         elif state == "failed":
             spec = rec.get("spec")  # kept: a later retry or collect may need the job as sent
-            rec.info = {"reason": str(event.get("reason", "unknown")),
+            reason = str(event.get("reason", "unknown"))
+            code = event.get("code")
+            label = event.get("label")
+            if not isinstance(code, str):  # a ledger from before codes were recorded
+                label = reason.split(":", 1)[0]
+                code = Failure.from_code(label).code
+            rec.info = {"reason": reason, "code": code, "label": label or code,
                         "retryable": bool(event.get("retryable", True)), "failed_at": at}
             if spec is not None:
                 rec.info["spec"] = spec
@@ -309,6 +301,7 @@ class Ledger:
             rec.task_id = None
             rec.file = None
             rec.size = 0
+            rec.sha256 = None
             rec.info = None
         return rec
 
@@ -357,10 +350,13 @@ class Ledger:
         self._record({"job": job_id, "state": "done", "at": _now(), "file": file, "bytes": size,
                       "sha256": sha256})
 
-    def failed(self, job_id: str, reason: str, retryable: bool, task_id: str | None = None,
+    def failed(self, job_id: str, failed: Failed, task_id: str | None = None,
                maybe_duplicated: int = 0) -> None:
-        event: dict[str, Any] = {"job": job_id, "state": "failed", "at": _now(), "reason": reason,
-                                 "retryable": retryable}
+        event: dict[str, Any] = {"job": job_id, "state": "failed", "at": _now(),
+                                 "code": failed.failure.code, "reason": failed.reason,
+                                 "retryable": failed.failure.retryable}
+        if failed.label != failed.failure.code:
+            event["label"] = failed.label
         if task_id:
             event["task_id"] = task_id
         if maybe_duplicated:
@@ -376,7 +372,7 @@ class Ledger:
         self._apply(event["job"], event).seen = True  # written by this run, from its manifest
 
     def _write_event(self, event: dict[str, Any]) -> None:
-        self._write((json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n").encode())
+        self._write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
         self.stats.lines += 1
 
     def _write(self, data: bytes) -> None:
@@ -430,14 +426,14 @@ class Ledger:
                   "created_at": round(self.created_at or time.time(), 3), "version": __version__,
                   "counts": {"tasks_created": self.stats.tasks_created,
                              "maybe_duplicated": self.stats.maybe_duplicated}}
-        dumps = json.dumps
+        dumps = orjson.dumps
+        newline = orjson.OPT_APPEND_NEWLINE
         try:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                fh.write(dumps(header, separators=(",", ":")) + "\n")
+            with open(tmp, "wb") as fh:
+                fh.write(dumps(header, option=newline))
                 lines = 1
                 for job_id, rec in self.records.items():
-                    fh.write(dumps(_compact_event(job_id, rec), ensure_ascii=False,
-                                   separators=(",", ":")) + "\n")
+                    fh.write(dumps(_compact_event(job_id, rec), option=newline))
                     lines += 1
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -481,6 +477,8 @@ def _compact_event(job_id: str, rec: JobRecord) -> dict[str, Any]:
     if rec.file:
         event["file"] = rec.file
         event["bytes"] = rec.size
+    if rec.sha256 is not None:
+        event["sha256"] = rec.sha256.hex()
     info = rec.details()
     if info:
         event["info"] = info
@@ -491,9 +489,19 @@ def _restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
     rec.task_id = event.get("task_id")
     rec.file = event.get("file")
     rec.size = int(event.get("bytes", 0) or 0)
+    rec.sha256 = _digest(event.get("sha256"))
     info = event.get("info")
     rec.info = info if isinstance(info, dict) and info else None
     return rec
+
+
+def _digest(value: Any) -> bytes | None:
+    if isinstance(value, str) and len(value) == 64:
+        try:
+            return bytes.fromhex(value)
+        except ValueError:
+            return None
+    return None
 
 
 def _now() -> float:

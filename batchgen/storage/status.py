@@ -12,8 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.storage.ledger import STATES, Ledger
-from batchgen.manifest.loader import load_manifest
-from batchgen.cli.progress import format_duration
+from batchgen.storage.results import join, vanished
 
 __all__ = ["StatusReport", "batch_status"]
 
@@ -49,52 +48,26 @@ class StatusReport:
                 "vanished": self.vanished, "unreadable_lines": self.unreadable_lines,
                 "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds}
 
-    def to_text(self) -> str:
-        c = self.counts
-        total = self.planned if self.planned is not None else sum(c.values())
-        out = [f"batch {self.batch} in {self.folder}",
-               f"  {c.get('done', 0)}/{total} done, {c.get('failed', 0)} failed, "
-               f"{c.get('submitted', 0) + c.get('generated', 0)} at the provider, "
-               f"{c.get('submitting', 0)} being submitted, {c.get('pending', 0)} pending"]
-        out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
-                   + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
-                      f"connections)" if self.maybe_duplicated else ""))
-        if self.rate_per_minute:
-            out.append(f"  pace: {self.rate_per_minute:.1f} images/min over the last "
-                       f"{RATE_WINDOW / 60:.0f} min, ETA {format_duration(self.eta_seconds)}")
-        if self.vanished:
-            out.append(f"  {self.vanished} job(s) in the ledger are no longer in the manifest")
-        if self.unreadable_lines:
-            out.append(f"  {self.unreadable_lines} unreadable ledger line(s) were skipped")
-        if self.failures:
-            out.append("  failures by reason:")
-            for item in self.failures:
-                kind = "retryable" if item["retryable"] else "not retryable"
-                out.append(f"    {item['count']:>6}  {item['reason']} ({kind}), e.g. job {item['example_job']}: "
-                           f"{item['example']}")
-        return "\n".join(out)
-
 
 def batch_status(target: str | Path) -> StatusReport:
     """Status of the batch named by a manifest file or a batch folder."""
     path = Path(target)
-    manifest = load_manifest(path) if path.is_file() else None
+    manifest = None
+    if path.is_file():
+        from batchgen.manifest import load_manifest  # only a manifest target needs it
+
+        manifest = load_manifest(path)
     folder = manifest.output if manifest is not None else path
     ledger = Ledger.read(folder)
     counts: Counter[str] = Counter()
     planned = None
-    vanished = 0
+    gone = 0
     if manifest is not None:
         planned = 0
-        for job in manifest.jobs():
+        for result in join(manifest.jobs(), ledger):
             planned += 1
-            rec = ledger.get(job.job_id)
-            if rec is None:
-                counts["pending"] += 1
-            else:
-                rec.seen = True
-                counts[rec.state] += 1
-        vanished = sum(1 for rec in ledger.records.values() if not rec.seen)
+            counts[result.state] += 1
+        gone = sum(1 for _ in vanished(ledger))
         in_manifest = [(i, r) for i, r in ledger.failures() if r.seen]
     else:
         counts = ledger.counts()
@@ -102,7 +75,7 @@ def batch_status(target: str | Path) -> StatusReport:
     report = StatusReport(batch=ledger.batch, folder=folder, planned=planned,
                           counts={state: counts.get(state, 0) for state in STATES},
                           tasks_created=ledger.stats.tasks_created,
-                          maybe_duplicated=ledger.stats.maybe_duplicated, vanished=vanished,
+                          maybe_duplicated=ledger.stats.maybe_duplicated, vanished=gone,
                           unreadable_lines=ledger.stats.bad_lines)
     report.failures = _failures(in_manifest)
     recent = [t for t in ledger.stats.recent_done if t >= time.time() - RATE_WINDOW]
@@ -117,7 +90,7 @@ def _failures(failed: list) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for job_id, rec in failed:
         reason = str(rec.get("reason", "unknown"))
-        key = reason.split(":", 1)[0]
+        key = rec.label
         group = groups.get(key)
         if group is None:
             group = groups[key] = {"reason": key, "count": 0, "retryable": bool(rec.get("retryable", True)),

@@ -47,7 +47,7 @@ def run_batchgen(jobs: int, planner: PollPlanner, hints: bool = True) -> dict:
         path = Path(tmp) / "m.yaml"
         path.write_text(manifest_text(jobs, sim.api_base_url))
         batch = Batch(load_manifest(path), RunOptions(
-            output=Path(tmp) / "out", progress="quiet", poll=planner,
+            output=Path(tmp) / "out", poll=planner,
             environ={"JIEKOU_API_KEY": KEY}))
         start = time.perf_counter()
         summary = anyio.run(batch.run)

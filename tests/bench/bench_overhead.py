@@ -38,7 +38,7 @@ def run(jobs: int, concurrency: int, fmt: str, base64: bool) -> dict:
             f"name: overhead\nbase_url: {sim.api_base_url}\nprompt: \"overhead {{n}}\"\n"
             f"size: \"256*256\"\noutput_format: {fmt}\nenable_base64_output: {str(base64).lower()}\n"
             f"concurrency: {concurrency}\nmatrix:\n  n: {{from: 1, to: {jobs}}}\n")
-        batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out", progress="quiet",
+        batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out",
                                                       environ={"JIEKOU_API_KEY": KEY}))
         cpu = cpu_seconds()
         start = time.perf_counter()

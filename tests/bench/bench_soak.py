@@ -32,7 +32,7 @@ from batchgen.manifest.loader import load_manifest  # noqa: E402
 from batchgen.provider.pacing import Backoff  # noqa: E402
 from batchgen.engine.runner import Batch, RunOptions  # noqa: E402
 from batchgen.simulator import SimConfig, Simulator  # noqa: E402
-from faultkit import check_folder, manifest_text  # noqa: E402
+from faultkit import simulated, check_folder, manifest_text  # noqa: E402
 
 FAULTS = dict(fault_500=0.05, fault_503=0.03, fault_drop=0.02, fault_task_failed=0.03,
               fault_truncate=0.05, fault_expire=0.05)
@@ -46,7 +46,7 @@ def soak(jobs: int, concurrency: int, fault_429: float, retry_after: str, max_re
         path.write_text(manifest_text("soak", jobs, fmt="webp", concurrency=concurrency))
         out = Path(tmp) / "out"
         # Quicker backoff than the default so a 5xx costs ~0.1 s, not ~0.5 s; 429 pauses stay real.
-        options = RunOptions(output=out, simulator=sim, progress="quiet",
+        options = RunOptions(output=out, **simulated(sim),
                              client=ClientOptions(backoff=Backoff(base=0.1, cap=2.0, attempts=8)))
         manifest = load_manifest(path)
         start = time.perf_counter()

@@ -16,10 +16,12 @@ import anyio
 import httpx
 import pytest
 
+from batchgen.cli.exitcodes import exit_code
+from batchgen.cli.render import render_status, render_summary
 from batchgen.provider.client import ClientOptions
 from batchgen.simulator import SimConfig, Simulator
 from batchgen.storage.status import batch_status
-from faultkit import (FAST_BACKOFF, Rewriter, check_folder, fast_options, json_answer, manifest_text,
+from faultkit import (simulated, FAST_BACKOFF, Rewriter, check_folder, fast_options, json_answer, manifest_text,
                       on_poll, run_batch, write_manifest)
 
 JOBS = 3
@@ -33,19 +35,19 @@ def sim_with(**config) -> Simulator:
 
 def run_hostile(tmp_path: Path, sim, *, extra: str = "", fmt: str = "png", **options):
     path = write_manifest(tmp_path, manifest_text("hostile", JOBS, fmt=fmt, concurrency=3, extra=extra))
-    summary = run_batch(path, fast_options(tmp_path / "out", simulator=sim, **options), limit=GUARD)
+    summary = run_batch(path, fast_options(tmp_path / "out", **simulated(sim), **options), limit=GUARD)
     return path, summary
 
 
 def failed_with(tmp_path: Path, summary, reason: str, text: str) -> None:
     """Every job failed with ``reason``; the ledger and ``batchgen status`` both say ``text``."""
     assert summary.failed == JOBS and summary.failures == {reason: JOBS}, summary.failures
-    assert summary.exit_code == 1 and summary.stopped is None
+    assert exit_code(summary) == 1 and summary.stopped is None
     report = batch_status(tmp_path / "out")
     assert report.counts["failed"] == JOBS
     assert [f["reason"] for f in report.failures] == [reason]
     assert text in report.failures[0]["example"], report.failures[0]["example"]
-    assert text in report.to_text()
+    assert text in render_status(report)
     check_folder(tmp_path / "out")
 
 
@@ -69,7 +71,7 @@ def test_a_garbled_submit_answer_fails_its_job_once_and_retry_finishes_it(tmp_pa
     assert summary.failed == garbled and summary.failures["SUBMIT_FAILED"] == garbled
     assert summary.done == JOBS - garbled and sim.stats.submits == JOBS
     sim.config.fault_not_json = 0.0
-    retried = run_batch(path, fast_options(tmp_path / "out", simulator=sim), mode="retry", limit=GUARD)
+    retried = run_batch(path, fast_options(tmp_path / "out", **simulated(sim)), mode="retry", limit=GUARD)
     assert retried.done == JOBS
 
 
@@ -95,7 +97,7 @@ def test_a_200_without_task_id_fails_the_job_and_says_a_task_may_be_paid(tmp_pat
     assert sim.stats.tasks_created == sim.stats.tasks_created_but_dropped == JOBS
     assert summary.maybe_duplicated == sim.stats.tasks_created
     assert batch_status(tmp_path / "out").maybe_duplicated == sim.stats.tasks_created
-    assert "may have created (and billed) a task we hold no id for" in summary.to_text(path)
+    assert "may have created (and billed) a task we hold no id for" in render_summary(summary, path)
 
 
 def test_a_task_id_that_is_not_a_string_is_no_task_id(tmp_path: Path) -> None:
@@ -287,6 +289,6 @@ def test_deeply_nested_json_answers_fail_the_job_or_wait_boundedly(tmp_path: Pat
     _, summary = run_hostile(tmp_path, Rewriter(sim, deep), extra=QUICK_TIMEOUT)
     assert summary.failed == JOBS and summary.stopped is None
     assert summary.failures["SUBMIT_FAILED"] >= 1 and summary.failures["TIMEOUT"] >= 1
-    text = batch_status(tmp_path / "out").to_text()
+    text = render_status(batch_status(tmp_path / "out"))
     assert "answer was not JSON" in text
     check_folder(tmp_path / "out")

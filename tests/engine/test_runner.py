@@ -9,6 +9,9 @@ import anyio
 import pytest
 from PIL import Image
 
+from faultkit import simulated
+from batchgen.cli.exitcodes import exit_code
+from batchgen.cli.render import render_summary
 from batchgen.errors import ManifestError, UsageError
 from batchgen.storage.ledger import Ledger
 from batchgen.manifest.loader import load_manifest
@@ -39,7 +42,7 @@ def write_manifest(tmp_path: Path, text: str = MANIFEST, name: str = "m.yaml") -
 
 
 def options(tmp_path: Path, sim: Simulator, **extra) -> RunOptions:
-    return RunOptions(output=tmp_path / "out", simulator=sim, progress="quiet",
+    return RunOptions(output=tmp_path / "out", **simulated(sim),
                       poll=PollPlanner(cold_first=0.01, min_delay=0.005, backoff_start=0.01), **extra)
 
 
@@ -59,7 +62,7 @@ def images_of(tmp_path: Path) -> dict[str, Path]:
 def test_a_batch_runs_to_completion_with_checked_images_and_full_sidecars(tmp_path: Path) -> None:
     sim = fast_sim()
     summary = run(write_manifest(tmp_path), options(tmp_path, sim))
-    assert (summary.exit_code, summary.done, summary.failed, summary.pending) == (0, JOBS, 0, 0)
+    assert (exit_code(summary), summary.done, summary.failed, summary.pending) == (0, JOBS, 0, 0)
     images = images_of(tmp_path)
     assert sorted(images) == sorted(f"{s}-{n}" for s in ("oil", "ink", "watercolor") for n in range(1, 5))
     for stem, path in images.items():
@@ -83,7 +86,7 @@ def test_same_command_again_submits_nothing(tmp_path: Path) -> None:
     run(path, options(tmp_path, fast_sim()))
     sim = fast_sim()
     summary = run(path, options(tmp_path, sim))
-    assert summary.exit_code == 0 and summary.done == JOBS and summary.submitted == 0
+    assert exit_code(summary) == 0 and summary.done == JOBS and summary.submitted == 0
     assert sim.stats.submits == 0 and sim.stats.polls == 0
 
 
@@ -91,7 +94,7 @@ def test_a_partial_run_is_finished_by_the_next_one_without_paying_twice(tmp_path
     path = write_manifest(tmp_path)
     sim = fast_sim()
     first = run(path, options(tmp_path, sim, max_jobs=5))
-    assert (first.done, first.pending, first.exit_code) == (5, JOBS - 5, 0)
+    assert (first.done, first.pending, exit_code(first)) == (5, JOBS - 5, 0)
     second = run(path, options(tmp_path, sim))
     assert (second.done, second.submitted) == (JOBS, JOBS - 5)
     assert sim.stats.tasks_created == JOBS
@@ -136,7 +139,7 @@ def test_an_edited_manifest_runs_new_jobs_and_reports_vanished_ones(tmp_path: Pa
     write_manifest(tmp_path, MANIFEST.replace("[oil, ink, watercolor]", "[oil, ink, pastel]"))
     summary = run(path, options(tmp_path, sim))
     assert summary.submitted == 4 and summary.vanished == 4 and summary.done == JOBS
-    assert "no longer in the manifest" in summary.to_text(path)
+    assert "no longer in the manifest" in render_summary(summary, path)
     assert "watercolor-1" in images_of(tmp_path)  # files of vanished jobs are kept
 
 
@@ -144,20 +147,20 @@ def test_balance_runs_out_then_top_up_finishes(tmp_path: Path) -> None:
     path = write_manifest(tmp_path)
     sim = fast_sim(balance=5)
     first = run(path, options(tmp_path, sim))
-    assert first.exit_code == 3 and first.stop_kind == "balance"
+    assert exit_code(first) == 3 and first.stop_kind == "balance"
     assert first.done == 5 and first.pending == JOBS - 5  # every paid task was collected
     assert sim.stats.submits == 6  # the refused one; submits waiting their turn were withdrawn
-    assert "Top up" in first.to_text(path)
+    assert "Top up" in render_summary(first, path)
     sim.state.balance = 100
     second = run(path, options(tmp_path, sim))
-    assert second.exit_code == 0 and second.done == JOBS
+    assert exit_code(second) == 0 and second.done == JOBS
     assert sim.stats.tasks_created == JOBS
 
 
 def test_a_refused_key_stops_with_exit_3_and_creates_nothing(tmp_path: Path) -> None:
     sim = fast_sim(api_key="only-this-key-123456")
     summary = run(write_manifest(tmp_path), options(tmp_path, sim))
-    assert summary.exit_code == 3 and summary.stop_kind == "auth"
+    assert exit_code(summary) == 3 and summary.stop_kind == "auth"
     assert sim.stats.tasks_created == 0 and summary.pending == JOBS
     assert sim.stats.api_requests == 1  # one refusal is enough: nothing else was sent
     assert "JIEKOU_API_KEY" in summary.stopped
@@ -167,13 +170,13 @@ def test_failed_tasks_are_grouped_and_retry_finishes_them(tmp_path: Path) -> Non
     path = write_manifest(tmp_path)
     sim = fast_sim(fault_task_failed=0.4, fault_seed=4)
     first = run(path, options(tmp_path, sim))
-    assert first.exit_code == 1 and first.failed > 0 and first.failures["TASK_FAILED"] == first.failed
-    assert "batchgen retry" in first.to_text(path)
+    assert exit_code(first) == 1 and first.failed > 0 and first.failures["TASK_FAILED"] == first.failed
+    assert "batchgen retry" in render_summary(first, path)
     report = batch_status(tmp_path / "out")
     assert report.counts["failed"] == first.failed and report.failures[0]["reason"] == "TASK_FAILED"
     sim.state.config.fault_task_failed = 0.0
     second = run(path, options(tmp_path, sim), mode="retry")
-    assert second.exit_code == 0 and second.done == JOBS and second.submitted == first.failed
+    assert exit_code(second) == 0 and second.done == JOBS and second.submitted == first.failed
 
 
 def test_rejected_requests_are_not_retried_unless_asked(tmp_path: Path) -> None:

@@ -14,8 +14,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from batchgen.cli.exitcodes import exit_code
 from batchgen.simulator import SimConfig, Simulator, running_simulator
-from faultkit import check_folder, fast_options, manifest_text, run_batch, write_manifest
+from faultkit import simulated, check_folder, fast_options, manifest_text, run_batch, write_manifest
 
 KEY = "sk-soak-0123456789abcdef"
 EVERY_FAULT = dict(fault_429=0.10, fault_500=0.05, fault_503=0.03, fault_drop=0.02,
@@ -78,7 +79,7 @@ def soak(tmp_path: Path, jobs: int, options_for, sim_stats, fmt: str = "png") ->
         watcher.stop.set()
         watcher.join()
     last = summaries[-1]
-    assert (last.done, last.failed, last.outstanding, last.exit_code) == (jobs, 0, 0, 0)
+    assert (last.done, last.failed, last.outstanding, exit_code(last)) == (jobs, 0, 0, 0)
     assert not watcher.broken, watcher.broken
     assert len(watcher.checked) >= jobs
 
@@ -109,7 +110,7 @@ def test_soak_in_process_every_fault_at_once(tmp_path: Path) -> None:
     sim = Simulator(SimConfig(task_seconds=0.02, task_jitter=0.01, fault_seed=11,
                               retry_after="none", **EVERY_FAULT))
     # 200 jobs: enough that every fault, at the rates, fires whatever the request order.
-    numbers = soak(tmp_path, 200, lambda out: fast_options(out, simulator=sim), lambda: sim.stats)
+    numbers = soak(tmp_path, 200, lambda out: fast_options(out, **simulated(sim)), lambda: sim.stats)
     print("in-process soak:", numbers)
     assert numbers["faults"].get("fault_task_failed", 0) > 0 and numbers["runs"] >= 2
 

@@ -18,9 +18,10 @@ from pathlib import Path
 import anyio
 import httpx
 
+from batchgen.cli.exitcodes import exit_code
 from batchgen.storage.ledger import Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
-from faultkit import Rewriter, check_folder, cli, fast_options, manifest_text, run_batch, write_manifest
+from faultkit import simulated, Rewriter, check_folder, cli, fast_options, manifest_text, run_batch, write_manifest
 
 KEY = "sk-stops-0123456789abcdef"
 
@@ -107,8 +108,8 @@ def test_a_stop_waits_for_submits_already_sent_so_no_paid_task_loses_its_id(tmp_
         return response
 
     sim = Simulator(SimConfig(task_seconds=0.01, task_jitter=0.0))
-    summary = run_batch(path, fast_options(out, simulator=Rewriter(sim, rewrite)), limit=30)
-    assert summary.exit_code == 3 and summary.stop_kind == "auth"
+    summary = run_batch(path, fast_options(out, **simulated(Rewriter(sim, rewrite))), limit=30)
+    assert exit_code(summary) == 3 and summary.stop_kind == "auth"
     ledger = Ledger.read(out)
     assert ledger.counts()["submitting"] == 0 and summary.possibly_created == 0
     assert sim.stats.tasks_created == ledger.stats.tasks_created >= 2

@@ -17,10 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from batchgen.cli.exitcodes import exit_code
+from batchgen.cli.render import render_status, render_summary
 from batchgen.storage.ledger import LEDGER_FILE, Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from batchgen.storage.status import batch_status
-from faultkit import check_folder, cli, fast_options, manifest_text, run_batch, write_manifest
+from faultkit import simulated, check_folder, cli, fast_options, manifest_text, run_batch, write_manifest
 
 JOBS = 12
 KEY = "sk-crash-0123456789abcdef"
@@ -35,7 +37,7 @@ def finished(tmp_path: Path) -> tuple[Path, Simulator]:
     """A finished 12-job batch in tmp_path/out and the simulator that holds its tasks."""
     path = write_manifest(tmp_path, manifest_text("crash", JOBS, concurrency=4))
     sim = fast_sim()
-    summary = run_batch(path, fast_options(tmp_path / "out", simulator=sim))
+    summary = run_batch(path, fast_options(tmp_path / "out", **simulated(sim)))
     assert summary.done == JOBS and sim.stats.tasks_created == JOBS
     return path, sim
 
@@ -55,7 +57,7 @@ def test_a_torn_last_line_loses_only_that_event_and_the_next_run_repairs_it(
     assert Ledger.read(out).get(last["job"]).state == "generated"  # the torn event is ignored
     assert batch_status(out).unreadable_lines == 1
 
-    summary = run_batch(path, fast_options(out, simulator=sim))
+    summary = run_batch(path, fast_options(out, **simulated(sim)))
     # The job's task is followed again and its image fetched; nothing is submitted.
     assert (summary.done, summary.submitted, summary.collected) == (JOBS, 0, 1)
     assert sim.stats.tasks_created == JOBS
@@ -75,10 +77,10 @@ def test_garbage_lines_in_the_middle_are_skipped_counted_and_compacted_away(
     (out / LEDGER_FILE).write_text("".join(lines[:middle] + garbage + lines[middle:]))
     report = batch_status(out)
     assert report.unreadable_lines >= 4 and report.counts["done"] == JOBS
-    assert "unreadable ledger line(s) were skipped" in report.to_text()
+    assert "unreadable ledger line(s) were skipped" in render_status(report)
 
-    summary = run_batch(path, fast_options(out, simulator=sim))
-    assert (summary.done, summary.submitted, summary.exit_code) == (JOBS, 0, 0)
+    summary = run_batch(path, fast_options(out, **simulated(sim)))
+    assert (summary.done, summary.submitted, exit_code(summary)) == (JOBS, 0, 0)
     assert sim.stats.tasks_created == JOBS and sim.stats.submits == JOBS
     assert check_folder(out).ledger.stats.bad_lines == 0
 
@@ -88,15 +90,15 @@ def test_a_torn_submitted_line_is_reported_as_possibly_paid_and_resubmitted(tmp_
     path = write_manifest(tmp_path, manifest_text("crash", JOBS, concurrency=4))
     out = tmp_path / "out"
     sim = fast_sim()
-    run_batch(path, fast_options(out, simulator=sim, max_jobs=1))
+    run_batch(path, fast_options(out, **simulated(sim), max_jobs=1))
     lines = ledger_lines(out)
     # Keep the header and the submitting line, tear the submitted line (a kill mid-append).
     kept = [line for line in lines if '"state":"done"' not in line and '"state":"generated"' not in line]
     submitted = next(i for i, line in enumerate(kept) if '"state":"submitted"' in line)
     (out / LEDGER_FILE).write_text("".join(kept[:submitted]) + kept[submitted][:40])
-    summary = run_batch(path, fast_options(out, simulator=sim))
+    summary = run_batch(path, fast_options(out, **simulated(sim)))
     assert summary.done == JOBS and summary.possibly_created == 1
-    assert "a task may exist at the provider without its id" in summary.to_text(path)
+    assert "a task may exist at the provider without its id" in render_summary(summary, path)
     assert sim.stats.tasks_created == JOBS + 1  # the torn id's task, paid for but unknown
     check_folder(out)
 
@@ -122,7 +124,7 @@ def test_an_image_deleted_or_cut_by_hand_is_fetched_again_not_skipped(tmp_path: 
     cut = out / "images" / "img-2.png"
     cut.write_bytes(cut.read_bytes()[:100])              # a half-copied file
     (out / "images" / "img-3.json").unlink()              # an image without its sidecar
-    summary = run_batch(path, fast_options(out, simulator=sim))
+    summary = run_batch(path, fast_options(out, **simulated(sim)))
     assert (summary.redownloaded, summary.collected, summary.submitted) == (3, 3, 0)
     assert sim.stats.tasks_created == JOBS
     assert check_folder(out).states == {"done": JOBS}
@@ -133,14 +135,14 @@ def test_an_image_whose_task_the_provider_forgot_is_redone_by_retry(tmp_path: Pa
     out = tmp_path / "out"
     clock = [0.0]
     sim = Simulator(SimConfig(task_seconds=0, result_ttl=60), clock=lambda: clock[0])
-    run_batch(path, fast_options(out, simulator=sim))
+    run_batch(path, fast_options(out, **simulated(sim)))
     (out / "images" / "img-5.png").unlink()
     clock[0] += 3600  # the provider has forgotten every task
-    again = run_batch(path, fast_options(out, simulator=sim))
+    again = run_batch(path, fast_options(out, **simulated(sim)))
     # Not silently skipped: the job is a clear failure that retry cures.
-    assert again.exit_code == 1 and again.failures == {"TASK_NOT_FOUND": 1} and again.retryable_failed == 1
-    retried = run_batch(path, fast_options(out, simulator=sim), "retry")
-    assert (retried.exit_code, retried.done, retried.submitted) == (0, JOBS, 1)
+    assert exit_code(again) == 1 and again.failures == {"TASK_NOT_FOUND": 1} and again.retryable_failed == 1
+    retried = run_batch(path, fast_options(out, **simulated(sim)), "retry")
+    assert (exit_code(retried), retried.done, retried.submitted) == (0, JOBS, 1)
     assert sim.stats.tasks_created == JOBS + 1
     check_folder(out)
 
@@ -152,7 +154,7 @@ def test_a_lone_sidecar_and_a_lone_image_do_not_count_as_done(tmp_path: Path, fi
     (out / "images" / "img-8.json").unlink()           # image left alone
     report = batch_status(out)  # status trusts the ledger; the run checks the files
     assert report.counts["done"] == JOBS
-    summary = run_batch(path, fast_options(out, simulator=sim))
+    summary = run_batch(path, fast_options(out, **simulated(sim)))
     assert summary.redownloaded == 2 and summary.done == JOBS and sim.stats.tasks_created == JOBS
     check_folder(out)
 
@@ -164,8 +166,8 @@ def test_leftovers_of_a_crash_in_tmp_and_a_cut_compaction_are_cleaned(tmp_path: 
     (out / ".tmp" / "nested").mkdir()
     (out / ".tmp" / "nested" / "x").write_bytes(b"junk")
     (out / (LEDGER_FILE + ".tmp")).write_text('{"batchgen_ledger":1,"batch":"crash"}\n{"job":')
-    summary = run_batch(path, fast_options(out, simulator=sim))
-    assert summary.exit_code == 0 and summary.submitted == 0
+    summary = run_batch(path, fast_options(out, **simulated(sim)))
+    assert exit_code(summary) == 0 and summary.submitted == 0
     assert list((out / ".tmp").iterdir()) == []
     assert not (out / (LEDGER_FILE + ".tmp")).exists()
     check_folder(out)
@@ -204,7 +206,7 @@ def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None
 def test_collect_on_a_batch_with_nothing_submitted_says_to_run_it(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, manifest_text("crash", JOBS))
     sim = fast_sim()
-    summary = run_batch(path, fast_options(tmp_path / "out", simulator=sim), "collect")
+    summary = run_batch(path, fast_options(tmp_path / "out", **simulated(sim)), "collect")
     assert summary.pending == JOBS and sim.stats.submits == 0
-    assert f"`batchgen run {path}` submits them" in summary.to_text(path)
-    assert "run the same command again" not in summary.to_text(path)
+    assert f"`batchgen run {path}` submits them" in render_summary(summary, path)
+    assert "run the same command again" not in render_summary(summary, path)

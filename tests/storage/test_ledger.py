@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import LedgerError, UsageError
-from batchgen.job import Job
+from batchgen.job import Failed, Failure, Job
 from batchgen.storage.ledger import LEDGER_FILE, Ledger
 
 
@@ -26,7 +26,7 @@ def test_events_replay_to_the_same_records(tmp_path: Path) -> None:
     ledger.generated(job(2).job_id, 99)
     ledger.done(job(2).job_id, "images/img-2.png", 123, "ab")
     ledger.submitting(job(3))
-    ledger.failed(job(3).job_id, "ILLEGAL_PROMPT: no", retryable=False)
+    ledger.failed(job(3).job_id, Failed(Failure.REJECTED, "no", "ILLEGAL_PROMPT"))
     ledger.close()
 
     again = Ledger.open(tmp_path, "b")
@@ -91,7 +91,7 @@ def test_compaction_keeps_every_record_and_the_counts(tmp_path: Path) -> None:
         if n % 2:
             ledger.done(job(n).job_id, f"images/img-{n}.png", n, "x")
         elif n % 5 == 0:
-            ledger.failed(job(n).job_id, "TASK_FAILED: boom", retryable=True, task_id=f"task-{n}")
+            ledger.failed(job(n).job_id, Failed(Failure.TASK_FAILED, "boom"), task_id=f"task-{n}")
     before = {k: (r.state, r.task_id, r.file, r.size, r.info) for k, r in ledger.records.items()}
     ledger.compact()
     ledger.submitting(job(99))
@@ -111,7 +111,7 @@ def test_reset_and_follow_again(tmp_path: Path) -> None:
     ledger = Ledger.open(tmp_path, "b")
     ledger.submitting(job(1))
     ledger.submitted(job(1).job_id, "t1")
-    ledger.failed(job(1).job_id, "TIMEOUT: slow", retryable=True, task_id="t1")
+    ledger.failed(job(1).job_id, Failed(Failure.TIMEOUT, "slow"), task_id="t1")
     ledger.follow_again(job(1).job_id, "t1")
     rec = ledger.get(job(1).job_id)
     assert (rec.state, rec.task_id) == ("submitted", "t1") and rec.job(job(1).job_id) == job(1)
@@ -119,3 +119,39 @@ def test_reset_and_follow_again(tmp_path: Path) -> None:
     assert (rec.state, rec.task_id) == ("pending", None)
     assert ledger.stats.tasks_created == 1  # following again is not a new task
     ledger.close()
+
+
+def test_compaction_keeps_every_field_of_a_done_job_sha256_included(tmp_path: Path) -> None:
+    digest = "ab" * 32
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitting(job(1))
+    ledger.submitted(job(1).job_id, "task-1")
+    ledger.done(job(1).job_id, "images/img-1.png", 77, digest)
+    ledger.compact()
+    ledger.close()
+    rec = Ledger.read(tmp_path).get(job(1).job_id)
+    assert (rec.state, rec.task_id, rec.file, rec.size, rec.sha256_hex) == (
+        "done", "task-1", "images/img-1.png", 77, digest)
+
+
+def test_replay_does_not_depend_on_the_order_of_keys(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "b")
+    for n in (1, 2, 3):
+        ledger.submitting(job(n))
+        ledger.submitted(job(n).job_id, f"task-{n}")
+    ledger.generated(job(2).job_id, 5)
+    ledger.done(job(3).job_id, "images/img-3.png", 9, "cd" * 32)
+    ledger.failed(job(1).job_id, Failed(Failure.REJECTED, "no", "ILLEGAL_PROMPT"), task_id="task-1")
+    ledger.close()
+    path = tmp_path / LEDGER_FILE
+    straight = Ledger.read(tmp_path)
+    lines = path.read_text().splitlines()
+    path.write_text("".join(json.dumps(dict(reversed(list(json.loads(line).items())))) + "\n"
+                            for line in lines))
+    reversed_ = Ledger.read(tmp_path)
+    def view(ledger: Ledger) -> dict:
+        return {k: (r.state, r.task_id, r.file, r.size, r.sha256, r.info) for k, r in ledger.records.items()}
+    assert view(reversed_) == view(straight) and reversed_.stats.bad_lines == 0
+    assert reversed_.get(job(1).job_id).failure is Failure.REJECTED
+    assert reversed_.get(job(1).job_id).label == "ILLEGAL_PROMPT"
+    assert reversed_.get(job(2).job_id).state == "generated"

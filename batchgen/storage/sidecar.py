@@ -1,0 +1,116 @@
+"""The sidecar: a typed record of how one image was made, written next to it as JSON.
+
+One model for the writer and for every reader (status, export, the viewers), so a field is
+named in one place. ``to_json`` keeps the key order people see in the files; ``from_json``
+reads them back, tolerating fields a newer or older batchgen added or left out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+__all__ = ["ImageInfo", "ProviderInfo", "Sidecar", "Timings"]
+
+
+@dataclass(slots=True)
+class ProviderInfo:
+    name: str
+    host: str
+    model: str
+
+
+@dataclass(slots=True)
+class ImageInfo:
+    """What was received: format and size as decoded, then where it went and its digest."""
+
+    format: str
+    width: int
+    height: int
+    file: str = ""
+    bytes: int = 0
+    sha256: str = ""
+
+
+@dataclass(slots=True)
+class Timings:
+    """ISO 8601 UTC times on one clock (the run's), and how many polls the task took."""
+
+    submitted: str | None = None
+    started: str | None = None
+    finished: str | None = None
+    downloaded: str | None = None
+    polls: int = 0
+
+
+@dataclass(slots=True)
+class Sidecar:
+    batchgen_version: str
+    batch: str
+    job_id: str
+    index: int
+    replica: int
+    provider: ProviderInfo
+    task_id: str
+    request: dict[str, Any]
+    axes: dict[str, Any]
+    seed: int | None
+    caption: str | None
+    image: ImageInfo
+    timings: Timings = field(default_factory=Timings)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "batchgen_version": self.batchgen_version, "batch": self.batch, "job_id": self.job_id,
+            "index": self.index, "replica": self.replica,
+            "provider": {"name": self.provider.name, "host": self.provider.host,
+                         "model": self.provider.model},
+            "task_id": self.task_id, "request": self.request, "axes": self.axes,
+            "seed": self.seed, "caption": self.caption,
+            "image": {"format": self.image.format, "width": self.image.width,
+                      "height": self.image.height, "file": self.image.file,
+                      "bytes": self.image.bytes, "sha256": self.image.sha256},
+            "timings": {"submitted": self.timings.submitted, "started": self.timings.started,
+                        "finished": self.timings.finished, "downloaded": self.timings.downloaded,
+                        "polls": self.timings.polls},
+        }
+
+    def encode(self) -> bytes:
+        """The file's bytes: indented JSON, UTF-8, one trailing newline."""
+        return orjson.dumps(self.to_json(), option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Sidecar:
+        """A sidecar as read from a file; raises ValueError when it is not one."""
+        try:
+            provider = data.get("provider") or {}
+            image = data["image"]
+            timings = data.get("timings") or {}
+            return cls(
+                batchgen_version=str(data.get("batchgen_version", "")), batch=str(data.get("batch", "")),
+                job_id=str(data["job_id"]), index=int(data.get("index", -1)),
+                replica=int(data.get("replica", 0)),
+                provider=ProviderInfo(str(provider.get("name", "")), str(provider.get("host", "")),
+                                      str(provider.get("model", ""))),
+                task_id=str(data.get("task_id", "")), request=dict(data.get("request") or {}),
+                axes=dict(data.get("axes") or {}), seed=data.get("seed"), caption=data.get("caption"),
+                image=ImageInfo(str(image.get("format", "")), int(image.get("width", 0)),
+                                int(image.get("height", 0)), str(image.get("file", "")),
+                                int(image.get("bytes", 0)), str(image.get("sha256", ""))),
+                timings=Timings(timings.get("submitted"), timings.get("started"),
+                                timings.get("finished"), timings.get("downloaded"),
+                                int(timings.get("polls", 0) or 0)))
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise ValueError(f"not a batchgen sidecar ({type(exc).__name__}: {exc})") from None
+
+    @classmethod
+    def decode(cls, raw: bytes) -> Sidecar:
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError as exc:
+            raise ValueError(f"not JSON ({exc})") from None
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return cls.from_json(data)
