@@ -1,4 +1,5 @@
-"""Shared test fixtures: async tests run on asyncio through anyio's pytest plugin."""
+"""Shared test fixtures: async tests run on asyncio through anyio's pytest plugin (tests of
+timing choose virtual time instead: see ``vclock``)."""
 
 from __future__ import annotations
 

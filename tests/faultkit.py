@@ -21,6 +21,7 @@ from pathlib import Path
 import anyio
 import httpx
 from PIL import Image
+from trio.testing import MockClock
 
 from batchgen.provider.client import ClientOptions
 from batchgen.provider.targets import ApiKey
@@ -30,6 +31,7 @@ from batchgen.provider.pacing import Backoff
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.runner import Batch, RunOptions, RunSummary
 from batchgen.simulator import Simulator
+from vclock import run_virtual
 
 PIL_NAMES = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 FAST_BACKOFF = Backoff(base=0.01, factor=2.0, cap=0.05, attempts=6)
@@ -53,19 +55,21 @@ def write_manifest(folder: Path, text: str, name: str = "m.yaml") -> Path:
 def fast_options(output: Path, **extra) -> RunOptions:
     """Quiet, quick polling and quick backoff (the 429 pauses stay what the provider says)."""
     extra.setdefault("client", ClientOptions(backoff=FAST_BACKOFF))
-    return RunOptions(output=output, poll=PollPlanner(**FAST_POLL), **extra)
+    extra.setdefault("poll", PollPlanner(**FAST_POLL))
+    return RunOptions(output=output, **extra)
 
 
 def run_batch(manifest: Path, options: RunOptions, mode: str = "run",
-              limit: float = 120.0) -> RunSummary:
-    """Run one mode through ``Batch`` with a hang guard."""
+              limit: float = 120.0, clock: MockClock | None = None) -> RunSummary:
+    """Run one mode through ``Batch`` with a hang guard; with ``clock``, in virtual time
+    (``limit`` is then virtual seconds)."""
     batch = Batch(load_manifest(manifest), options)
 
     async def go() -> RunSummary:
         with anyio.fail_after(limit):
             return await getattr(batch, mode)()
 
-    return anyio.run(go)
+    return run_virtual(go, clock=clock) if clock is not None else anyio.run(go)
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,

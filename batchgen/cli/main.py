@@ -43,15 +43,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     Example: batchgen plan manifests/lora-sweep.yaml --json
     """
-    from batchgen.manifest.loader import load_manifest
-    from batchgen.manifest.plan import plan_manifest
+    from batchgen.cli.render import render_plan
+    from batchgen.manifest import load_manifest, plan_manifest
 
     manifest = load_manifest(args.manifest)
     plan = plan_manifest(manifest, task_seconds=args.task_seconds)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2, ensure_ascii=False))
     else:
-        print(plan.to_text())
+        print(render_plan(plan))
     return 0
 
 

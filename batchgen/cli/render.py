@@ -10,9 +10,10 @@ from pathlib import Path
 
 from batchgen.engine.events import Leaving, Notice, PossiblyCreated, Stopping
 from batchgen.engine.summary import RunMode, RunSummary
+from batchgen.manifest.plan import Plan
 from batchgen.storage.status import RATE_WINDOW, StatusReport
 
-__all__ = ["format_duration", "render_notice", "render_status", "render_summary"]
+__all__ = ["format_duration", "render_notice", "render_plan", "render_status", "render_summary"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -108,3 +109,69 @@ def render_status(report: StatusReport) -> str:
             out.append(f"    {item['count']:>6}  {item['reason']} ({kind}), e.g. job {item['example_job']}: "
                        f"{item['example']}")
     return "\n".join(out)
+
+
+def render_plan(plan: Plan) -> str:
+    """``batchgen plan`` as text: the summary a person reads before spending money."""
+    self = plan
+    m = self.manifest
+    key = m.key_variable
+    key_note = ("set" if self.key_is_set else
+                "not set in this environment: needed for a real run, not for --simulate")
+    axes = " x ".join(f"{ax.name} {ax.size}" for ax in m.axes) or "(no matrix)"
+    lines = [
+        f"manifest    {m.path}",
+        f"batch       {m.name}",
+        f"model       {m.model} on {m.provider} ({m.endpoint})",
+        f"api key     ${key} ({key_note})",
+        f"output      {m.output}",
+        f"axes        {axes}",
+    ]
+    for ax in m.axes:
+        lines.append(f"  {ax.name:<12} {ax.size:>9,}  {ax.description}")
+    repeat = f" (each cell x{m.repeat})" if m.repeat > 1 else ""
+    lines.append(f"jobs        {self.jobs:,}{repeat}")
+    dup = f"{self.duplicates:,}"
+    if self.duplicates:
+        parts = []
+        if self.duplicates - self.identical_cells:
+            parts.append(f"{self.duplicates - self.identical_cells:,} from repeat")
+        if self.identical_cells:
+            parts.append(f"{self.identical_cells:,} from cells with identical requests")
+        dup += f" ({', '.join(parts)}; each gets its own id and image)"
+    lines.append(f"duplicates  {dup}")
+    example = self.example_file()
+    if example:
+        lines.append(f"file names  {example}  (template {m.filename!r})")
+    caption = repr(m.caption) if isinstance(m.caption, str) else \
+        ("the prompt, in <name>.txt" if m.caption else "none")
+    lines.append(f"captions    {caption}")
+    lines.append(f"estimate    {_approx(self.estimate_seconds)} wall time: {self.jobs:,} jobs x "
+                 f"{self.task_seconds:g} s / {m.concurrency} in flight"
+                 + (f", at most {m.rate_limit}/min" if m.rate_limit else "")
+                 + (f" ({self.task_seconds:g} s per task is an assumption; --task-seconds "
+                    "changes it)" if self.task_seconds_assumed else ""))
+    for warning in self.warnings:
+        lines.append(f"warning     {warning}")
+    if self.preview:
+        lines.append("preview")
+        lines.append(f"  {'#':>5}  {'job id':<20} {'seed':>10}  {'size':<9}  {'loras':<16} prompt")
+        for j in self.preview:
+            prompt = j.request["prompt"].replace("\n", " ")
+            prompt = prompt if len(prompt) <= 50 else prompt[:47] + "..."
+            lines.append(f"  {j.index:>5}  {j.job_id:<20} {j.request['seed']:>10}  "
+                         f"{j.request['size']:<9}  {self.lora_label(j):<16} {prompt}")
+            if j.name != j.job_id:
+                lines.append(f"  {'':>5}  -> images/{j.name}.{j.extension}")
+        if self.jobs > len(self.preview):
+            lines.append(f"  ... and {self.jobs - len(self.preview):,} more")
+    return "\n".join(lines)
+
+
+def _approx(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 5400:
+        return f"~{seconds / 60:.0f} min"
+    hours, rest = divmod(seconds, 3600)
+    return f"~{hours:.0f} h {rest / 60:.0f} min"

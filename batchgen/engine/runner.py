@@ -115,7 +115,7 @@ class Batch:
         target, key = self._target()
         concurrency = o.concurrency or m.concurrency
         reporter = o.reporter or Silent()
-        ledger = Ledger.open(self.folder, m.name)
+        ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
         try:
             writer = o.writer or BatchFolder(self.folder, fsync=o.fsync_images)
             writer.prepare()

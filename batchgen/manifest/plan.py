@@ -50,7 +50,7 @@ class Plan:
     def key_is_set(self) -> bool:
         return bool(os.environ.get(self.manifest.key_variable))
 
-    def _lora_label(self, job: Job) -> str:
+    def lora_label(self, job: Job) -> str:
         label = job.axes.get("loras")
         if isinstance(label, str):
             return label
@@ -78,10 +78,10 @@ class Plan:
             "duplicates": self.duplicates,
             "identical_cells": self.identical_cells,
             "warnings": list(self.warnings),
-            "filename_example": self._example(),
+            "filename_example": self.example_file(),
             "preview": [{"index": j.index, "job_id": j.job_id, "name": j.name,
                          "prompt": j.request["prompt"], "seed": j.request["seed"],
-                         "size": j.request["size"], "loras": self._lora_label(j)}
+                         "size": j.request["size"], "loras": self.lora_label(j)}
                         for j in self.preview],
             "concurrency": m.concurrency,
             "rate_limit": m.rate_limit,
@@ -90,75 +90,11 @@ class Plan:
             "estimate_seconds": round(self.estimate_seconds, 1),
         }
 
-    def _example(self) -> str | None:
+    def example_file(self) -> str | None:
         if not self.preview:
             return None
         job = self.preview[0]
         return f"images/{job.name}.{job.extension}"
-
-    def to_text(self) -> str:
-        """The summary a person reads before spending money."""
-        m = self.manifest
-        key = m.key_variable
-        key_note = ("set" if self.key_is_set else
-                    "not set in this environment: needed for a real run, not for --simulate")
-        axes = " x ".join(f"{ax.name} {ax.size}" for ax in m.axes) or "(no matrix)"
-        lines = [
-            f"manifest    {m.path}",
-            f"batch       {m.name}",
-            f"model       {m.model} on {m.provider} ({m.endpoint})",
-            f"api key     ${key} ({key_note})",
-            f"output      {m.output}",
-            f"axes        {axes}",
-        ]
-        for ax in m.axes:
-            lines.append(f"  {ax.name:<12} {ax.size:>9,}  {ax.description}")
-        repeat = f" (each cell x{m.repeat})" if m.repeat > 1 else ""
-        lines.append(f"jobs        {self.jobs:,}{repeat}")
-        dup = f"{self.duplicates:,}"
-        if self.duplicates:
-            parts = []
-            if self.duplicates - self.identical_cells:
-                parts.append(f"{self.duplicates - self.identical_cells:,} from repeat")
-            if self.identical_cells:
-                parts.append(f"{self.identical_cells:,} from cells with identical requests")
-            dup += f" ({', '.join(parts)}; each gets its own id and image)"
-        lines.append(f"duplicates  {dup}")
-        example = self._example()
-        if example:
-            lines.append(f"file names  {example}  (template {m.filename!r})")
-        caption = repr(m.caption) if isinstance(m.caption, str) else \
-            ("the prompt, in <name>.txt" if m.caption else "none")
-        lines.append(f"captions    {caption}")
-        lines.append(f"estimate    {_duration(self.estimate_seconds)} wall time: {self.jobs:,} jobs x "
-                     f"{self.task_seconds:g} s / {m.concurrency} in flight"
-                     + (f", at most {m.rate_limit}/min" if m.rate_limit else "")
-                     + (f" ({self.task_seconds:g} s per task is an assumption; --task-seconds "
-                        "changes it)" if self.task_seconds_assumed else ""))
-        for warning in self.warnings:
-            lines.append(f"warning     {warning}")
-        if self.preview:
-            lines.append("preview")
-            lines.append(f"  {'#':>5}  {'job id':<20} {'seed':>10}  {'size':<9}  {'loras':<16} prompt")
-            for j in self.preview:
-                prompt = j.request["prompt"].replace("\n", " ")
-                prompt = prompt if len(prompt) <= 50 else prompt[:47] + "..."
-                lines.append(f"  {j.index:>5}  {j.job_id:<20} {j.request['seed']:>10}  "
-                             f"{j.request['size']:<9}  {self._lora_label(j):<16} {prompt}")
-                if j.name != j.job_id:
-                    lines.append(f"  {'':>5}  -> images/{j.name}.{j.extension}")
-            if self.jobs > len(self.preview):
-                lines.append(f"  ... and {self.jobs - len(self.preview):,} more")
-        return "\n".join(lines)
-
-
-def _duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"~{seconds:.0f} s"
-    if seconds < 5400:
-        return f"~{seconds / 60:.0f} min"
-    hours, rest = divmod(seconds, 3600)
-    return f"~{hours:.0f} h {rest / 60:.0f} min"
 
 
 def plan_manifest(manifest: Manifest, task_seconds: float | None = None) -> Plan:

@@ -2,12 +2,14 @@
 
 Handlers are synchronous and run under the state lock: parse, decide, answer. They follow
 reference/API.md to the letter, ugly parts included (string seeds, empty debug fields, unknown
-extra fields, expiring URLs on another host). They never sleep and never call out.
+extra fields, expiring URLs on another host). They never sleep and never call out. Every random
+choice is a fault-dice draw keyed by what the request is about (its body, its task) and how
+many times that was asked before, so the same requests get the same answers in any order.
+The ASGI adapter uses only anyio, so the apps run under asyncio (uvicorn) and trio alike.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import email.utils
 import hashlib
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs
 
+import anyio
 import httpx
 
 from batchgen.simulator.config import SimConfig
@@ -44,6 +47,7 @@ _MIN_WATCHED_KEY = 8          # shorter keys would match innocent bytes by accid
 _MAX_LEARNED_KEYS = 16
 _MAX_BODY = 1 << 20
 
+_RETRY_AFTER_STYLES = ("seconds", "date", "none")
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 _NOT_JSON = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
              b"<center><h1>502 Bad Gateway</h1></center><hr><center>nginx</center></body></html>")
@@ -109,16 +113,44 @@ class _Submit:
     base64_output: bool
 
 
+def _bad(message: str, reason: str = "INVALID_REQUEST_BODY") -> Rejection:
+    return Rejection(400, reason, message)
+
+
+# Built once: json.loads(..., parse_constant=...) builds a decoder per call (~3 us a submit).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
+def parse_body(body: bytes) -> Any:
+    """The submit body as JSON (raise Rejection when it is not); decodes bytes as json.loads does."""
+    try:
+        return _DECODER.decode(body.decode(json.detect_encoding(body), "surrogatepass"))
+    except (ValueError, RecursionError):     # UnicodeDecodeError and JSONDecodeError included
+        raise _bad("request body is not valid JSON") from None
+
+
+def body_digest(path: str, data: Any, body: bytes) -> bytes:
+    """The stable identity of a submit for the fault dice: a digest of the canonical JSON of
+    (model path, body), so key order and spacing do not matter; the raw bytes when the body
+    is not JSON (``data`` is None then)."""
+    if data is not None:
+        try:
+            text = _CANONICAL.encode([path, data])
+            return hashlib.blake2b(text.encode(), digest_size=16, person=b"submit-json").digest()
+        except (ValueError, TypeError, RecursionError):
+            pass
+    return hashlib.blake2b(path.encode() + b"\0" + body, digest_size=16, person=b"submit-raw").digest()
+
+
 def validate_submit(model: str, body: bytes, banned_words: list[str]) -> _Submit:
     """Check a submit body as the provider does; raise Rejection for the first problem."""
+    return validate_fields(model, parse_body(body), banned_words)
 
-    def bad(message: str, reason: str = "INVALID_REQUEST_BODY") -> Rejection:
-        return Rejection(400, reason, message)
 
-    try:
-        data = json.loads(body, parse_constant=_reject_constant)
-    except (ValueError, RecursionError):
-        raise bad("request body is not valid JSON") from None
+def validate_fields(model: str, data: Any, banned_words: list[str]) -> _Submit:
+    """``validate_submit`` on a body already parsed by ``parse_body``."""
+    bad = _bad
     if not isinstance(data, dict):
         raise bad("request body must be a JSON object")
     get = data.get    # null counts as absent, as the provider's Go backend reads it
@@ -272,21 +304,28 @@ class _AsgiApp:
 
 
 async def _stream(reply: Reply, receive: Callable, send: Callable) -> None:
-    """Send ``reply.body`` then zeros up to ``reply.total``, stopping if the client goes away."""
-    gone = asyncio.ensure_future(receive())
-    try:
+    """Send ``reply.body`` then zeros up to ``reply.total``, stopping if the client goes away.
+
+    A watcher task waits for ``http.disconnect`` and cancels the sender; anyio, not asyncio, so
+    the app streams under any backend (uvicorn's asyncio, or an ASGI client under trio).
+    """
+    async with anyio.create_task_group() as group:
+        async def watch() -> None:
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            group.cancel_scope.cancel()
+
+        group.start_soon(watch)
         await send({"type": "http.response.body", "body": reply.body, "more_body": True})
         left = reply.total - len(reply.body)
         chunk = bytes(1 << 16)
-        while left > 0 and not gone.done():
+        while left > 0:
             piece = chunk if left >= len(chunk) else chunk[:left]
             left -= len(piece)
             await send({"type": "http.response.body", "body": piece, "more_body": True})
-            await asyncio.sleep(0)   # let the disconnect (and other clients) through
-        if not gone.done():
-            await send({"type": "http.response.body", "body": b""})
-    finally:
-        gone.cancel()
+            await anyio.lowlevel.checkpoint()   # let the disconnect (and other clients) through
+        await send({"type": "http.response.body", "body": b""})
+        group.cancel_scope.cancel()
 
 
 class Simulator:
@@ -329,10 +368,16 @@ class Simulator:
         self.state.stats.errors_by_reason[reason] += 1
         return _json(status, {"code": status, "reason": reason, "message": message, "metadata": {}}, headers)
 
-    def _retry_after(self, seconds: float) -> list[tuple[bytes, bytes]]:
+    def _retry_after(self, seconds: float, identity: bytes, attempt: int) -> list[tuple[bytes, bytes]]:
+        """The Retry-After header of a 429 to the submit (identity, attempt).
+
+        ``seconds`` comes from the injected clock. An HTTP-date is the one place real wall time
+        is read: clients read it against real time (``time.time()``), and a date derived from a
+        fake or virtual clock would be off by however far that clock was moved.
+        """
         style = self.config.retry_after
         if style == "mixed":
-            style = self.state.rng.choice(("seconds", "date", "none"))
+            style = _RETRY_AFTER_STYLES[int(self.state.dice.uniform(b"retry-after", identity, attempt) * 3)]
         whole = max(1, math.ceil(seconds))
         if style == "seconds":
             return [(b"retry-after", str(whole).encode())]
@@ -386,7 +431,7 @@ class Simulator:
                 return denied
             if path == RESULT_PATH:
                 return self._poll(request)
-            return self._submit(MODELS[path], request)
+            return self._submit(path, request)
 
     def _authenticate(self, request: _Request) -> Reply | None:
         value = b""
@@ -407,11 +452,18 @@ class Simulator:
                 self._learned_keys.append(raw)
         return None
 
-    def _submit(self, model: str, request: _Request) -> Reply:
+    def _submit(self, path: str, request: _Request) -> Reply:
         state = self.state
         stats = state.stats
         stats.submits += 1
-        roll = state.dice.roll(SUBMIT_FAULTS)
+        # Faults are decided before validation (a 503 hides a bad body), keyed by the body.
+        try:
+            data, invalid = parse_body(request.body), None
+        except Rejection as no:
+            data, invalid = None, no
+        identity = body_digest(path, data, request.body)
+        attempt = state.submit_attempt(identity)
+        roll = state.dice.roll(SUBMIT_FAULTS, b"submit", identity, attempt)
         fault = roll.first()
         if fault == "fault_drop" and not roll.coin:
             return self._submit_fault(fault, "dropped_before_create", Reply(200, _JSON_HEADERS, b"{}", "drop"))
@@ -423,16 +475,18 @@ class Simulator:
                 500, "CREATE_TASK_FAILED", "create task failed"))
         if fault == "fault_429":
             return self._submit_fault(fault, "RATE_LIMIT_EXCEEDED", self._error(
-                429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded", self._retry_after(1.0)))
+                429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded", self._retry_after(1.0, identity, attempt)))
         if fault == "fault_not_json":
             return self._submit_fault(fault, "not_json", Reply(200, [(b"content-type", b"text/html")], _NOT_JSON))
         now = self.clock()
         try:
-            ask = validate_submit(model, request.body, self.config.banned_words)
+            if invalid is not None:
+                raise invalid
+            ask = validate_fields(MODELS[path], data, self.config.banned_words)
             task = state.create_task(now, ask.scene, ask.width, ask.height, ask.fmt, ask.loras,
-                                     ask.seed, ask.img2img, ask.base64_output)
+                                     ask.seed, ask.img2img, ask.base64_output, identity)
         except Rejection as no:
-            headers = self._retry_after(no.retry_after) if no.retry_after is not None else None
+            headers = self._retry_after(no.retry_after, identity, attempt) if no.retry_after is not None else None
             reply = self._error(no.status, no.reason, no.message, headers)
             if fault == "fault_drop":
                 return self._submit_fault(fault, "dropped", Reply(reply.status, reply.headers, reply.body, "drop"))
@@ -462,7 +516,8 @@ class Simulator:
         task_id = values[0].strip() if values else ""
         if task_id:
             stats.polls_by_task[task_id] += 1
-        roll = state.dice.roll(POLL_FAULTS)
+        draw = state.poll_attempt(task_id)    # keyed by the task and its poll count
+        roll = state.dice.roll(POLL_FAULTS, *draw)
         fault = roll.first()
         if fault == "fault_drop":
             stats.faults[fault] += 1
@@ -489,14 +544,17 @@ class Simulator:
             stats.faults["fault_unknown_status"] += 1
             status = UNKNOWN
         stats.polls_by_status[status] += 1
-        return _json(200, self._task_result(task, status, now, roll))
+        return _json(200, self._task_result(task, status, now, roll, draw))
 
-    def _task_result(self, task: Task, status: str, now: float, roll: Roll) -> dict[str, Any]:
+    def _task_result(self, task: Task, status: str, now: float, roll: Roll,
+                     draw: tuple[bytes, bytes, int]) -> dict[str, Any]:
+        """The task-result answer; ``draw`` (kind, identity, attempt) keys the mixed styles."""
         state = self.state
         cfg = self.config
         style = cfg.seed_style
         if style == "mixed":
-            style = "int" if state.rng.random() < 0.5 else "string"
+            _, identity, attempt = draw
+            style = "int" if state.dice.uniform(b"seed-style", identity, attempt) < 0.5 else "string"
         finished = status in (SUCCEED, FAILED)
         if finished:
             debug = {"request_info": "", "submit_time_ms": state.wall_ms(task.submitted),
@@ -504,7 +562,7 @@ class Simulator:
         else:
             debug = {"request_info": "", "submit_time_ms": "", "execute_time_ms": "", "complete_time_ms": ""}
         eta, progress = task.hints(now) if cfg.hints and status in (QUEUED, PROCESSING) else (0, 0)
-        images = [self._image_entry(task, now, roll)] if status == SUCCEED else []
+        images = [self._image_entry(task, now, roll, draw)] if status == SUCCEED else []
         return {
             "extra": {"seed": task.seed if style == "int" else str(task.seed), "enable_nsfw_detection": False,
                       "debug_info": debug, "sim_node": {"region": "sim-1", "gpu": "none"}},
@@ -518,7 +576,7 @@ class Simulator:
             "trace_id": f"sim-{task.seq:08x}",
         }
 
-    def _image_entry(self, task: Task, now: float, roll: Roll) -> dict[str, Any]:
+    def _image_entry(self, task: Task, now: float, roll: Roll, draw: tuple[bytes, bytes, int]) -> dict[str, Any]:
         state = self.state
         cfg = self.config
         fmt = task.recipe.fmt
@@ -529,7 +587,8 @@ class Simulator:
                 data = self._bad_image(task, data, roll.coin)
             prefix = cfg.base64_prefix
             if prefix == "mixed":
-                prefix = "always" if state.rng.random() < 0.5 else "never"
+                _, identity, attempt = draw
+                prefix = "always" if state.dice.uniform(b"base64-prefix", identity, attempt) < 0.5 else "never"
             head = f"data:image/{fmt};base64," if prefix == "always" else ""
             if "fault_bad_base64" in roll:
                 state.stats.faults["fault_bad_base64"] += 1
@@ -571,12 +630,14 @@ class Simulator:
         if request.method not in ("GET", "HEAD"):
             return _xml(405, "MethodNotAllowed", "The specified method is not allowed against this resource.")
         stats.downloads += 1
-        roll = state.dice.roll(DOWNLOAD_FAULTS)
         found = state.read_token(match[1])
         if found is None or found[0].recipe.fmt != match[2]:
             stats.downloads_by_outcome["not_found"] += 1
             return _xml(404, "NoSuchKey", "The specified key does not exist.")
         task, expires = found
+        attempt = task.downloads              # keyed by the task and its download count
+        task.downloads = attempt + 1
+        roll = state.dice.roll(DOWNLOAD_FAULTS, b"download", task.key, attempt)
         if self.clock() >= expires:
             stats.downloads_by_outcome["expired"] += 1
             return _xml(403, "AccessDenied", "Request has expired")

@@ -41,8 +41,10 @@ FAULT_NAMES: tuple[str, ...] = tuple(FAULT_HELP)
 class SimConfig:
     """The provider being simulated. Defaults: a healthy, unlimited account, 1 s tasks.
 
-    Times are seconds of the simulator's clock. Fault rates are probabilities in [0, 1],
-    all drawn from one ``random.Random(fault_seed)``, so a failing test replays exactly.
+    Times are seconds of the simulator's clock. Fault rates are probabilities in [0, 1]; every
+    draw (faults, durations, drawn seeds, "mixed" styles) is keyed by ``fault_seed`` and the
+    request's stable identity (its body, its task, its attempt number), so a failing test
+    replays exactly, in whatever order its requests arrive. Task ids are random per instance.
     """
 
     # --- account ---

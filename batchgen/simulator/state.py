@@ -1,8 +1,13 @@
 """The simulated provider's memory: task table, clock-driven task states, limits, balance, stats.
 
 Nothing runs in the background: a task's state is computed from ``clock()`` whenever someone
-asks, so tests can drive time by hand. Per-task data stays small (the soak makes 10^4+ tasks)
-and image URLs are signed tokens, so issuing them stores nothing.
+asks, so tests can drive time by hand (or run it virtually, e.g. ``clock=anyio.current_time``
+under trio's MockClock); no decision reads the wall clock. Everything random about a task
+(faults, duration, the seed for ``seed: -1``) is drawn from the fault dice keyed by the
+digest of its submit body and its ordinal among tasks of that body, so a run replays whatever
+order the requests arrive in. Task ids and URL-signing keys are random per instance instead, so
+a restarted simulator never hands out an id or URL that an earlier one did. Per-task data stays
+small (the soak makes 10^4+ tasks) and image URLs are signed tokens, so issuing them stores nothing.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import base64
 import hashlib
 import heapq
 import math
-import random
+import os
 import struct
 import threading
 import time
@@ -36,6 +41,7 @@ UNKNOWN = "TASK_STATUS_UNKNOWN"
 FAILURE_REASON = "generation failed: model worker crashed"
 _RPM_WINDOW = 60.0
 _MIN_TASK_SECONDS = 0.05
+_ORDINAL = struct.Struct(">Q").pack
 
 
 @dataclass
@@ -85,14 +91,19 @@ class Rejection(Exception):
 
 
 class Task:
-    """One task at the provider: its timeline is fixed at submit time."""
+    """One task at the provider: its timeline is fixed at submit time.
+
+    ``key`` is its stable identity for the fault dice (submit-body digest + ordinal among tasks
+    of that body), never the random ``task_id``; ``polls`` / ``downloads`` count the requests
+    seen for it, the attempt numbers of its poll and download rolls.
+    """
 
     __slots__ = ("seq", "task_id", "recipe", "seed", "img2img", "base64", "submitted",
-                 "start", "end", "failed", "stuck")
+                 "start", "end", "failed", "stuck", "key", "polls", "downloads")
 
     def __init__(self, seq: int, task_id: str, recipe: Recipe, seed: int, img2img: bool,
                  base64: bool, submitted: float, start: float, end: float, failed: bool,
-                 stuck: bool) -> None:
+                 stuck: bool, key: bytes = b"") -> None:
         self.seq = seq
         self.task_id = task_id
         self.recipe = recipe
@@ -104,6 +115,9 @@ class Task:
         self.end = end            # math.inf when stuck
         self.failed = failed
         self.stuck = stuck
+        self.key = key
+        self.polls = 0
+        self.downloads = 0
 
     def status(self, now: float) -> str:
         if self.stuck or now < self.start:
@@ -127,8 +141,9 @@ class Task:
 class SimState:
     """Tasks, limits and balance of one simulated account, all behind one lock.
 
-    The apps hold ``lock`` for the whole of each request (they never await inside it); other
-    threads (a test topping up ``balance``) take it too.
+    The apps hold ``lock`` for the whole of each request and never await inside it, so it is
+    never held across a checkpoint and works the same under asyncio and trio; other threads
+    (a test topping up ``balance``) take it too.
     """
 
     def __init__(self, config: SimConfig, clock: Callable[[], float] = time.monotonic) -> None:
@@ -139,19 +154,29 @@ class SimState:
         self.dice = FaultDice(config)
         self.images = ImageCache(config.image_cache_size)
         self.tasks: dict[str, Task] = {}
-        # Everything random that is not a fault (durations, tokens, styles) has its own
-        # stream, so turning a fault on does not change the timings.
-        self.rng = random.Random(f"batchgen-simulator:{config.fault_seed}")
-        self._mac_key = hashlib.blake2b(f"url-signing:{config.fault_seed}".encode(), digest_size=16).digest()
+        self._by_seq: list[Task] = []
+        # Random per instance, never derived from the fault seed: a restarted simulator must
+        # not accept an earlier instance's image URLs (they would name another task's image).
+        self._mac_key = os.urandom(16)
         self._seq = 0
         self._nonce = 0
+        # Attempt numbers for the fault dice: submits per body digest, tasks per body digest,
+        # polls per task id nobody was given.
+        self._submits_by_body: dict[bytes, int] = {}
+        self._tasks_by_body: dict[bytes, int] = {}
+        self._stray_polls: Counter[str] = Counter()
         self._workers: list[float] = []     # heap: when each busy worker frees up
         self._in_flight: list[float] = []   # heap: end times of unfinished tasks
         self._recent: deque[float] = deque()  # accepted submits in the last 60 s
         self._balance = config.balance
-        # Wall-clock anchor for debug_info's ms timestamps (the clock may be fake).
+        # Wall-clock anchor for debug_info's ms timestamps: they follow the injected clock (which
+        # may be fake or virtual) from a fixed offset. A clock that needs a running event loop
+        # (anyio.current_time) cannot be read outside one: then anchor at first use.
         self._wall0 = time.time()
-        self._clock0 = clock()
+        try:
+            self._clock0: float | None = clock()
+        except RuntimeError:
+            self._clock0 = None
 
     # --- balance -------------------------------------------------------------------------
     @property
@@ -162,6 +187,25 @@ class SimState:
     def balance(self, value: int | None) -> None:
         with self.lock:
             self._balance = value
+
+    # --- fault dice attempt numbers ------------------------------------------------------
+    def submit_attempt(self, identity: bytes) -> int:
+        """How many times a body with this digest was submitted before (and count this one)."""
+        attempt = self._submits_by_body.get(identity, 0)
+        self._submits_by_body[identity] = attempt + 1
+        return attempt
+
+    def poll_attempt(self, task_id: str) -> tuple[bytes, bytes, int]:
+        """(dice kind, identity, attempt) for a poll of ``task_id``: the task's stable key and
+        its poll count, or, for an id this simulator never issued, the id itself."""
+        task = self.tasks.get(task_id)
+        if task is not None:
+            attempt = task.polls
+            task.polls = attempt + 1
+            return b"poll", task.key, attempt
+        attempt = self._stray_polls[task_id]
+        self._stray_polls[task_id] = attempt + 1
+        return b"poll-unknown", task_id.encode("utf-8", "surrogatepass"), attempt
 
     # --- submit ----------------------------------------------------------------------------
     def in_flight(self, now: float) -> int:
@@ -193,20 +237,30 @@ class SimState:
 
     def create_task(self, now: float, scene: int, width: int, height: int, fmt: str,
                     loras: tuple[tuple[int, float], ...], seed: int, img2img: bool,
-                    base64_output: bool) -> Task:
-        """Admit (or raise Rejection) and create a task; its whole timeline is decided here."""
+                    base64_output: bool, identity: bytes | None = None) -> Task:
+        """Admit (or raise Rejection) and create a task; its whole timeline is decided here.
+
+        ``identity`` is the digest of the submit body (default: of these arguments); the task's
+        faults, duration and drawn seed depend on it and on how many tasks of that body came
+        before, not on what else was submitted in between.
+        """
         self.check_admission(now)
         cfg = self.config
+        if identity is None:
+            identity = hashlib.blake2b(repr((scene, width, height, fmt, loras, seed, img2img,
+                                             base64_output)).encode(), digest_size=16).digest()
+        ordinal = self._tasks_by_body.get(identity, 0)
+        self._tasks_by_body[identity] = ordinal + 1
         seq = self._seq
         self._seq += 1
-        task_id = self.task_id_for(seq)
+        task_id = self._new_task_id()
+        dice = self.dice
         if seed == -1:
-            seed = int.from_bytes(hashlib.blake2b(f"seed:{cfg.fault_seed}:{seq}".encode(),
-                                                  digest_size=8).digest()) % 2147483648
-        roll = self.dice.roll(TASK_FAULTS)
+            seed = int(dice.uniform(b"seed", identity, ordinal) * 2147483648)
+        roll = dice.roll(TASK_FAULTS, b"task", identity, ordinal)
         stuck = "fault_stuck" in roll
         failed = not stuck and "fault_task_failed" in roll
-        duration = self._draw_duration()
+        duration = self._draw_duration(identity, ordinal)
         if stuck:
             start, end = now + duration, math.inf   # never takes a worker, never ends
             self.stats.faults["fault_stuck"] += 1
@@ -217,8 +271,10 @@ class SimState:
                 self.stats.faults["fault_task_failed"] += 1
         scene = int.from_bytes(hashlib.blake2b(struct.pack(">QQ", scene, seed), digest_size=8).digest())
         recipe = Recipe(scene, width, height, fmt, loras)
-        task = Task(seq, task_id, recipe, seed, img2img, base64_output, now, start, end, failed, stuck)
+        task = Task(seq, task_id, recipe, seed, img2img, base64_output, now, start, end, failed, stuck,
+                    identity + _ORDINAL(ordinal))
         self.tasks[task_id] = task
+        self._by_seq.append(task)
         if end > now:
             heapq.heappush(self._in_flight, end)
         if self._balance is not None:
@@ -231,16 +287,25 @@ class SimState:
         st.max_in_flight_seen = max(st.max_in_flight_seen, self.in_flight(now))
         return task
 
-    def task_id_for(self, seq: int) -> str:
-        digest = hashlib.blake2b(f"task:{self.config.fault_seed}:{seq}".encode(), digest_size=16).digest()
-        return str(uuid.UUID(bytes=digest, version=4))
+    def _new_task_id(self) -> str:
+        """A random uuid4, unique in this instance. Random, not seeded: two simulators with one
+        fault seed (a served one restarted) must never reuse an id, or a resumed batch could
+        collect another batch's task."""
+        while True:
+            task_id = str(uuid.uuid4())
+            if task_id not in self.tasks:
+                return task_id
 
-    def _draw_duration(self) -> float:
-        mean = self.config.task_seconds
+    def _draw_duration(self, identity: bytes, ordinal: int) -> float:
+        cfg = self.config
+        mean = cfg.task_seconds
         if mean <= 0:
             return 0.0
         # A mean below the floor is honoured as given (a test asking for 10 ms means it).
-        return max(min(_MIN_TASK_SECONDS, mean), self.rng.gauss(mean, self.config.task_jitter))
+        floor = min(_MIN_TASK_SECONDS, mean)
+        if cfg.task_jitter <= 0:
+            return max(floor, mean)
+        return max(floor, self.dice.gauss(b"duration", identity, ordinal, mean, cfg.task_jitter))
 
     def _take_worker(self, now: float, duration: float) -> float:
         """FIFO: the task starts when the earliest worker frees (now, if one is idle)."""
@@ -267,19 +332,25 @@ class SimState:
         return task
 
     def wall_ms(self, t: float) -> str:
-        return str(int((self._wall0 + (t - self._clock0)) * 1000))
+        """Unix milliseconds for clock time ``t``: the clock plus the fixed offset anchored above."""
+        clock0 = self._clock0
+        if clock0 is None:
+            clock0 = self._clock0 = self.clock()
+            self._wall0 = time.time()
+        return str(int((self._wall0 + (t - clock0)) * 1000))
 
     # --- image URLs: stateless signed tokens, like pre-signed S3 URLs ---------------------
     _TOKEN = struct.Struct(">QdI")
 
     def issue_token(self, task: Task, expires: float) -> str:
+        # The nonce only makes a re-issued URL differ from the last one; the key is secret.
         self._nonce = (self._nonce + 1) & 0xFFFFFFFF
-        payload = self._TOKEN.pack(task.seq, expires, self._nonce ^ self.rng.getrandbits(32))
+        payload = self._TOKEN.pack(task.seq, expires, self._nonce)
         mac = hashlib.blake2b(payload, key=self._mac_key, digest_size=8).digest()
         return base64.urlsafe_b64encode(mac + payload).rstrip(b"=").decode()
 
     def read_token(self, token: str) -> tuple[Task, float] | None:
-        """(task, expiry) for a token this simulator issued, else None."""
+        """(task, expiry) for a token this simulator instance issued, else None."""
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         except ValueError:
@@ -290,5 +361,5 @@ class SimState:
         if hashlib.blake2b(payload, key=self._mac_key, digest_size=8).digest() != mac:
             return None
         seq, expires, _ = self._TOKEN.unpack(payload)
-        task = self.tasks.get(self.task_id_for(seq))
-        return (task, expires) if task is not None else None
+        by_seq = self._by_seq
+        return (by_seq[seq], expires) if seq < len(by_seq) else None

@@ -16,7 +16,7 @@ import errno
 import os
 import time
 from collections import Counter, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -114,8 +114,10 @@ class LedgerStats:
 class Ledger:
     """A batch folder's ledger. ``Ledger.open`` for a run (locks), ``Ledger.read`` to look."""
 
-    def __init__(self, folder: Path, batch: str | None) -> None:
+    def __init__(self, folder: Path, batch: str | None,
+                 wall: Callable[[], float] = time.time) -> None:
         self.folder = folder
+        self._wall = wall  # the run's clock, so ledger times and sidecar times agree
         self.path = folder / LEDGER_FILE
         self.batch = batch
         self.records: dict[str, JobRecord] = {}
@@ -130,14 +132,14 @@ class Ledger:
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path, batch: str) -> Ledger:
+    def open(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time) -> Ledger:
         """Lock the folder for this process, replay the ledger and get ready to append."""
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the batch folder {folder}: {exc.strerror}") from exc
-        ledger = cls(folder, batch)
+        ledger = cls(folder, batch, wall)
         ledger._lock()
         try:
             with contextlib.suppress(OSError):  # left by a compaction that was cut short
@@ -245,7 +247,7 @@ class Ledger:
                     if fh.read(1) != b"\n":  # a torn last line: keep it apart from what follows
                         self._write(b"\n")
             else:
-                self.created_at = time.time()
+                self.created_at = self._wall()
                 self._write_event({"batchgen_ledger": FORMAT, "batch": self.batch,
                                    "created_at": round(self.created_at, 3), "version": __version__})
         except OSError as exc:
@@ -328,10 +330,10 @@ class Ledger:
                 "replica": job.replica, "index": job.index}
         if job.caption is not None:
             spec["caption"] = job.caption
-        self._record({"job": job.job_id, "state": "submitting", "at": _now(), "spec": spec})
+        self._record({"job": job.job_id, "state": "submitting", "at": self._now(), "spec": spec})
 
     def submitted(self, job_id: str, task_id: str, attempts: int = 1, maybe_duplicated: int = 0) -> None:
-        event: dict[str, Any] = {"job": job_id, "state": "submitted", "at": _now(), "task_id": task_id}
+        event: dict[str, Any] = {"job": job_id, "state": "submitted", "at": self._now(), "task_id": task_id}
         if attempts > 1:
             event["attempts"] = attempts
         if maybe_duplicated:
@@ -340,19 +342,19 @@ class Ledger:
 
     def follow_again(self, job_id: str, task_id: str) -> None:
         """Put a failed job back to following its existing task (it may finish after all)."""
-        self._record({"job": job_id, "state": "submitted", "at": _now(), "task_id": task_id,
+        self._record({"job": job_id, "state": "submitted", "at": self._now(), "task_id": task_id,
                       "again": True})
 
     def generated(self, job_id: str, seed: int | None) -> None:
-        self._record({"job": job_id, "state": "generated", "at": _now(), "seed": seed})
+        self._record({"job": job_id, "state": "generated", "at": self._now(), "seed": seed})
 
     def done(self, job_id: str, file: str, size: int, sha256: str) -> None:
-        self._record({"job": job_id, "state": "done", "at": _now(), "file": file, "bytes": size,
+        self._record({"job": job_id, "state": "done", "at": self._now(), "file": file, "bytes": size,
                       "sha256": sha256})
 
     def failed(self, job_id: str, failed: Failed, task_id: str | None = None,
                maybe_duplicated: int = 0) -> None:
-        event: dict[str, Any] = {"job": job_id, "state": "failed", "at": _now(),
+        event: dict[str, Any] = {"job": job_id, "state": "failed", "at": self._now(),
                                  "code": failed.failure.code, "reason": failed.reason,
                                  "retryable": failed.failure.retryable}
         if failed.label != failed.failure.code:
@@ -365,7 +367,10 @@ class Ledger:
 
     def reset(self, job_id: str) -> None:
         """Put a job back to pending (retry, or its files went missing and it has no task)."""
-        self._record({"job": job_id, "state": "pending", "at": _now()})
+        self._record({"job": job_id, "state": "pending", "at": self._now()})
+
+    def _now(self) -> float:
+        return round(self._wall(), 3)
 
     def _record(self, event: dict[str, Any]) -> None:
         self._write_event(event)
@@ -423,7 +428,7 @@ class Ledger:
         """Rewrite the ledger as one line per job (temp file + rename: never half-written)."""
         tmp = self.path.with_name(LEDGER_FILE + ".tmp")
         header = {"batchgen_ledger": FORMAT, "batch": self.batch,
-                  "created_at": round(self.created_at or time.time(), 3), "version": __version__,
+                  "created_at": round(self.created_at or self._wall(), 3), "version": __version__,
                   "counts": {"tasks_created": self.stats.tasks_created,
                              "maybe_duplicated": self.stats.maybe_duplicated}}
         dumps = orjson.dumps
@@ -504,8 +509,6 @@ def _digest(value: Any) -> bytes | None:
     return None
 
 
-def _now() -> float:
-    return round(time.time(), 3)
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -7,10 +7,12 @@ from pathlib import Path
 
 import anyio
 import pytest
+from trio.testing import MockClock
 from PIL import Image
 
 from faultkit import simulated
 from batchgen.cli.exitcodes import exit_code
+from vclock import run_virtual
 from batchgen.cli.render import render_summary
 from batchgen.errors import ManifestError, UsageError
 from batchgen.storage.ledger import Ledger
@@ -46,8 +48,11 @@ def options(tmp_path: Path, sim: Simulator, **extra) -> RunOptions:
                       poll=PollPlanner(cold_first=0.01, min_delay=0.005, backoff_start=0.01), **extra)
 
 
-def run(path: Path, opts: RunOptions, mode: str = "run") -> RunSummary:
+def run(path: Path, opts: RunOptions, mode: str = "run", clock: MockClock | None = None) -> RunSummary:
+    """One run; with ``clock`` (one MockClock for every run of a test) in virtual time."""
     batch = Batch(load_manifest(path), opts)
+    if clock is not None:
+        return run_virtual(getattr(batch, mode), clock=clock)
     return anyio.run(getattr(batch, mode))
 
 
@@ -192,13 +197,17 @@ def test_rejected_requests_are_not_retried_unless_asked(tmp_path: Path) -> None:
 
 
 def test_a_task_that_never_ends_times_out_and_collect_picks_it_up_later(tmp_path: Path) -> None:
-    path = write_manifest(tmp_path, MANIFEST + "task_timeout: 1\n")
-    sim = fast_sim(fault_stuck=0.3, fault_seed=1)
-    first = run(path, options(tmp_path, sim))
+    # The default task_timeout of 30 minutes, twice over, in virtual time.
+    path = write_manifest(tmp_path)
+    clock = MockClock(autojump_threshold=0)
+    sim = Simulator(SimConfig(task_seconds=20, task_jitter=5, fault_stuck=0.3, fault_seed=1),
+                    clock=anyio.current_time)
+    first = run(path, options(tmp_path, sim), clock=clock)
     stuck = first.failures["TIMEOUT"]
     assert stuck > 0 and first.done == JOBS - stuck
+    assert first.elapsed >= 1800  # each stuck task was followed for the whole task_timeout
     sim.state.config.fault_stuck = 0.0
-    later = run(path, options(tmp_path, sim), mode="collect")
+    later = run(path, options(tmp_path, sim), mode="collect", clock=clock)
     assert later.submitted == 0  # collect never submits
     assert later.failures["TIMEOUT"] == stuck  # still stuck: bounded wait again, nothing lost
 

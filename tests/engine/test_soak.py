@@ -12,9 +12,13 @@ import threading
 from collections import Counter
 from pathlib import Path
 
+import anyio
 from PIL import Image
+from trio.testing import MockClock
 
 from batchgen.cli.exitcodes import exit_code
+from batchgen.engine.polling import PollPlanner
+from batchgen.provider.client import ClientOptions
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from faultkit import simulated, check_folder, fast_options, manifest_text, run_batch, write_manifest
 
@@ -59,7 +63,8 @@ class Watcher(threading.Thread):
                 self.broken.append(f"{path.name}: {exc}")
 
 
-def soak(tmp_path: Path, jobs: int, options_for, sim_stats, fmt: str = "png") -> dict:
+def soak(tmp_path: Path, jobs: int, options_for, sim_stats, fmt: str = "png",
+         clock: MockClock | None = None) -> dict:
     """run + up to MAX_RETRIES retries; check everything; return the numbers."""
     path = write_manifest(tmp_path, manifest_text("soak", jobs, fmt=fmt, concurrency=16))
     out = tmp_path / "out"
@@ -68,7 +73,8 @@ def soak(tmp_path: Path, jobs: int, options_for, sim_stats, fmt: str = "png") ->
     summaries = []
     try:
         for attempt in range(MAX_RETRIES + 1):
-            summary = run_batch(path, options_for(out), "run" if attempt == 0 else "retry")
+            summary = run_batch(path, options_for(out), "run" if attempt == 0 else "retry",
+                                limit=3600.0 if clock else 120.0, clock=clock)
             summaries.append(summary)
             assert summary.stopped is None, summary.stopped
             if summary.done == jobs:
@@ -107,10 +113,13 @@ def soak(tmp_path: Path, jobs: int, options_for, sim_stats, fmt: str = "png") ->
 
 
 def test_soak_in_process_every_fault_at_once(tmp_path: Path) -> None:
-    sim = Simulator(SimConfig(task_seconds=0.02, task_jitter=0.01, fault_seed=11,
-                              retry_after="none", **EVERY_FAULT))
+    # In virtual time, with the provider's real pace: tasks of 2 s, the default backoff.
+    sim = Simulator(SimConfig(task_seconds=2.0, task_jitter=0.5, fault_seed=11,
+                              retry_after="none", **EVERY_FAULT), clock=anyio.current_time)
     # 200 jobs: enough that every fault, at the issue's rates, fires whatever the request order.
-    numbers = soak(tmp_path, 200, lambda out: fast_options(out, **simulated(sim)), lambda: sim.stats)
+    numbers = soak(tmp_path, 200, lambda out: fast_options(
+        out, client=ClientOptions(), poll=PollPlanner(), **simulated(sim)), lambda: sim.stats,
+        clock=MockClock(autojump_threshold=0))
     print("in-process soak:", numbers)
     assert numbers["faults"].get("fault_task_failed", 0) > 0 and numbers["runs"] >= 2
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from batchgen.cli.render import render_plan
 from batchgen.cli.main import main
 from batchgen.errors import ManifestError
 from batchgen.manifest.loader import load_manifest
@@ -78,7 +79,7 @@ def test_duplicates_and_unused_axis_warning(tmp_path: Path) -> None:
         """)))
     assert plan.jobs == 8 and plan.duplicates == 6 and plan.identical_cells == 2
     assert any("axis 'mood'" in w and "identical requests" in w for w in plan.warnings)
-    text = plan.to_text()
+    text = render_plan(plan)
     assert "4 from repeat" in text and "2 from cells with identical requests" in text
 
 

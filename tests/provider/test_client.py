@@ -25,6 +25,7 @@ from batchgen.errors import (
 from batchgen.provider.pacing import Backoff, RateGate
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.simulator import SimConfig, Simulator, running_simulator
+from vclock import VIRTUAL_TIME
 
 pytestmark = pytest.mark.anyio
 
@@ -152,6 +153,7 @@ async def test_rate_limit_pauses_the_gate_and_eventually_passes() -> None:
     assert sim.stats.faults["fault_429"] == client.gate.pauses
 
 
+@VIRTUAL_TIME
 async def test_retry_after_seconds_is_honoured() -> None:
     now = [0.0]
     sim = Simulator(SimConfig(task_seconds=5, task_jitter=0, max_in_flight=1, retry_after="seconds"),

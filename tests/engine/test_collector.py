@@ -1,0 +1,76 @@
+"""The collector on its own: follow, time out, refresh expired URLs, save, in virtual time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import anyio
+import pytest
+
+from batchgen.job import Failure
+from batchgen.simulator import SimConfig
+from enginekit import jobs, rig
+from vclock import VIRTUAL_TIME
+
+pytestmark = pytest.mark.anyio
+
+
+async def submit(r, job):
+    r.ledger.submitting(job)
+    sub = await r.client.submit("z-image-turbo-lora", job.request)
+    r.ledger.submitted(job.job_id, sub.task_id)
+    return sub.task_id
+
+
+@VIRTUAL_TIME
+async def test_a_finished_task_is_saved_with_its_sidecar_then_recorded_done(tmp_path: Path) -> None:
+    async with rig(tmp_path, SimConfig(task_seconds=12, task_jitter=0)) as r:
+        job = jobs(1)[0]
+        task_id = await submit(r, job)
+        clock = r.collector.clock_for(None)
+        result = await r.collector.follow(job, task_id, clock)
+        assert result is not None and anyio.current_time() - clock.submitted_at >= 12
+        assert await r.collector.save(job, task_id, result, clock)
+    rec = r.ledger.get(job.job_id)
+    assert rec.state == "done" and rec.file == "images/img-0.png" and rec.sha256 is not None
+    side = (tmp_path / "out" / "images" / "img-0.json").read_text()
+    assert task_id in side and rec.sha256_hex in side
+    assert clock.polls <= 3  # a cold start: a few polls, not one a second
+
+
+@VIRTUAL_TIME
+async def test_a_task_that_never_finishes_fails_timeout_at_task_timeout_keeping_its_id(tmp_path: Path) -> None:
+    async with rig(tmp_path, SimConfig(task_seconds=5, fault_stuck=1.0), task_timeout=1800) as r:
+        job = jobs(1)[0]
+        task_id = await submit(r, job)
+        clock = r.collector.clock_for(None)
+        assert await r.collector.follow(job, task_id, clock) is None
+        waited = anyio.current_time() - clock.submitted_at
+    rec = r.ledger.get(job.job_id)
+    assert rec.failure is Failure.TIMEOUT and rec.task_id == task_id and rec.failure.follow
+    assert 1800 <= waited < 1801
+    assert clock.polls < 400  # bounded: backoff up to the planner's ceiling, not a busy loop
+
+
+@VIRTUAL_TIME
+async def test_a_failed_task_is_recorded_as_data_with_its_typed_reason(tmp_path: Path) -> None:
+    async with rig(tmp_path, SimConfig(task_seconds=5, fault_task_failed=1.0)) as r:
+        job = jobs(1)[0]
+        task_id = await submit(r, job)
+        assert await r.collector.follow(job, task_id, r.collector.clock_for(None)) is None
+    rec = r.ledger.get(job.job_id)
+    assert rec.failure is Failure.TASK_FAILED and rec.get("retryable") is True
+    assert r.stats.failures == {"TASK_FAILED": 1}
+
+
+@VIRTUAL_TIME
+async def test_an_expired_url_is_refreshed_from_the_task_and_the_image_saved(tmp_path: Path) -> None:
+    # URLs live 1 s; the task result is asked for again when the download answers 403.
+    async with rig(tmp_path, SimConfig(task_seconds=3, task_jitter=0, url_ttl=1.0)) as r:
+        job = jobs(1)[0]
+        task_id = await submit(r, job)
+        clock = r.collector.clock_for(None)
+        result = await r.collector.follow(job, task_id, clock)
+        await anyio.sleep(5)  # the URL in hand has expired
+        assert await r.collector.save(job, task_id, result, clock)
+    assert r.ledger.get(job.job_id).state == "done" and r.stats.refreshed_urls == 1

@@ -1,0 +1,56 @@
+"""The layers hold: what each package may load, checked in a fresh interpreter."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "batchgen"
+HEAVY = ("httpx", "anyio", "rich", "PIL", "uvicorn")
+
+
+def loaded_by(module: str) -> set[str]:
+    code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return {name.split(".")[0] for name in json.loads(out.stdout)}
+
+
+@pytest.mark.parametrize(("module", "never"), [
+    ("batchgen.manifest", HEAVY),
+    ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
+    ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
+    ("batchgen.simulator", ("uvicorn",)),
+    ("batchgen.engine.summary", ("httpx", "anyio", "rich", "PIL")),
+    ("batchgen", HEAVY),
+])
+def test_a_package_loads_none_of_what_its_layer_forbids(module: str, never: tuple[str, ...]) -> None:
+    assert not loaded_by(module) & set(never)
+
+
+def imports_of(folder: Path) -> set[str]:
+    found = set()
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                found.add(node.module)
+            elif isinstance(node, ast.Import):
+                found.update(alias.name for alias in node.names)
+    return found
+
+
+@pytest.mark.parametrize(("package", "forbidden"), [
+    ("engine", ("batchgen.simulator", "batchgen.cli")),
+    ("provider", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator")),
+    ("storage", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator")),
+    ("manifest", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator",
+                  "batchgen.provider.client", "batchgen.provider.channel")),
+    ("simulator", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.manifest")),
+])
+def test_no_package_imports_a_layer_above_or_beside_it(package: str, forbidden: tuple[str, ...]) -> None:
+    bad = {m for m in imports_of(PACKAGE / package) if m.startswith(forbidden)}
+    assert not bad, f"batchgen/{package} imports {sorted(bad)}"
