@@ -17,7 +17,8 @@ __all__ = ["Clock", "LoopClock"]
 
 
 class Clock(Protocol):
-    """``now`` and ``sleep`` share one monotonic timeline; ``wall`` is Unix time for records."""
+    """``now`` and ``sleep`` share one monotonic timeline, the event loop's (cancel-scope
+    deadlines are on it too); ``wall`` is Unix time for the ledger and sidecars."""
 
     def now(self) -> float: ...
 

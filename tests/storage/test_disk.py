@@ -131,7 +131,7 @@ def test_a_full_disk_stops_with_exit_4_and_the_next_run_pays_nothing_twice(
 @needs_mounts
 def test_the_ledger_keeps_room_for_task_ids_when_the_disk_fills(tmp_path: Path) -> None:
     """The append that meets ENOSPC and those of submits still in flight are still written."""
-    script = textwrap.dedent("""
+    script = textwrap.dedent(f"""
         import json, sys
         from pathlib import Path
         from batchgen.errors import OutputError
