@@ -61,15 +61,17 @@ def fast_options(output: Path, **extra) -> RunOptions:
 
 def run_batch(manifest: Path, options: RunOptions, mode: str = "run",
               limit: float = 120.0, clock: MockClock | None = None) -> RunSummary:
-    """Run one mode through ``Batch`` with a hang guard; with ``clock``, in virtual time
-    (``limit`` is then virtual seconds)."""
+    """Run one mode through ``Batch`` with a hang guard of ``limit`` real seconds; with
+    ``clock``, in virtual time."""
     batch = Batch(load_manifest(manifest), options)
 
     async def go() -> RunSummary:
         with anyio.fail_after(limit):
             return await getattr(batch, mode)()
 
-    return run_virtual(go, clock=clock) if clock is not None else anyio.run(go)
+    if clock is None:
+        return anyio.run(go)
+    return run_virtual(getattr(batch, mode), clock=clock, real_limit=limit)
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
