@@ -141,8 +141,7 @@ class Batch:
                 if possibly_created and mode is not RunMode.COLLECT:
                     reporter.notice(PossiblyCreated(possibly_created))
                 async with anyio.create_task_group() as group:
-                    group.start_soon(_sync_ledger_every, ledger, clock, 1.0)
-                    group.start_soon(_refresh_every, live, clock, 1.0)
+                    group.start_soon(_sync_ledger_every, ledger, clock, 1.0, live)
                     group.start_soon(reporter.watch, stats)
                     if o.handle_signals and threading.current_thread() is threading.main_thread():
                         group.start_soon(_two_stage_interrupt, scheduler, reporter)
@@ -263,20 +262,16 @@ class _Stream:
         self.complete = True
 
 
-async def _sync_ledger_every(ledger: Ledger, clock: Clock, seconds: float) -> None:
-    """fsync the ledger in a worker thread now and then; appends never wait for it."""
+async def _sync_ledger_every(ledger: Ledger, clock: Clock, seconds: float, live: LiveStatus) -> None:
+    """fsync the ledger in a worker thread now and then, and refresh the live status file
+    after it (on the same beat: one more timer would only make virtual time race while a
+    worker thread runs); appends never wait for either."""
     while True:
         await clock.sleep(seconds)
         try:
             await anyio.to_thread.run_sync(ledger.sync)
         except OutputError:
             return  # the next append raises it where it can stop the batch
-
-
-async def _refresh_every(live: LiveStatus, clock: Clock, seconds: float) -> None:
-    """Rewrite the live status file now and then (only when the ledger gained something)."""
-    while True:
-        await clock.sleep(seconds)
         live.refresh()
 
 

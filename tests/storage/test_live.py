@@ -7,10 +7,14 @@ from pathlib import Path
 from batchgen.job import Failed, Failure, Job
 from batchgen.storage.ledger import Ledger
 from batchgen.storage.live import STATUS_FILE, LiveStatus, read_status, write_idle_status
-from faultkit import fast_options, manifest_text, run_batch, simulated, write_manifest
-from batchgen.simulator import SimConfig, Simulator
-from trio.testing import MockClock
 import anyio
+from trio.testing import MockClock
+
+from batchgen.engine.runner import Batch
+from batchgen.manifest import load_manifest
+from batchgen.simulator import SimConfig, Simulator
+from faultkit import fast_options, manifest_text, simulated, write_manifest
+from vclock import run_virtual
 
 
 def job(n: int) -> Job:
@@ -103,7 +107,8 @@ def test_an_idle_status_never_replaces_a_run_s(tmp_path: Path) -> None:
 def test_a_run_leaves_a_status_file_that_lists_what_it_did(tmp_path: Path) -> None:
     manifest = write_manifest(tmp_path, manifest_text("live", 30))
     sim = Simulator(SimConfig(task_seconds=5, task_jitter=1), clock=anyio.current_time)
-    summary = run_batch(manifest, fast_options(tmp_path / "out", **simulated(sim)), clock=MockClock(autojump_threshold=0))
+    batch = Batch(load_manifest(manifest), fast_options(tmp_path / "out", **simulated(sim)))
+    summary = run_virtual(batch.run, clock=MockClock(autojump_threshold=0))  # no deadline: see viewkit
     assert summary.done == 30
     status = read_status(tmp_path / "out")
     assert status["batch"] == "live" and status["running"] is False
