@@ -13,7 +13,7 @@ PANEL = (16, 16, 24)
 
 
 def picture(**fields) -> Image.Image:
-    base = dict(scene=7, width=512, height=512, fmt="png")
+    base = dict(scene=7, width=256, height=256, fmt="png")
     return Image.open(io.BytesIO(render(Recipe(**{**base, **fields})))).convert("RGB")
 
 
@@ -29,7 +29,7 @@ def test_the_same_request_gives_the_same_bytes() -> None:
 def test_the_request_is_written_on_a_panel() -> None:
     plain = picture()
     told = picture(prompt="a lighthouse on a cliff", seed=42)
-    assert count(plain, PANEL) == 0 and count(told, PANEL) > 1000
+    assert count(plain, PANEL) == 0 and count(told, PANEL) > 500
     other_seed = picture(prompt="a lighthouse on a cliff", seed=43)
     other_words = picture(prompt="an old fisherman", seed=42)
     # Same scene hash, different words: only the writing differs, and it does.
