@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from batchgen.storage.ledger import LEDGER_FILE, Ledger
+from batchgen.storage.ledger import LEDGER_FILE, RESERVE_BYTES, Ledger
 
 __all__ = ["STATUS_CALLBACK", "STATUS_FILE", "LiveStatus", "Progress", "read_status",
            "write_idle_status"]
@@ -32,6 +32,9 @@ STATUS_CALLBACK = "batchgenStatus"
 FORMAT = 1
 #: Jobs whose latest change is kept: at 200 jobs/s, ten seconds of a fast batch.
 CAPACITY = 2000
+#: Free space the status file never eats into: the ledger's reserve (which a full disk frees
+#: for the ledger's last lines) several times over, so the file can never take those bytes.
+KEEP_FREE = 4 * RESERVE_BYTES
 #: The ledger's states as a viewer shows a cell: the task is out (or going out), done, failed, or
 #: put back to wait for a new submit.
 _CELL_STATE = {"submitting": "running", "submitted": "running", "generated": "running",
@@ -207,6 +210,12 @@ def read_status(folder: Path) -> dict[str, Any] | None:
 def _write_status(path: Path, data: dict[str, Any]) -> bool:
     body = (b"/* batchgen live status: written by the running batch, read by its viewer */\n"
             + STATUS_CALLBACK.encode() + b"(" + orjson.dumps(data) + b");\n")
+    try:
+        disk = os.statvfs(path.parent)
+        if disk.f_bavail * disk.f_frsize < len(body) + KEEP_FREE:
+            return False  # the disk is (nearly) full: its last bytes are the ledger's
+    except OSError:
+        return False
     # Beside the images' temp files: a run clears that folder on start, so a kill mid-write
     # leaves nothing behind in the batch folder.
     tmp = path.parent / ".tmp" / (path.name + ".tmp")
