@@ -3,7 +3,7 @@
 ``check_folder`` is the one definition of "nothing lost, nothing corrupt" that every test holds
 a batch folder to: each final image decodes and matches its sidecar, the ledger and the files
 agree, no job has two images, and nothing but the ledger, the lock, ``images/`` and ``.tmp/``
-is there.
+is there (and the live status file a viewer reads).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from trio.testing import MockClock
 from batchgen.provider.client import ClientOptions
 from batchgen.provider.targets import ApiKey
 from batchgen.storage.ledger import LEDGER_FILE, LOCK_FILE, Ledger
+from batchgen.storage.live import STATUS_FILE
 from batchgen.manifest.loader import load_manifest
 from batchgen.provider.pacing import Backoff
 from batchgen.engine.polling import PollPlanner
@@ -131,7 +132,7 @@ def _stray(folder: Path, path: Path) -> bool:
     rel = path.relative_to(folder)
     if rel.parts[0] == ".tmp":
         return False
-    if rel.as_posix() in (LEDGER_FILE, LOCK_FILE):
+    if rel.as_posix() in (LEDGER_FILE, LOCK_FILE, STATUS_FILE):
         return False
     return rel.parts[0] != "images" or path.suffix not in (".png", ".jpeg", ".webp", ".json", ".txt")
 

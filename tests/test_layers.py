@@ -26,6 +26,10 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.simulator", ("uvicorn",)),
     ("batchgen.engine.summary", ("httpx", "anyio", "rich", "PIL")),
+    ("batchgen.view", HEAVY),
+    ("batchgen.view.grid", ("httpx", "anyio", "rich", "uvicorn")),
+    ("batchgen.view.viewer", HEAVY),  # the HTML viewer needs no Pillow
+    ("batchgen.storage.live", HEAVY),
     ("batchgen", HEAVY),
 ])
 def test_a_package_loads_none_of_what_its_layer_forbids(module: str, never: tuple[str, ...]) -> None:
@@ -50,6 +54,7 @@ def imports_of(folder: Path) -> set[str]:
     ("manifest", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator",
                   "batchgen.provider.client", "batchgen.provider.channel")),
     ("simulator", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.manifest")),
+    ("view", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator")),
 ])
 def test_no_package_imports_a_layer_above_or_beside_it(package: str, forbidden: tuple[str, ...]) -> None:
     bad = {m for m in imports_of(PACKAGE / package) if m.startswith(forbidden)}

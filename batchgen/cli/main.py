@@ -189,6 +189,51 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(text: str) -> tuple[str, str]:
+    axis, sep, value = text.partition("=")
+    if not sep or not axis.strip():
+        raise argparse.ArgumentTypeError(f"expected AXIS=VALUE, got {text!r}")
+    return axis.strip(), value.strip()
+
+
+def _cmd_grid(args: argparse.Namespace) -> int:
+    """Draw labelled contact sheets of a sweep from the images on disk (nothing is generated).
+
+    Axis names and values go on the top and left edges, the values every cell shares in a
+    title block, and a placeholder naming the reason stands in for a failed, pending or
+    missing cell. By default X is the LoRA axis (or the last varying one), Y the varying axis
+    before it, and every other varying axis makes one file per value. Sheets stay within
+    --max-size pixels: cells are downscaled first, then pages split into parts.
+
+    Example: batchgen grid manifests/lora-sweep.yaml --to sweep.png --y subject --page seed
+    """
+    from batchgen.cli.render import render_grid
+    from batchgen.view.grid import GridOptions, make_grid
+
+    options = GridOptions(x=args.x, y=args.y, pages=args.page, where=args.where or [],
+                          cell_size=args.cell_size, max_size=args.max_size, font=args.font,
+                          font_size=args.font_size)
+    result = make_grid(args.target, args.to, options)
+    print(render_grid(result, ["batchgen", "grid", *args.argv]))
+    return 0
+
+
+def _cmd_view(args: argparse.Namespace) -> int:
+    """Write a static, offline viewer of a sweep: index.html and one data file.
+
+    Open index.html from the file system or any static host: pick the axes across, down and
+    for grids of grids, toggle values, hover or click a cell for its details, step through
+    cells full-screen with the arrow keys. While a run goes on the page fills in as jobs finish.
+
+    Example: batchgen view output/lora-sweep
+    """
+    from batchgen.cli.render import render_view
+    from batchgen.view.viewer import ViewOptions, make_viewer
+
+    print(render_view(make_viewer(args.target, ViewOptions(to=args.to))))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchgen",
@@ -279,16 +324,41 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", help="the manifest, or the batch folder")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
+    p = command("grid", _cmd_grid, "draw labelled contact sheets of a sweep")
+    p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
+    p.add_argument("--to", type=Path, required=True, metavar="PATH",
+                   help="the sheet to write (.png, .webp or .jpg); pages and parts add suffixes")
+    p.add_argument("--x", metavar="AXIS", help="the axis across (default: loras, or the last varying)")
+    p.add_argument("--y", metavar="AXIS", help="the axis down (default: the varying axis before X)")
+    p.add_argument("--page", action="append", metavar="AXIS",
+                   help="one file per value of this axis (repeat for more; default: the rest)")
+    p.add_argument("--where", action="append", type=_where, metavar="AXIS=VALUE",
+                   help="keep only this value of an axis (repeat to keep several)")
+    p.add_argument("--cell-size", type=_positive_int, metavar="PX",
+                   help="long side of a cell (default: the images' own size)")
+    p.add_argument("--max-size", type=_positive_int, default=8192, metavar="PX",
+                   help="no sheet wider or taller than this (default 8192)")
+    p.add_argument("--font", metavar="FILE", help="a TrueType/OpenType font for the labels "
+                   "(default: Pillow's built-in font, ASCII only)")
+    p.add_argument("--font-size", type=_positive_int, metavar="PX",
+                   help="label size (default: from the cell size, 14 to 36)")
+
+    p = command("view", _cmd_view, "write a static offline viewer of a sweep")
+    p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
+    p.add_argument("--to", type=Path, metavar="DIR", help="the viewer's folder (default: BATCH/view/)")
+
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it."""
     parser = _build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
+    args.argv = argv[1:]  # after the command's name: hints repeat the command as typed
     try:
         return int(args.func(args))
     except ManifestError as exc:  # one FILE:LINE:COL line per problem, as editors expect

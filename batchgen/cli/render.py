@@ -6,14 +6,21 @@ chosen here, once, so a message never drifts between the CLI and the library.
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen.engine.events import Leaving, Notice, PossiblyCreated, Stopping
 from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.manifest.plan import Plan
 from batchgen.storage.status import RATE_WINDOW, StatusReport
 
-__all__ = ["format_duration", "render_notice", "render_plan", "render_status", "render_summary"]
+if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw import it
+    from batchgen.view.grid import GridResult
+    from batchgen.view.viewer import ViewResult
+
+__all__ = ["format_duration", "render_grid", "render_notice", "render_plan", "render_status",
+           "render_summary", "render_view"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -175,3 +182,83 @@ def _approx(seconds: float) -> str:
         return f"~{seconds / 60:.0f} min"
     hours, rest = divmod(seconds, 3600)
     return f"~{hours:.0f} h {rest / 60:.0f} min"
+
+
+def render_grid(result: GridResult, command: list[str]) -> str:
+    """``batchgen grid`` as text: the files written, then what had to give way and why."""
+    from batchgen.view.grid import (Downscaled, Duplicates, MissingGlyphs, Split, Unplaced,
+                                    Unreadable)
+
+    sweep, choice = result.sweep, result.choice
+
+    def role(i: int | None) -> str:
+        return f"{sweep.axes[i].name} ({len(choice.kept[i])})" if i is not None else "none"
+
+    pages = ", ".join(role(i) for i in choice.pages) or "none"
+    lines = [f"{len(result.sheets)} sheet(s) of {sweep.batch or sweep.folder}: X {role(choice.x)}, "
+             f"Y {role(choice.y)}, pages {pages}"]
+    for sheet in result.sheets:
+        lines.append(f"  {sheet.file}  ({sheet.width} x {sheet.height}, {len(sheet.columns)} x "
+                     f"{len(sheet.rows)} cells of {sheet.cell[0]} x {sheet.cell[1]})")
+    unreadable = [w for w in result.warnings if isinstance(w, Unreadable)]
+    for w in result.warnings:
+        if isinstance(w, MissingGlyphs):
+            chars = " ".join(repr(c) for c in w.chars[:20]) + (" ..." if len(w.chars) > 20 else "")
+            font = w.font or "the built-in font (ASCII only)"
+            line = f"warning: {font} has no glyph for {chars}; they are drawn as boxes."
+            if w.suggestion:
+                line += f" With a font that has them: {shlex.join(_with_font(command, w.suggestion))}"
+            else:
+                line += " Give a font that has them with --font FILE.ttf."
+            lines.append(line)
+        elif isinstance(w, Downscaled):
+            lines.append(f"note: cells downscaled from {w.natural[0]} x {w.natural[1]} to "
+                         f"{w.cell[0]} x {w.cell[1]} to keep each sheet within {w.max_size} px "
+                         f"(--max-size)")
+        elif isinstance(w, Split):
+            lines.append(f"note: {w.sheets} page(s) were split into {w.parts} files to stay within "
+                         f"{w.max_size} px even at the smallest cells; --where keeps fewer values, "
+                         f"--max-size allows bigger sheets")
+        elif isinstance(w, Unplaced):
+            lines.append(f"note: {w.count} recorded job(s) cannot say their axis values (no sidecar "
+                         f"and no request in the ledger) and are left out")
+        elif isinstance(w, Duplicates):
+            lines.append(f"note: {w.count} job(s) have the same axis values as another; the first "
+                         f"is shown")
+    if unreadable:
+        sample = "; ".join(f"{w.file} ({w.why})" for w in unreadable[:3])
+        lines.append(f"warning: {len(unreadable)} image(s) could not be read and show a "
+                     f"placeholder: {sample}")
+    return "\n".join(lines)
+
+
+def _with_font(command: list[str], font: str) -> list[str]:
+    out, skip = [], False
+    for word in command:
+        if skip:
+            skip = False
+            continue
+        if word == "--font":
+            skip = True
+            continue
+        if word.startswith("--font="):
+            continue
+        out.append(word)
+    return out + ["--font", font]
+
+
+def render_view(result: ViewResult) -> str:
+    """``batchgen view`` as text: where the page is, how to open it, what it will do."""
+    sweep = result.sweep
+    varying = ", ".join(f"{a.name} ({len(a.values)})" for a in sweep.varying()) or "none"
+    lines = [f"viewer of {sweep.batch or sweep.folder}: {result.cells} cells, varying axes {varying}",
+             f"  {result.index}  (data.js {result.data_bytes / 1024:,.0f} KB)",
+             f"  open it: {result.index.resolve().as_uri()}"]
+    if not sweep.from_manifest:
+        lines.append("note: made from the batch folder alone, so jobs never started are not shown; "
+                     "give the manifest to see every planned cell")
+    if sweep.unplaced:
+        lines.append(f"note: {sweep.unplaced} recorded job(s) cannot say their axis values and are "
+                     f"left out")
+    lines.append(f"  while a run goes on the page fills in from {sweep.folder / 'status.js'}")
+    return "\n".join(lines)

@@ -34,6 +34,7 @@ from batchgen.provider.pacing import RateGate
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
 from batchgen.storage.folder import BatchFolder
 from batchgen.storage.ledger import Ledger
+from batchgen.storage.live import LiveStatus
 from batchgen.storage.results import join, vanished
 from batchgen.storage.writer import Writer
 
@@ -121,11 +122,13 @@ class Batch:
             writer.prepare()
             if ledger.needs_compaction():
                 ledger.compact()
+            live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
             if mode is not RunMode.RUN:
                 self._requeue_failed(ledger, resubmit=mode is RunMode.RETRY)
             counts = ledger.counts()
             possibly_created = counts[JobState.SUBMITTING]
             stats = RunStats(planned=plan.jobs, already_done=counts[JobState.DONE], started=started)
+            live.progress = stats
             created_before = ledger.stats.tasks_created
             maybe_before = ledger.stats.maybe_duplicated
             async with self._provider(target, key, clock, concurrency) as provider:
@@ -138,7 +141,7 @@ class Batch:
                 if possibly_created and mode is not RunMode.COLLECT:
                     reporter.notice(PossiblyCreated(possibly_created))
                 async with anyio.create_task_group() as group:
-                    group.start_soon(_sync_ledger_every, ledger, clock, 1.0)
+                    group.start_soon(_sync_ledger_every, ledger, clock, 1.0, live)
                     group.start_soon(reporter.watch, stats)
                     if o.handle_signals and threading.current_thread() is threading.main_thread():
                         group.start_soon(_two_stage_interrupt, scheduler, reporter)
@@ -146,6 +149,7 @@ class Batch:
                         await scheduler.run(self._outstanding(ledger), stream)
                     finally:
                         group.cancel_scope.cancel()
+                        live.close()
             with anyio.CancelScope(shield=True):
                 if ledger.needs_compaction():
                     ledger.compact()
@@ -258,14 +262,17 @@ class _Stream:
         self.complete = True
 
 
-async def _sync_ledger_every(ledger: Ledger, clock: Clock, seconds: float) -> None:
-    """fsync the ledger in a worker thread now and then; appends never wait for it."""
+async def _sync_ledger_every(ledger: Ledger, clock: Clock, seconds: float, live: LiveStatus) -> None:
+    """fsync the ledger in a worker thread now and then, and refresh the live status file
+    after it (on the same beat: one more timer would only make virtual time race while a
+    worker thread runs); appends never wait for either."""
     while True:
         await clock.sleep(seconds)
         try:
             await anyio.to_thread.run_sync(ledger.sync)
         except OutputError:
             return  # the next append raises it where it can stop the batch
+        live.refresh()
 
 
 async def _two_stage_interrupt(scheduler: Scheduler, reporter: Reporter) -> None:

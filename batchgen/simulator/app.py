@@ -111,6 +111,14 @@ class _Submit:
     scene: int
     img2img: bool
     base64_output: bool
+    prompt: str = ""
+    lora_names: tuple[str, ...] = ()
+
+
+def _lora_name(path: str) -> str:
+    """What an image shows for a LoRA: its file's stem (``ghibli`` for .../ghibli.safetensors)."""
+    name = path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[0] if "." in name[1:] else name or "lora"
 
 
 def _bad(message: str, reason: str = "INVALID_REQUEST_BODY") -> Rejection:
@@ -243,7 +251,8 @@ def validate_fields(model: str, data: Any, banned_words: list[str]) -> _Submit:
 
     scene = _hash64(model, prompt, image_url, None if strength is None else float(strength), mask)
     recipe_loras = tuple((_hash64(path) & 0xFFFFFF, scale) for path, scale in loras)
-    return _Submit(seed, width, height, fmt, recipe_loras, scene, image_url is not None, b64)
+    return _Submit(seed, width, height, fmt, recipe_loras, scene, image_url is not None, b64,
+                   prompt, tuple(_lora_name(path) for path, _ in loras))
 
 
 class _AsgiApp:
@@ -484,7 +493,8 @@ class Simulator:
                 raise invalid
             ask = validate_fields(MODELS[path], data, self.config.banned_words)
             task = state.create_task(now, ask.scene, ask.width, ask.height, ask.fmt, ask.loras,
-                                     ask.seed, ask.img2img, ask.base64_output, identity)
+                                     ask.seed, ask.img2img, ask.base64_output, identity,
+                                     prompt=ask.prompt, lora_names=ask.lora_names)
         except Rejection as no:
             headers = self._retry_after(no.retry_after, identity, attempt) if no.retry_after is not None else None
             reply = self._error(no.status, no.reason, no.message, headers)

@@ -2,8 +2,11 @@
 
 The picture is a function of the request and the seed used, nothing else: a background and a
 few shapes from a ``random.Random`` seeded by a hash of (model, prompt, seed, img2img fields),
-plus one coloured frame per LoRA whose thickness follows its scale, so a LoRA sweep shows the
-same scene with visibly different frames. Encoder settings are fixed so the bytes are stable.
+one coloured frame per LoRA whose thickness follows its scale, and a caption panel that shows
+the request itself (prompt words, seed, each LoRA's name and scale with a bar as long as the
+scale), so a contact sheet of a LoRA sweep reads like one: the same scene, the same words, and
+frames, labels and bars that change with the scale. Encoder settings are fixed so the bytes are
+stable; the caption uses Pillow's built-in font, the same on every machine.
 """
 
 from __future__ import annotations
@@ -12,8 +15,9 @@ import io
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from functools import lru_cache
 
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageFont
 
 __all__ = ["ImageCache", "Recipe", "render"]
 
@@ -23,14 +27,20 @@ _SAVE_ARGS: dict[str, tuple[str, dict]] = {
     "png": ("PNG", {"compress_level": 1}),
     "jpeg": ("JPEG", {"quality": 85}),
 }
+#: Scale at which a LoRA's bar fills the caption panel's width (the API allows up to 4).
+_BAR_FULL_SCALE = 2.0
+_PANEL = (16, 16, 24)
+_INK = (240, 240, 240)
 
 
 @dataclass(frozen=True, slots=True)
 class Recipe:
-    """Everything needed to draw one task's image; a few dozen bytes per task.
+    """Everything needed to draw one task's image; small, and shared strings cost nothing.
 
     ``scene`` is a 64-bit hash of the request fields that shape the picture plus the seed used;
-    ``loras`` holds (colour as 0xRRGGBB from the LoRA path, scale) per LoRA, in request order.
+    ``loras`` holds (colour as 0xRRGGBB from the LoRA path, scale) per LoRA, in request order,
+    and ``lora_names`` the name each shows (its file's stem). ``prompt`` and ``seed`` (the seed
+    used) are written on the picture.
     """
 
     scene: int
@@ -38,6 +48,69 @@ class Recipe:
     height: int
     fmt: str
     loras: tuple[tuple[int, float], ...] = ()
+    prompt: str = ""
+    seed: int | None = None
+    lora_names: tuple[str, ...] = ()
+
+
+@lru_cache(maxsize=16)
+def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size)
+
+
+def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int) -> list[str]:
+    """Greedy word wrap to ``width`` pixels; the last line ends in "..." when text is left."""
+    lines: list[str] = []
+    line = ""
+    words = text.split()
+    for i, word in enumerate(words):
+        trial = f"{line} {word}" if line else word
+        if draw.textlength(trial, font=font) <= width or not line:
+            line = trial
+            continue
+        lines.append(line)
+        line = word
+        if len(lines) == max_lines:
+            lines[-1] = lines[-1] + " ..."
+            return lines
+    if line:
+        lines.append(line)
+    return lines[:max_lines]
+
+
+def _caption(draw: ImageDraw.ImageDraw, recipe: Recipe, w: int, h: int, inset: int) -> None:
+    """The request, written on a dark panel at the top left inside the frames."""
+    short = min(w, h)
+    size = max(10, short // 22)
+    font = _font(size)
+    pad = max(3, size // 3)
+    x0 = inset + pad
+    width = w - 2 * inset - 2 * pad
+    if width < size * 4:
+        return
+    lines = _wrap(draw, recipe.prompt, font, width - 2 * pad, 3) if recipe.prompt else []
+    lines.append(f"seed {recipe.seed}" if recipe.seed is not None else "seed ?")
+    loras = list(zip(recipe.lora_names, recipe.loras, strict=False))
+    if not loras:
+        lines.append("no LoRA")
+    step = size + pad
+    top = inset + pad
+    panel_h = pad + step * (len(lines) + 2 * len(loras))
+    draw.rectangle((x0, top, x0 + width, top + panel_h), fill=_PANEL)
+    y = top + pad
+    for text in lines:
+        draw.text((x0 + pad, y), text, fill=_INK, font=font)
+        y += step
+    bar_w = width - 2 * pad
+    for name, (colour, scale) in loras:
+        fill = ((colour >> 16) & 255, (colour >> 8) & 255, colour & 255)
+        draw.text((x0 + pad, y), f"{name} x{scale:g}", fill=_INK, font=font)
+        y += step
+        length = round(bar_w * min(scale, _BAR_FULL_SCALE) / _BAR_FULL_SCALE)
+        draw.rectangle((x0 + pad, y, x0 + pad + bar_w, y + size - pad), outline=_INK, width=1)
+        if length:
+            draw.rectangle((x0 + pad, y, x0 + pad + length, y + size - pad), fill=fill)
+        y += step
 
 
 def render(recipe: Recipe, fmt: str | None = None) -> bytes:
@@ -66,6 +139,8 @@ def render(recipe: Recipe, fmt: str | None = None) -> bytes:
             fill = ((colour >> 16) & 255, (colour >> 8) & 255, colour & 255)
             draw.rectangle((inset, inset, w - 1 - inset, h - 1 - inset), outline=fill, width=thickness)
             inset += thickness
+    if recipe.prompt or recipe.seed is not None or recipe.lora_names:
+        _caption(draw, recipe, w, h, inset)
     pil_format, options = _SAVE_ARGS[fmt or recipe.fmt]
     out = io.BytesIO()
     image.save(out, format=pil_format, **options)

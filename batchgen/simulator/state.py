@@ -237,7 +237,8 @@ class SimState:
 
     def create_task(self, now: float, scene: int, width: int, height: int, fmt: str,
                     loras: tuple[tuple[int, float], ...], seed: int, img2img: bool,
-                    base64_output: bool, identity: bytes | None = None) -> Task:
+                    base64_output: bool, identity: bytes | None = None, *, prompt: str = "",
+                    lora_names: tuple[str, ...] = ()) -> Task:
         """Admit (or raise Rejection) and create a task; its whole timeline is decided here.
 
         ``identity`` is the digest of the submit body (default: of these arguments); the task's
@@ -270,7 +271,7 @@ class SimState:
             if failed:
                 self.stats.faults["fault_task_failed"] += 1
         scene = int.from_bytes(hashlib.blake2b(struct.pack(">QQ", scene, seed), digest_size=8).digest())
-        recipe = Recipe(scene, width, height, fmt, loras)
+        recipe = Recipe(scene, width, height, fmt, loras, prompt, seed, lora_names)
         task = Task(seq, task_id, recipe, seed, img2img, base64_output, now, start, end, failed, stuck,
                     identity + _ORDINAL(ordinal))
         self.tasks[task_id] = task

@@ -84,3 +84,37 @@ def test_the_demo_manifest_runs_on_the_simulator(tmp_path: Path, capsys) -> None
     assert code == 0, capsys.readouterr()
     sidecars = list((out / "images").rglob("*.json"))
     assert sidecars and all(json.loads(p.read_text())["task_id"] for p in sidecars)
+
+
+def test_grid_and_view_from_the_command_line(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    Path("m.yaml").write_text(SMALL.replace("thing: [cat, dog, owl]", "thing: [cat, dog, owl]\n  seed: [2, 1]"))
+    assert main(["run", "m.yaml", "--simulate", "--quiet", "--sim-task-seconds", "0.05"]) == 0
+    capsys.readouterr()
+    assert main(["grid", "m.yaml", "--to", "g.png", "--cell-size", "96"]) == 0
+    out = capsys.readouterr().out
+    assert "X seed (2), Y thing (3), pages none" in out and Path("g.png").is_file()
+    assert main(["view", "output/small"]) == 0
+    out = capsys.readouterr().out
+    assert (tmp_path / "output/small/view/index.html").as_uri() in out
+    assert (tmp_path / "output/small/view/data.js").is_file()
+    assert main(["grid", "m.yaml", "--to", "g.png", "--x", "colour"]) == 2
+    assert "no axis 'colour'" in capsys.readouterr().err
+    assert main(["grid", "m.yaml", "--to", "g.png", "--where", "seed"]) == 2  # usage: AXIS=VALUE
+
+
+def test_a_glyph_warning_offers_a_command_that_works(tmp_path: Path, capsys, monkeypatch) -> None:
+    font = Path("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf")
+    if not font.is_file():
+        pytest.skip(f"no TrueType font at {font} (Debian: apt-get install fonts-dejavu-core)")
+    monkeypatch.chdir(tmp_path)
+    Path("m.yaml").write_text(SMALL.replace("[cat, dog, owl]", "[chat, café]"))
+    assert main(["run", "m.yaml", "--simulate", "--quiet", "--sim-task-seconds", "0.05"]) == 0
+    capsys.readouterr()
+    assert main(["grid", "m.yaml", "--to", "g.png"]) == 0
+    out = capsys.readouterr().out
+    hint = next(line for line in out.splitlines() if "no glyph for 'é'" in line)
+    command = hint.split("With a font that has them: ", 1)[1]
+    assert command == f"batchgen grid m.yaml --to g.png --font {font}"
+    assert main(command.split()[1:]) == 0
+    assert "no glyph" not in capsys.readouterr().out

@@ -67,7 +67,7 @@ def check_outputs(tmp_path: Path, expected: int) -> None:
         side = json.loads(path.with_suffix(".json").read_text())
         assert side["image"]["bytes"] == path.stat().st_size
     leftovers = [p for p in (tmp_path / "out").rglob("*") if p.is_file()
-                 and p.suffix not in (".webp", ".json", ".jsonl", ".lock") and ".tmp" not in p.parts]
+                 and p.suffix not in (".webp", ".json", ".jsonl", ".lock", ".js") and ".tmp" not in p.parts]
     assert not leftovers
 
 

@@ -1,0 +1,203 @@
+"""``batchgen grid``: labelled contact sheets of a sweep, drawn with Pillow from the files on disk.
+
+The layout (``layout.py``) decides every box first; this module draws it, one sheet in memory
+at a time, each cell's image opened, reduced and let go before the next, and says what it had
+to do (downscale, split, draw a glyph the font lacks) as typed warnings for the CLI to word.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from PIL import Image, ImageDraw
+
+from batchgen.errors import OutputError, UsageError
+from batchgen.view.choice import Choice, GridOptions, choose_axes
+from batchgen.view.labels import LabelFont, installed_fallback
+from batchgen.view.layout import Sheet, TextBox, lay_out
+from batchgen.view.sweep import CellState, Sweep, load_sweep
+
+__all__ = ["Downscaled", "Duplicates", "GridOptions", "GridResult", "GridWarning", "MissingGlyphs",
+           "Split", "Unplaced", "Unreadable", "draw_sheet", "make_grid"]
+
+BACKGROUND = (255, 255, 255)
+PLACEHOLDER = (236, 236, 236)
+_FORMATS = {".png": ("PNG", {"compress_level": 6}), ".webp": ("WEBP", {"quality": 90}),
+            ".jpg": ("JPEG", {"quality": 90}), ".jpeg": ("JPEG", {"quality": 90})}
+
+
+@dataclass(frozen=True)
+class MissingGlyphs:
+    """Characters of the labels the font cannot draw (shown as boxes); ``suggestion`` is a
+    font file on this machine that may have them."""
+
+    chars: str
+    font: str | None
+    suggestion: str | None
+
+
+@dataclass(frozen=True)
+class Downscaled:
+    natural: tuple[int, int]
+    cell: tuple[int, int]
+    max_size: int
+
+
+@dataclass(frozen=True)
+class Split:
+    sheets: int    # sheets that had to be cut
+    parts: int     # files they became
+    max_size: int
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    file: str
+    why: str
+
+
+@dataclass(frozen=True)
+class Unplaced:
+    count: int
+
+
+@dataclass(frozen=True)
+class Duplicates:
+    count: int
+
+
+GridWarning = MissingGlyphs | Downscaled | Split | Unreadable | Unplaced | Duplicates
+
+
+@dataclass
+class GridResult:
+    sweep: Sweep
+    choice: Choice
+    sheets: list[Sheet]
+    warnings: list[GridWarning] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        return [sheet.file for sheet in self.sheets]
+
+
+def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions | None = None) -> GridResult:
+    """Draw the contact sheets of a batch (a manifest, a batch folder or a loaded Sweep) to
+    ``to`` (``.png``, ``.webp`` or ``.jpg``); several pages or parts get suffixed names."""
+    options = options or GridOptions()
+    to = Path(to)
+    if to.suffix.lower() not in _FORMATS:
+        raise UsageError(f"--to {to}: the file name must end in .png, .webp or .jpg")
+    if options.max_size < 1024:
+        raise UsageError(f"the size cap must be at least 1024 pixels (got {options.max_size})")
+    sweep = target if isinstance(target, Sweep) else load_sweep(target)
+    choice = choose_axes(sweep, options)
+    sheets = lay_out(sweep, choice, options, to)
+    _unique_names(sheets)
+    result = GridResult(sweep, choice, sheets)
+    result.warnings.extend(_layout_warnings(result, options))
+    try:
+        to.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError.from_os_error(str(to.parent), exc) from exc
+    pil_format, save_args = _FORMATS[to.suffix.lower()]
+    for sheet in sheets:
+        image = draw_sheet(sheet, sweep.folder, result.warnings)
+        try:
+            image.save(sheet.file, format=pil_format, **save_args)
+        except OSError as exc:
+            raise OutputError.from_os_error(str(sheet.file), exc) from exc
+        finally:
+            image.close()
+    return result
+
+
+def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = None) -> Image.Image:
+    """The sheet as an image: words where the layout put them, each cell's image fitted into
+    its box, placeholders for the rest."""
+    image = Image.new("RGB", (sheet.width, sheet.height), BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    for text in sheet.texts:
+        draw_text(draw, text)
+    for box in sheet.cells:
+        x0, y0, x1, y1 = box.box
+        if box.state == CellState.DONE and box.cell is not None and box.cell.file:
+            why = _paste(image, folder / box.cell.file, box.box)
+            if why is None:
+                continue
+            if warnings is not None:
+                warnings.append(Unreadable(box.cell.file, why))
+            font = _cell_font(sheet)
+            box.text = TextBox(font.wrap(f"cannot read the image: {why}", x1 - x0 - 8, 4),
+                               x0 + 4, y0 + 4, font, (176, 96, 0))
+        draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=PLACEHOLDER, outline=(200, 200, 200))
+        if box.text is not None:
+            draw_text(draw, box.text)
+    return image
+
+
+def draw_text(draw: ImageDraw.ImageDraw, text: TextBox) -> None:
+    """Each line at its place; tests redraw a box this way to check the sheet holds its words."""
+    for i, line in enumerate(text.lines):
+        draw.text((text.x, text.y + i * text.font.line_height), line, fill=text.fill,
+                  font=text.font.font)
+
+
+def _cell_font(sheet: Sheet) -> LabelFont:
+    """The labels' font (the first text is the title, a size larger)."""
+    return sheet.texts[1].font if len(sheet.texts) > 1 else sheet.texts[0].font
+
+
+def _paste(sheet: Image.Image, path: Path, box: tuple[int, int, int, int]) -> str | None:
+    x0, y0, x1, y1 = box
+    try:
+        with Image.open(path) as img:
+            img.draft("RGB", (x1 - x0, y1 - y0))  # JPEG decodes at a reduced size, others ignore it
+            img = img.convert("RGB")
+            img.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, reducing_gap=3.0)
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        return str(exc)[:120] or type(exc).__name__
+    sheet.paste(img, (x0 + (x1 - x0 - img.width) // 2, y0 + (y1 - y0 - img.height) // 2))
+    img.close()
+    return None
+
+
+def _unique_names(sheets: list[Sheet]) -> None:
+    """Two page values can make the same file name once cleaned; number the later ones."""
+    seen: set[str] = set()
+    for sheet in sheets:
+        file, n = sheet.file, 1
+        while file.name.casefold() in seen:
+            n += 1
+            file = sheet.file.with_name(f"{sheet.file.stem}-{n}{sheet.file.suffix}")
+        seen.add(file.name.casefold())
+        sheet.file = file
+
+
+def _layout_warnings(result: GridResult, options: GridOptions) -> list[GridWarning]:
+    found: list[GridWarning] = []
+    sweep, sheets = result.sweep, result.sheets
+    texts = {line for sheet in sheets for t in sheet.texts for line in t.lines}
+    texts |= {line for sheet in sheets for c in sheet.cells if c.text for line in c.text.lines}
+    font = LabelFont(options.font, 16)
+    missing = font.missing(sorted(texts))
+    if missing:
+        suggestion = installed_fallback()
+        if suggestion is not None and LabelFont(suggestion, 16).missing([missing]) == missing:
+            suggestion = None  # that font lacks them too
+        found.append(MissingGlyphs(missing, options.font, suggestion))
+    shrunk = [s for s in sheets if s.cell != s.natural]
+    if shrunk:
+        found.append(Downscaled(shrunk[0].natural, min((s.cell for s in shrunk), key=max),
+                                options.max_size))
+    split = [s for s in sheets if s.part[1] > 1]
+    if split:
+        found.append(Split(len({(s.file.parent, tuple(s.page)) for s in split}), len(split),
+                           options.max_size))
+    if sweep.unplaced:
+        found.append(Unplaced(sweep.unplaced))
+    if sweep.duplicates:
+        found.append(Duplicates(sweep.duplicates))
+    return found
+
