@@ -22,6 +22,7 @@ def loaded_by(module: str) -> set[str]:
 
 @pytest.mark.parametrize(("module", "never"), [
     ("batchgen.manifest", HEAVY),
+    ("batchgen.manifest.shards", HEAVY),
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.simulator", ("uvicorn",)),
