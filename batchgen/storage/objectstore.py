@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -25,6 +25,8 @@ from batchgen.storage.writer import SavedFiles
 __all__ = ["ObjectStoreWriter", "is_store_url"]
 
 _S3 = ("s3", "s3a")
+_IMAGES = "images/"
+_IMAGE_SUFFIXES = frozenset({"webp", "png", "jpeg", "jpg"})
 _CONTENT_TYPES = {"webp": "image/webp", "png": "image/png", "jpeg": "image/jpeg",
                   "jpg": "image/jpeg", "json": "application/json", "txt": "text/plain; charset=utf-8"}
 
@@ -55,7 +57,7 @@ class ObjectStoreWriter:
             root = filesystem._strip_protocol(self.url)
         self.fs = filesystem
         self.root = str(root).rstrip("/")
-        self._sizes: dict[str, int] | None = None
+        self._results: dict[str, int] | None = None
 
     def __repr__(self) -> str:
         return f"ObjectStoreWriter({self.url!r})"
@@ -77,8 +79,7 @@ class ObjectStoreWriter:
 
     def has_result(self, file: str, size: int) -> bool:
         """True when the listing holds the image at ``size`` bytes and its sidecar."""
-        sizes = self._index()
-        return sizes.get(file) == size and str(PurePosixPath(file).with_suffix(".json")) in sizes
+        return self._index().get(file) == size
 
     def save(self, job: Job, data: bytes, sidecar: Sidecar) -> SavedFiles:
         """PUT image, caption and sidecar, each whole, the sidecar last. Blocking; OutputError."""
@@ -89,7 +90,8 @@ class ObjectStoreWriter:
         if job.caption is not None:
             files.append((self._relative(job, "txt"), job.caption.encode()))
         files.append((self._relative(job, "json"), sidecar.encode()))
-        sizes = self._index()
+        results = self._index()
+        results.pop(file, None)  # until its sidecar is back, this image is no result
         written: list[str] = []
         try:
             for relative, content in files:
@@ -101,35 +103,54 @@ class ObjectStoreWriter:
                     self.fs.rm_file(self._key(relative))
                 except Exception:  # noqa: BLE001 - best effort: the sidecar is missing anyway
                     pass
-                sizes.pop(relative, None)
             raise
-        for relative, content in files:
-            sizes[relative] = len(content)
+        results[file] = len(data)
         return SavedFiles(file=file, size=len(data), sha256=sha)
 
     # -- what exists ------------------------------------------------------------------------
 
     def refresh(self) -> None:
-        """List ``images/`` again (one recursive listing), forgetting what was known."""
-        base = f"{self.root}/images"
-        try:
-            self.fs.invalidate_cache(base)
-        except Exception:  # noqa: BLE001 - a filesystem without a cache
-            pass
-        found = self._call("list", base, self.fs.find, base, detail=True)
-        cut = len(self.root) + 1
-        self._sizes = {str(path)[cut:]: int(info.get("size") or 0) for path, info in found.items()
-                       if str(path).startswith(base + "/")}
+        """List ``images/`` again (one paged listing), forgetting what was known.
 
-    def files(self) -> dict[str, int]:
-        """Every object under ``images/`` (relative name -> bytes), as last listed."""
+        Only images whose sidecar is listed too are kept, one entry each (name -> bytes), so
+        the index costs about one short string and one integer per finished job.
+        """
+        base = f"{self.root}/images"
+        images: dict[str, int] = {}
+        sidecars: set[str] = set()
+
+        def take(name: str, size: int) -> None:
+            stem, dot, suffix = name.rpartition(".")
+            if suffix == "json":
+                sidecars.add(stem)
+            elif dot and suffix in _IMAGE_SUFFIXES:
+                images[_IMAGES + name] = size
+
+        if self.protocol in _S3:
+            self._call("list", base, _sync_s3_listing, self.fs, base, take)
+        else:
+            try:
+                self.fs.invalidate_cache(base)
+            except Exception:  # noqa: BLE001 - a filesystem without a cache
+                pass
+            found = self._call("list", base, self.fs.find, base, detail=True)
+            for path, info in found.items():
+                if str(path).startswith(base + "/"):
+                    take(str(path)[len(base) + 1:], int(info.get("size") or 0))
+        orphans = [file for file in images if file[len(_IMAGES):].rpartition(".")[0] not in sidecars]
+        for file in orphans:
+            del images[file]
+        self._results = images
+
+    def results(self) -> dict[str, int]:
+        """Every image under ``images/`` that has its sidecar (name -> bytes), as last listed."""
         return dict(self._index())
 
     def _index(self) -> dict[str, int]:
-        if self._sizes is None:
+        if self._results is None:
             self.refresh()
-        assert self._sizes is not None
-        return self._sizes
+        assert self._results is not None
+        return self._results
 
     # -- single objects ---------------------------------------------------------------------
 
@@ -155,6 +176,27 @@ class ObjectStoreWriter:
             return func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
             raise _output_error(what, f"{self.protocol}://{key}", exc) from exc
+
+
+def _sync_s3_listing(fs: Any, base: str, take: Callable[[str, int], None]) -> None:
+    """``take(name under base, bytes)`` for every object under ``base``, page by page.
+
+    Straight from the client's ListObjectsV2 paginator: s3fs's ``find`` would first build a
+    dict of several fields per object, about a kilobyte each, for the whole prefix.
+    """
+    from fsspec.asyn import sync
+
+    sync(fs.loop, _s3_listing, fs, base, take)
+
+
+async def _s3_listing(fs: Any, base: str, take: Callable[[str, int], None]) -> None:
+    client = await fs.set_session()
+    bucket, _, prefix = base.partition("/")
+    prefix += "/"
+    cut = len(prefix)
+    async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", ()):
+            take(item["Key"][cut:], item["Size"])
 
 
 def _open(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:

@@ -162,7 +162,7 @@ def test_urls_and_names_are_checked_before_anything_is_written() -> None:
     for bad in ("../escape", "/abs", "a//b", "a/./b"):
         with pytest.raises(OutputError):
             writer.save(job(bad), b"x", sidecar(job(bad)))
-    assert writer.files() == {}
+    assert writer.results() == {}
 
 
 BATCH = """\
