@@ -10,25 +10,14 @@ import os
 import shutil
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
+from cluster.slurmkit import Slurm
+
 SLURM_UP = Path(__file__).with_name("slurm_up.sh")
 TOOLS = ("munged", "mungekey", "slurmctld", "slurmd", "sbatch", "sinfo", "scontrol")
-
-
-@dataclass(frozen=True)
-class Slurm:
-    """A running cluster: its folder (state, logs) and the environment its clients need."""
-
-    folder: Path
-    conf: Path
-
-    @property
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "SLURM_CONF": str(self.conf)}
 
 
 @pytest.fixture(scope="session")

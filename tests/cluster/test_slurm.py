@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Slurm
+from cluster.slurmkit import Slurm
 
 #: Each array task records what Slurm set and the shard batchgen reads from it.
 TASK = f"""#!/bin/sh
