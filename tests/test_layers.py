@@ -22,8 +22,10 @@ def loaded_by(module: str) -> set[str]:
 
 @pytest.mark.parametrize(("module", "never"), [
     ("batchgen.manifest", HEAVY),
+    ("batchgen.manifest.shards", HEAVY),
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
+    ("batchgen.storage.objectstore", HEAVY + ("fsspec", "s3fs", "botocore", "aiohttp")),
     ("batchgen.simulator", ("uvicorn",)),
     ("batchgen.engine.summary", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.view", HEAVY),
