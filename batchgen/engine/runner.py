@@ -13,11 +13,10 @@ periodic fsync and the two-stage interrupt; it prints nothing.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,6 +32,7 @@ from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Re
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
+from batchgen.engine.stream import JobStream, manifest_counts
 from batchgen.engine.summary import RunMode, RunOutcome, RunSummary
 from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
 from batchgen.job import Failure, Job, JobState
@@ -45,7 +45,6 @@ from batchgen.storage.diff import FolderDiff
 from batchgen.storage.folder import BatchFolder, check_batch_folder
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import LEDGER_FILE, JobRecord, Ledger
-from batchgen.storage.results import join
 from batchgen.storage.writer import Writer
 
 __all__ = ["Batch", "RunMode", "RunOptions", "RunOutcome", "RunSummary", "run_batch"]
@@ -151,7 +150,7 @@ class Batch:
             if diff is not None:
                 ledger.record_membership()
             stuck, requeued = self._requeue_failed(ledger, mode)
-            counts = _manifest_counts(ledger, plan.jobs)
+            counts = manifest_counts(ledger, plan.jobs)
             if mode is RunMode.RETRY and not stuck and not requeued:
                 return self._nothing_to_retry(ledger, plan, clock.now() - started)
             to_submit = 0 if mode is RunMode.COLLECT else counts.todo
@@ -183,7 +182,7 @@ class Batch:
                                       concurrency=concurrency, max_submits=o.max_jobs,
                                       submit_grace=provider.options.timeout)
                 committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
-                stream = _Stream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT)
+                stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT)
                 if possibly_created and mode is not RunMode.COLLECT:
                     reporter.notice(PossiblyCreated(possibly_created))
                 redone: dict[str, Redo] = {}
@@ -313,7 +312,7 @@ class Batch:
 
     def _nothing_to_retry(self, ledger: Ledger, plan: Plan, elapsed: float) -> RunSummary:
         """``retry`` with no failed job to run again: says so, and sends nothing."""
-        counts = _manifest_counts(ledger, plan.jobs)
+        counts = manifest_counts(ledger, plan.jobs)
         s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=plan.jobs,
                        done=counts.done, already_done=counts.done, outstanding=counts.outstanding,
                        pending=counts.todo, mode=RunMode.RETRY, elapsed=elapsed,
@@ -326,7 +325,7 @@ class Batch:
         return s
 
     def _summary(self, ledger: Ledger, planned: int, stats: RunStats, scheduler: Scheduler,
-                 stream: _Stream, elapsed: float) -> RunSummary:
+                 stream: JobStream, elapsed: float) -> RunSummary:
         s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=planned,
                        submitted=stats.submitted + stats.refused, refused=stats.refused,
                        collected=stats.done, already_done=stats.already_done,
@@ -358,38 +357,6 @@ class Batch:
         return s
 
 
-@dataclass
-class _Counts:
-    """The manifest's jobs by state (``todo``: not started, pending or caught mid-submit)."""
-
-    done: int = 0
-    failed: int = 0
-    outstanding: int = 0
-    submitting: int = 0
-    todo: int = 0
-
-
-def _manifest_counts(ledger: Ledger, planned: int) -> _Counts:
-    counts = _Counts()
-    recorded = 0
-    for rec in ledger.records.values():
-        if not rec.seen:
-            continue
-        recorded += 1
-        state = rec.state
-        if state == JobState.DONE:
-            counts.done += 1
-        elif state == JobState.FAILED:
-            counts.failed += 1
-        elif state.outstanding:
-            counts.outstanding += 1
-        else:
-            counts.todo += 1
-            counts.submitting += state == JobState.SUBMITTING
-    counts.todo += max(0, planned - recorded)
-    return counts
-
-
 async def _plan(manifest: Manifest, diff: FolderDiff | None) -> Plan:
     """The plan's one pass, letting the event loop in every few thousand jobs: a Ctrl-C
     during the check of a big manifest stops it at once."""
@@ -405,63 +372,6 @@ async def _plan(manifest: Manifest, diff: FolderDiff | None) -> Plan:
 def _describe(target: Target) -> str:
     where = "the simulator" if target.simulated else target.provider
     return f"{target.model} on {where} ({target.host})"
-
-
-class _Stream:
-    """The manifest's jobs that still need work, decided against the ledger as they stream by.
-
-    Yields a Job to submit, or an Outstanding to follow (a done job whose image or sidecar is
-    missing or broken, fetched again from its task; or a task whose ledger entry lost its
-    spec). Reads through the storage package's one join of manifest and ledger.
-    """
-
-    def __init__(self, manifest: Manifest, ledger: Ledger, writer: Writer, stats: RunStats,
-                 submit: bool) -> None:
-        self.manifest = manifest
-        self.ledger = ledger
-        self.writer = writer
-        self.stats = stats
-        self.submit = submit
-        self.repaired: set[str] = set()  # done jobs whose files are being fetched again
-
-    def __iter__(self) -> Iterator[Job | Outstanding]:
-        ledger = self.ledger
-        for result in join(self.manifest.jobs(), ledger):
-            job, rec = result.job, result.record
-            if rec is None:
-                if self.submit:
-                    yield job
-                continue
-            state = rec.state
-            if state == JobState.DONE:
-                if rec.file and self.writer.has_result(rec.file, rec.size, rec.side):
-                    continue
-                self.stats.already_done -= 1
-                job = self._at_recorded_name(job, rec.file)
-                if rec.task_id:
-                    self.repaired.add(job.job_id)
-                    ledger.follow_again(job.job_id, rec.task_id, job=job)
-                    yield Outstanding(job, rec.task_id, None, finished=True)
-                elif self.submit:
-                    ledger.reset(job.job_id)
-                    yield job
-            elif state in (JobState.PENDING, JobState.SUBMITTING):
-                if self.submit:
-                    yield job
-            elif state.outstanding and rec.get("spec") is None and rec.task_id:
-                yield Outstanding(job, rec.task_id, rec.get("submitted_at"))
-
-    def _at_recorded_name(self, job: Job, file: str | None) -> Job:
-        """The job as it was saved: a repaired file goes back where the ledger has it, even
-        after a filename edit, so no file ever moves onto another job's name."""
-        if not file or self.writer.image_file(job) == file:
-            return job
-        suffix = f".{job.extension}"
-        if file.startswith("images/") and file.endswith(suffix):
-            old = dataclasses.replace(job, name=file[len("images/"):-len(suffix)])
-            if self.writer.image_file(old) == file:
-                return old
-        return job
 
 
 async def _two_stage_interrupt(scheduler: Scheduler, reporter: Reporter) -> None:
