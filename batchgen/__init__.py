@@ -8,22 +8,30 @@ Names load on first use, so ``batchgen plan`` does not pay for the HTTP stack.
 
 from __future__ import annotations
 
+import logging
 from importlib import import_module
 from typing import Any
 
 from batchgen._version import __version__
+
+# A library logs; it never prints. Without a handler of its own, Python's last-resort handler
+# would print every warning to stderr next to the CLI's own words (a stop said twice).
+logging.getLogger("batchgen").addHandler(logging.NullHandler())
 
 _PUBLIC = {
     "AuthError": "batchgen.errors",
     "BalanceError": "batchgen.errors",
     "Batch": "batchgen.engine.runner",
     "Failure": "batchgen.job",
+    "FileClash": "batchgen.errors",
+    "FolderMismatch": "batchgen.errors",
     "JobState": "batchgen.job",
     "BatchStopped": "batchgen.errors",
     "BatchgenError": "batchgen.errors",
     "Job": "batchgen.job",
     "Manifest": "batchgen.manifest.loader",
     "ManifestError": "batchgen.errors",
+    "NotABatchFolder": "batchgen.errors",
     "OutputError": "batchgen.errors",
     "Plan": "batchgen.manifest.plan",
     "Problem": "batchgen.errors",
@@ -34,6 +42,7 @@ _PUBLIC = {
     "RunOutcome": "batchgen.engine.summary",
     "RunSummary": "batchgen.engine.summary",
     "SimConfig": "batchgen.simulator",
+    "Target": "batchgen.storage.identity",
     "Simulator": "batchgen.simulator",
     "StatusReport": "batchgen.storage.status",
     "StopKind": "batchgen.errors",

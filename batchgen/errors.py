@@ -6,6 +6,9 @@ person and an exit code for the CLI. Errors never carry the API key, not even in
     BatchgenError                     exit 1 unless a subclass says otherwise
     ├── ManifestError                 exit 2: the manifest is wrong (.problems, one per line)
     ├── UsageError                    exit 2: bad arguments, missing key, folder in use
+    │   ├── NotABatchFolder           the output folder holds other files and no ledger
+    │   ├── FolderMismatch            the folder was made against another target (.recorded)
+    │   └── FileClash                 a job would write over another job's file (.clashes)
     ├── ProviderError                 the API answered something we cannot use (.status, .reason)
     │   ├── JobRejected               this request is wrong: fail the job, never retry it
     │   ├── BatchStopped              exit 3: nothing more can be submitted (.kind)
@@ -39,7 +42,10 @@ __all__ = [
     "ImageTooLarge",
     "JobRejected",
     "LedgerError",
+    "FileClash",
+    "FolderMismatch",
     "ManifestError",
+    "NotABatchFolder",
     "OutputError",
     "Problem",
     "ProviderError",
@@ -104,6 +110,44 @@ class UsageError(BatchgenError):
     """The command itself is wrong (arguments, environment, a folder in use)."""
 
     exit_code = 2
+
+
+class NotABatchFolder(UsageError):
+    """The output folder exists, holds files, and has no ledger: it is not a batch's folder."""
+
+    def __init__(self, message: str, folder: object) -> None:
+        super().__init__(message)
+        self.folder = folder
+
+
+class FolderMismatch(UsageError):
+    """The batch folder was made against another target (provider, host, model, simulated).
+
+    ``recorded`` and ``current`` are the two targets (``batchgen.storage.identity.Target``),
+    ``done`` how many images the folder holds; ``RunOptions(adopt=True)`` (``--adopt``)
+    records the new target and goes on.
+    """
+
+    def __init__(self, message: str, *, folder: object, recorded: object, current: object,
+                 done: int) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.recorded = recorded
+        self.current = current
+        self.done = done
+
+
+class FileClash(UsageError):
+    """Jobs of the manifest would write over files the ledger records for other jobs.
+
+    ``clashes`` holds the first few (``batchgen.storage.diff.Clash``), ``count`` all of them.
+    """
+
+    def __init__(self, message: str, *, folder: object, clashes: list, count: int) -> None:
+        super().__init__(message)
+        self.folder = folder
+        self.clashes = list(clashes)
+        self.count = count
 
 
 class ProviderError(BatchgenError):

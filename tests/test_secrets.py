@@ -147,4 +147,4 @@ def test_a_wrong_key_stops_with_exit_3_naming_the_variable_not_the_key(tmp_path:
 
     missing = cli("run", str(path), "--base-url", "http://127.0.0.1:9", "--output", str(tmp_path / "out"),
                   env={"JIEKOU_API_KEY": ""})
-    assert missing.returncode == 2 and "JIEKOU_API_KEY is not set" in missing.stderr
+    assert missing.returncode == 2 and "JIEKOU_API_KEY is set but empty" in missing.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,21 +39,74 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _concurrency(text: str) -> int:
+    from batchgen.manifest.fields import MAX_CONCURRENCY  # the manifest's limit, one number
+
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CONCURRENCY} (as in a manifest), "
+                                         f"got {value}")
+    return value
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     """Validate a manifest and show what it would run.
+
+    When the batch folder already has a ledger, it also shows what is done, what is new and
+    what is no longer in the manifest, and estimates the time (and, with price_per_image in
+    the manifest, the cost) of the new work only. It refuses, as run would, a manifest whose
+    jobs would write over files the ledger records for other jobs.
 
     Example: batchgen plan manifests/lora-sweep.yaml --json
     """
     from batchgen.cli.render import render_plan
     from batchgen.manifest import load_manifest, plan_manifest
+    from batchgen.storage.ledger import LEDGER_FILE, Ledger
 
     manifest = load_manifest(args.manifest)
-    plan = plan_manifest(manifest, task_seconds=args.task_seconds)
+    folder = Path(args.output) if args.output is not None else manifest.output
+    diff = recorded = current = None
+    if (folder / LEDGER_FILE).is_file():
+        from batchgen.storage.diff import FolderDiff
+
+        ledger = Ledger.read(folder)
+        diff = FolderDiff(ledger)
+        recorded = ledger.target
+        current = _target_of(manifest, args)
+    plan = plan_manifest(manifest, task_seconds=args.task_seconds,
+                         observe=diff.add if diff is not None else None)
+    if diff is not None:
+        diff.finish()
+        diff.raise_for_clashes()
     if args.json:
-        print(json.dumps(plan.to_json(), indent=2, ensure_ascii=False))
+        data = plan.to_json()
+        data["output"] = str(folder)
+        data["ledger"] = diff is not None
+        work = diff.new if diff is not None else plan.jobs
+        data.update(diff.to_json() if diff is not None else
+                    {"done": 0, "new": plan.jobs, "failed": 0, "at_provider": 0, "vanished": 0,
+                     "renamed": 0, "clashes": 0})
+        data["new_estimate_seconds"] = round(plan.seconds_for(work), 1)
+        data["new_cost"] = plan.cost_for(work)
+        data["folder_target"] = recorded.to_json() if recorded is not None else None
+        data["target_matches"] = None if recorded is None else recorded == current
+        print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print(render_plan(plan))
+        print(render_plan(plan, diff, recorded=recorded, current=current))
     return 0
+
+
+def _target_of(manifest, args: argparse.Namespace):
+    """The target a run with these options would record (plan compares it with the folder's)."""
+    from batchgen.provider.targets import resolve_target
+    from batchgen.storage.identity import Target
+
+    if args.simulate:
+        from batchgen.simulator.app import DEFAULT_API_BASE_URL as base_url
+    else:
+        base_url = args.base_url or manifest.base_url
+    target = resolve_target(manifest.provider, base_url, manifest.api_key_env)
+    return Target(target.provider, target.host, manifest.model, bool(args.simulate))
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -107,6 +161,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 def _run_options(args: argparse.Namespace):
     """The batch's parts as the command line gives them; --simulate gives the in-process
     simulator's two transports and a key it accepts."""
+    from batchgen.cli.invocation import Invocation
     from batchgen.cli.progress import ProgressMode, ProgressReporter
     from batchgen.engine.runner import RunOptions
 
@@ -119,23 +174,27 @@ def _run_options(args: argparse.Namespace):
         parts = dict(api_transport=sim.api_transport(), image_transport=sim.image_transport(),
                      api_key=ApiKey("simulated-key"), base_url=sim.api_base_url)
     mode = ProgressMode.QUIET if args.quiet else ProgressMode.AUTO
-    return RunOptions(output=args.output, concurrency=args.concurrency, rate_limit=args.rpm,
+    return RunOptions(output=args.output, concurrency=args.concurrency,
+                      rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
                       max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
                       include_rejected=getattr(args, "include_rejected", False),
-                      reporter=ProgressReporter(mode=mode), **parts)
+                      simulated=bool(args.simulate), adopt=args.adopt,
+                      reporter=ProgressReporter(mode=mode, invocation=Invocation.from_args(args)),
+                      **parts)
 
 
 def _execute(args: argparse.Namespace, mode: str) -> int:
     import anyio
 
     from batchgen.cli.exitcodes import exit_code
+    from batchgen.cli.invocation import Invocation
     from batchgen.cli.render import render_summary
     from batchgen.engine.runner import Batch
 
     batch = Batch(args.manifest, _run_options(args))
     summary = anyio.run({"run": batch.run, "collect": batch.collect, "retry": batch.retry}[mode])
-    print(render_summary(summary, args.manifest))
+    print(render_summary(summary, Invocation.from_args(args)))
     return exit_code(summary)
 
 
@@ -145,8 +204,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
     Run the same command again after an interruption, a crash or a provider stop: tasks already
     submitted are collected, never submitted twice.
 
-    Exit codes: 0 all done, 1 some jobs failed, 2 bad input or usage, 3 stopped by the
-    provider (key or balance), 4 output folder not writable or disk full, 130 interrupted.
+    The folder remembers what made it (provider, API host, model, simulated or not): a run
+    against another target refuses it (exit 2) unless --adopt.
+
+    Exit codes: 0 all done, 1 some jobs failed, 2 bad input or usage (a folder of another
+    target or batch included), 3 stopped by the provider (key or balance), 4 output folder
+    not writable or disk full, 130 interrupted.
 
     Example: batchgen run manifests/demo.yaml --simulate
     """
@@ -164,7 +227,9 @@ def _cmd_collect(args: argparse.Namespace) -> int:
 def _cmd_retry(args: argparse.Namespace) -> int:
     """Put failed (and expired) jobs back and run them; takes the same options as run.
 
-    Requests the provider rejected as invalid are left alone unless --include-rejected.
+    A timed-out task is polled once more, and submitted anew if it is still not finished
+    (the old task may still finish, and be billed). Requests the provider rejected as
+    invalid are left alone unless --include-rejected. With nothing failed, nothing is sent.
 
     Example: batchgen retry manifests/dataset.yaml
     """
@@ -174,14 +239,16 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     """Show a batch's progress: counts by state, failures by reason, pace, tasks paid for.
 
-    Takes the manifest or the batch folder; safe to use while the batch runs.
+    Takes the manifest or the batch folder; safe to use while the batch runs. Given only the
+    folder, the planned job count is the one the latest run recorded; "complete" means every
+    planned job is done.
 
     Example: batchgen status output/castle-sweep --json
     """
     from batchgen.cli.render import render_status
     from batchgen.storage.status import batch_status
 
-    report = batch_status(args.target)
+    report = batch_status(args.target, args.output)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -241,7 +308,6 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"batchgen {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
 
     def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
         doc = (func.__doc__ or "").strip()
@@ -253,8 +319,12 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("plan", _cmd_plan, "validate a manifest and show the jobs it expands to")
     p.add_argument("manifest", help="path to the manifest (YAML)")
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
-    p.add_argument("--task-seconds", type=float, default=None, metavar="S",
+    p.add_argument("--task-seconds", type=_positive_float, default=None, metavar="S",
                    help="assumed seconds per task for the time estimate")
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="the batch folder to compare with (default: the manifest's)")
+    p.add_argument("--base-url", metavar="URL", help="compare with a run against this base URL")
+    p.add_argument("--simulate", action="store_true", help="compare with a --simulate run")
 
     command("schema", _cmd_schema, "print the manifest JSON Schema")
 
@@ -307,13 +377,18 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--sim-task-seconds", type=float, default=1.0, metavar="S",
                        help=argparse.SUPPRESS)
         p.add_argument("--base-url", metavar="URL", help="send requests to this API base URL")
-        p.add_argument("--concurrency", type=_positive_int, metavar="N",
-                       help="tasks in flight at the provider (default: the manifest's)")
-        p.add_argument("--rpm", type=_positive_float, metavar="N", help="at most N submits per minute")
+        p.add_argument("--concurrency", type=_concurrency, metavar="N",
+                       help="tasks in flight at the provider, 1..1000 (default: the manifest's)")
+        if name != "collect":  # collect submits nothing: no submit rate to limit
+            p.add_argument("--rpm", type=_positive_float, metavar="N",
+                           help="at most N submits per minute")
         p.add_argument("--output", type=Path, metavar="DIR",
                        help="the batch folder (default: output/<name>/)")
+        p.add_argument("--adopt", action="store_true",
+                       help="go on in a folder made against another target (provider, host, "
+                            "model or simulator), recording this one")
         p.add_argument("--quiet", action="store_true", help="no progress display, only the summary")
-        if name == "run":
+        if name != "collect":
             p.add_argument("--max-jobs", type=_positive_int, metavar="N",
                            help="submit at most N new jobs this time")
         if name == "retry":
@@ -322,6 +397,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("status", _cmd_status, "show a batch's progress and failures")
     p.add_argument("target", help="the manifest, or the batch folder")
+    p.add_argument("--output", type=Path, metavar="DIR",
+                   help="with a manifest: its batch folder, if not the manifest's")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
     p = command("grid", _cmd_grid, "draw labelled contact sheets of a sweep")
@@ -350,6 +427,11 @@ def _build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Exit code when whoever read the output went away (``batchgen status --json | head``),
+#: as a shell reports a process ended by SIGPIPE.
+EXIT_PIPE_CLOSED = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code instead of exiting, so tests can call it."""
     parser = _build_parser()
@@ -358,6 +440,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # argparse exits 2 on bad usage, 0 on --help
         return int(exc.code or 0)
+    if args.command is None:  # a bare `batchgen`: what it can do, not an error
+        parser.print_help()
+        return 0
     args.argv = argv[1:]  # after the command's name: hints repeat the command as typed
     try:
         return int(args.func(args))
@@ -368,8 +453,24 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return exc.exit_code
     except BatchgenError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        from batchgen.cli.invocation import Invocation
+        from batchgen.cli.render import render_error
+
+        how = Invocation.from_args(args) if hasattr(args, "manifest") else None
+        print(render_error(exc, how, args.command), file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        _quiet_stdout()
+        return EXIT_PIPE_CLOSED
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at /dev/null, so the interpreter's last flush does not fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass

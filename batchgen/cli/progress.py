@@ -1,13 +1,15 @@
 """Show a run's progress: a live bar on a terminal, plain periodic lines otherwise.
 
-It only reads the run's counters; it never changes what the run does, and a slow or absent
-terminal never slows the run down.
+It only reads the run's counters; it never changes what the run does, and a slow, absent or
+closed terminal (``| head``) never slows the run down or stops it. Counts and ETA are against
+what this run set out to do (``--max-jobs`` takes a slice of the manifest).
 """
 
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from enum import StrEnum
 from typing import TextIO
 
@@ -15,6 +17,7 @@ import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from batchgen.cli.invocation import Invocation
 from batchgen.cli.render import format_duration, render_notice
 from batchgen.engine.events import Notice
 from batchgen.engine.stats import RunStats
@@ -33,7 +36,8 @@ class ProgressReporter:
     """The CLI's Reporter: notices as text, and the run's counters as a bar or lines."""
 
     def __init__(self, *, mode: ProgressMode = ProgressMode.AUTO, stream: TextIO | None = None,
-                 interval: float = 10.0) -> None:
+                 interval: float = 10.0, invocation: Invocation | None = None,
+                 now: Callable[[], float] = time.monotonic) -> None:
         self.stats = RunStats()
         self.stream = stream or sys.stdout
         mode = ProgressMode(mode)
@@ -42,65 +46,84 @@ class ProgressReporter:
         self.mode = mode
         self.interval = interval
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
+        self.invocation = invocation
+        self._now = now
         self._progress: Progress | None = None
         self._rate_window: list[tuple[float, int]] = []
 
     def notice(self, notice: Notice) -> None:
-        self.say(render_notice(notice))
+        text = render_notice(notice, self.invocation)
+        if text is not None:
+            self.say(text)
 
     def say(self, text: str) -> None:
         """A message for the user, printed above the live bar if there is one."""
         if self.mode is ProgressMode.QUIET:
             return
-        if self._progress is not None:
-            self._progress.console.print(text, markup=False, highlight=False)
-        else:
-            print(text, file=self.stream, flush=True)
+        try:
+            if self._progress is not None:
+                self._progress.console.print(text, markup=False, highlight=False)
+            else:
+                print(text, file=self.stream, flush=True)
+        except (BrokenPipeError, ValueError):  # the reader went away: the run goes on quietly
+            self.mode = ProgressMode.QUIET
 
     def rate(self) -> float:
-        """Jobs finished per second over the last minute or so."""
-        now = time.monotonic()
+        """Jobs finished per second over the last minute or so (since the start, at first)."""
+        now = self._now()
         finished = self.stats.done + self.stats.failed
         window = self._rate_window
+        if not window:
+            window.append((now, 0))  # the run's start: the first line already has a rate
         window.append((now, finished))
         while len(window) > 2 and now - window[0][0] > 60:
             window.pop(0)
         span = now - window[0][0]
         return (finished - window[0][1]) / span if span > 1 else 0.0
 
+    def goal(self) -> int:
+        """What this run means to have done by its end (the manifest's jobs without a cap)."""
+        s = self.stats
+        return s.goal or s.planned
+
     def detail(self) -> str:
         """In flight, failed, rate and ETA: what the bar shows beside the count."""
         s = self.stats
-        todo = max(0, s.planned - s.already_done)
+        left = max(0, self.goal() - s.already_done - s.done - s.failed)
         rate = self.rate()
-        eta = (todo - s.done - s.failed) / rate if rate > 0 else None
+        eta = left / rate if rate > 0 else (0.0 if not left else None)
         return (f"{s.in_flight} in flight, {s.failed} failed, {rate * 60:.0f}/min, "
                 f"ETA {format_duration(eta)}")
 
     def line(self) -> str:
         s = self.stats
-        return f"{s.already_done + s.done}/{s.planned} done, {self.detail()}"
+        text = f"{s.already_done + s.done}/{self.goal()} done"
+        if self.goal() < s.planned:
+            text += f" (of {s.planned} in the manifest)"
+        return f"{text}, {self.detail()}"
 
     async def watch(self, stats: RunStats) -> None:
         """Show ``stats`` until cancelled."""
         self.stats = stats
         if self.mode is ProgressMode.QUIET:
             await anyio.sleep_forever()
+        self.rate()  # the window starts now
         if self.mode is ProgressMode.LINES:
-            while True:
+            while self.mode is ProgressMode.LINES:
                 await anyio.sleep(self.interval)
-                print(f"batchgen: {self.line()}", file=self.stream, flush=True)
+                self.say(f"batchgen: {self.line()}")
+            await anyio.sleep_forever()
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
                             console=self.console, auto_refresh=False, transient=True)
         self._progress = progress
-        task = progress.add_task("images", total=self.stats.planned, detail="")
+        task = progress.add_task("images", total=self.goal(), detail="")
         try:
             with progress:
                 while True:
                     s = self.stats
                     detail = self.detail()
-                    progress.update(task, completed=s.already_done + s.done, total=s.planned,
+                    progress.update(task, completed=s.already_done + s.done, total=self.goal(),
                                     detail=detail)
                     progress.refresh()
                     await anyio.sleep(0.25)

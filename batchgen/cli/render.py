@@ -1,7 +1,9 @@
-"""Every text a person reads about a run or a batch: summaries, status, notices, durations.
+"""Every text a person reads about a plan, a run, a batch or an error, and every hint in it.
 
-The engine and storage hand over data (RunSummary, StatusReport, notices); the words are
-chosen here, once, so a message never drifts between the CLI and the library.
+The engine and storage hand over data (RunSummary, StatusReport, notices, errors); the words
+are chosen here, once, so a message never drifts between the CLI and the library. A hint is
+always a whole command, built by ``Invocation`` from what the person typed (or from what the
+ledger recorded of the last run), so it works when pasted.
 """
 
 from __future__ import annotations
@@ -10,17 +12,26 @@ import shlex
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from batchgen.engine.events import Leaving, Notice, PossiblyCreated, Stopping
+from batchgen.cli.invocation import Invocation
+from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, Redo, Redoing,
+                                    Starting, Stopping)
 from batchgen.engine.summary import RunMode, RunSummary
+from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.manifest.plan import Plan
+from batchgen.storage.diff import FolderDiff
+from batchgen.storage.identity import Target
 from batchgen.storage.status import RATE_WINDOW, StatusReport
 
 if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw import it
     from batchgen.view.grid import GridResult
     from batchgen.view.viewer import ViewResult
 
-__all__ = ["format_duration", "render_grid", "render_notice", "render_plan", "render_status",
-           "render_summary", "render_view"]
+__all__ = ["CHECKING_SHOWN_FROM", "describe_target", "format_duration", "render_error",
+           "render_grid", "render_notice", "render_plan", "render_status", "render_summary",
+           "render_view"]
+
+#: Manifests from this many jobs on get a line before their check (it takes a second or more).
+CHECKING_SHOWN_FROM = 50_000
 
 
 def format_duration(seconds: float | None) -> str:
@@ -36,10 +47,39 @@ def format_duration(seconds: float | None) -> str:
     return f"{secs}s"
 
 
-def render_notice(notice: Notice) -> str:
+def describe_target(target: Target) -> str:
+    where = "the simulator" if target.simulated else target.provider
+    return f"{target.model} on {where} ({target.host})"
+
+
+def _invocation(how: Invocation | str | Path) -> Invocation:
+    return how if isinstance(how, Invocation) else Invocation(str(how))
+
+
+def _cmd(how: Invocation, name: str, *extra: str) -> str:
+    return f"`{how.command(name, *extra)}`"
+
+
+# -- notices -----------------------------------------------------------------------------------
+
+def render_notice(notice: Notice, how: Invocation | None = None) -> str | None:
+    """A notice as a line (None: not worth a line, such as the check of a small manifest)."""
+    if isinstance(notice, Checking):
+        if notice.jobs < CHECKING_SHOWN_FROM:
+            return None
+        return (f"checking {notice.manifest}: {notice.jobs:,} jobs, every one before anything is "
+                f"sent (Ctrl-C stops it)...")
+    if isinstance(notice, Starting):
+        return _starting(notice, how)
     if isinstance(notice, PossiblyCreated):
         return (f"{notice.count} job(s) were being submitted when an earlier run stopped: a task "
                 f"may exist at the provider without its id; submitting them again.")
+    if isinstance(notice, Redoing):
+        if notice.why is Redo.FORGOTTEN:
+            return (f"{notice.count} job(s) whose task the provider no longer knows: submitting "
+                    f"them again.")
+        return (f"{notice.count} timed-out task(s) still not finished after one more poll: "
+                f"submitting them anew (the old tasks may still finish, and be billed).")
     if isinstance(notice, Stopping):
         return (f"stopping: no new submits; finishing the {notice.in_flight} task(s) in flight. "
                 f"Press Ctrl-C again to leave at once (the next run collects them).")
@@ -48,13 +88,48 @@ def render_notice(notice: Notice) -> str:
     raise TypeError(f"unknown notice {notice!r}")
 
 
-def render_summary(summary: RunSummary, manifest_path: str | Path) -> str:
-    """The lines printed when a run ends: what was done, what is left, what to type next."""
-    self = summary
+def _starting(n: Starting, how: Invocation | None) -> str:
+    lines = [f"batchgen {n.mode}: batch {n.batch}, {n.planned:,} job(s), in {n.folder}, "
+             f"{describe_target(n.target)}"]
+    work = f"  {n.done:,} done, {n.to_submit:,} to submit"
+    if n.max_jobs is not None:
+        work += f" (--max-jobs {n.max_jobs})"
+    work += f", {n.to_collect:,} to collect from the provider"
+    if n.failed:
+        work += f", {n.failed:,} failed" + (" (left as they are; retry runs them)"
+                                           if n.mode == RunMode.RUN else "")
+    lines.append(work)
+    if n.adopted is not None:
+        lines.append(f"  adopting the folder: it was made against {describe_target(n.adopted)}; "
+                     f"its images keep that provenance in their sidecars")
+    if n.vanished:
+        lines.append(f"  {n.vanished:,} job(s) in the ledger are no longer in the manifest; "
+                     f"their files are kept")
+    if n.renamed:
+        lines.append(f"  {n.renamed:,} done job(s) keep their files under the names an earlier "
+                     f"filename gave them")
+    return "\n".join(lines)
+
+
+# -- a run's summary -------------------------------------------------------------------------
+
+def render_summary(summary: RunSummary, how: Invocation | str | Path) -> str:
+    """The lines printed when a run ends: what was done, what is left, what to type next.
+
+    ``how`` is the command's Invocation (or just the manifest path as typed).
+    """
+    self, how = summary, _invocation(how)
+    if self.nothing_to_retry:
+        return _nothing_to_retry(self, how)
     lines: list[str] = []
+    sent = f"{self.submitted} submitted"
+    if self.refused:
+        sent += f", {self.refused} of them refused by the provider"
     lines.append(f"{self.done}/{self.planned} images done in {self.folder / 'images'} "
-                 f"({self.submitted} submitted, {self.collected} saved this run, "
-                 f"{format_duration(self.elapsed)})")
+                 f"({sent}, {self.collected} saved this run, {format_duration(self.elapsed)})")
+    if self.adopted:
+        lines.append("note: this run adopted a folder made against another target; each image's "
+                     "sidecar names the target that made it.")
     if self.possibly_created:
         lines.append(f"note: {self.possibly_created} job(s) were being submitted when an earlier run "
                      f"stopped; a task may exist at the provider without its id. They were "
@@ -63,48 +138,115 @@ def render_summary(summary: RunSummary, manifest_path: str | Path) -> str:
         lines.append(f"note: {self.maybe_duplicated} submit(s) broke off after the request was sent; "
                      f"the provider may have created (and billed) a task we hold no id for.")
     if self.redownloaded:
-        lines.append(f"note: {self.redownloaded} image(s) recorded done were missing on disk and were "
-                     f"fetched again.")
+        lines.append(f"note: {self.redownloaded} image(s) recorded done were missing or broken on "
+                     f"disk and were fetched again from their task.")
+    if self.redone:
+        lines.append(f"note: {self.redone} job(s) whose task the provider no longer knew were "
+                     f"submitted again.")
+    if self.resubmitted_stuck:
+        lines.append(f"note: {self.resubmitted_stuck} timed-out task(s) were still not finished "
+                     f"after one more poll and were submitted anew; the old tasks may still "
+                     f"finish, and be billed.")
+    if self.size_mismatched:
+        lines.append(f"warning: {self.size_mismatched} image(s) are not the size the request asked "
+                     f"for (e.g. {self.size_example}); each one's sidecar says so.")
+    if self.renamed and self.renamed_example:
+        old, new = self.renamed_example
+        lines.append(f"note: {self.renamed} done job(s) keep their files under the names an earlier "
+                     f"filename gave them (e.g. {old}, named {new} now).")
     if self.vanished:
         sample = ", ".join(self.vanished_sample)
         lines.append(f"note: {self.vanished} job(s) in the ledger are no longer in the manifest "
                      f"(e.g. {sample}); their files are kept.")
     if self.failed:
         reasons = ", ".join(f"{n} {r}" for r, n in self.failures.most_common())
-        lines.append(f"{self.failed} job(s) failed ({reasons}). See `batchgen status {manifest_path}`; "
-                     f"`batchgen retry {manifest_path}` runs the {self.retryable_failed} retryable "
-                     f"one(s) again.")
+        text = f"{self.failed} job(s) failed ({reasons}). See {_cmd(how, 'status')}; "
+        if self.retryable_failed:
+            text += f"{_cmd(how, 'retry')} runs the {self.retryable_failed} retryable one(s) again"
+            if self.failures.get("TIMEOUT"):
+                text += " (a timed-out task is polled once more, then submitted anew)"
+            text += "."
+        else:
+            text += (f"none can pass as sent; {_cmd(how, 'retry', '--include-rejected')} sends "
+                     f"them again anyway.")
+        lines.append(text)
     if self.stopped:
-        lines.append(f"stopped: {self.stopped}")
+        text = f"stopped: {self.stopped}"
+        if self.stop_kind is StopKind.ENDPOINT and how.base_url:
+            text += f" (the base URL was given with --base-url {how.base_url})"
+        lines.append(text)
     if self.interrupted:
         lines.append(f"interrupted: {self.pending} job(s) not submitted, {self.outstanding} task(s) "
                      f"still at the provider. Run the same command again to finish.")
     elif self.pending and not self.stopped and self.mode is RunMode.COLLECT:
-        lines.append(f"{self.pending} job(s) not submitted yet: `batchgen run {manifest_path}` "
-                     f"submits them.")
+        lines.append(f"{self.pending} job(s) not submitted yet: {_cmd(how, 'run')} submits them.")
     elif self.pending and not self.stopped:
-        lines.append(f"{self.pending} job(s) left to do: run the same command again.")
+        share = (f" (this run took on {self.max_jobs} new job(s), as --max-jobs said)"
+                 if self.max_jobs is not None else "")
+        lines.append(f"{self.pending} job(s) left to do{share}: run the same command again.")
     elif self.outstanding and not self.stopped:
         lines.append(f"{self.outstanding} task(s) still at the provider: "
-                     f"`batchgen collect {manifest_path}` picks them up.")
+                     f"{_cmd(how, 'collect')} picks them up.")
     return "\n".join(lines)
 
+
+def _nothing_to_retry(s: RunSummary, how: Invocation) -> str:
+    lines = []
+    if s.failed:
+        reasons = ", ".join(f"{n} {r}" for r, n in s.failures.most_common())
+        lines.append(f"nothing to retry: the {s.failed} failed job(s) ({reasons}) were refused by "
+                     f"the provider as invalid, and would be again as sent; nothing was sent. "
+                     f"{_cmd(how, 'retry', '--include-rejected')} sends them anyway.")
+    else:
+        lines.append(f"nothing to retry: no job of the manifest has failed; nothing was sent "
+                     f"({s.done}/{s.planned} done).")
+    if s.pending:
+        lines.append(f"{s.pending} job(s) not submitted yet: {_cmd(how, 'run')} submits them.")
+    elif s.outstanding:
+        lines.append(f"{s.outstanding} task(s) still at the provider: {_cmd(how, 'collect')} "
+                     f"picks them up.")
+    return "\n".join(lines)
+
+
+# -- status ----------------------------------------------------------------------------------
 
 def render_status(report: StatusReport) -> str:
     """``batchgen status`` as text."""
     self = report
     c = self.counts
-    total = self.planned if self.planned is not None else sum(c.values())
-    out = [f"batch {self.batch} in {self.folder}",
-           f"  {c.get('done', 0)}/{total} done, {c.get('failed', 0)} failed, "
-           f"{c.get('submitted', 0) + c.get('generated', 0)} at the provider, "
-           f"{c.get('submitting', 0)} being submitted, {c.get('pending', 0)} pending"]
+    head = f"batch {self.batch or '(unnamed)'} in {self.folder}"
+    if self.manifest:
+        head += f" (manifest {self.manifest})"
+    out = [head]
+    if self.target is not None:
+        out.append(f"  made with {describe_target(self.target)}")
+    numbers = (f"{self.done:,}/{self.planned:,} done, {self.failed:,} failed, "
+               f"{self.at_provider:,} at the provider, {self.pending:,} pending")
+    if c.get("submitting"):
+        numbers += f" ({c['submitting']:,} being submitted)"
+    if not self.planned_known:
+        out.append(f"  {numbers}; planned jobs unknown: no run is recorded in this ledger "
+                   f"(`batchgen status MANIFEST --output {self.folder}` counts them)")
+    elif self.complete:
+        out.append(f"  complete: {numbers}")
+    else:
+        out.append(f"  not complete: {numbers}")
+    if self.running:
+        out.append(f"  running now (pid {self.holder.pid})" if self.holder else "  running now")
+    elif self.running is None and self.holder is not None:
+        out.append(f"  maybe running on {self.holder.host} (pid {self.holder.pid})")
     out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
     if self.rate_per_minute:
-        out.append(f"  pace: {self.rate_per_minute:.1f} images/min over the last "
-                   f"{RATE_WINDOW / 60:.0f} min, ETA {format_duration(self.eta_seconds)}")
+        pace = (f"  pace: {self.rate_per_minute:.1f} images/min over the last "
+                f"{RATE_WINDOW / 60:.0f} min")
+        if self.eta_seconds is not None:
+            pace += f", ETA {format_duration(self.eta_seconds)}"
+        out.append(pace)
+    if self.size_mismatched:
+        out.append(f"  warning: {self.size_mismatched} image(s) are not the size the request asked "
+                   f"for (e.g. {self.size_example})")
     if self.vanished:
         out.append(f"  {self.vanished} job(s) in the ledger are no longer in the manifest")
     if self.unreadable_lines:
@@ -115,15 +257,40 @@ def render_status(report: StatusReport) -> str:
             kind = "retryable" if item["retryable"] else "not retryable"
             out.append(f"    {item['count']:>6}  {item['reason']} ({kind}), e.g. job {item['example_job']}: "
                        f"{item['example']}")
+    hint = _status_hint(self)
+    if hint:
+        out.append(f"  next: {hint}")
     return "\n".join(out)
 
 
-def render_plan(plan: Plan) -> str:
-    """``batchgen plan`` as text: the summary a person reads before spending money."""
+def _status_hint(r: StatusReport) -> str | None:
+    """The command that goes on from here, rebuilt from the last recorded run."""
+    if r.running or r.complete or r.last_run is None:
+        return None
+    how = Invocation.from_run(r.last_run)
+    if how is None:
+        return None
+    if any(f["retryable"] for f in r.failures):
+        return f"{_cmd(how, 'retry')} runs the retryable failures again"
+    if r.pending or r.at_provider:
+        return f"{_cmd(how, 'run')} finishes the batch"
+    return None
+
+
+# -- plan ------------------------------------------------------------------------------------
+
+def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Target | None = None,
+                current: Target | None = None) -> str:
+    """``batchgen plan`` as text: the summary a person reads before spending money.
+
+    With ``folder`` (the manifest compared with the batch folder's ledger), what is done, new
+    and gone, and the time and cost of the new work only.
+    """
     self = plan
     m = self.manifest
     key = m.key_variable
     key_note = ("set" if self.key_is_set else
+                "set but empty: a real run would refuse it" if self.key_is_empty else
                 "not set in this environment: needed for a real run, not for --simulate")
     axes = " x ".join(f"{ax.name} {ax.size}" for ax in m.axes) or "(no matrix)"
     lines = [
@@ -131,7 +298,7 @@ def render_plan(plan: Plan) -> str:
         f"batch       {m.name}",
         f"model       {m.model} on {m.provider} ({m.endpoint})",
         f"api key     ${key} ({key_note})",
-        f"output      {m.output}",
+        f"output      {folder.ledger.folder if folder is not None else m.output}",
         f"axes        {axes}",
     ]
     for ax in m.axes:
@@ -153,11 +320,29 @@ def render_plan(plan: Plan) -> str:
     caption = repr(m.caption) if isinstance(m.caption, str) else \
         ("the prompt, in <name>.txt" if m.caption else "none")
     lines.append(f"captions    {caption}")
-    lines.append(f"estimate    {_approx(self.estimate_seconds)} wall time: {self.jobs:,} jobs x "
+    work = self.jobs
+    if folder is not None:
+        work = folder.new
+        lines.append(f"in folder   {folder.done:,} done, {folder.new:,} new, {folder.failed:,} failed "
+                     f"(a run leaves them, retry runs them), {folder.at_provider:,} at the "
+                     f"provider; {folder.vanished:,} no longer in the manifest (files kept)")
+        for r in folder.renamed_sample:
+            lines.append(f"renamed     {r.old} keeps its name (the manifest names it {r.new} now)")
+        if folder.renamed > len(folder.renamed_sample):
+            lines.append(f"            ... {folder.renamed:,} done job(s) in all keep an earlier name")
+        if recorded is not None and current is not None and recorded != current:
+            lines.append(f"target      the folder was made with {describe_target(recorded)}, this "
+                         f"run would use {describe_target(current)}: run refuses it without --adopt")
+    what = f"{work:,} {'new ' if folder is not None else ''}jobs"
+    lines.append(f"estimate    {_approx(self.seconds_for(work))} wall time: {what} x "
                  f"{self.task_seconds:g} s / {m.concurrency} in flight"
                  + (f", at most {m.rate_limit}/min" if m.rate_limit else "")
                  + (f" ({self.task_seconds:g} s per task is an assumption; --task-seconds "
                     "changes it)" if self.task_seconds_assumed else ""))
+    cost = self.cost_for(work)
+    if cost is not None:
+        lines.append(f"cost        ~{cost:,.4g} for {what} at {m.price_per_image:g} per image "
+                     f"(price_per_image)")
     for warning in self.warnings:
         lines.append(f"warning     {warning}")
     if self.preview:
@@ -262,3 +447,28 @@ def render_view(result: ViewResult) -> str:
                      f"left out")
     lines.append(f"  while a run goes on the page fills in from {sweep.folder / 'status.js'}")
     return "\n".join(lines)
+
+
+# -- errors ----------------------------------------------------------------------------------
+
+def render_error(exc: BatchgenError, how: Invocation | None = None,
+                 command: str = "run") -> str:
+    """An error as printed (``error: ...``), with the command that goes on when there is one."""
+    text = f"error: {exc}"
+    if how is None:
+        return text
+    if isinstance(exc, FolderMismatch):
+        other = f"{exc.folder}-{'sim' if exc.current.simulated else exc.current.provider}"
+        text += (f"\n  a new folder:    {how.with_output(other).command(command)}"
+                 f"\n  adopt this one:  {how.command(command, '--adopt')}")
+    elif isinstance(exc, FileClash):
+        for clash in exc.clashes:
+            owner = "in the manifest" if clash.owner_in_manifest else "no longer in the manifest"
+            text += (f"\n  {clash.file}: job {clash.job_id} (#{clash.index}) would overwrite "
+                     f"job {clash.owner} ({clash.owner_state}, {owner})")
+        if exc.count > len(exc.clashes):
+            text += f"\n  ... {exc.count - len(exc.clashes)} more"
+        text += f"\n  or a new folder: {how.with_output(f'{exc.folder}-2').command(command)}"
+    elif isinstance(exc, NotABatchFolder):
+        text += f"\n  for example:     {how.with_output(f'{exc.folder}-batch').command(command)}"
+    return text

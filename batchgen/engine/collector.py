@@ -2,7 +2,9 @@
 
 A job's own failure (the task failed, the URL expired for good, the bytes are not an image)
 is recorded in the ledger as data and never raised; only what stops the whole batch (the key
-refused, the disk full) propagates. Nothing is recorded done before its files are in place.
+refused, the disk full) propagates. Nothing is recorded done before its files are in place
+and on disk (the Committer's group fsync). An image of another size than the one asked for is
+kept, and said so in its sidecar, the ledger and the summary.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import time
 
 from batchgen._version import __version__
 from batchgen.engine.clock import Clock
+from batchgen.engine.commit import Committer, Saved
 from batchgen.engine.polling import PollPlanner, TaskClock
 from batchgen.engine.stats import RunStats
 from batchgen.errors import (
@@ -41,7 +44,7 @@ class Collector:
 
     def __init__(self, provider: Provider, ledger: Ledger, writer: Writer, planner: PollPlanner,
                  stats: RunStats, clock: Clock, *, model: str, batch: str, task_timeout: float,
-                 refresh_attempts: int = 2) -> None:
+                 refresh_attempts: int = 2, committer: Committer | None = None) -> None:
         self.provider = provider
         self.ledger = ledger
         self.writer = writer
@@ -52,6 +55,8 @@ class Collector:
         self.batch = batch
         self.task_timeout = task_timeout
         self.refresh_attempts = refresh_attempts
+        # Without a run's group commit (a collector built by hand), each save commits at once.
+        self.committer = committer or Committer(ledger, writer, stats, clock, interval=0)
 
     def clock_for(self, submitted_wall: float | None) -> TaskClock:
         """A TaskClock for a task submitted at a wall time (a resumed task) or just now."""
@@ -160,10 +165,15 @@ class Collector:
             return False
         self.stats.downloads += 1
         sidecar = self._sidecar(job, task_id, result, checked, clock, finished_wall)
+        size_got = None
+        if sidecar.image.size_differs:
+            size_got = sidecar.image.size
+            sidecar.warnings.append(f"the provider returned an image of {size_got}, not the "
+                                    f"{sidecar.image.requested} the request asked for")
         saved = await off_loop(len(checked.data), self.writer.save, job, checked.data, sidecar)
-        self.ledger.done(job.job_id, saved.file, saved.size, saved.sha256)
-        self.stats.done += 1
-        self.stats.bytes += saved.size
+        if size_got is not None:
+            self.stats.wrong_size(f"{saved.file}: asked {sidecar.image.requested}, got {size_got}")
+        await self.committer.add(Saved(job.job_id, saved, size_got))
         return True
 
     def record_failure(self, job: Job, failed: Failed, *, task_id: str | None,
@@ -171,21 +181,22 @@ class Collector:
         """The job's failure as data: in the ledger and the counters, never raised."""
         log.info("job %s failed: %s", job.job_id, failed.reason)
         self.ledger.failed(job.job_id, failed, task_id=task_id, maybe_duplicated=maybe_duplicated)
-        self.stats.fail(failed.label)
+        self.stats.fail(failed.label, refused=failed.failure is Failure.REJECTED)
 
     def _sidecar(self, job: Job, task_id: str, result: TaskResult, checked: CheckedImage,
                  clock: TaskClock, finished_wall: float) -> Sidecar:
+        # Every time on the run's clock: the provider's own timestamps are on another clock
+        # (a "started" before "submitted" helps nobody).
         to_wall = self.clock.wall() - self.clock.now()
-        started_ms = result.debug_ms("execute_time_ms")
-        started = started_ms / 1000 if started_ms else (
-            clock.started_at + to_wall if clock.started_at is not None else None)
+        started = clock.started_at + to_wall if clock.started_at is not None else None
         target = self.provider.target
         return Sidecar(
             batchgen_version=__version__, batch=self.batch, job_id=job.job_id, index=job.index,
             replica=job.replica, provider=ProviderInfo(target.provider, target.host, self.model),
             task_id=task_id, request=job.request, axes=job.axes, seed=result.extra.seed,
             caption=job.caption,
-            image=ImageInfo(checked.format, checked.width, checked.height),
+            image=ImageInfo(checked.format, checked.width, checked.height,
+                            requested=str(job.request.get("size") or "")),
             timings=Timings(submitted=_iso(clock.submitted_at + to_wall), started=_iso(started),
                             finished=_iso(finished_wall), downloaded=_iso(self.clock.wall()),
                             polls=clock.polls))

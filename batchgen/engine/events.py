@@ -7,11 +7,50 @@ a notebook or a web page may render otherwise); with no Reporter a run is silent
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
 from typing import Protocol
 
 from batchgen.engine.stats import RunStats
+from batchgen.storage.identity import Target
 
-__all__ = ["Leaving", "Notice", "PossiblyCreated", "Reporter", "Silent", "Stopping"]
+__all__ = ["Checking", "Leaving", "Notice", "PossiblyCreated", "Redo", "Redoing", "Reporter",
+           "Silent", "Starting", "Stopping"]
+
+
+@dataclass(frozen=True, slots=True)
+class Checking:
+    """The manifest is being checked in full before anything is sent (``jobs`` before
+    exclude); for a big manifest this takes seconds."""
+
+    manifest: str
+    jobs: int
+
+
+@dataclass(frozen=True, slots=True)
+class Starting:
+    """The checks passed: what this run is about to do, and where."""
+
+    mode: str
+    batch: str
+    folder: Path
+    target: Target
+    planned: int
+    done: int
+    to_submit: int
+    to_collect: int
+    failed: int
+    vanished: int = 0
+    renamed: int = 0
+    max_jobs: int | None = None
+    adopted: Target | None = None  # the folder's previous target, when this run adopted it
+
+
+class Redo(Enum):
+    """Why a run submits jobs again that it had already followed."""
+
+    FORGOTTEN = "forgotten"  # the provider no longer knows the task
+    STUCK = "stuck"          # retry: still unfinished after one more poll
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,7 +72,15 @@ class Leaving:
     """The second interrupt: leaving at once, the ledger intact."""
 
 
-Notice = PossiblyCreated | Stopping | Leaving
+@dataclass(frozen=True, slots=True)
+class Redoing:
+    """Jobs submitted anew in this run, and why (a STUCK task may still finish and be billed)."""
+
+    count: int
+    why: Redo
+
+
+Notice = Checking | Starting | PossiblyCreated | Redoing | Stopping | Leaving
 
 
 class Reporter(Protocol):

@@ -1,41 +1,51 @@
 """One batch from manifest to files: run, collect and retry, resumable at any instant.
 
-The runner is the composition root. It validates the whole manifest before anything is sent,
-locks the batch folder, replays the ledger, follows the tasks an earlier run left at the
-provider (oldest first), then streams the manifest and submits what is not done yet. Every
-part it wires together can be given instead (API and image transports, key, clock, writer,
-reporter), so tests and other front ends inject rather than impersonate. It owns the task
-group around the scheduler, the periodic fsync and the two-stage interrupt; it prints nothing.
+The runner is the composition root. Before anything is sent it locks the batch folder,
+replays the ledger, checks the whole manifest against it in one pass (no job may write over
+another's file) and checks that the folder was made against the same target (provider, host,
+model, simulated or not). Then it follows the tasks an earlier run left at the provider
+(oldest first), streams the manifest and submits what is not done yet, and finally redoes the
+jobs whose task the provider forgot. Every part it wires together can be given instead (API
+and image transports, key, clock, writer, reporter), so tests and other front ends inject
+rather than impersonate. It owns the task group around the scheduler, the group commit, the
+periodic fsync and the two-stage interrupt; it prints nothing.
 """
 
 from __future__ import annotations
 
+import os
 import signal
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anyio
 import httpx
+from anyio.lowlevel import checkpoint
 
 from batchgen.engine.clock import Clock, LoopClock
 from batchgen.engine.collector import Collector
-from batchgen.engine.events import PossiblyCreated, Reporter, Silent, Stopping, Leaving
+from batchgen.engine.commit import Committer
+from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Redoing, Reporter,
+                                    Silent, Starting, Stopping)
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
+from batchgen.engine.stream import JobStream, manifest_counts
 from batchgen.engine.summary import RunMode, RunOutcome, RunSummary
-from batchgen.errors import BatchgenError, BatchStopped, OutputError
-from batchgen.job import Job, JobState
-from batchgen.manifest import Manifest, load_manifest, plan_manifest
+from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
+from batchgen.job import Failure, Job, JobState
+from batchgen.manifest import Manifest, load_manifest
+from batchgen.manifest.plan import Plan, plan_steps
 from batchgen.provider.client import ClientOptions, ProviderClient
 from batchgen.provider.pacing import RateGate
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
-from batchgen.storage.folder import BatchFolder
-from batchgen.storage.ledger import Ledger
+from batchgen.storage.diff import FolderDiff
+from batchgen.storage.folder import BatchFolder, check_batch_folder
+from batchgen.storage.identity import RunRecord, Target
+from batchgen.storage.ledger import LEDGER_FILE, JobRecord, Ledger
 from batchgen.storage.live import LiveStatus
-from batchgen.storage.results import join, vanished
 from batchgen.storage.writer import Writer
 
 __all__ = ["Batch", "RunMode", "RunOptions", "RunOutcome", "RunSummary", "run_batch"]
@@ -56,8 +66,10 @@ class RunOptions:
     base_url: str | None = None
     max_jobs: int | None = None
     handle_signals: bool = False   # two-stage Ctrl-C / SIGTERM (the CLI turns it on)
-    fsync_images: bool = False
+    durable: bool = True           # images and sidecars fsynced (group-committed) before "done"
     include_rejected: bool = False  # retry: also requests the provider rejected
+    simulated: bool = False        # the transports are a simulator's: recorded in the folder
+    adopt: bool = False            # go on in a folder made against another target
     client: ClientOptions | None = None
     poll: PollPlanner | None = None
     environ: Mapping[str, str] | None = field(default=None, repr=False)  # holds the API key
@@ -112,57 +124,130 @@ class Batch:
         m, o = self.manifest, self.options
         clock = o.clock or LoopClock()
         started = clock.now()
-        plan = plan_manifest(m)  # the whole manifest is valid before anything is sent
-        target, key = self._target()
-        concurrency = o.concurrency or m.concurrency
+        target, key = self._target()  # no key: refused before anything exists on disk
+        identity = Target(target.provider, target.host, m.model, o.simulated)
         reporter = o.reporter or Silent()
-        ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
+        writer = o.writer or BatchFolder(self.folder, durable=o.durable)
+        check_batch_folder(self.folder)  # somebody else's files are never written into
+        reporter.notice(Checking(str(m.path), m.size))
+        ledger = adopted = diff = None
+        if (self.folder / LEDGER_FILE).exists():
+            ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
         try:
-            writer = o.writer or BatchFolder(self.folder, fsync=o.fsync_images)
+            if ledger is not None:
+                adopted = self._check_target(ledger, identity)  # before the long check
+                diff = FolderDiff(ledger, writer.image_file)
+            # The whole manifest is valid, and no job writes over another's file, before
+            # anything is sent.
+            plan = await _plan(m, diff)
+            if ledger is None:
+                ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
+            if diff is not None:
+                diff.finish()
+                diff.raise_for_clashes()
             writer.prepare()
             if ledger.needs_compaction():
                 ledger.compact()
+            if diff is not None:
+                ledger.record_membership()
+            stuck, requeued = self._requeue_failed(ledger, mode)
+            counts = manifest_counts(ledger, plan.jobs)
+            if mode is RunMode.RETRY and not stuck and not requeued:
+                return self._nothing_to_retry(ledger, plan, clock.now() - started)
+            to_submit = 0 if mode is RunMode.COLLECT else counts.todo
+            if o.max_jobs is not None:
+                to_submit = min(to_submit, o.max_jobs)
+            goal = counts.done + counts.outstanding + to_submit
+            ledger.record_run(RunRecord(
+                at=clock.wall(), mode=mode.value, target=identity, planned=plan.jobs, goal=goal,
+                manifest=os.path.abspath(m.path), output=os.path.abspath(self.folder),
+                base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
+                adopted=adopted))
+            reporter.notice(Starting(
+                mode=mode.value, batch=m.name, folder=self.folder, target=identity,
+                planned=plan.jobs, done=counts.done, to_submit=to_submit,
+                to_collect=sum(1 for _ in ledger.outstanding()), failed=counts.failed,
+                vanished=diff.vanished if diff else 0, renamed=diff.renamed if diff else 0,
+                max_jobs=o.max_jobs, adopted=adopted))
+            possibly_created = counts.submitting
+            stats = RunStats(planned=plan.jobs, goal=goal, already_done=counts.done, started=started)
             live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
-            if mode is not RunMode.RUN:
-                self._requeue_failed(ledger, resubmit=mode is RunMode.RETRY)
-            counts = ledger.counts()
-            possibly_created = counts[JobState.SUBMITTING]
-            stats = RunStats(planned=plan.jobs, already_done=counts[JobState.DONE], started=started)
             live.progress = stats
             created_before = ledger.stats.tasks_created
             maybe_before = ledger.stats.maybe_duplicated
+            concurrency = o.concurrency or m.concurrency
             async with self._provider(target, key, clock, concurrency) as provider:
+                committer = Committer(ledger, writer, stats, clock)
                 collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
-                                      model=m.model, batch=m.name, task_timeout=m.task_timeout)
+                                      model=m.model, batch=m.name, task_timeout=m.task_timeout,
+                                      committer=committer)
                 scheduler = Scheduler(provider, ledger, collector, stats, model=m.model,
                                       concurrency=concurrency, max_submits=o.max_jobs,
                                       submit_grace=provider.options.timeout)
-                stream = _Stream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT)
+                committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
+                stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT)
                 if possibly_created and mode is not RunMode.COLLECT:
                     reporter.notice(PossiblyCreated(possibly_created))
-                async with anyio.create_task_group() as group:
-                    group.start_soon(_sync_ledger_every, ledger, clock, 1.0, live)
-                    group.start_soon(reporter.watch, stats)
-                    if o.handle_signals and threading.current_thread() is threading.main_thread():
-                        group.start_soon(_two_stage_interrupt, scheduler, reporter)
-                    try:
-                        await scheduler.run(self._outstanding(ledger), stream)
-                    finally:
-                        group.cancel_scope.cancel()
-                        live.close()
+                redone: dict[str, Redo] = {}
+                try:
+                    async with anyio.create_task_group() as group:
+                        group.start_soon(committer.run)  # and the ledger's fsync every second
+                        group.start_soon(_refresh_every, live, clock, 1.0)
+                        group.start_soon(reporter.watch, stats)
+                        if o.handle_signals and threading.current_thread() is threading.main_thread():
+                            group.start_soon(_two_stage_interrupt, scheduler, reporter)
+                        try:
+                            await scheduler.run(self._outstanding(ledger), stream)
+                            if mode is not RunMode.COLLECT:
+                                await self._redo(ledger, scheduler, stats, reporter,
+                                                 stuck if mode is RunMode.RETRY else set(), redone)
+                        finally:
+                            group.cancel_scope.cancel()
+                finally:
+                    committer.close()  # the last saves made durable and recorded done
+                    live.close()
             with anyio.CancelScope(shield=True):
                 if ledger.needs_compaction():
                     ledger.compact()
             summary = self._summary(ledger, plan.jobs, stats, scheduler, stream, clock.now() - started)
             summary.possibly_created = possibly_created
             summary.mode = mode
+            summary.goal = goal
+            summary.max_jobs = o.max_jobs
+            summary.adopted = adopted is not None
+            summary.redone = sum(why is Redo.FORGOTTEN for why in redone.values())
+            summary.resubmitted_stuck = sum(why is Redo.STUCK for why in redone.values())
+            summary.redownloaded = sum(1 for job_id in stream.repaired if job_id not in redone
+                                       and ledger.records[job_id].state == JobState.DONE)
             summary.tasks_created = ledger.stats.tasks_created - created_before
             summary.maybe_duplicated = ledger.stats.maybe_duplicated - maybe_before
+            if diff is not None and diff.renamed:
+                summary.renamed = diff.renamed
+                first = diff.renamed_sample[0]
+                summary.renamed_example = (first.old, first.new)
         finally:
-            ledger.close()
+            if ledger is not None:
+                ledger.close()
         if scheduler.fatal is not None and not isinstance(scheduler.fatal, BatchStopped):
             raise scheduler.fatal
         return summary
+
+    def _check_target(self, ledger: Ledger, current: Target) -> Target | None:
+        """Refuse a folder made against another target, unless told to adopt it; returns the
+        folder's old target when adopted."""
+        recorded = ledger.target
+        if recorded is None or recorded == current:
+            return None
+        if self.options.adopt:
+            return recorded
+        done = ledger.counts()[JobState.DONE]
+        fields = ", ".join(recorded.differences(current))
+        raise FolderMismatch(
+            f"{self.folder} holds a batch made against {_describe(recorded)}; this run targets "
+            f"{_describe(current)} ({fields} differ). Its {done} done image(s) would pass for "
+            f"this target's. Use another output folder, or adopt the folder if you mean it "
+            f"(its images keep their own provenance in their sidecars).",
+            folder=self.folder, recorded=recorded, current=current, done=done)
 
     def _outstanding(self, ledger: Ledger) -> list[Outstanding]:
         found = []
@@ -172,29 +257,91 @@ class Batch:
                 found.append(Outstanding(job, rec.task_id, rec.get("submitted_at")))
         return found
 
-    def _requeue_failed(self, ledger: Ledger, resubmit: bool) -> None:
-        """Follow timed-out tasks again; with ``resubmit`` (retry), put other failures back too."""
+    def _requeue_failed(self, ledger: Ledger, mode: RunMode) -> tuple[set[str], int]:
+        """Put failures back as the mode says; returns (timed-out tasks followed again, jobs
+        put back to pending).
+
+        Every mode that submits redoes a job whose task the provider forgot (there is nothing
+        left to follow). ``collect`` and ``retry`` poll a timed-out task once more (its age is
+        kept, so once is all it gets); ``retry`` submits it anew afterwards if it is still not
+        finished, and puts every other retryable failure back (rejected requests too, with
+        ``include_rejected``). Jobs no longer in the manifest are never submitted again.
+        """
+        stuck: set[str] = set()
+        requeued = 0
         for job_id, rec in list(ledger.failures()):
             failure = rec.failure
-            if rec.task_id and failure is not None and failure.follow:
-                ledger.follow_again(job_id, rec.task_id)
-            elif resubmit and (rec.get("retryable", True) or self.options.include_rejected):
+            if failure is Failure.TASK_NOT_FOUND and mode is not RunMode.COLLECT and rec.seen:
                 ledger.reset(job_id)
+                requeued += 1
+            elif failure is not None and failure.follow and rec.task_id and mode is not RunMode.RUN:
+                ledger.follow_again(job_id, rec.task_id, submitted_at=self._task_age(rec))
+                stuck.add(job_id)
+            elif (mode is RunMode.RETRY and rec.seen
+                  and (rec.get("retryable", True) or self.options.include_rejected)):
+                ledger.reset(job_id)
+                requeued += 1
+        return stuck, requeued
+
+    def _task_age(self, rec: JobRecord) -> float | None:
+        """When a timed-out task was submitted (wall time), for a ledger that did not keep it."""
+        if rec.get("submitted_at") is not None:
+            return None
+        failed_at = rec.get("failed_at")
+        return failed_at - self.manifest.task_timeout if isinstance(failed_at, (int, float)) else None
+
+    async def _redo(self, ledger: Ledger, scheduler: Scheduler, stats: RunStats, reporter: Reporter, stuck: set[str],
+                    redone: dict[str, Redo]) -> None:
+        """Submit anew, once per run, the jobs whose task the provider forgot and (retry) the
+        timed-out tasks still unfinished after one more poll."""
+        if not scheduler.submitting or scheduler.interrupted or scheduler.fatal is not None:
+            return
+        jobs: list[Job] = []
+        for job_id, rec in list(ledger.failures()):
+            failure = rec.failure
+            why = (Redo.FORGOTTEN if failure is Failure.TASK_NOT_FOUND
+                   else Redo.STUCK if failure is Failure.TIMEOUT and job_id in stuck else None)
+            job = rec.job(job_id) if why is not None and rec.seen else None
+            if job is None:
+                continue
+            redone[job_id] = why
+            stats.unfail(rec.label)
+            ledger.reset(job_id)
+            jobs.append(job)
+        for why in Redo:
+            count = sum(w is why for w in redone.values())
+            if count:
+                reporter.notice(Redoing(count, why))
+        if jobs:
+            await scheduler.run([], jobs)
+
+    def _nothing_to_retry(self, ledger: Ledger, plan: Plan, elapsed: float) -> RunSummary:
+        """``retry`` with no failed job to run again: says so, and sends nothing."""
+        counts = manifest_counts(ledger, plan.jobs)
+        s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=plan.jobs,
+                       done=counts.done, already_done=counts.done, outstanding=counts.outstanding,
+                       pending=counts.todo, mode=RunMode.RETRY, elapsed=elapsed,
+                       nothing_to_retry=True, goal=counts.done)
+        for rec in ledger.records.values():
+            if rec.seen and rec.state == JobState.FAILED:
+                s.failed += 1
+                s.failures[rec.label] += 1
+                s.retryable_failed += bool(rec.get("retryable", True))
+        return s
 
     def _summary(self, ledger: Ledger, planned: int, stats: RunStats, scheduler: Scheduler,
-                 stream: _Stream, elapsed: float) -> RunSummary:
+                 stream: JobStream, elapsed: float) -> RunSummary:
         s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=planned,
-                       submitted=stats.submitted, collected=stats.done,
-                       already_done=stats.already_done, redownloaded=stream.redownloaded,
-                       interrupted=scheduler.interrupted, elapsed=elapsed)
-        if stream.complete:
-            for job_id, _ in vanished(ledger):
+                       submitted=stats.submitted + stats.refused, refused=stats.refused,
+                       collected=stats.done, already_done=stats.already_done,
+                       interrupted=scheduler.interrupted, elapsed=elapsed,
+                       size_mismatched=stats.size_mismatched, size_example=stats.size_example)
+        counted = 0
+        for job_id, rec in ledger.records.items():
+            if not rec.seen:  # no longer in the manifest: reported, never counted
                 s.vanished += 1
                 if len(s.vanished_sample) < 3:
                     s.vanished_sample.append(job_id)
-        counted = 0
-        for rec in ledger.records.values():
-            if stream.complete and not rec.seen:
                 continue
             counted += rec.state != JobState.PENDING
             if rec.state == JobState.DONE:
@@ -215,63 +362,28 @@ class Batch:
         return s
 
 
-class _Stream:
-    """The manifest's jobs that still need work, decided against the ledger as they stream by.
-
-    Yields a Job to submit, or an Outstanding to follow (a task whose image went missing on
-    disk, or one whose ledger entry lost its spec). Reads through the storage package's one
-    join of manifest and ledger, so records it never meets belong to jobs no longer in the
-    manifest.
-    """
-
-    def __init__(self, manifest: Manifest, ledger: Ledger, writer: Writer, stats: RunStats,
-                 submit: bool) -> None:
-        self.manifest = manifest
-        self.ledger = ledger
-        self.writer = writer
-        self.stats = stats
-        self.submit = submit
-        self.complete = False
-        self.redownloaded = 0
-
-    def __iter__(self) -> Iterator[Job | Outstanding]:
-        ledger = self.ledger
-        for result in join(self.manifest.jobs(), ledger):
-            job, rec = result.job, result.record
-            if rec is None:
-                if self.submit:
-                    yield job
-                continue
-            state = rec.state
-            if state == JobState.DONE:
-                if rec.file and self.writer.has_result(rec.file, rec.size):
-                    continue
-                self.stats.already_done -= 1
-                self.redownloaded += 1
-                if rec.task_id:
-                    ledger.follow_again(job.job_id, rec.task_id)
-                    yield Outstanding(job, rec.task_id, None, finished=True)
-                elif self.submit:
-                    ledger.reset(job.job_id)
-                    yield job
-            elif state in (JobState.PENDING, JobState.SUBMITTING):
-                if self.submit:
-                    yield job
-            elif state.outstanding and rec.get("spec") is None and rec.task_id:
-                yield Outstanding(job, rec.task_id, rec.get("submitted_at"))
-        self.complete = True
+async def _plan(manifest: Manifest, diff: FolderDiff | None) -> Plan:
+    """The plan's one pass, letting the event loop in every few thousand jobs: a Ctrl-C
+    during the check of a big manifest stops it at once."""
+    steps = plan_steps(manifest, observe=diff.add if diff is not None else None)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+        await checkpoint()
 
 
-async def _sync_ledger_every(ledger: Ledger, clock: Clock, seconds: float, live: LiveStatus) -> None:
-    """fsync the ledger in a worker thread now and then, and refresh the live status file
-    after it (on the same beat: one more timer would only make virtual time race while a
-    worker thread runs); appends never wait for either."""
+def _describe(target: Target) -> str:
+    where = "the simulator" if target.simulated else target.provider
+    return f"{target.model} on {where} ({target.host})"
+
+
+async def _refresh_every(live: LiveStatus, clock: Clock, seconds: float) -> None:
+    """Rewrite the live status file now and then (a small read of the ledger's tail and one
+    small atomic write; nothing waits for it and a failure never stops the batch)."""
     while True:
         await clock.sleep(seconds)
-        try:
-            await anyio.to_thread.run_sync(ledger.sync)
-        except OutputError:
-            return  # the next append raises it where it can stop the batch
         live.refresh()
 
 

@@ -42,7 +42,8 @@ class RunSummary:
     failed: int = 0
     pending: int = 0
     outstanding: int = 0
-    submitted: int = 0
+    submitted: int = 0   # submit requests the provider answered: tasks created plus refused
+    refused: int = 0     # of those, refused as invalid (no task created)
     collected: int = 0
     already_done: int = 0
     failures: Counter[str] = field(default_factory=Counter)
@@ -50,7 +51,17 @@ class RunSummary:
     tasks_created: int = 0
     maybe_duplicated: int = 0
     possibly_created: int = 0
-    redownloaded: int = 0
+    redownloaded: int = 0  # done jobs whose files were missing or broken, fetched from their task
+    redone: int = 0        # jobs submitted anew because the provider had forgotten their task
+    resubmitted_stuck: int = 0  # retry: tasks still unfinished after one more poll, submitted anew
+    size_mismatched: int = 0    # images saved at another size than asked for (this run)
+    size_example: str | None = None
+    renamed: int = 0            # done jobs whose files keep an old name after a filename edit
+    renamed_example: tuple[str, str] | None = None  # (file kept, name the manifest gives now)
+    nothing_to_retry: bool = False  # retry found no failed job to run again (and ran nothing)
+    adopted: bool = False
+    goal: int = 0               # what this run set out to have done (fewer with max_jobs)
+    max_jobs: int | None = None
     vanished: int = 0
     vanished_sample: list[str] = field(default_factory=list)
     stopped: str | None = None

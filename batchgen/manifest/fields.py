@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 __all__ = [
     "FIELD_CHECKS",
     "LORA_MODEL",
+    "MAX_CONCURRENCY",
     "MAX_LORAS",
     "MAX_SEED",
     "MODELS",
@@ -43,6 +44,8 @@ __all__ = [
 ]
 
 MAX_SEED = 2147483647
+#: Tasks in flight batchgen keeps at most, from a manifest or the command line alike.
+MAX_CONCURRENCY = 1000
 SIZE_MIN, SIZE_MAX = 256, 1536
 MAX_LORAS = 3
 SCALE_MAX = 4.0

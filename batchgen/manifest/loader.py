@@ -51,6 +51,7 @@ class Manifest:
     api_key_env: str | None
     concurrency: int
     rate_limit: int | None
+    price_per_image: float | None
     task_timeout: float
     output: Path
     filename: str
@@ -182,7 +183,7 @@ class _Loader:
         return Manifest(
             path=self.path, name=name, model=spec.model, provider=spec.provider,
             base_url=spec.base_url, api_key_env=spec.api_key_env, concurrency=spec.concurrency,
-            rate_limit=spec.rate_limit, task_timeout=float(spec.task_timeout),
+            rate_limit=spec.rate_limit, price_per_image=spec.price_per_image, task_timeout=float(spec.task_timeout),
             output=_output_folder(spec.output, name), filename=spec.filename, caption=spec.caption,
             repeat=spec.repeat, expansion_limit=spec.expansion_limit, vars=vars_, spec=spec,
             expansion=expansion, unused_axes=unused)
@@ -281,8 +282,12 @@ class _Loader:
         return base
 
     def _axes(self, data: dict[str, Any], builder: AxisBuilder, vars_: dict[str, Any]) -> list[Axis]:
-        raw = data.get("matrix")
-        if raw is None:
+        if "matrix" not in data:
+            return []
+        raw = data["matrix"]
+        if raw is None:  # `matrix:` with nothing under it: an axis was meant, not one job
+            self.fail(("matrix",), "matrix is empty (nothing under matrix:); give at least one "
+                                   "axis, or remove matrix:")
             return []
         if not isinstance(raw, dict):
             self.fail(("matrix",), f"must be a mapping of axis: values (got {describe(raw)})")
@@ -355,6 +360,13 @@ class _Loader:
             if cell["prompt"] is None:
                 self.fail(inc.path, "this include has no prompt and there is no top-level prompt")
                 continue
+            if cell["image_url"] is None:  # an include cell takes no axis values: known now
+                for key in ("strength", "mask"):
+                    if cell[key] is not None:
+                        where = inc.path + (key,) if key in inc.assign else inc.path
+                        self.fail(where, f"{key} needs image_url (img2img/inpainting only); "
+                                         "give this include an image_url")
+                        break
             templates = [cell[k] for k in TEMPLATED_FIELDS if isinstance(cell[k], Template)]
             needed = {n for t in templates + out_templates for n in t.fields}
             missing = sorted(n for n in needed - set(cell) - _OUTPUT_ONLY if n in set_by)

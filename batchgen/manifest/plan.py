@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from array import array
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,12 +18,14 @@ from batchgen.errors import ManifestError, Problem
 from batchgen.job import Job
 from batchgen.manifest.loader import Manifest
 
-__all__ = ["DEFAULT_TASK_SECONDS", "Plan", "plan_manifest"]
+__all__ = ["DEFAULT_TASK_SECONDS", "Plan", "plan_manifest", "plan_steps"]
 
 #: Seconds one task takes at the provider when nobody says otherwise (an assumption).
 DEFAULT_TASK_SECONDS = 3.0
 MAX_PROBLEMS = 20
 PREVIEW = 5
+#: Jobs between two yields of ``plan_steps``: a caller on an event loop stays responsive.
+STEP = 4096
 
 
 @dataclass
@@ -40,15 +43,30 @@ class Plan:
 
     @property
     def estimate_seconds(self) -> float:
-        """Wall time: the slower of the in-flight limit and the rate limit."""
+        """Wall time of every job: the slower of the in-flight limit and the rate limit."""
+        return self.seconds_for(self.jobs)
+
+    def seconds_for(self, jobs: int) -> float:
+        """Wall time of ``jobs`` of this manifest's jobs (the new work of a resumed batch)."""
         m = self.manifest
-        by_slots = self.jobs * self.task_seconds / m.concurrency
-        by_rate = self.jobs / m.rate_limit * 60 if m.rate_limit else 0.0
+        by_slots = jobs * self.task_seconds / m.concurrency
+        by_rate = jobs / m.rate_limit * 60 if m.rate_limit else 0.0
         return max(by_slots, by_rate)
+
+    def cost_for(self, jobs: int) -> float | None:
+        """What ``jobs`` images cost at the manifest's ``price_per_image`` (None: unknown)."""
+        price = self.manifest.price_per_image
+        return None if price is None else jobs * price
 
     @property
     def key_is_set(self) -> bool:
-        return bool(os.environ.get(self.manifest.key_variable))
+        return bool(os.environ.get(self.manifest.key_variable, "").strip())
+
+    @property
+    def key_is_empty(self) -> bool:
+        """The variable is set, but to nothing (or blanks): a run would refuse it."""
+        value = os.environ.get(self.manifest.key_variable)
+        return value is not None and not value.strip()
 
     def lora_label(self, job: Job) -> str:
         label = job.axes.get("loras")
@@ -88,6 +106,8 @@ class Plan:
             "task_seconds": self.task_seconds,
             "task_seconds_assumed": self.task_seconds_assumed,
             "estimate_seconds": round(self.estimate_seconds, 1),
+            "price_per_image": m.price_per_image,
+            "cost": self.cost_for(self.jobs),
         }
 
     def example_file(self) -> str | None:
@@ -97,11 +117,26 @@ class Plan:
         return f"images/{job.name}.{job.extension}"
 
 
-def plan_manifest(manifest: Manifest, task_seconds: float | None = None) -> Plan:
+def plan_manifest(manifest: Manifest, task_seconds: float | None = None,
+                  observe: Callable[[Job], None] | None = None) -> Plan:
     """Expand every job once: count, find duplicates and file-name collisions, validate rows.
 
-    Raises ManifestError with up to 20 problems (and how many more there were).
+    ``observe`` sees every valid job of the pass (a comparison with a batch folder rides
+    along instead of expanding the manifest a second time). Raises ManifestError with up to
+    20 problems (and how many more there were).
     """
+    steps = plan_steps(manifest, task_seconds, observe)
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def plan_steps(manifest: Manifest, task_seconds: float | None = None,
+               observe: Callable[[Job], None] | None = None) -> Generator[int, None, Plan]:
+    """``plan_manifest`` in steps: yields the jobs seen so far every ``STEP`` jobs and returns
+    the Plan, so a caller on an event loop can let a Ctrl-C in between steps."""
     problems: list[Problem] = []
     seen_problems: set[Problem] = set()
     extra = 0
@@ -122,6 +157,10 @@ def plan_manifest(manifest: Manifest, task_seconds: float | None = None) -> Plan
                     extra += 1
             continue
         jobs += 1
+        if jobs % STEP == 0:
+            yield jobs
+        if observe is not None:
+            observe(item)
         if item.replica:
             duplicates += 1
         if len(preview) < PREVIEW:

@@ -17,7 +17,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SkipValidat
 
 from batchgen.errors import Problem
 from batchgen.provider.targets import PROVIDERS
-from batchgen.manifest.fields import (MAX_LORAS, MAX_SEED, OUTPUT_FORMATS, SCALE_MAX, SIZE_MAX, SIZE_MIN,
+from batchgen.manifest.fields import (MAX_CONCURRENCY, MAX_LORAS, MAX_SEED, OUTPUT_FORMATS, SCALE_MAX, SIZE_MAX, SIZE_MIN,
                              check_bool, check_choice, check_output_format, check_prompt,
                              check_seed, check_size, check_strength, check_url, describe,
                              did_you_mean, excerpt)
@@ -216,7 +216,7 @@ class ManifestSpec(_Doc):
     model: Annotated[Literal["z-image-turbo-lora", "z-image-turbo"],
                      BeforeValidator(_choice(("z-image-turbo-lora", "z-image-turbo")))] = Field(
         "z-image-turbo-lora", description="z-image-turbo-lora, or z-image-turbo (no LoRAs)")
-    concurrency: int = Field(8, ge=1, le=1000, description="tasks in flight at the provider")
+    concurrency: int = Field(8, ge=1, le=MAX_CONCURRENCY, description="tasks in flight at the provider")
     rate_limit: int | None = Field(None, ge=1, description="submits per minute (none: no limit of our own)")
     task_timeout: float = Field(1800, gt=0, description="seconds a task may stay unfinished before we stop polling")
     output: str | None = Field(None, min_length=1, description="batch folder; default ./output/<name>; "
@@ -225,6 +225,9 @@ class ManifestSpec(_Doc):
         "{job_id}", description="file name template under images/ (no extension); '/' makes folders")
     caption: Annotated[bool | str | None, BeforeValidator(_caption)] = Field(
         None, description="true: write the prompt to <name>.txt; or a caption template")
+    price_per_image: float | None = Field(
+        None, ge=0, description="what one image costs, in your account's currency; `plan` then "
+                                "estimates the cost of the work to do (no cost shown without it)")
     expansion_limit: int = Field(1_000_000, ge=1, description="refuse to expand to more jobs than this")
     repeat: int = Field(1, ge=1, description="ask for every cell this many times (replicas)")
     vars: SkipValidation[dict[str, Scalar]] = Field(

@@ -106,8 +106,8 @@ def classify_error(status: int, content: bytes, headers: dict[str, str] | Any, *
                             status=status, reason=reason)
     if reason == "API_NOT_FOUND" or (unknown and status == 404):
         stop = BatchStopped(
-            f"the API at {base_url} has no such endpoint ({said}). Check provider, base_url and "
-            f"model in the manifest.", status=status, reason=reason)
+            f"the API at {base_url} has no such endpoint ({said}). Check the base URL "
+            f"(--base-url, or base_url: in the manifest) and the model.", status=status, reason=reason)
         stop.kind = StopKind.ENDPOINT
         return stop
     if reason in INVALID_JOB or (unknown and 400 <= status < 500 and status != 403):

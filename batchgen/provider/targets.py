@@ -74,10 +74,12 @@ class ApiTarget:
     def read_key(self, environ: dict[str, str] | None = None) -> ApiKey:
         """The key from the environment, or a UsageError that says how to set it."""
         env = os.environ if environ is None else environ
-        value = env.get(self.key_env, "").strip()
+        raw = env.get(self.key_env)
+        value = (raw or "").strip()
         if not value:
+            state = "is not set" if raw is None else "is set but empty"
             raise UsageError(
-                f"no API key: the environment variable {self.key_env} is not set. "
+                f"no API key: the environment variable {self.key_env} {state}. "
                 f"Export it first (export {self.key_env}=...), name another variable with "
                 f"api_key_env in the manifest, or try the simulator with --simulate."
             )

@@ -3,6 +3,8 @@
 Every file is written under a temporary name in the batch's ``.tmp/`` folder and renamed into
 place, so no partial file is ever visible under its final name. Names come from the manifest's
 template and are checked once more here: nothing is ever written outside ``images/``.
+``sync()`` makes every file saved since the last call durable at once (one group of fsyncs,
+files then folders), so the engine records jobs done only once their bytes are on disk.
 """
 
 from __future__ import annotations
@@ -10,29 +12,72 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import threading
 import uuid
 from pathlib import Path
 
-from batchgen.errors import OutputError
+from batchgen.errors import NotABatchFolder, OutputError
 from batchgen.job import Job
+from batchgen.storage.live import STATUS_FILE
+from batchgen.storage.ledger import LEDGER_FILE, LOCK_FILE
 from batchgen.storage.sidecar import Sidecar
 from batchgen.storage.writer import SavedFiles
 
-__all__ = ["BatchFolder", "SavedFiles"]
+__all__ = ["BatchFolder", "SavedFiles", "check_batch_folder", "image_path"]
+
+# What batchgen itself puts in a batch folder: the ledger and its lock, the temp folder, the
+# live status file a run keeps for the viewer, and the viewer's default folder.
+_OWN = frozenset({LEDGER_FILE, LOCK_FILE, ".tmp", LEDGER_FILE + ".tmp", STATUS_FILE, "view"})
+
+
+def image_path(job: Job) -> str:
+    """Where the folder puts a job's image, relative to the batch folder."""
+    return f"images/{job.name}.{job.extension}"
+
+
+def check_batch_folder(root: Path) -> None:
+    """Refuse a folder that holds files but no ledger: it is somebody's, not a batch's.
+
+    An empty folder, or one left by a run that stopped before its first record (a lock file,
+    an empty ``images/``), is fine.
+    """
+    root = Path(root)
+    if not root.is_dir() or (root / LEDGER_FILE).exists():
+        return
+    try:
+        entries = [p for p in root.iterdir() if p.name not in _OWN]
+        images = root / "images"
+        if images.is_dir() and not any(images.iterdir()):
+            entries = [p for p in entries if p != images]
+    except OSError:
+        return  # unreadable: writing into it fails with its own clear error
+    if entries:
+        shown = ", ".join(sorted(p.name for p in entries)[:3]) + (", ..." if len(entries) > 3 else "")
+        raise NotABatchFolder(
+            f"{root} is not a batch folder: it holds other files ({shown}) and no {LEDGER_FILE}. "
+            f"batchgen writes only into a new or empty folder, or one of its own batches; "
+            f"choose another output folder.", root)
 
 
 class BatchFolder:
-    """One batch's output folder (a Writer): ``ledger.jsonl``, ``images/`` and a private ``.tmp/``."""
+    """One batch's output folder (a Writer): ``ledger.jsonl``, ``images/`` and a private ``.tmp/``.
 
-    def __init__(self, root: Path, fsync: bool = False) -> None:
+    ``durable`` (the default) makes ``sync()`` fsync what was saved; off, files are left to
+    the OS (a benchmark's baseline, or a throwaway folder).
+    """
+
+    def __init__(self, root: Path, durable: bool = True) -> None:
         self.root = Path(root)
         self.images = self.root / "images"
         self.tmp = self.root / ".tmp"
-        self.fsync = fsync
+        self.durable = durable
         self._images_resolved: Path | None = None
+        self._unsynced: list[Path] = []  # saved, not yet fsynced; saves may run in threads
+        self._lock = threading.Lock()
 
     def prepare(self) -> None:
-        """Create the folders, prove they are writable, and drop temp files of a crashed run."""
+        """Create the folders, prove a file can be put in place in ``images/`` the way every
+        result is (written in ``.tmp/``, renamed), and drop temp files of a crashed run."""
         try:
             self.images.mkdir(parents=True, exist_ok=True)
             if self.tmp.exists():
@@ -40,9 +85,12 @@ class BatchFolder:
             self.tmp.mkdir()
             probe = self.tmp / "probe"
             probe.write_bytes(b"ok")
-            probe.unlink()
+            placed = self.images / f".probe-{uuid.uuid4().hex}"
+            os.replace(probe, placed)
+            placed.unlink()
         except OSError as exc:
-            raise OutputError.from_os_error(f"in {self.root}", exc) from exc
+            where = self.images if self.tmp.is_dir() else self.root
+            raise OutputError.from_os_error(f"in {where}", exc) from exc
         self._images_resolved = self.images.resolve()
 
     def relative(self, job: Job, suffix: str) -> str:
@@ -50,7 +98,7 @@ class BatchFolder:
         return f"images/{job.name}.{suffix}"
 
     def image_file(self, job: Job) -> str:
-        return self.relative(job, job.extension)
+        return image_path(job)
 
     def _target(self, relative: str) -> Path:
         path = self.root / relative
@@ -60,47 +108,85 @@ class BatchFolder:
             raise OutputError(f"refusing to write {relative}: it is outside {self.images}")
         return path
 
-    def has_result(self, file: str, size: int) -> bool:
-        """True if a recorded image (of the recorded size) and its sidecar are both on disk."""
+    def has_result(self, file: str, size: int, sidecar_size: int = 0) -> bool:
+        """True if a recorded image of the recorded size and a whole sidecar are on disk.
+
+        The sidecar is whole when it has its recorded size; when none was recorded (a ledger
+        written before sizes were), it must parse as a sidecar.
+        """
         image = self.root / file
+        sidecar = image.with_suffix(".json")
         try:
             if image.stat().st_size != size:
                 return False
-            return image.with_suffix(".json").is_file()
-        except OSError:
+            if sidecar_size:
+                return sidecar.stat().st_size == sidecar_size
+            Sidecar.decode(sidecar.read_bytes())
+            return True
+        except (OSError, ValueError):
             return False
 
     def save(self, job: Job, data: bytes, sidecar: Sidecar) -> SavedFiles:
         """Write image, caption and sidecar (each atomically; the sidecar last). Blocking."""
         sha = hashlib.sha256(data).hexdigest()
         file = self.image_file(job)
-        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = Path(file).name, len(data), sha
+        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = file, len(data), sha
+        side = sidecar.encode()
         files = [(file, data)]
         if job.caption is not None:
             files.append((self.relative(job, "txt"), job.caption.encode()))
-        files.append((self.relative(job, "json"), sidecar.encode()))
-        written: list[str] = []
+        files.append((self.relative(job, "json"), side))
+        written: list[Path] = []
         try:
             for relative, content in files:
-                self._write(relative, content)
-                written.append(relative)
+                written.append(self._write(relative, content))
         except OSError as exc:
-            for relative in written:  # never leave an image without its sidecar
-                (self.root / relative).unlink(missing_ok=True)
+            for path in written:  # never leave an image without its sidecar
+                path.unlink(missing_ok=True)
             raise OutputError.from_os_error(f"in {self.root}", exc) from exc
-        return SavedFiles(file=file, size=len(data), sha256=sha)
+        if self.durable:
+            with self._lock:
+                self._unsynced.extend(written)
+        return SavedFiles(file=file, size=len(data), sha256=sha, sidecar_size=len(side))
 
-    def _write(self, relative: str, data: bytes) -> None:
+    def sync(self) -> None:
+        """fsync every file saved since the last call, then the folders that hold them (so
+        the renames last too). Blocking; raises OutputError."""
+        with self._lock:
+            paths, self._unsynced = self._unsynced, []
+        if not paths:
+            return
+        folders: dict[Path, None] = {}
+        try:
+            for path in paths:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except FileNotFoundError:
+                    continue  # removed since (by hand): resume finds it missing and repairs it
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                folders[path.parent] = None
+            for folder in folders:
+                fd = os.open(folder, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        except OSError as exc:
+            raise OutputError.from_os_error(f"in {self.root}", exc) from exc
+
+    def _write(self, relative: str, data: bytes) -> Path:
         target = self._target(relative)
         tmp = self.tmp / uuid.uuid4().hex
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
-                if self.fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
             target.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, target)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        return target
+

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterator
@@ -26,8 +27,11 @@ import orjson
 from batchgen._version import __version__
 from batchgen.errors import LedgerError, OutputError, UsageError
 from batchgen.job import Failed, Failure, Job, JobState
+from batchgen.storage.identity import RunRecord, Target
+from batchgen.storage.record import (JobRecord, LockHolder, compact_event, digest, restore,
+                                     spec_of)
 
-__all__ = ["LEDGER_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats"]
+__all__ = ["LEDGER_FILE", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats", "LockHolder"]
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batchgen.lock"
@@ -38,66 +42,6 @@ RESERVE_BYTES = 64 * 1024
 STATES = tuple(state.value for state in JobState)
 OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
 _STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
-
-
-class JobRecord:
-    """What the ledger knows of one job, kept small: a million of these stay in memory.
-
-    ``spec`` (request, name, axes, caption) is held only while the task is out at the provider,
-    so outstanding work can be collected even if the manifest changed; ``info`` holds the rarer
-    fields (failure reason, timings, counts) only when there are any.
-    """
-
-    __slots__ = ("state", "task_id", "file", "size", "sha256", "info", "seen")
-
-    def __init__(self) -> None:
-        self.seen = False  # set while a run streams the manifest: unseen records vanished from it
-        self.state = JobState.PENDING
-        self.task_id: str | None = None
-        self.file: str | None = None
-        self.size: int = 0
-        self.sha256: bytes | None = None  # raw digest of the image: half the memory of hex
-        self.info: dict[str, Any] | None = None
-
-    def get(self, key: str, default: Any = None) -> Any:
-        info = self.details()
-        return info.get(key, default) if info else default
-
-    def details(self) -> dict[str, Any] | None:
-        """The rarer fields: spec, failure reason, timings (None when there are none)."""
-        return self.info
-
-    @property
-    def failure(self) -> Failure | None:
-        """The typed reason of a failed job (None unless failed)."""
-        code = self.get("code")
-        return Failure.from_code(code) if code else None
-
-    @property
-    def label(self) -> str:
-        """What the failure is counted under (the provider's reason for a rejection)."""
-        return self.get("label") or self.get("code") or "unknown"
-
-    @property
-    def sha256_hex(self) -> str | None:
-        return self.sha256.hex() if self.sha256 is not None else None
-
-    def _set(self, key: str, value: Any) -> None:
-        if self.info is None:
-            self.info = {}
-        self.info[key] = value
-
-    def job(self, job_id: str) -> Job | None:
-        """The job as it was submitted, rebuilt from the ledger (None if not recorded)."""
-        spec = self.get("spec")
-        if not spec:
-            return None
-        return Job(job_id=job_id, index=int(spec.get("index", -1)), request=spec["request"],
-                   axes=spec.get("axes", {}), replica=int(spec.get("replica", 0)),
-                   name=spec.get("name", job_id), caption=spec.get("caption"))
-
-    def __repr__(self) -> str:
-        return f"JobRecord(state={self.state!r}, task_id={self.task_id!r}, file={self.file!r})"
 
 
 @dataclass
@@ -123,6 +67,8 @@ class Ledger:
         self.records: dict[str, JobRecord] = {}
         self.stats = LedgerStats()
         self.created_at: float | None = None
+        self.last_run: RunRecord | None = None  # the latest run recorded: target, planned jobs
+        self.runs = 0
         self._fd: int | None = None
         self._lock_fd: int | None = None
         self._dirty = False
@@ -159,7 +105,28 @@ class Ledger:
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
         ledger = cls(folder, None)
         ledger._replay(expect_batch=None)
+        if ledger.batch is None and not ledger.records:
+            raise UsageError(f"no batch in {folder}: its {LEDGER_FILE} records no batch "
+                             f"({ledger.stats.lines} line(s), none readable as a batch's)")
         return ledger
+
+    @property
+    def target(self) -> Target | None:
+        """What made this folder's images: the target of the latest run (None: not recorded)."""
+        return self.last_run.target if self.last_run is not None else None
+
+    @staticmethod
+    def lock_holder(folder: Path) -> LockHolder | None:
+        """Who the lock file names (a run that ended empties it); read only, never locks."""
+        try:
+            text = (Path(folder) / LOCK_FILE).read_bytes()[:200].decode(errors="replace")
+        except OSError:
+            return None
+        words = text.split()
+        if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
+            return None
+        host = words[3] if len(words) >= 4 and words[2] == "on" else ""
+        return LockHolder(int(words[1]), host)
 
     def _lock(self) -> None:
         import fcntl
@@ -179,7 +146,8 @@ class Ledger:
                 f"wait for it to finish or stop it, then run again") from None
         try:
             os.ftruncate(fd, 0)
-            if os.pwrite(fd, f"pid {os.getpid()}\n".encode().ljust(RESERVE_BYTES), 0) < RESERVE_BYTES:
+            holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
+            if os.pwrite(fd, holder.ljust(RESERVE_BYTES), 0) < RESERVE_BYTES:
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         except OSError as exc:
             with contextlib.suppress(OSError):
@@ -210,10 +178,17 @@ class Ledger:
                     if "batchgen_ledger" in event:
                         header_seen = True
                         self._header(event, expect_batch)
+                    elif "batchgen_run" in event and self._run(event):
+                        pass
                     else:
                         stats.bad_lines += 1
                     continue
                 state = event.get("state")
+                if state is None and "in_manifest" in event and isinstance(job_id, str):
+                    rec = self.records.get(job_id)
+                    if rec is not None:
+                        rec.gone = not event["in_manifest"]
+                    continue
                 if not isinstance(job_id, str) or not isinstance(state, str) or state not in _STATE_NAMES:
                     stats.bad_lines += 1
                     continue
@@ -236,6 +211,20 @@ class Ledger:
         if isinstance(counts, dict):
             self.stats.tasks_created += int(counts.get("tasks_created", 0) or 0)
             self.stats.maybe_duplicated += int(counts.get("maybe_duplicated", 0) or 0)
+        last = event.get("last_run")
+        if isinstance(last, dict):
+            self._run(last)
+        runs = event.get("runs")
+        if isinstance(runs, int) and runs > self.runs:
+            self.runs = runs
+
+    def _run(self, event: dict[str, Any]) -> bool:
+        run = RunRecord.from_json(event)
+        if run is None:
+            return False
+        self.last_run = run
+        self.runs += 1
+        return True
 
     def _open_for_append(self) -> None:
         try:
@@ -263,7 +252,7 @@ class Ledger:
         state = _STATE_NAMES[event["state"]]
         rec.state = state
         if event.get("compact"):
-            return _restore(rec, event)
+            return restore(rec, event)
         at = event.get("at")
         if state == "submitting":
             rec.task_id = None
@@ -271,6 +260,10 @@ class Ledger:
         elif state == "submitted":
             rec.task_id = event.get("task_id")
             if event.get("again"):  # an old task followed once more, not a new one
+                info = rec.info or {}
+                spec = event.get("spec") or info.get("spec")
+                rec.info = {"spec": spec, "submitted_at": event.get("submitted_at",
+                                                                   info.get("submitted_at"))}
                 return rec
             self.stats.tasks_created += 1
             self.stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
@@ -280,8 +273,10 @@ class Ledger:
         elif state == "done":
             rec.file = event.get("file")
             rec.size = int(event.get("bytes", 0) or 0)
-            rec.sha256 = _digest(event.get("sha256"))
-            rec.info = None
+            rec.side = int(event.get("sidecar_bytes", 0) or 0)
+            rec.sha256 = digest(event.get("sha256"))
+            got = event.get("size_got")
+            rec.info = {"size_got": got} if isinstance(got, str) else None
             if isinstance(at, (int, float)):
                 self.stats.recent_done.append(float(at))
         elif state == "failed":
@@ -292,10 +287,13 @@ class Ledger:
             if not isinstance(code, str):  # a ledger from before codes were recorded
                 label = reason.split(":", 1)[0]
                 code = Failure.from_code(label).code
+            submitted_at = rec.get("submitted_at")  # a timed-out task's age: retry polls it once
             rec.info = {"reason": reason, "code": code, "label": label or code,
                         "retryable": bool(event.get("retryable", True)), "failed_at": at}
             if spec is not None:
                 rec.info["spec"] = spec
+            if submitted_at is not None:
+                rec.info["submitted_at"] = submitted_at
             if event.get("task_id"):
                 rec.task_id = event["task_id"]
             self.stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
@@ -303,6 +301,7 @@ class Ledger:
             rec.task_id = None
             rec.file = None
             rec.size = 0
+            rec.side = 0
             rec.sha256 = None
             rec.info = None
         return rec
@@ -326,11 +325,8 @@ class Ledger:
 
     def submitting(self, job: Job) -> None:
         """Recorded before the POST: a crash after it shows the task may exist at the provider."""
-        spec = {"request": job.request, "name": job.name, "axes": job.axes,
-                "replica": job.replica, "index": job.index}
-        if job.caption is not None:
-            spec["caption"] = job.caption
-        self._record({"job": job.job_id, "state": "submitting", "at": self._now(), "spec": spec})
+        self._record({"job": job.job_id, "state": "submitting", "at": self._now(),
+                      "spec": spec_of(job)}).seen = True  # only the manifest's jobs are submitted
 
     def submitted(self, job_id: str, task_id: str, attempts: int = 1, maybe_duplicated: int = 0) -> None:
         event: dict[str, Any] = {"job": job_id, "state": "submitted", "at": self._now(), "task_id": task_id}
@@ -340,17 +336,35 @@ class Ledger:
             event["maybe_duplicated"] = maybe_duplicated
         self._record(event)
 
-    def follow_again(self, job_id: str, task_id: str) -> None:
-        """Put a failed job back to following its existing task (it may finish after all)."""
-        self._record({"job": job_id, "state": "submitted", "at": self._now(), "task_id": task_id,
-                      "again": True})
+    def follow_again(self, job_id: str, task_id: str, job: Job | None = None,
+                     submitted_at: float | None = None) -> None:
+        """Follow a job's existing task once more (a timed-out task may have finished; a done
+        job's files went missing). ``job`` keeps its spec, so the job can be redone should the
+        provider have forgotten the task; ``submitted_at`` (wall time) is the task's age when
+        the ledger did not keep it."""
+        event: dict[str, Any] = {"job": job_id, "state": "submitted", "at": self._now(),
+                                 "task_id": task_id, "again": True}
+        if job is not None:
+            event["spec"] = spec_of(job)
+        if submitted_at is not None:
+            event["submitted_at"] = round(submitted_at, 3)
+        self._record(event)
 
     def generated(self, job_id: str, seed: int | None) -> None:
         self._record({"job": job_id, "state": "generated", "at": self._now(), "seed": seed})
 
-    def done(self, job_id: str, file: str, size: int, sha256: str) -> None:
-        self._record({"job": job_id, "state": "done", "at": self._now(), "file": file, "bytes": size,
-                      "sha256": sha256})
+    def done(self, job_id: str, file: str, size: int, sha256: str, sidecar_size: int = 0,
+             size_got: str | None = None) -> None:
+        """The job's files are in place (and on disk): the image's path, bytes and digest, the
+        sidecar's bytes (resume checks both sizes) and, when it differs from the request, the
+        image's size as received."""
+        event: dict[str, Any] = {"job": job_id, "state": "done", "at": self._now(), "file": file,
+                                 "bytes": size, "sha256": sha256}
+        if sidecar_size:
+            event["sidecar_bytes"] = sidecar_size
+        if size_got is not None:
+            event["size_got"] = size_got
+        self._record(event)
 
     def failed(self, job_id: str, failed: Failed, task_id: str | None = None,
                maybe_duplicated: int = 0) -> None:
@@ -372,9 +386,27 @@ class Ledger:
     def _now(self) -> float:
         return round(self._wall(), 3)
 
-    def _record(self, event: dict[str, Any]) -> None:
+    def record_run(self, run: RunRecord) -> None:
+        """A run starts: its target, planned jobs and goal (``status`` reads them back)."""
+        self._write_event(run.to_json())
+        self.last_run = run
+        self.runs += 1
+
+    def record_membership(self) -> tuple[int, int]:
+        """After a full pass over the manifest (``seen`` set on every job it has), record which
+        jobs left it and which came back; returns (vanished, back). Only changes are written."""
+        vanished = back = 0
+        for job_id, rec in self.records.items():
+            if rec.seen == rec.gone:  # seen but recorded gone, or unseen but not recorded gone
+                self._write_event({"job": job_id, "in_manifest": rec.seen})
+                rec.gone = not rec.seen
+                vanished += rec.gone
+                back += not rec.gone
+        return vanished, back
+
+    def _record(self, event: dict[str, Any]) -> JobRecord:
         self._write_event(event)
-        self._apply(event["job"], event).seen = True  # written by this run, from its manifest
+        return self._apply(event["job"], event)
 
     def _write_event(self, event: dict[str, Any]) -> None:
         self._write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
@@ -427,10 +459,14 @@ class Ledger:
     def compact(self) -> None:
         """Rewrite the ledger as one line per job (temp file + rename: never half-written)."""
         tmp = self.path.with_name(LEDGER_FILE + ".tmp")
-        header = {"batchgen_ledger": FORMAT, "batch": self.batch,
-                  "created_at": round(self.created_at or self._wall(), 3), "version": __version__,
-                  "counts": {"tasks_created": self.stats.tasks_created,
-                             "maybe_duplicated": self.stats.maybe_duplicated}}
+        header: dict[str, Any] = {
+            "batchgen_ledger": FORMAT, "batch": self.batch,
+            "created_at": round(self.created_at or self._wall(), 3), "version": __version__,
+            "counts": {"tasks_created": self.stats.tasks_created,
+                       "maybe_duplicated": self.stats.maybe_duplicated}}
+        if self.last_run is not None:
+            header["last_run"] = self.last_run.to_json()
+            header["runs"] = self.runs
         dumps = orjson.dumps
         newline = orjson.OPT_APPEND_NEWLINE
         try:
@@ -438,7 +474,7 @@ class Ledger:
                 fh.write(dumps(header, option=newline))
                 lines = 1
                 for job_id, rec in self.records.items():
-                    fh.write(dumps(_compact_event(job_id, rec), option=newline))
+                    fh.write(dumps(compact_event(job_id, rec), option=newline))
                     lines += 1
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -472,43 +508,6 @@ class Ledger:
                     pass
                 os.close(self._lock_fd)
                 self._lock_fd = None
-
-
-def _compact_event(job_id: str, rec: JobRecord) -> dict[str, Any]:
-    """One line that replays to the same record (task counts live in the header)."""
-    event: dict[str, Any] = {"job": job_id, "state": rec.state, "compact": 1}
-    if rec.task_id:
-        event["task_id"] = rec.task_id
-    if rec.file:
-        event["file"] = rec.file
-        event["bytes"] = rec.size
-    if rec.sha256 is not None:
-        event["sha256"] = rec.sha256.hex()
-    info = rec.details()
-    if info:
-        event["info"] = info
-    return event
-
-
-def _restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
-    rec.task_id = event.get("task_id")
-    rec.file = event.get("file")
-    rec.size = int(event.get("bytes", 0) or 0)
-    rec.sha256 = _digest(event.get("sha256"))
-    info = event.get("info")
-    rec.info = info if isinstance(info, dict) and info else None
-    return rec
-
-
-def _digest(value: Any) -> bytes | None:
-    if isinstance(value, str) and len(value) == 64:
-        try:
-            return bytes.fromhex(value)
-        except ValueError:
-            return None
-    return None
-
-
 
 
 def _fsync_dir(folder: Path) -> None:

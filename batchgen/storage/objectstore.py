@@ -77,9 +77,13 @@ class ObjectStoreWriter:
     def image_file(self, job: Job) -> str:
         return self._relative(job, job.extension)
 
-    def has_result(self, file: str, size: int) -> bool:
-        """True when the listing holds the image at ``size`` bytes and its sidecar."""
+    def has_result(self, file: str, size: int, sidecar_size: int = 0) -> bool:
+        """True when the listing holds the image at ``size`` bytes and its sidecar (the
+        sidecar's own size is not checked: a PUT is whole or absent, never cut)."""
         return self._index().get(file) == size
+
+    def sync(self) -> None:
+        """Nothing to do: a PUT that returned is durable at the store."""
 
     def save(self, job: Job, data: bytes, sidecar: Sidecar) -> SavedFiles:
         """PUT image, caption and sidecar, each whole, the sidecar last. Blocking; OutputError."""
@@ -105,7 +109,7 @@ class ObjectStoreWriter:
                     pass
             raise
         results[file] = len(data)
-        return SavedFiles(file=file, size=len(data), sha256=sha)
+        return SavedFiles(file=file, size=len(data), sha256=sha, sidecar_size=len(files[-1][1]))
 
     # -- what exists ------------------------------------------------------------------------
 

@@ -24,7 +24,8 @@ class ProviderInfo:
 
 @dataclass(slots=True)
 class ImageInfo:
-    """What was received: format and size as decoded, then where it went and its digest."""
+    """What was received: format and size as decoded, the size the request asked for, then
+    where it went (the path the ledger records, relative to the batch folder) and its digest."""
 
     format: str
     width: int
@@ -32,11 +33,23 @@ class ImageInfo:
     file: str = ""
     bytes: int = 0
     sha256: str = ""
+    requested: str = ""  # "W*H" as asked; differs from width*height when the provider erred
+
+    @property
+    def size(self) -> str:
+        """The size received, written as a request writes it ("W*H")."""
+        return f"{self.width}*{self.height}"
+
+    @property
+    def size_differs(self) -> bool:
+        return bool(self.requested) and self.requested != self.size
 
 
 @dataclass(slots=True)
 class Timings:
-    """ISO 8601 UTC times on one clock (the run's), and how many polls the task took."""
+    """ISO 8601 UTC times on one clock (the run's, never the provider's, so they are in
+    order), and how many polls the task took. ``started`` is when a poll first saw the task
+    processing (None when the first poll already found it finished)."""
 
     submitted: str | None = None
     started: str | None = None
@@ -60,6 +73,7 @@ class Sidecar:
     caption: str | None
     image: ImageInfo
     timings: Timings = field(default_factory=Timings)
+    warnings: list[str] = field(default_factory=list)  # what a reader must know (a wrong size)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -70,11 +84,13 @@ class Sidecar:
             "task_id": self.task_id, "request": self.request, "axes": self.axes,
             "seed": self.seed, "caption": self.caption,
             "image": {"format": self.image.format, "width": self.image.width,
-                      "height": self.image.height, "file": self.image.file,
-                      "bytes": self.image.bytes, "sha256": self.image.sha256},
+                      "height": self.image.height, "requested": self.image.requested,
+                      "file": self.image.file, "bytes": self.image.bytes,
+                      "sha256": self.image.sha256},
             "timings": {"submitted": self.timings.submitted, "started": self.timings.started,
                         "finished": self.timings.finished, "downloaded": self.timings.downloaded,
                         "polls": self.timings.polls},
+            "warnings": list(self.warnings),
         }
 
     def encode(self) -> bytes:
@@ -98,10 +114,12 @@ class Sidecar:
                 axes=dict(data.get("axes") or {}), seed=data.get("seed"), caption=data.get("caption"),
                 image=ImageInfo(str(image.get("format", "")), int(image.get("width", 0)),
                                 int(image.get("height", 0)), str(image.get("file", "")),
-                                int(image.get("bytes", 0)), str(image.get("sha256", ""))),
+                                int(image.get("bytes", 0)), str(image.get("sha256", "")),
+                                str(image.get("requested", ""))),
                 timings=Timings(timings.get("submitted"), timings.get("started"),
                                 timings.get("finished"), timings.get("downloaded"),
-                                int(timings.get("polls", 0) or 0)))
+                                int(timings.get("polls", 0) or 0)),
+                warnings=[str(w) for w in data.get("warnings") or []])
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a batchgen sidecar ({type(exc).__name__}: {exc})") from None
 

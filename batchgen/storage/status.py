@@ -1,6 +1,9 @@
 """What a batch has done so far, read from its ledger without disturbing a running batch.
 
 Reads only: no lock is taken and nothing is written, so ``status`` is safe beside ``run``.
+Given only the folder, the planned job count comes from the ledger's record of the latest run
+(and which recorded jobs that run's manifest no longer had), so an unfinished batch is never
+called complete; given the manifest, every job is joined with its record.
 """
 
 from __future__ import annotations
@@ -11,7 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchgen.storage.ledger import STATES, Ledger
+from batchgen.job import JobState
+from batchgen.storage.identity import RunRecord, Target
+from batchgen.storage.ledger import STATES, JobRecord, Ledger, LockHolder
 from batchgen.storage.results import join, vanished
 
 __all__ = ["StatusReport", "batch_status"]
@@ -21,72 +26,135 @@ RATE_WINDOW = 600.0
 
 @dataclass
 class StatusReport:
-    """Counts by state, failures by reason, pace and what was paid for."""
+    """Planned, done, failed and pending jobs; failures by reason; pace; what was paid for.
+
+    ``planned`` is the manifest's job count (given the folder alone, as the latest run
+    recorded it); ``pending`` the planned jobs neither done, failed nor at the provider.
+    ``eta_seconds`` is set only while a run is going and has a pace.
+    """
 
     batch: str | None
     folder: Path
-    planned: int | None
+    planned: int
     counts: dict[str, int]
+    done: int = 0
+    failed: int = 0
+    at_provider: int = 0
+    pending: int = 0
     failures: list[dict[str, Any]] = field(default_factory=list)
     tasks_created: int = 0
     maybe_duplicated: int = 0
     vanished: int = 0
+    size_mismatched: int = 0
+    size_example: str | None = None
     unreadable_lines: int = 0
     rate_per_minute: float = 0.0
     eta_seconds: float | None = None
+    target: Target | None = None
+    last_run: RunRecord | None = None
+    holder: LockHolder | None = None
+    running: bool | None = False  # None: a process on another host holds the folder
+    planned_known: bool = True    # False: an old ledger without a run record (planned = recorded)
+    manifest: str | None = None   # the manifest given, or the one the latest run recorded
+
+    @property
+    def complete(self) -> bool:
+        """Every planned job is done."""
+        return self.planned > 0 and self.done >= self.planned and self.planned_known
 
     @property
     def remaining(self) -> int:
-        done = self.counts.get("done", 0) + self.counts.get("failed", 0)
-        total = self.planned if self.planned is not None else sum(self.counts.values())
-        return max(0, total - done)
+        return max(0, self.planned - self.done - self.failed)
 
     def to_json(self) -> dict[str, Any]:
-        return {"batch": self.batch, "folder": str(self.folder), "planned": self.planned,
+        run = self.last_run
+        return {"batch": self.batch, "folder": str(self.folder), "manifest": self.manifest,
+                "planned": self.planned, "done": self.done, "failed": self.failed,
+                "pending": self.pending, "at_provider": self.at_provider,
+                "complete": self.complete, "planned_known": self.planned_known,
+                "running": self.running,
+                "pid": self.holder.pid if self.holder is not None and self.running else None,
+                "target": self.target.to_json() if self.target is not None else None,
+                "last_run": run.to_json() if run is not None else None,
                 "counts": self.counts, "failures": self.failures,
                 "tasks_created": self.tasks_created, "maybe_duplicated": self.maybe_duplicated,
-                "vanished": self.vanished, "unreadable_lines": self.unreadable_lines,
+                "vanished": self.vanished, "size_mismatched": self.size_mismatched,
+                "unreadable_lines": self.unreadable_lines,
                 "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds}
 
 
-def batch_status(target: str | Path) -> StatusReport:
-    """Status of the batch named by a manifest file or a batch folder."""
+def batch_status(target: str | Path, output: str | Path | None = None) -> StatusReport:
+    """Status of the batch named by a manifest file (in ``output`` if given) or a folder."""
     path = Path(target)
     manifest = None
     if path.is_file():
         from batchgen.manifest import load_manifest  # only a manifest target needs it
 
         manifest = load_manifest(path)
-    folder = manifest.output if manifest is not None else path
+    folder = Path(output) if output is not None else (manifest.output if manifest is not None else path)
     ledger = Ledger.read(folder)
     counts: Counter[str] = Counter()
-    planned = None
-    gone = 0
+    mine: list[tuple[str, JobRecord]] = []  # the records of jobs in the manifest
+    planned_known = True
     if manifest is not None:
         planned = 0
         for result in join(manifest.jobs(), ledger):
             planned += 1
             counts[result.state] += 1
+            if result.record is not None:
+                mine.append((result.job.job_id, result.record))
         gone = sum(1 for _ in vanished(ledger))
-        in_manifest = [(i, r) for i, r in ledger.failures() if r.seen]
     else:
-        counts = ledger.counts()
-        in_manifest = list(ledger.failures())
-    report = StatusReport(batch=ledger.batch, folder=folder, planned=planned,
-                          counts={state: counts.get(state, 0) for state in STATES},
-                          tasks_created=ledger.stats.tasks_created,
-                          maybe_duplicated=ledger.stats.maybe_duplicated, vanished=gone,
-                          unreadable_lines=ledger.stats.bad_lines)
-    report.failures = _failures(in_manifest)
-    recent = [t for t in ledger.stats.recent_done if t >= time.time() - RATE_WINDOW]
-    if len(recent) >= 2:
-        span = max(time.time() - min(recent), 1.0)
-        report.rate_per_minute = len(recent) / span * 60
-        report.eta_seconds = report.remaining / (report.rate_per_minute / 60)
+        mine = [(job_id, rec) for job_id, rec in ledger.records.items() if not rec.gone]
+        counts.update(rec.state for _, rec in mine)
+        gone = len(ledger.records) - len(mine)
+        if ledger.last_run is not None:
+            planned = ledger.last_run.planned
+            counts[JobState.PENDING] += max(0, planned - len(mine))
+        else:
+            planned, planned_known = len(mine), False
+    done = counts[JobState.DONE]
+    failed = counts[JobState.FAILED]
+    at_provider = counts[JobState.SUBMITTED] + counts[JobState.GENERATED]
+    report = StatusReport(
+        batch=ledger.batch, folder=folder, planned=planned,
+        counts={state: counts.get(state, 0) for state in STATES}, done=done, failed=failed,
+        at_provider=at_provider, pending=max(0, planned - done - failed - at_provider),
+        tasks_created=ledger.stats.tasks_created, maybe_duplicated=ledger.stats.maybe_duplicated,
+        vanished=gone, unreadable_lines=ledger.stats.bad_lines, target=ledger.target,
+        last_run=ledger.last_run, planned_known=planned_known,
+        manifest=str(path) if manifest is not None else (
+            ledger.last_run.manifest if ledger.last_run is not None else None))
+    report.failures = _failures(((i, r) for i, r in mine if r.state == JobState.FAILED))
+    for job_id, rec in mine:
+        if rec.state == JobState.DONE and rec.size_got:
+            report.size_mismatched += 1
+            if report.size_example is None:
+                report.size_example = f"{rec.file or job_id}: {rec.size_got}"
+    report.holder = Ledger.lock_holder(folder)
+    report.running = report.holder.alive if report.holder is not None else False
+    _pace(report, ledger)
     return report
 
 
-def _failures(failed: list) -> list[dict[str, Any]]:
+def _pace(report: StatusReport, ledger: Ledger) -> None:
+    """Images per minute over the last ten minutes; an ETA only while a run is going."""
+    now = time.time()
+    recent = [t for t in ledger.stats.recent_done if t >= now - RATE_WINDOW]
+    if len(recent) < 2:
+        return
+    span = max(now - min(recent), 1.0)
+    report.rate_per_minute = len(recent) / span * 60
+    if not report.running:
+        return
+    run = report.last_run
+    goal = run.goal if run is not None and run.planned == report.planned else report.planned
+    left = max(0, goal - report.done - report.failed)
+    if left:
+        report.eta_seconds = left / (report.rate_per_minute / 60)
+
+
+def _failures(failed) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for job_id, rec in failed:
         reason = str(rec.get("reason", "unknown"))

@@ -1,7 +1,8 @@
 """What the engine needs from wherever results go: the Writer protocol.
 
 The collector hands a Writer the checked image bytes and the sidecar and gets back what is
-stored; resume asks it whether a recorded result is still whole. The local batch folder is
+stored; a group commit then asks it to make a batch of saves durable at once; resume asks it
+whether a recorded result is still whole. The local batch folder is
 one Writer; an object store is another, without a change to the engine.
 """
 
@@ -23,6 +24,7 @@ class SavedFiles:
     file: str
     size: int
     sha256: str
+    sidecar_size: int = 0  # bytes of the sidecar as written: resume checks it is still whole
 
 
 class Writer(Protocol):
@@ -34,8 +36,15 @@ class Writer(Protocol):
     def image_file(self, job: Job) -> str:
         """The image's path relative to the batch folder."""
 
-    def has_result(self, file: str, size: int) -> bool:
-        """True when a recorded image (of the recorded size) and its sidecar are both there."""
+    def has_result(self, file: str, size: int, sidecar_size: int = 0) -> bool:
+        """True when a recorded image of the recorded size and a whole sidecar (of
+        ``sidecar_size`` bytes; one that parses when 0) are both there."""
 
     def save(self, job: Job, data: bytes, sidecar: Sidecar) -> SavedFiles:
-        """Write image, caption and sidecar (the sidecar last). Blocking; raises OutputError."""
+        """Write image, caption and sidecar (the sidecar last), visible at once under their
+        final names, but perhaps not yet on disk. Fill in ``sidecar.image.file`` with the
+        returned ``file``. Blocking; raises OutputError."""
+
+    def sync(self) -> None:
+        """Make everything saved so far durable (an object store's writes already are).
+        The engine records a job done only after the ``sync`` that follows its ``save``."""

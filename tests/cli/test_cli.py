@@ -35,7 +35,7 @@ def test_every_command_is_documented_with_an_example(capsys) -> None:
 
 
 @pytest.mark.parametrize("argv", [
-    [], ["frobnicate"], ["run"], ["run", "m.yaml", "--concurrency", "0"], ["run", "m.yaml", "--concurrency", "x"],
+    ["frobnicate"], ["run"], ["run", "m.yaml", "--concurrency", "0"], ["run", "m.yaml", "--concurrency", "x"],
     ["run", "m.yaml", "--max-jobs", "-1"], ["run", "m.yaml", "--rpm", "0"], ["collect", "m.yaml", "--max-jobs", "3"],
     ["status"], ["plan"], ["simulate", "--port", "nope"],
 ])

@@ -146,3 +146,45 @@ def test_schema_is_json_with_matrix(capsys: pytest.CaptureFixture[str]) -> None:
     assert schema["properties"]["api_key_env"]["description"]
     assert schema["additionalProperties"] is False
     assert "MatrixSpec" in schema["$defs"]
+
+
+def test_the_plan_pass_comes_in_steps_and_shows_every_job_to_an_observer(tmp_path: Path) -> None:
+    from batchgen.manifest.plan import STEP, plan_steps
+
+    m = load_manifest(write(tmp_path, f'prompt: "a {{n}}"\nmatrix:\n  n: {{from: 1, to: {2 * STEP + 5}}}\n'))
+    seen = []
+    steps = plan_steps(m, observe=seen.append)
+    yielded = []
+    while True:
+        try:
+            yielded.append(next(steps))
+        except StopIteration as done:
+            plan = done.value
+            break
+    # A caller on an event loop gets control back every STEP jobs (Ctrl-C lands there).
+    assert yielded == [STEP, 2 * STEP] and plan.jobs == 2 * STEP + 5
+    assert [j.index for j in seen] == list(range(plan.jobs))
+
+
+def test_price_per_image_gives_the_cost_and_no_price_gives_none(tmp_path: Path) -> None:
+    path = write(tmp_path, 'prompt: x\nprice_per_image: 0.0035\nmatrix:\n  seed: {from: 1, to: 40}\n')
+    plan = plan_manifest(load_manifest(path))
+    assert plan.cost_for(plan.jobs) == pytest.approx(0.14) and plan.to_json()["cost"] == pytest.approx(0.14)
+    assert plan.cost_for(4) == pytest.approx(0.014)  # the new work of a resumed batch
+    plain = plan_manifest(load_manifest(write(tmp_path, 'prompt: x\n')))
+    assert plain.cost_for(1) is None and plain.to_json()["cost"] is None
+
+
+def test_an_include_with_a_mask_and_no_image_url_is_reported_at_the_include(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        prompt: "a cat"
+        matrix:
+          seed: [1, 2]
+        include:
+          - {seed: 3}
+          - {seed: 4, strength: 0.5}
+        """)
+    with pytest.raises(ManifestError) as info:
+        load_manifest(path)  # found when loading, before any job is expanded
+    (problem,) = info.value.problems
+    assert (problem.line, problem.field) == (6, "include.1.strength")

@@ -130,7 +130,7 @@ def test_an_image_deleted_or_cut_by_hand_is_fetched_again_not_skipped(tmp_path: 
     assert check_folder(out).states == {"done": JOBS}
 
 
-def test_an_image_whose_task_the_provider_forgot_is_redone_by_retry(tmp_path: Path) -> None:
+def test_an_image_whose_task_the_provider_forgot_is_redone_by_run_itself(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, manifest_text("crash", JOBS, concurrency=4))
     out = tmp_path / "out"
     clock = [0.0]
@@ -139,10 +139,11 @@ def test_an_image_whose_task_the_provider_forgot_is_redone_by_retry(tmp_path: Pa
     (out / "images" / "img-5.png").unlink()
     clock[0] += 3600  # the provider has forgotten every task
     again = run_batch(path, fast_options(out, **simulated(sim)))
-    # Not silently skipped: the job is a clear failure that retry cures.
-    assert exit_code(again) == 1 and again.failures == {"TASK_NOT_FOUND": 1} and again.retryable_failed == 1
-    retried = run_batch(path, fast_options(out, **simulated(sim)), "retry")
-    assert (exit_code(retried), retried.done, retried.submitted) == (0, JOBS, 1)
+    # Not a failure left for retry: the same run submits the job anew, as documented.
+    assert (exit_code(again), again.done, again.failed) == (0, JOBS, 0)
+    assert (again.redone, again.redownloaded, again.submitted) == (1, 0, 1)
+    text = render_summary(again, path)
+    assert "no longer knew were submitted again" in text and "fetched again" not in text
     assert sim.stats.tasks_created == JOBS + 1
     check_folder(out)
 
@@ -195,7 +196,8 @@ def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None
                 first.kill()
         created = sim.stats.tasks_created
     assert second.returncode == 2, second.stdout + second.stderr
-    assert f"another batchgen (pid {first.pid}) is already running this batch" in second.stderr
+    assert f"another batchgen (pid {first.pid} on " in second.stderr
+    assert "is already running this batch" in second.stderr
     assert "Traceback" not in second.stderr and second.stdout == ""
     assert during.returncode == 0 and json.loads(during.stdout)["batch"] == "twice"
     assert first.returncode == 0, out1 + err1

@@ -51,7 +51,7 @@ def test_save_puts_image_caption_and_sidecar_whole(s3_server: S3Server, s3_url: 
     assert fs.cat(key_of(s3_url, "images/castle/seed1.txt")) == b"a castle"
     side = json.loads(fs.cat(key_of(s3_url, "images/castle/seed1.json")))
     assert side["image"] == {"format": "png", "width": 256, "height": 256, "file": "seed1.png",
-                             "bytes": len(data), "sha256": saved.sha256}
+                             "bytes": len(data), "sha256": saved.sha256, "requested": ""}
     assert fs.info(key_of(s3_url, saved.file))["ContentType"] == "image/png"
     assert [p.rsplit("/", 1)[1] for p in fs.find(s3_url.removeprefix("s3://"))] == [
         "seed1.json", "seed1.png", "seed1.txt"]  # the writability probe was removed again

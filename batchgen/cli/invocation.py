@@ -1,0 +1,61 @@
+"""The command line a person typed, so every hint the CLI prints is a command that works.
+
+A hint that drops ``--output`` reads another folder, one that drops ``--simulate`` starts a
+paid run: ``Invocation.command`` keeps the manifest path as typed and the options that decide
+which batch and which API, quoted for a POSIX shell. ``from_run`` rebuilds one from what the
+ledger recorded of a run, for hints printed from a folder alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass
+
+from batchgen.storage.identity import RunRecord
+
+__all__ = ["Invocation"]
+
+#: Commands that take --base-url and --simulate (plan and status only read).
+_RUNS = frozenset({"run", "collect", "retry"})
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """The manifest and the options that pick the batch folder and the API."""
+
+    manifest: str
+    output: str | None = None
+    base_url: str | None = None
+    simulate: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> Invocation:
+        output = getattr(args, "output", None)
+        return cls(manifest=str(args.manifest), output=str(output) if output is not None else None,
+                   base_url=getattr(args, "base_url", None),
+                   simulate=bool(getattr(args, "simulate", False)))
+
+    @classmethod
+    def from_run(cls, run: RunRecord) -> Invocation | None:
+        """The command of a recorded run (absolute paths), or None without its manifest."""
+        if run.manifest is None:
+            return None
+        return cls(manifest=run.manifest, output=run.output, base_url=run.base_url,
+                   simulate=run.target.simulated)
+
+    def command(self, name: str, *extra: str) -> str:
+        """``batchgen NAME MANIFEST [--output DIR] [--base-url URL] [--simulate] EXTRA...``."""
+        argv = ["batchgen", name, self.manifest]
+        if self.output is not None:
+            argv += ["--output", self.output]
+        if name in _RUNS:
+            if self.base_url is not None:
+                argv += ["--base-url", self.base_url]
+            if self.simulate:
+                argv.append("--simulate")
+        argv += extra
+        return shlex.join(argv)
+
+    def with_output(self, output: str) -> Invocation:
+        return Invocation(self.manifest, output, self.base_url, self.simulate)

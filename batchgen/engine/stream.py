@@ -1,0 +1,112 @@
+"""The manifest's jobs that still need work, decided against the ledger as they stream by.
+
+The runner hands this stream to the scheduler: each job of the manifest is submitted, left
+alone (done, failed, at the provider) or, when a done job's files are missing or broken,
+followed once more to fetch them again. ``manifest_counts`` says how much of each there is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from batchgen.engine.scheduler import Outstanding
+from batchgen.engine.stats import RunStats
+from batchgen.job import Job, JobState
+from batchgen.manifest import Manifest
+from batchgen.storage.ledger import Ledger
+from batchgen.storage.results import join
+from batchgen.storage.writer import Writer
+
+__all__ = ["JobStream", "ManifestCounts", "manifest_counts"]
+
+
+class JobStream:
+    """The manifest's jobs that still need work, decided against the ledger as they stream by.
+
+    Yields a Job to submit, or an Outstanding to follow (a done job whose image or sidecar is
+    missing or broken, fetched again from its task; or a task whose ledger entry lost its
+    spec). Reads through the storage package's one join of manifest and ledger.
+    """
+
+    def __init__(self, manifest: Manifest, ledger: Ledger, writer: Writer, stats: RunStats,
+                 submit: bool) -> None:
+        self.manifest = manifest
+        self.ledger = ledger
+        self.writer = writer
+        self.stats = stats
+        self.submit = submit
+        self.repaired: set[str] = set()  # done jobs whose files are being fetched again
+
+    def __iter__(self) -> Iterator[Job | Outstanding]:
+        ledger = self.ledger
+        for result in join(self.manifest.jobs(), ledger):
+            job, rec = result.job, result.record
+            if rec is None:
+                if self.submit:
+                    yield job
+                continue
+            state = rec.state
+            if state == JobState.DONE:
+                if rec.file and self.writer.has_result(rec.file, rec.size, rec.side):
+                    continue
+                self.stats.already_done -= 1
+                job = self._at_recorded_name(job, rec.file)
+                if rec.task_id:
+                    self.repaired.add(job.job_id)
+                    ledger.follow_again(job.job_id, rec.task_id, job=job)
+                    yield Outstanding(job, rec.task_id, None, finished=True)
+                elif self.submit:
+                    ledger.reset(job.job_id)
+                    yield job
+            elif state in (JobState.PENDING, JobState.SUBMITTING):
+                if self.submit:
+                    yield job
+            elif state.outstanding and rec.get("spec") is None and rec.task_id:
+                yield Outstanding(job, rec.task_id, rec.get("submitted_at"))
+
+    def _at_recorded_name(self, job: Job, file: str | None) -> Job:
+        """The job as it was saved: a repaired file goes back where the ledger has it, even
+        after a filename edit, so no file ever moves onto another job's name."""
+        if not file or self.writer.image_file(job) == file:
+            return job
+        suffix = f".{job.extension}"
+        if file.startswith("images/") and file.endswith(suffix):
+            old = dataclasses.replace(job, name=file[len("images/"):-len(suffix)])
+            if self.writer.image_file(old) == file:
+                return old
+        return job
+
+
+@dataclass
+class ManifestCounts:
+    """The manifest's jobs by state (``todo``: not started, pending or caught mid-submit)."""
+
+    done: int = 0
+    failed: int = 0
+    outstanding: int = 0
+    submitting: int = 0
+    todo: int = 0
+
+
+def manifest_counts(ledger: Ledger, planned: int) -> ManifestCounts:
+    """Count the manifest's jobs (records met by the last pass, plus jobs never started)."""
+    counts = ManifestCounts()
+    recorded = 0
+    for rec in ledger.records.values():
+        if not rec.seen:
+            continue
+        recorded += 1
+        state = rec.state
+        if state == JobState.DONE:
+            counts.done += 1
+        elif state == JobState.FAILED:
+            counts.failed += 1
+        elif state.outstanding:
+            counts.outstanding += 1
+        else:
+            counts.todo += 1
+            counts.submitting += state == JobState.SUBMITTING
+    counts.todo += max(0, planned - recorded)
+    return counts
