@@ -21,7 +21,7 @@ from batchgen.manifest.fields import (MAX_LORAS, MAX_SEED, OUTPUT_FORMATS, SCALE
                              check_bool, check_choice, check_output_format, check_prompt,
                              check_seed, check_size, check_strength, check_url, describe,
                              did_you_mean, excerpt)
-from batchgen.manifest.templates import FileNameTemplate, Template
+from batchgen.manifest.templates import DEFAULT_FILENAME, FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath, dotted
 
 __all__ = [
@@ -222,7 +222,8 @@ class ManifestSpec(_Doc):
     output: str | None = Field(None, min_length=1, description="batch folder; default ./output/<name>; "
                                                                "relative to the current directory")
     filename: Annotated[str, BeforeValidator(_filename)] = Field(
-        "{job_id}", description="file name template under images/ (no extension); '/' makes folders")
+        DEFAULT_FILENAME, description="file name template under images/ (no extension); '/' makes "
+                                      "folders; the default spreads images over 4,096 folders")
     caption: Annotated[bool | str | None, BeforeValidator(_caption)] = Field(
         None, description="true: write the prompt to <name>.txt; or a caption template")
     expansion_limit: int = Field(1_000_000, ge=1, description="refuse to expand to more jobs than this")
