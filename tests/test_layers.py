@@ -24,6 +24,7 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.manifest", HEAVY),
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
+    ("batchgen.export", ("httpx", "anyio", "rich", "PIL", "uvicorn", "pyarrow", "dynamicprompts")),
     ("batchgen.simulator", ("uvicorn",)),
     ("batchgen.engine.summary", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen", HEAVY),
@@ -44,12 +45,15 @@ def imports_of(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
-    ("engine", ("batchgen.simulator", "batchgen.cli")),
+    ("engine", ("batchgen.simulator", "batchgen.cli", "batchgen.export")),
     ("provider", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator")),
-    ("storage", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator")),
+    ("storage", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator",
+                 "batchgen.export")),
     ("manifest", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator",
                   "batchgen.provider.client", "batchgen.provider.channel")),
     ("simulator", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.manifest")),
+    ("export", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator",
+                "httpx", "anyio")),
 ])
 def test_no_package_imports_a_layer_above_or_beside_it(package: str, forbidden: tuple[str, ...]) -> None:
     bad = {m for m in imports_of(PACKAGE / package) if m.startswith(forbidden)}

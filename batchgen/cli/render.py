@@ -9,11 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from batchgen.engine.events import Leaving, Notice, PossiblyCreated, Stopping
+from batchgen.export.base import ExportFormat
+from batchgen.export.exporter import ExportPhase, ExportReport
+from batchgen.export.scan import Problem
 from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.manifest.plan import Plan
 from batchgen.storage.status import RATE_WINDOW, StatusReport
 
-__all__ = ["format_duration", "render_notice", "render_plan", "render_status", "render_summary"]
+__all__ = ["format_duration", "render_export", "render_export_progress", "render_notice",
+           "render_plan", "render_status", "render_summary"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -175,3 +179,62 @@ def _approx(seconds: float) -> str:
         return f"~{seconds / 60:.0f} min"
     hours, rest = divmod(seconds, 3600)
     return f"~{hours:.0f} h {rest / 60:.0f} min"
+
+
+_LEFT_OUT = {
+    Problem.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
+                       "{rerun} fetches them again"),
+    Problem.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
+    Problem.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
+                      "delete those images and {rerun} fetches them again"),
+}
+
+_LOADERS = {
+    ExportFormat.IMAGEFOLDER: 'load_dataset("imagefolder", data_dir="{to}")',
+    ExportFormat.PARQUET: 'load_dataset("parquet", data_dir="{to}")',
+    ExportFormat.WEBDATASET: 'load_dataset("webdataset", data_dir="{to}")',
+}
+
+
+def render_export_progress(phase: ExportPhase, done: int, total: int | None) -> str:
+    """One line of export progress, for output that is not a terminal."""
+    return f"batchgen export: {phase.value}: {done:,}" + (f"/{total:,}" if total else "")
+
+
+def render_export(report: ExportReport, target: str | Path) -> str:
+    """``batchgen export`` as text: what went where, what was left out and why, how to load it."""
+    r = report
+    where = f" where {' and '.join(r.where)}" if r.where else ""
+    lines = [f"exported {r.exported:,} image(s) of batch {r.batch} to {r.to} "
+             f"({r.format.value}, split {r.split}{where}, {format_duration(r.elapsed)})"]
+    noun = {ExportFormat.IMAGEFOLDER: "folder", ExportFormat.PARQUET: "shard",
+            ExportFormat.WEBDATASET: "shard"}[r.format]
+    parts = [f"{r.written} {noun}(s) written"]
+    if r.kept:
+        parts.append(f"{r.kept} unchanged and kept")
+    if r.removed:
+        parts.append(f"{r.removed} stale file(s) removed")
+    lines.append("  " + ", ".join(parts) + (f"; everything was rewritten: {r.rewrote_all}"
+                                            if r.rewrote_all else ""))
+    if r.linked or r.copied:
+        lines.append(f"  images: {r.linked:,} hard-linked, {r.copied:,} copied "
+                     "(another filesystem)" if r.copied else f"  images: {r.linked:,} hard-linked")
+    if r.filtered_out:
+        lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
+    if r.not_done:
+        left = ", ".join(f"{n:,} {state}" for state, n in sorted(r.not_done.items()))
+        lines.append(f"  not exported, not done: {left}. `batchgen status {target}` says why; "
+                     f"export again when they are done to add them.")
+    if r.not_in_manifest:
+        lines.append(f"  {r.not_in_manifest:,} done job(s) no longer in the manifest were left out "
+                     f"(export the batch folder {r.folder} to include them)")
+    rerun = (f"`batchgen run {target}`" if Path(target).is_file()
+             else "running the batch's manifest again (`batchgen run MANIFEST`)")
+    for problem, n in r.problems.items():
+        example = r.examples.get(problem)
+        what, fix = _LEFT_OUT[problem]
+        lines.append(f"  left out: {n:,} done job(s) {what}" + (f" (e.g. {example})" if example else "")
+                     + f"; {fix.format(rerun=rerun)}")
+    lines.append("  load it: from datasets import load_dataset; "
+                 + _LOADERS[r.format].format(to=r.to))
+    return "\n".join(lines)
