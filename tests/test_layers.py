@@ -21,7 +21,7 @@ def loaded_by(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("module", "never"), [
-    ("batchgen.manifest", HEAVY),
+    ("batchgen.manifest", (*HEAVY, "dynamicprompts", "pyparsing", "pyarrow")),
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.export", ("httpx", "anyio", "rich", "PIL", "uvicorn", "pyarrow", "dynamicprompts")),

@@ -206,3 +206,21 @@ def test_the_export_never_writes_in_the_batch_folder(sweep, tmp_path: Path) -> N
     assert before == after
     assert not any(p.name == ".batchgen-tmp" for p in tmp_path.rglob("*"))
     assert sorted(os.listdir(tmp_path / "parquet")) == [".batchgen-export-train.json", "data"]
+
+
+def test_a_dynamic_prompt_batch_exports_template_and_prompt(tmp_path: Path) -> None:
+    manifest, folder = run_sweep(tmp_path / "dyn", """\
+name: dyn
+size: "256*256"
+caption: true
+matrix:
+  prompt: {dynamic: "a {red|blue} {car|bike} at dusk", random: 6, base: 3}
+""")
+    export_batch(manifest, ExportOptions(ExportFormat.PARQUET, tmp_path / "pq"))
+    ds = load_offline("parquet", tmp_path / "pq", tmp_path / "hf")["train"]
+    assert ds.num_rows == 6
+    for row in ds:
+        side = json.loads(row["sidecar"])
+        assert row["prompt_template"] == side["axes"]["prompt"] == "a {red|blue} {car|bike} at dusk"
+        assert row["prompt"] == side["request"]["prompt"] == row["text"]
+        assert "{" not in row["prompt"]
