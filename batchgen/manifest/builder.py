@@ -353,7 +353,14 @@ class AxisBuilder:
                                            else " (the folder does not exist)"))
             return None
         if spec.random is not None:
-            size, desc = spec.random, f"{spec.random} random prompts (base {spec.base}) of {spec.dynamic!r}"
+            available = template.combinations()
+            if available is not None and spec.random > available:
+                self.fail(path + ("random",), f"this template makes only {available} different "
+                                              f"prompts; ask for random: {available} or fewer, "
+                                              "or leave random: out to take every one")
+                return None
+            size = spec.random
+            desc = f"{spec.random} different random prompts (base {spec.base}) of {spec.dynamic!r}"
         else:
             size = template.count_combinations(self.limit)
             if size > self.limit:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import hashlib
 import random
 import re
 import warnings
@@ -82,13 +83,13 @@ class DynamicTemplate:
     def manager(self) -> Any:
         return self._manager(self.wildcards if self.wildcards.is_dir() else None)
 
-    def generate(self, count: int | None, base: int) -> Iterator[str]:
-        """Prompts in a fixed order: ``count`` random draws from ``Random(base)``, or (None)
-        every combination."""
-        method = self._method.COMBINATORIAL if count is None else self._method.RANDOM
+    def generate(self, draw: bool, base: int = 0) -> Iterator[str]:
+        """Prompts in a fixed order: endless random draws from ``Random(base)``, or (``draw``
+        false) every combination once."""
+        method = self._method.RANDOM if draw else self._method.COMBINATORIAL
         ctx = self._context(wildcard_manager=self.manager(), default_sampling_method=method,
                             rand=random.Random(base))
-        results = iter(ctx.sample_prompts(self.command, count))
+        results = iter(ctx.sample_prompts(self.command, None))
         while True:
             with _quiet():  # wildcard values are parsed as they are drawn
                 result = next(results, None)
@@ -96,10 +97,34 @@ class DynamicTemplate:
                 return
             yield str(result)
 
+    def distinct(self, draws: int, base: int) -> Iterator[str]:
+        """``draws`` different prompts drawn at random; stops early (the caller counts) when
+        fresh ones stop coming, which only a template with fewer prompts than asked does."""
+        seen: set[bytes] = set()  # 8 bytes of digest per prompt: a pass never holds the texts
+        budget = 20 * draws + 1000
+        for tries, text in enumerate(self.generate(True, base)):
+            key = hashlib.blake2b(text.encode(), digest_size=8).digest()
+            if key in seen:
+                if tries > budget:
+                    return
+                continue
+            seen.add(key)
+            yield text
+            if len(seen) == draws:
+                return
+
+    def combinations(self) -> int | None:
+        """How many prompts the template makes, from its structure; None when it cannot be
+        told without generating them (multi-picks, variables, nested wildcard values)."""
+        return _count(self.command, self.manager())
+
     def count_combinations(self, limit: int) -> int:
         """How many combinations there are, counted up to ``limit + 1`` (then: too many)."""
+        known = self.combinations()
+        if known is not None:
+            return min(known, limit + 1)
         n = 0
-        for _ in self.generate(None, 0):
+        for _ in self.generate(False):
             n += 1
             if n > limit:
                 break
@@ -112,6 +137,36 @@ def _quiet() -> Iterator[None]:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         yield
+
+
+def _count(command: Any, manager: Any) -> int | None:
+    from dynamicprompts.commands import (LiteralCommand, SequenceCommand, VariantCommand,
+                                         WildcardCommand)
+
+    if isinstance(command, LiteralCommand):
+        return 1
+    if isinstance(command, SequenceCommand):
+        total = 1
+        for token in command.tokens:
+            n = _count(token, manager)
+            if n is None:
+                return None
+            total *= n
+        return total
+    if isinstance(command, VariantCommand) and command.min_bound == command.max_bound == 1:
+        total = 0
+        for option in command.variants:
+            n = _count(option.value, manager)
+            if n is None:
+                return None
+            total += n
+        return total
+    if isinstance(command, WildcardCommand) and isinstance(command.wildcard, str):
+        values = list(manager.get_values(command.wildcard).string_values)
+        if any(c in v for v in values for c in "{}_$"):
+            return None  # values that are templates themselves
+        return len(values)
+    return None
 
 
 def _wildcards(command: Any) -> Iterator[str]:
@@ -160,7 +215,11 @@ class DynamicAxis(Axis):
     def __iter__(self) -> Iterator[Entry | Problem]:
         name, source = self.name, self.template.source
         as_prompt = name == "prompt"
-        for text in self.template.generate(self.count, self.base):
+        made = 0
+        texts = (self.template.generate(False) if self.count is None
+                 else self.template.distinct(self.count, self.base))
+        for text in texts:
+            made += 1
             leftover = _LEFTOVER.search(text)
             if leftover is not None:
                 file, line, col = self.where
@@ -171,3 +230,8 @@ class DynamicAxis(Axis):
             assign = {name: text}
             yield assign, ({name: source} if as_prompt else
                            {name: text, f"{name}_template": source})
+        if self.count is not None and made < self.count:
+            file, line, col = self.where
+            yield Problem(file, line, col, f"matrix.{name}.random",
+                          f"only {made} different prompts could be drawn of the {self.count} "
+                          "asked for; ask for fewer, or leave random: out to take every one")

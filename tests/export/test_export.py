@@ -214,11 +214,11 @@ name: dyn
 size: "256*256"
 caption: true
 matrix:
-  prompt: {dynamic: "a {red|blue} {car|bike} at dusk", random: 6, base: 3}
+  prompt: {dynamic: "a {red|blue} {car|bike} at dusk", random: 4, base: 3}
 """)
     export_batch(manifest, ExportOptions(ExportFormat.PARQUET, tmp_path / "pq"))
     ds = load_offline("parquet", tmp_path / "pq", tmp_path / "hf")["train"]
-    assert ds.num_rows == 6
+    assert ds.num_rows == 4
     for row in ds:
         side = json.loads(row["sidecar"])
         assert row["prompt_template"] == side["axes"]["prompt"] == "a {red|blue} {car|bike} at dusk"

@@ -45,15 +45,16 @@ def test_every_combination_by_default(tmp_path: Path) -> None:
 def test_random_n_is_n_prompts_times_the_other_axes(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         matrix:
-          prompt: {dynamic: "a {red|blue|green} {car|bike|boat|kite}", random: 40, base: 7}
+          prompt: {dynamic: "a {red|blue|green|teal} {car|bike|boat|kite|bus|van}", random: 20, base: 7}
           seed: [1, 2, 3]
         """)
     m = load_manifest(path)
-    assert m.axes[0].size == 40 and plan_manifest(m).jobs == 120
+    assert m.axes[0].size == 20 and plan_manifest(m).jobs == 60
     got = prompts(path)
-    assert len(got) == 120 and set(got) <= {f"a {c} {t}" for c in ("red", "blue", "green")
-                                             for t in ("car", "bike", "boat", "kite")}
+    assert len(got) == 60 and set(got) <= {f"a {c} {t}" for c in ("red", "blue", "green", "teal")
+                                            for t in ("car", "bike", "boat", "kite", "bus", "van")}
     assert got[0::3] == got[1::3] == got[2::3]  # the inner seed axis repeats each prompt
+    assert len(set(got[0::3])) == 20  # random draws are different prompts: no request twice
 
 
 def test_the_same_base_gives_the_same_prompts_and_another_base_others(tmp_path: Path) -> None:
@@ -66,7 +67,7 @@ def test_the_same_base_gives_the_same_prompts_and_another_base_others(tmp_path: 
 def test_the_prompts_are_the_same_in_another_process(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         matrix:
-          prompt: {dynamic: "a {2::red|blue} {car|bike} in __colours__", random: 25, base: 11}
+          prompt: {dynamic: "a {2::red|blue} {car|bike} in __colours__", random: 10, base: 11}
         """, {"colours.txt": "crimson\nteal\nolive\n"})
     code = ("import sys; from batchgen.manifest import load_manifest; "
             "print('\\n'.join(j.request['prompt'] for j in load_manifest(sys.argv[1]).jobs()))")
@@ -79,10 +80,10 @@ def test_the_prompts_are_the_same_in_another_process(tmp_path: Path) -> None:
 def test_weights_skew_the_draws(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         matrix:
-          prompt: {dynamic: "{9::common|rare}", random: 400}
+          prompt: {dynamic: "{9::common|rare} {1|2|3|4|5|6|7|8|9|10|11|12|13|14|15|16|17|18|19|20}", random: 20}
         """)
-    counts = Counter(prompts(path))
-    assert counts["common"] > 4 * counts["rare"] > 0
+    counts = Counter(p.split()[0] for p in prompts(path))
+    assert counts["common"] > 3 * counts["rare"]
 
 
 def test_wildcards_come_from_files_next_to_the_manifest(tmp_path: Path) -> None:
@@ -161,9 +162,30 @@ def test_too_many_combinations_ask_for_random_draws(tmp_path: Path) -> None:
 def test_a_big_random_axis_is_generated_lazily(tmp_path: Path) -> None:
     path = write(tmp_path, """\
         matrix:
-          prompt: {dynamic: "{a|b|c} {d|e|f} {g|h|i}", random: 200000}
+          prompt: {dynamic: "{0|1|2|3|4|5|6|7|8|9}{0|1|2|3|4|5|6|7|8|9}{0|1|2|3|4|5|6|7|8|9}{0|1|2|3|4|5|6|7|8|9}{0|1|2|3|4|5|6|7|8|9}{0|1|2|3|4|5|6|7|8|9}", random: 200000}
         """)
     m = load_manifest(path)  # loading draws nothing: the size is what was asked
     assert m.size == 200000
     first = [j.request["prompt"] for _, j in zip(range(5), m.jobs())]
     assert len(first) == 5
+
+
+def test_asking_for_more_random_prompts_than_the_template_makes_is_an_error(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        matrix:
+          prompt: {dynamic: "a {red|blue} {car|bike}", random: 5}
+        """)
+    with pytest.raises(ManifestError, match="makes only 4 different prompts; ask for random: 4"):
+        load_manifest(path)
+
+
+def test_a_template_too_small_to_tell_at_load_is_reported_by_plan(tmp_path: Path, capsys) -> None:
+    # Two picks of three ({2$$...}) cannot be counted from the template's shape: the draws
+    # run dry while planning, and plan says so at the template's line.
+    path = write(tmp_path, """\
+        matrix:
+          prompt: {dynamic: "{2$$a|b|c}", random: 50}
+        """)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}:2:" in err and "different prompts could be drawn of the 50 asked for" in err
