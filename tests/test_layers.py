@@ -21,7 +21,7 @@ def loaded_by(module: str) -> set[str]:
 
 
 @pytest.mark.parametrize(("module", "never"), [
-    ("batchgen.manifest", HEAVY),
+    ("batchgen.manifest", (*HEAVY, "dynamicprompts", "pyparsing", "pyarrow")),
     ("batchgen.manifest.shards", HEAVY),
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
@@ -29,6 +29,7 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.storage.diff", ("httpx", "anyio", "rich", "PIL", "pydantic")),
     ("batchgen.storage.identity", ("httpx", "anyio", "rich", "PIL", "orjson", "pydantic")),
     ("batchgen.cli.invocation", ("httpx", "anyio", "rich", "PIL", "pydantic")),
+    ("batchgen.export", ("httpx", "anyio", "rich", "PIL", "uvicorn", "pyarrow", "dynamicprompts")),
     ("batchgen.simulator", ("uvicorn",)),
     ("batchgen.engine.summary", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.view", HEAVY),
@@ -53,13 +54,16 @@ def imports_of(folder: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("package", "forbidden"), [
-    ("engine", ("batchgen.simulator", "batchgen.cli")),
+    ("engine", ("batchgen.simulator", "batchgen.cli", "batchgen.export")),
     ("provider", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator")),
-    ("storage", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator")),
+    ("storage", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator",
+                 "batchgen.export")),
     ("manifest", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.simulator",
                   "batchgen.provider.client", "batchgen.provider.channel")),
     ("simulator", ("batchgen.engine", "batchgen.storage", "batchgen.cli", "batchgen.manifest")),
     ("view", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator")),
+    ("export", ("batchgen.engine", "batchgen.provider", "batchgen.cli", "batchgen.simulator",
+                "httpx", "anyio")),
 ])
 def test_no_package_imports_a_layer_above_or_beside_it(package: str, forbidden: tuple[str, ...]) -> None:
     bad = {m for m in imports_of(PACKAGE / package) if m.startswith(forbidden)}

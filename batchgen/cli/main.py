@@ -301,6 +301,28 @@ def _cmd_view(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_export(args: argparse.Namespace) -> int:
+    """Export a batch's done jobs as a dataset: ImageFolder, Parquet or WebDataset.
+
+    Takes the manifest or the batch folder. Only done jobs are exported (the rest are counted
+    in the report); every row carries the job's provenance as flat columns. Exporting again
+    after more jobs finished keeps what did not change and rewrites the rest.
+
+    Example: batchgen export manifests/dataset.yaml --format parquet --to datasets/flowers
+    """
+    from batchgen.cli.progress import ExportProgressView, ProgressMode
+    from batchgen.cli.render import render_export
+    from batchgen.export import ExportOptions, export_batch
+
+    options = ExportOptions(format=args.format, to=args.to, split=args.split,
+                            where=args.where or (), overwrite=args.overwrite,
+                            shard_size=args.shard_size)
+    with ExportProgressView(ProgressMode.QUIET if args.quiet else ProgressMode.AUTO) as view:
+        report = export_batch(args.target, options, progress=view.update)
+    print(render_export(report, args.target))
+    return 0
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="batchgen",
@@ -423,6 +445,21 @@ def _build_parser() -> argparse.ArgumentParser:
     p = command("view", _cmd_view, "write a static offline viewer of a sweep")
     p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
     p.add_argument("--to", type=Path, metavar="DIR", help="the viewer's folder (default: BATCH/view/)")
+
+    p = command("export", _cmd_export, "export done jobs as an ImageFolder, Parquet or WebDataset dataset")
+    p.add_argument("target", help="the manifest, or the batch folder")
+    p.add_argument("--format", required=True, choices=["imagefolder", "parquet", "webdataset"],
+                   help="the dataset layout")
+    p.add_argument("--to", required=True, type=Path, metavar="DIR", help="the dataset folder")
+    p.add_argument("--split", default="train", help="split name (default train)")
+    p.add_argument("--where", action="append", metavar="AXIS=VALUE",
+                   help="export only rows whose column AXIS is VALUE; repeat for more "
+                        "(the same AXIS twice: either value)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export of another kind, or files batchgen did not record")
+    p.add_argument("--shard-size", type=_positive_int, default=10_000, metavar="N",
+                   help="WebDataset samples per shard (default 10000)")
+    p.add_argument("--quiet", action="store_true", help="no progress display, only the report")
 
     return parser
 

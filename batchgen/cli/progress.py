@@ -129,3 +129,54 @@ class ProgressReporter:
                     await anyio.sleep(0.25)
         finally:
             self._progress = None
+
+
+class ExportProgressView:
+    """An export's progress: a rich bar on a terminal, a line every ``interval`` s otherwise.
+
+    Its ``update`` is the export's progress callback; it never slows the export (redraws at
+    most four times a second).
+    """
+
+    def __init__(self, mode: ProgressMode = ProgressMode.AUTO, stream: TextIO | None = None,
+                 interval: float = 10.0) -> None:
+        self.stream = stream or sys.stdout
+        mode = ProgressMode(mode)
+        if mode is ProgressMode.AUTO:
+            mode = ProgressMode.LIVE if self.stream.isatty() else ProgressMode.LINES
+        self.mode = mode
+        self.interval = interval
+        self._last = 0.0
+        self._progress: Progress | None = None
+        self._tasks: dict[object, object] = {}
+
+    def __enter__(self) -> ExportProgressView:
+        self._last = time.monotonic()
+        if self.mode is ProgressMode.LIVE:
+            console = Console(file=self.stream, highlight=False, soft_wrap=True)
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
+                                      MofNCompleteColumn(), console=console, auto_refresh=False,
+                                      transient=True)
+            self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(None, None, None)
+            self._progress = None
+
+    def update(self, phase: object, done: int, total: int | None) -> None:
+        from batchgen.cli.render import render_export_progress
+
+        now = time.monotonic()
+        if self.mode is ProgressMode.LINES:
+            if now - self._last >= self.interval:
+                self._last = now
+                print(render_export_progress(phase, done, total), file=self.stream, flush=True)
+        elif self._progress is not None and (now - self._last >= 0.25 or done == total):
+            self._last = now
+            task = self._tasks.get(phase)
+            if task is None:
+                task = self._tasks[phase] = self._progress.add_task(str(phase), total=total)
+            self._progress.update(task, completed=done, total=total)  # type: ignore[arg-type]
+            self._progress.refresh()

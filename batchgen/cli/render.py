@@ -15,6 +15,9 @@ from typing import TYPE_CHECKING
 from batchgen.cli.invocation import Invocation
 from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, Redo, Redoing,
                                     Starting, Stopping)
+from batchgen.export.base import ExportFormat
+from batchgen.export.exporter import ExportPhase, ExportReport
+from batchgen.export.scan import Problem
 from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.manifest.plan import Plan
@@ -27,8 +30,8 @@ if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw 
     from batchgen.view.viewer import ViewResult
 
 __all__ = ["CHECKING_SHOWN_FROM", "describe_target", "format_duration", "render_error",
-           "render_grid", "render_notice", "render_plan", "render_status", "render_summary",
-           "render_view"]
+           "render_export", "render_export_progress", "render_grid", "render_notice",
+           "render_plan", "render_status", "render_summary", "render_view"]
 
 #: Manifests from this many jobs on get a line before their check (it takes a second or more).
 CHECKING_SHOWN_FROM = 50_000
@@ -472,3 +475,64 @@ def render_error(exc: BatchgenError, how: Invocation | None = None,
     elif isinstance(exc, NotABatchFolder):
         text += f"\n  for example:     {how.with_output(f'{exc.folder}-batch').command(command)}"
     return text
+
+
+# -- export ----------------------------------------------------------------------------------
+
+_LEFT_OUT = {
+    Problem.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
+                       "{rerun} fetches them again"),
+    Problem.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
+    Problem.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
+                      "delete those images and {rerun} fetches them again"),
+}
+
+_LOADERS = {
+    ExportFormat.IMAGEFOLDER: 'load_dataset("imagefolder", data_dir="{to}")',
+    ExportFormat.PARQUET: 'load_dataset("parquet", data_dir="{to}")',
+    ExportFormat.WEBDATASET: 'load_dataset("webdataset", data_dir="{to}")',
+}
+
+
+def render_export_progress(phase: ExportPhase, done: int, total: int | None) -> str:
+    """One line of export progress, for output that is not a terminal."""
+    return f"batchgen export: {phase.value}: {done:,}" + (f"/{total:,}" if total else "")
+
+
+def render_export(report: ExportReport, target: str | Path) -> str:
+    """``batchgen export`` as text: what went where, what was left out and why, how to load it."""
+    r = report
+    where = f" where {' and '.join(r.where)}" if r.where else ""
+    lines = [f"exported {r.exported:,} image(s) of batch {r.batch} to {r.to} "
+             f"({r.format.value}, split {r.split}{where}, {format_duration(r.elapsed)})"]
+    noun = {ExportFormat.IMAGEFOLDER: "folder", ExportFormat.PARQUET: "shard",
+            ExportFormat.WEBDATASET: "shard"}[r.format]
+    parts = [f"{r.written} {noun}(s) written"]
+    if r.kept:
+        parts.append(f"{r.kept} unchanged and kept")
+    if r.removed:
+        parts.append(f"{r.removed} stale file(s) removed")
+    lines.append("  " + ", ".join(parts) + (f"; everything was rewritten: {r.rewrote_all}"
+                                            if r.rewrote_all else ""))
+    if r.linked or r.copied:
+        lines.append(f"  images: {r.linked:,} hard-linked, {r.copied:,} copied "
+                     "(another filesystem)" if r.copied else f"  images: {r.linked:,} hard-linked")
+    if r.filtered_out:
+        lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
+    if r.not_done:
+        left = ", ".join(f"{n:,} {state}" for state, n in sorted(r.not_done.items()))
+        lines.append(f"  not exported, not done: {left}. `batchgen status {target}` says why; "
+                     f"export again when they are done to add them.")
+    if r.not_in_manifest:
+        lines.append(f"  {r.not_in_manifest:,} done job(s) no longer in the manifest were left out "
+                     f"(export the batch folder {r.folder} to include them)")
+    rerun = (f"`batchgen run {target}`" if Path(target).is_file()
+             else "running the batch's manifest again (`batchgen run MANIFEST`)")
+    for problem, n in r.problems.items():
+        example = r.examples.get(problem)
+        what, fix = _LEFT_OUT[problem]
+        lines.append(f"  left out: {n:,} done job(s) {what}" + (f" (e.g. {example})" if example else "")
+                     + f"; {fix.format(rerun=rerun)}")
+    lines.append("  load it: from datasets import load_dataset; "
+                 + _LOADERS[r.format].format(to=r.to))
+    return "\n".join(lines)

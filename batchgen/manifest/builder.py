@@ -22,8 +22,9 @@ from batchgen.manifest.datafiles import BadLine, count_records, first_columns, k
 from batchgen.errors import Problem
 from batchgen.manifest.fields import (FIELD_CHECKS, MAX_LORAS, REQUEST_FIELDS, TEMPLATED_FIELDS,
                              check_scale, describe, did_you_mean, excerpt)
-from batchgen.manifest.schema import (SECRET_KEYS, FileSpec, LoraItem, NamedLoraSet, RandomSpec, RangeSpec,
-                            ZipSpec, check_url_template, validation_problems)
+from batchgen.manifest.schema import (SECRET_KEYS, DynamicSpec, FileSpec, LoraItem, NamedLoraSet,
+                                     RandomSpec, RangeSpec, ZipSpec, check_url_template,
+                                     validation_problems)
 from batchgen.manifest.templates import Template
 from batchgen.manifest.source import Source, YamlPath
 
@@ -224,6 +225,8 @@ class AxisBuilder:
                 return None
             return self._list_axis(name, raw, path)
         if isinstance(raw, dict):
+            if "dynamic" in raw:
+                return self._dynamic_axis(name, raw, path)
             if "random" in raw:
                 return self._random_axis(name, raw, path)
             if "file" in raw:
@@ -233,11 +236,12 @@ class AxisBuilder:
             if "from" in raw or "to" in raw:
                 return self._range_axis(name, raw, path)
             keys = ", ".join(raw) or "nothing"
-            hint = "".join(did_you_mean(k, ("from", "to", "step", "random", "base", "file", "zip"))
+            hint = "".join(did_you_mean(k, ("from", "to", "step", "random", "base", "file", "zip",
+                                            "dynamic"))
                            for k in list(raw)[:1])
             self.fail(path, f"a mapping under matrix must be a range {{from, to, step}}, "
-                            f"{{random: N, base: B}}, {{file: path}} or {{zip: {{...}}}} "
-                            f"(found keys: {keys}){hint}")
+                            f"{{random: N, base: B}}, {{file: path}}, {{zip: {{...}}}} or "
+                            f"{{dynamic: template}} (found keys: {keys}){hint}")
             return None
         self.fail(path, f"an axis needs a list of values (got {describe(raw)}); for one value "
                         f"for every job, write {name}: at the top level"
@@ -319,6 +323,55 @@ class AxisBuilder:
         assert isinstance(spec, RandomSpec)
         return RandomAxis(name, path, spec.random, spec.base,
                           f"{spec.random} random seeds (base {spec.base})")
+
+    def _dynamic_axis(self, name: str, raw: dict[str, Any], path: YamlPath) -> Axis | None:
+        from batchgen.manifest.dynamic import DynamicAxis, DynamicTemplate, DynamicUnavailable
+
+        if name in FIELD_CHECKS and name != "prompt":
+            self.fail(path, f"a dynamic prompt makes text: it belongs to the prompt axis or a "
+                            f"variable, not {name}")
+            return None
+        spec = self._model(DynamicSpec, raw, path, lambda p: ("dynamic", "random", "base", "wildcards"))
+        if spec is None:
+            return None
+        assert isinstance(spec, DynamicSpec)
+        folder = self.base_dir / spec.wildcards
+        try:
+            template = DynamicTemplate(spec.dynamic, folder)
+        except DynamicUnavailable as exc:
+            self.fail(path, str(exc))
+            return None
+        except ValueError as exc:
+            self.fail(path + ("dynamic",), str(exc))
+            return None
+        shown = self.shown_dir / spec.wildcards
+        missing = template.missing_wildcards()
+        if missing:
+            names = ", ".join(f"__{m}__" for m in missing)
+            self.fail(path + ("dynamic",), f"no values for {names}: put {missing[0]}.txt (one "
+                                           f"value per line) in {shown}/" + ("" if folder.is_dir()
+                                           else " (the folder does not exist)"))
+            return None
+        if spec.random is not None:
+            available = template.combinations()
+            if available is not None and spec.random > available:
+                self.fail(path + ("random",), f"this template makes only {available} different "
+                                              f"prompts; ask for random: {available} or fewer, "
+                                              "or leave random: out to take every one")
+                return None
+            size = spec.random
+            desc = f"{spec.random} different random prompts (base {spec.base}) of {spec.dynamic!r}"
+        else:
+            size = template.count_combinations(self.limit)
+            if size > self.limit:
+                self.fail(path + ("dynamic",), f"this template has more than expansion_limit "
+                                               f"({self.limit:,}) combinations; draw some with "
+                                               f"random: N")
+                return None
+            desc = f"all {size} combinations of {spec.dynamic!r}"
+        line, col = self.src.where(path + ("dynamic",))
+        return DynamicAxis(name, path, template, spec.random, spec.base, size,
+                           (self.src.file, line, col), desc)
 
     def _zip_axis(self, name: str, raw: dict[str, Any], path: YamlPath) -> Axis | None:
         spec = self._model(ZipSpec, raw, path, lambda p: ("zip",))

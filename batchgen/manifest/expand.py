@@ -174,7 +174,8 @@ class Expansion:
         model, batch, repeat = self.model, self.batch, self.repeat
         takes_loras = model == LORA_MODEL
         encode, sha256 = _ENCODER.encode, hashlib.sha256
-        fname = None if self.filename.is_job_id else self.filename
+        fname = None if self.filename.by_job_id else self.filename
+        by_id = self.filename.by_id
         caption = self.caption
         seen: set[int] = set()
         counts: dict[int, int] = {}
@@ -248,7 +249,7 @@ class Expansion:
                     if takes_loras:
                         request["loras"] = ctx["loras"].as_request()
                     rec = dict(rec)
-                name, text = job_id, None
+                name, text = by_id(job_id), None
                 if fname is not None or caption is not None:
                     values = {**ctx, "prompt": prompt, "image_url": url, "mask": mask,
                               "job_id": job_id, "index": index, "replica": replica, "name": batch}

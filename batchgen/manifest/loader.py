@@ -25,7 +25,7 @@ from batchgen.manifest.combos import parse_excludes, parse_includes
 from batchgen.manifest.expand import Expansion
 from batchgen.provider.targets import PROVIDERS
 from batchgen.manifest.schema import SECRET_KEYS, ManifestSpec, validation_problems
-from batchgen.manifest.templates import FileNameTemplate, Template
+from batchgen.manifest.templates import DEFAULT_FILENAME, FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath, load_yaml
 
 __all__ = ["Manifest", "ManifestSpec", "load_manifest", "manifest_json_schema"]
@@ -171,7 +171,7 @@ class _Loader:
             expansion = Expansion(
                 src=self.src, model=spec.model, batch=name, base=base, axes=axes,
                 includes=includes, excludes=excludes, repeat=spec.repeat,
-                filename=filename or FileNameTemplate("{job_id}"), caption=caption,
+                filename=filename or FileNameTemplate(DEFAULT_FILENAME), caption=caption,
                 origins={f: (f,) for f in REQUEST_FIELDS if f in data})
             if expansion.size > spec.expansion_limit:
                 self.fail(("matrix",) if "matrix" in data else (),

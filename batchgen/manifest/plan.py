@@ -141,7 +141,7 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
     seen_problems: set[Problem] = set()
     extra = 0
     hits = [0] * len(manifest.expansion.excludes)
-    check_names = not manifest.expansion.filename.is_job_id
+    check_names = not manifest.expansion.filename.by_job_id
     # 8 bytes per name in a flat array, sorted after the pass: a set of a million ints would
     # cost ~80 MB on top of the expansion's own set of request hashes.
     names = array("Q")

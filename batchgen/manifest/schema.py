@@ -21,11 +21,12 @@ from batchgen.manifest.fields import (MAX_CONCURRENCY, MAX_LORAS, MAX_SEED, OUTP
                              check_bool, check_choice, check_output_format, check_prompt,
                              check_seed, check_size, check_strength, check_url, describe,
                              did_you_mean, excerpt)
-from batchgen.manifest.templates import FileNameTemplate, Template
+from batchgen.manifest.templates import DEFAULT_FILENAME, FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath, dotted
 
 __all__ = [
     "SECRET_KEYS",
+    "DynamicSpec",
     "FileSpec",
     "LoraItem",
     "ManifestSpec",
@@ -159,6 +160,17 @@ class FileSpec(_Doc):
     file: str = Field(min_length=1, description="path relative to the manifest's folder")
 
 
+class DynamicSpec(_Doc):
+    """Prompts in the dynamic-prompt syntax: {a|b} variants, {2::a|b} weights, __wildcards__."""
+
+    dynamic: str = Field(min_length=1, description="the template, e.g. \"a {red|blue} {car|bike}\"")
+    random: int | None = Field(None, ge=1, description="draw this many prompts at random; "
+                                                       "omit for every combination")
+    base: int = Field(0, description="seed of the random draws: same base, same prompts")
+    wildcards: str = Field("wildcards", min_length=1,
+                           description="folder of __name__ files (name.txt), relative to the manifest")
+
+
 class ZipSpec(_Doc):
     """Equal-length lists zipped into rows: {zip: {subject: [a, b], seed: [1, 2]}}."""
 
@@ -182,7 +194,7 @@ class NamedLoraSet(_Doc):
 
 LoraSetDoc = list[LoraItem] | NamedLoraSet
 Scalar = str | int | float | bool
-AxisDoc = list[Scalar | dict[str, Any]] | RangeSpec | RandomSpec | FileSpec | ZipSpec
+AxisDoc = list[Scalar | dict[str, Any]] | RangeSpec | RandomSpec | FileSpec | ZipSpec | DynamicSpec
 
 
 class MatrixSpec(BaseModel):
@@ -191,7 +203,8 @@ class MatrixSpec(BaseModel):
     model_config = ConfigDict(extra="allow")
     __pydantic_extra__: dict[str, AxisDoc]  # type: ignore[assignment]
 
-    prompt: AxisDoc | None = Field(None, description="prompts (templates) or {file: prompts.txt}")
+    prompt: AxisDoc | None = Field(None, description="prompts (templates), {file: prompts.txt}, or "
+                                                     "{dynamic: template, random: N, base: B}")
     seed: AxisDoc | None = Field(None, description="seeds: a list, {from, to, step}, or {random: N, base: B}")
     size: AxisDoc | None = Field(None, description='sizes like "1024*1024"')
     loras: list[LoraSetDoc] | None = Field(
@@ -222,7 +235,8 @@ class ManifestSpec(_Doc):
     output: str | None = Field(None, min_length=1, description="batch folder; default ./output/<name>; "
                                                                "relative to the current directory")
     filename: Annotated[str, BeforeValidator(_filename)] = Field(
-        "{job_id}", description="file name template under images/ (no extension); '/' makes folders")
+        DEFAULT_FILENAME, description="file name template under images/ (no extension); '/' makes "
+                                      "folders; the default spreads images over 4,096 folders")
     caption: Annotated[bool | str | None, BeforeValidator(_caption)] = Field(
         None, description="true: write the prompt to <name>.txt; or a caption template")
     price_per_image: float | None = Field(

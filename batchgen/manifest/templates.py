@@ -2,7 +2,9 @@
 
 A template is parsed once, at load, so an unknown field is reported at the manifest line and
 rendering a job is a single ``format_map``. File-name rendering sanitizes every substituted
-value: no value, whatever it holds, may lead a file out of the batch folder. Templates never
+value: no value, whatever it holds, may lead a file out of the batch folder, and no value puts
+a dot in a name (a dot ends a WebDataset key, so ``ghibli_0.25.png`` would split one sample in
+two: a decimal point becomes ``p``, which also keeps scales in sorting order). Templates never
 allow attribute or index access (``{a.b}``, ``{a[0]}``): they format values, nothing more.
 """
 
@@ -13,11 +15,19 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["FileNameTemplate", "Template", "sanitize", "tidy_name"]
+__all__ = ["DEFAULT_FILENAME", "FileNameTemplate", "Template", "sanitize", "tidy_name"]
+
+#: The default `filename:`: 4,096 folders by the first three hex digits of the job id, so a
+#: million jobs put about 250 images (with sidecars and captions, under 1,000 files) in each.
+DEFAULT_FILENAME = "{job_id:.3}/{job_id}"
+#: The default before folders were fanned out; still recognised as one name per job id.
+FLAT_FILENAME = "{job_id}"
+FANOUT = 3
 
 _FORMATTER = string.Formatter()
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+_DECIMAL_POINT = re.compile(r"(?<=[0-9])\.(?=[0-9])")
 _LITERAL_OK = re.compile(r"[A-Za-z0-9._/-]*")
 SEGMENT_MAX = 100
 
@@ -81,8 +91,10 @@ class Template:
 
 
 def sanitize(text: str) -> str:
-    """Anything outside ``[A-Za-z0-9._-]`` becomes ``_`` (``/`` too: a value is never a folder)."""
-    return _UNSAFE.sub("_", text)
+    """A value made fit for a file name: a decimal point becomes ``p`` (``0.5`` -> ``0p5``),
+    anything else outside ``[A-Za-z0-9_-]`` becomes ``_`` (``/`` and other dots too: a value
+    is never a folder, and never splits a WebDataset key)."""
+    return _UNSAFE.sub("_", _DECIMAL_POINT.sub("p", text))
 
 
 def tidy_name(name: str) -> str:
@@ -98,7 +110,7 @@ def tidy_name(name: str) -> str:
 class FileNameTemplate:
     """The `filename:` template: literal parts checked at load, values sanitized per job."""
 
-    __slots__ = ("source", "fields", "path", "_parts", "is_job_id")
+    __slots__ = ("source", "fields", "path", "_parts", "by_job_id")
 
     def __init__(self, source: str, path: tuple[str | int, ...] = ()) -> None:
         parts = _parse(source)
@@ -120,7 +132,8 @@ class FileNameTemplate:
         self.path = path
         self.fields: tuple[str, ...] = tuple(dict.fromkeys(f for _, f, _, _ in parts if f))
         self._parts = parts
-        self.is_job_id = source == "{job_id}"
+        #: the name is a function of the job id alone (unique, so never checked for clashes)
+        self.by_job_id = source in (DEFAULT_FILENAME, FLAT_FILENAME)
 
     def render(self, values: Mapping[str, Any]) -> str:
         """The file name for one job, every substituted value sanitized."""
@@ -133,5 +146,9 @@ class FileNameTemplate:
                     value = repr(value)
                 elif conversion is not None:
                     value = str(value) if conversion == "s" else ascii(value)
-                out.append(_UNSAFE.sub("_", format(value, spec)))
+                out.append(sanitize(format(value, spec)))
         return tidy_name("".join(out))
+
+    def by_id(self, job_id: str) -> str:
+        """The name of a job under one of the job-id templates, without formatting anything."""
+        return f"{job_id[:FANOUT]}/{job_id}" if self.source == DEFAULT_FILENAME else job_id

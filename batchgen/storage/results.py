@@ -7,15 +7,21 @@ manifest" is answered in one place. Streams: one job at a time, whatever the bat
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from batchgen.job import Job, JobState
 from batchgen.storage.ledger import JobRecord, Ledger
 from batchgen.storage.sidecar import Sidecar
 
-__all__ = ["JobResult", "join", "recorded", "vanished"]
+if TYPE_CHECKING:
+    from batchgen.manifest import Manifest
+
+__all__ = ["BatchResults", "JobResult", "StoredResult", "join", "open_results", "recorded",
+           "vanished"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,3 +101,67 @@ def recorded(folder: Path, ledger: Ledger | None = None) -> Iterator[JobResult]:
         job = Job(job_id=job_id, index=sidecar.index, request=sidecar.request, axes=sidecar.axes,
                   replica=sidecar.replica, name=name, caption=sidecar.caption)
         yield JobResult(job, rec, sidecar)
+@dataclass(frozen=True, slots=True)
+class StoredResult:
+    """A done job as the batch folder holds it: its id and ledger record (no manifest needed)."""
+
+    job_id: str
+    record: JobRecord
+
+    @property
+    def file(self) -> str:
+        """The image's path relative to the batch folder."""
+        return self.record.file or ""
+
+    def sidecar_file(self) -> str:
+        return str(Path(self.file).with_suffix(".json"))
+
+
+@dataclass
+class BatchResults:
+    """One batch's results, found from a manifest or from its folder alone (as ``status``
+    finds it). With a manifest, only the manifest's jobs count; without, every recorded job."""
+
+    folder: Path
+    ledger: Ledger
+    manifest: Manifest | None = None
+    _counts: Counter[JobState] | None = field(default=None, repr=False)
+
+    @property
+    def batch(self) -> str:
+        if self.manifest is not None:
+            return self.manifest.name
+        return self.ledger.batch or self.folder.name
+
+    def counts(self) -> Counter[JobState]:
+        """Jobs by state; with a manifest, its never-started jobs count as pending."""
+        if self._counts is None:
+            if self.manifest is None:
+                self._counts = Counter(rec.state for rec in self.ledger.records.values())
+            else:
+                self._counts = Counter(r.state for r in join(self.manifest.jobs(), self.ledger))
+        return self._counts
+
+    def done(self) -> Iterator[StoredResult]:
+        """Done jobs in ledger order (the order they were first submitted in), one at a time.
+
+        Ledger order rather than manifest order: jobs finished by a later run come after the
+        ones already there, so whatever is built from this stream in order (export shards)
+        changes only at its end when a batch grows."""
+        if self.manifest is not None:
+            self.counts()  # the join marks which records the manifest still has
+        only_seen = self.manifest is not None
+        for job_id, rec in self.ledger.records.items():
+            if rec.state == JobState.DONE and rec.file and (rec.seen or not only_seen):
+                yield StoredResult(job_id, rec)
+
+
+def open_results(target: str | Path) -> BatchResults:
+    """The results of the batch named by a manifest file or by a batch folder; reads only."""
+    path = Path(target)
+    if path.is_file():
+        from batchgen.manifest import load_manifest  # only a manifest target needs it
+
+        manifest = load_manifest(path)
+        return BatchResults(manifest.output, Ledger.read(manifest.output), manifest)
+    return BatchResults(path, Ledger.read(path))

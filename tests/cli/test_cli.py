@@ -69,7 +69,7 @@ def test_run_simulate_then_status(tmp_path: Path, capsys) -> None:
                  "--sim-task-seconds", "0.05"]) == 0
     text = capsys.readouterr().out
     assert "3/3 images done" in text
-    assert len(list(Path(out, "images").glob("*.png"))) == 3
+    assert len(list(Path(out, "images").rglob("*.png"))) == 3
     assert main(["status", out, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["counts"]["done"] == 3 and report["tasks_created"] == 3

@@ -134,7 +134,7 @@ def test_absurd_numbers_in_a_task_result_do_not_crash_the_batch(tmp_path: Path, 
     sim = sim_with()
     _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(change)), extra=QUICK_TIMEOUT)
     assert summary.done == JOBS  # an absurd hint or seed is "unknown", not a reason to fail
-    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out" / "images").glob("*.json")]
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out" / "images").rglob("*.json")]
     assert len(sidecars) == JOBS and all(side["seed"] is None for side in sidecars) == (field == "seed")
     check_folder(tmp_path / "out")
 
@@ -234,7 +234,7 @@ def test_a_truncated_download_every_time_fails_the_job(tmp_path: Path) -> None:
     sim = sim_with(fault_truncate=1.0)
     _, summary = run_hostile(tmp_path, sim)
     assert summary.failed == JOBS and set(summary.failures) <= {"BAD_IMAGE", "DOWNLOAD_FAILED"}
-    assert not list((tmp_path / "out" / "images").iterdir())
+    assert not [p for p in (tmp_path / "out" / "images").rglob("*") if p.is_file()]
 
 
 def test_an_expired_url_every_time_fails_the_job_as_expired(tmp_path: Path) -> None:

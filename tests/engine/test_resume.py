@@ -56,8 +56,8 @@ def wait_for_lines(tmp_path: Path, count: int, proc: subprocess.Popen, limit: fl
 
 
 def check_outputs(tmp_path: Path, expected: int) -> None:
-    images = sorted((tmp_path / "out" / "images").glob("*.webp"))
-    sidecars = sorted((tmp_path / "out" / "images").glob("*.json"))
+    images = sorted((tmp_path / "out" / "images").rglob("*.webp"))
+    sidecars = sorted((tmp_path / "out" / "images").rglob("*.json"))
     assert len(images) == expected and len(sidecars) == expected
     assert {p.stem for p in images} == {p.stem for p in sidecars}
     for path in images:

@@ -61,7 +61,7 @@ def fast_sim(**config) -> Simulator:
 
 
 def images_of(tmp_path: Path) -> dict[str, Path]:
-    return {p.stem: p for p in (tmp_path / "out" / "images").glob("*.png")}
+    return {p.stem: p for p in (tmp_path / "out" / "images").rglob("*.png")}
 
 
 def test_a_batch_runs_to_completion_with_checked_images_and_full_sidecars(tmp_path: Path) -> None:

@@ -69,7 +69,7 @@ def test_values_that_look_like_paths_are_sanitized_not_refused() -> None:
     assert plan_manifest(manifest).jobs == 4
     root = Path("/batch/images")
     names = [job.name for job in manifest.jobs()]
-    assert names == [".._.._etc/1", "_abs_olute/1", "__/1", "ok/1"]
+    assert names == ["______etc/1", "_abs_olute/1", "__/1", "ok/1"]
     for name in names:
         resolved = (root / name).resolve()
         assert resolved.is_relative_to(root) and ".." not in Path(name).parts

@@ -39,7 +39,7 @@ def test_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert m.output == tmp_path / "output" / "my-batch"
     assert m.path == tmp_path / "my-batch.yaml"
     assert (m.key_variable, m.endpoint) == ("JIEKOU_API_KEY", "https://api.jiekou.ai")
-    assert m.filename == "{job_id}" and m.caption is None
+    assert m.filename == "{job_id:.3}/{job_id}" and m.caption is None
 
 
 def test_settings_are_read(tmp_path: Path) -> None:

@@ -157,7 +157,7 @@ def test_full_screen_moves_with_the_arrow_keys(page, viewer) -> None:
     body.send_keys(Keys.ARROW_DOWN)  # the last row: stays
     assert full.get_attribute("data-job") == expected[16].get_attribute("data-job")
     img = page.find_element(By.CSS_SELECTOR, "#full-stage img")
-    assert img.get_attribute("src").endswith("images/fox/oil/ghibli_0.25.png")
+    assert img.get_attribute("src").endswith("images/fox/oil/ghibli_0p25.png")
     WebDriverWait(page, 5).until(lambda d: d.execute_script("return document.querySelector('#full-stage img').naturalWidth") == 256)
     page.save_screenshot(str(result.folder.parent.parent / "full-screen.png"))
     body.send_keys(Keys.ESCAPE)

@@ -1,0 +1,286 @@
+"""``export_batch``: a batch's done jobs into a dataset folder, in one of three layouts.
+
+Two passes, both streaming: the scan reads every done job's sidecar once (columns, types,
+row count, what is missing) into a spill file; the write pass cuts the rows into units and
+writes each unit whose rows changed since the last export into this folder, keeping the
+rest. It reads what was paid for and never submits, never writes in the batch folder, and
+never prints: progress and the report are data for the caller.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+
+import orjson
+
+from batchgen.errors import UsageError
+from batchgen.export.base import ExportFormat, FormatWriter, Unit, tmp_path
+from batchgen.export.imagefolder import FOLDER_SIZE, ImageFolderWriter
+from batchgen.export.rows import Where
+from batchgen.export.scan import Problem, Scan, check_where, scan
+from batchgen.export.state import ExportState, UnitRecord, on_disk
+from batchgen.export.webdataset import DEFAULT_SHARD_SIZE, WebDatasetWriter
+from batchgen.job import JobState
+from batchgen.storage.results import BatchResults, open_results
+
+__all__ = ["ExportOptions", "ExportPhase", "ExportReport", "export_batch"]
+
+_SPLIT = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class ExportPhase(StrEnum):
+    SCAN = "reading sidecars"
+    WRITE = "writing"
+
+
+Progress = Callable[[ExportPhase, int, "int | None"], None]
+
+
+@dataclass
+class ExportOptions:
+    """What to export and where. ``where`` holds ``AXIS=VALUE`` filters, as on the command line."""
+
+    format: ExportFormat
+    to: Path
+    split: str = "train"
+    where: Sequence[str] = ()
+    overwrite: bool = False
+    shard_size: int = DEFAULT_SHARD_SIZE
+    parquet_shard_bytes: int = 500 * 1000 * 1000  # images per Parquet shard, at most
+
+
+@dataclass
+class ExportReport:
+    """What an export did, as data: the CLI words it (``render_export``)."""
+
+    batch: str
+    folder: Path
+    to: Path
+    format: ExportFormat
+    split: str
+    where: list[str]
+    exported: int = 0
+    filtered_out: int = 0
+    not_done: dict[str, int] = field(default_factory=dict)   # job state -> count
+    not_in_manifest: int = 0
+    problems: dict[Problem, int] = field(default_factory=dict)
+    examples: dict[Problem, str] = field(default_factory=dict)
+    units: int = 0
+    kept: int = 0
+    written: int = 0
+    removed: int = 0
+    rewrote_all: str | None = None   # why nothing could be kept from an earlier export
+    linked: int = 0
+    copied: int = 0
+    elapsed: float = 0.0
+    files: list[str] = field(default_factory=list)
+
+
+def _unit_rule(options: ExportOptions) -> Callable[[int, int, int], bool]:
+    """Whether a unit of ``rows`` rows and ``size`` image bytes is full before the next one."""
+    if options.format is ExportFormat.WEBDATASET:
+        shard_size = options.shard_size
+        return lambda rows, size, nxt: rows >= shard_size
+    if options.format is ExportFormat.PARQUET:
+        most = options.parquet_shard_bytes
+        return lambda rows, size, nxt: rows > 0 and size + nxt > most
+    return lambda rows, size, nxt: rows >= FOLDER_SIZE
+
+
+def _writer(options: ExportOptions, found: Scan) -> FormatWriter:
+    schema = found.columns.schema()
+    to, split = options.to, options.split
+    if options.format is ExportFormat.WEBDATASET:
+        if len(found.columns.formats) > 1:
+            kinds = ", ".join(sorted(found.columns.formats))
+            raise UsageError(f"this batch holds {kinds} images; a WebDataset sample has the same "
+                             f"members everywhere, so export one format at a time, e.g. "
+                             f"--where output_format={sorted(found.columns.formats)[0]}")
+        return WebDatasetWriter(to, split, schema, found.columns.captions, options.shard_size)
+    if options.format is ExportFormat.PARQUET:
+        from batchgen.export.parquet import ParquetWriter
+
+        return ParquetWriter(to, split, schema)
+    return ImageFolderWriter(to, split, schema)
+
+
+def _check_target(results: BatchResults, options: ExportOptions) -> None:
+    if not _SPLIT.fullmatch(options.split):
+        raise UsageError(f"--split {options.split!r}: a split name is letters, digits, _ and -")
+    if options.shard_size < 1:
+        raise UsageError("--shard-size must be at least 1")
+    to = options.to.absolute().resolve()
+    folder = results.folder.absolute().resolve()
+    if to == folder or to.is_relative_to(folder / "images"):
+        raise UsageError(f"--to {options.to}: export to a folder of its own, not into the "
+                         f"batch folder {results.folder}")
+    if to.exists() and not to.is_dir():
+        raise UsageError(f"--to {options.to} is a file, not a folder")
+
+
+def _previous(options: ExportOptions, new: ExportState, writer: FormatWriter,
+              report: ExportReport, old: ExportState | None) -> ExportState | None:
+    """The earlier export whose units may be kept, or None; refuses to clobber without
+    --overwrite."""
+    if options.overwrite:
+        if old is not None or writer.owned():
+            report.rewrote_all = "--overwrite"
+        return None
+    if old is None:
+        if writer.owned():
+            raise UsageError(f"{options.to} already holds {options.format} files of split "
+                             f"'{options.split}' that batchgen did not record; pass --overwrite "
+                             f"to replace them, or export to another folder")
+        return None
+    if not old.same_export(new):
+        was = f"a {old.format} export of split '{old.split}'" + (
+            f" filtered by {', '.join(old.where)}" if old.where else "")
+        raise UsageError(f"{options.to} holds {was}; pass --overwrite to replace it with this "
+                         f"one, or export to another folder")
+    if old.columns != new.columns:
+        report.rewrote_all = "the columns changed (new axis values, captions or LoRA slots)"
+        return None
+    return old
+
+
+def export_batch(target: str | Path, options: ExportOptions,
+                 progress: Progress | None = None) -> ExportReport:
+    """Export the done jobs of the batch named by a manifest or a batch folder."""
+    started = time.monotonic()
+    options.format = ExportFormat(options.format)
+    options.to = Path(options.to)
+    results = open_results(target)
+    _check_target(results, options)
+    where = Where.parse(options.where)
+    report = ExportReport(results.batch, results.folder, options.to, options.format,
+                          options.split, where.describe())
+    counts = results.counts()
+    report.not_done = {s.value: n for s, n in counts.items() if s != JobState.DONE and n}
+    if results.manifest is not None:
+        recorded = sum(1 for r in results.ledger.records.values() if r.state == JobState.DONE)
+        report.not_in_manifest = recorded - counts.get(JobState.DONE, 0)
+    options.to.mkdir(parents=True, exist_ok=True)
+    spill = tmp_path(options.to)
+    try:
+        tick = (lambda n: progress(ExportPhase.SCAN, n, None)) if progress else None
+        found = scan(results, where, spill, tick)
+        check_where(where, found)
+        report.filtered_out = found.filtered_out
+        report.problems, report.examples = dict(found.problems), dict(found.examples)
+        if not found.rows:
+            raise UsageError(_nothing(report, counts.get(JobState.DONE, 0)))
+        writer = _writer(options, found)
+        _write(results, options, found, writer, report, progress)
+    finally:
+        spill.unlink(missing_ok=True)
+        shutil.rmtree(options.to / ".batchgen-tmp", ignore_errors=True)
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _nothing(report: ExportReport, done: int) -> str:
+    if done and report.where:
+        return f"nothing to export: none of the {done} done jobs matches {' '.join(report.where)}"
+    if done:
+        return f"nothing to export: the {done} done jobs' files are missing from {report.folder}"
+    left = ", ".join(f"{n} {s}" for s, n in sorted(report.not_done.items())) or "no jobs"
+    return f"nothing to export: no job of batch {report.batch} is done yet ({left})"
+
+
+def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: FormatWriter,
+           report: ExportReport, progress: Progress | None) -> None:
+    schema = found.columns.schema()
+    layout = orjson.dumps([options.format.value, options.shard_size, options.parquet_shard_bytes,
+                           [[k, v.value] for k, v in schema.items()]])
+    new = ExportState(format=options.format.value, split=options.split, where=report.where,
+                      columns=hashlib.sha256(layout).hexdigest()[:16], batch=results.batch,
+                      source=str(results.folder.absolute()))
+    recorded = ExportState.load(options.to, options.split)
+    old = _previous(options, new, writer, report, recorded)
+    rule = _unit_rule(options)
+    units = _count_units(found, rule)
+    report.units = units
+    fit = found.columns.fit
+    writer.begin()
+    ok = False
+    try:
+        unit = Unit(0, [])
+        size = done = 0
+        for item in found.items():
+            if rule(len(unit.items), size, item.size):
+                _place(unit, units, writer, old, new, options.to, report)
+                unit, size = Unit(unit.index + 1, []), 0
+            item.row = fit(item.row, schema)
+            unit.items.append(item)
+            size += item.size
+            done += 1
+            if progress is not None and done % 500 == 0:
+                progress(ExportPhase.WRITE, done, found.rows)
+        if unit.items:
+            _place(unit, units, writer, old, new, options.to, report)
+        if progress is not None:
+            progress(ExportPhase.WRITE, done, found.rows)
+        ok = True
+    finally:
+        new.extra = writer.finish(ok)
+    if isinstance(writer, ImageFolderWriter):
+        report.linked, report.copied = writer.linked, writer.copied
+    keep = new.files()
+    stale = ({str(p.relative_to(options.to)) for p in writer.owned()}
+             | (recorded.files() if recorded is not None else set())) - keep
+    for name in sorted(stale):
+        path = options.to / name
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+        report.removed += 1
+    new.save(options.to)
+    report.files = sorted(keep)
+
+
+def _count_units(found: Scan, rule: Callable[[int, int, int], bool]) -> int:
+    units = rows = size = 0
+    for item in found.items():
+        if rows == 0 or rule(rows, size, item.size):
+            if rows:
+                rows = size = 0
+            units += 1
+        rows += 1
+        size += item.size
+    return units
+
+
+def _place(unit: Unit, units: int, writer: FormatWriter, old: ExportState | None,
+           new: ExportState, root: Path, report: ExportReport) -> None:
+    """Keep the unit from the earlier export when its rows are the same, else write it."""
+    unit.seal(new.columns)
+    names = writer.unit_files(unit.index, units)
+    before = old.units[unit.index] if old is not None and unit.index < len(old.units) else None
+    rows: int
+    if before is not None and before.digest == unit.digest and len(before.files) == len(names) \
+            and all(on_disk(root, f) == n for f, n in before.files.items()):
+        for was, now in zip(before.files, names):
+            if was != now:  # a shard count in the name changed: same bytes, new name
+                os.replace(root / was, root / now)
+        rows = before.rows
+        report.kept += 1
+    else:
+        rows = writer.write_unit(unit, units)
+        report.written += 1
+    changed = len(unit.items) - rows
+    if changed:
+        report.problems[Problem.CHANGED] = report.problems.get(Problem.CHANGED, 0) + changed
+        report.examples.setdefault(Problem.CHANGED, names[0])
+    report.exported += rows
+    files = {name: on_disk(root, name) or 0 for name in names}
+    new.units.append(UnitRecord(unit.digest, files, rows))
+    writer.placed(unit)

@@ -1,0 +1,118 @@
+"""Hugging Face ImageFolder: ``<split>/metadata.jsonl`` and the images in ``<split>/NNNN/``.
+
+Each subfolder holds at most 1,000 images, named ``<job_id>.<ext>`` (unique, dot-free), hard
+linked to the batch's files where the filesystem allows (no bytes copied, no space used) and
+copied otherwise. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
+with the same keys on every line, so ``datasets`` builds one typed schema from it (and, with
+a metadata file present, never invents a ``label`` column from the folder names).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+
+from batchgen.export.base import Unit, place, tmp_path
+from batchgen.export.rows import ColumnType
+
+__all__ = ["FOLDER_SIZE", "ImageFolderWriter"]
+
+FOLDER_SIZE = 1000
+
+
+class ImageFolderWriter:
+    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType]) -> None:
+        self.root = root
+        self.split = split
+        self.schema = schema
+        self.linked = 0
+        self.copied = 0
+        self._can_link = True
+        self._metadata: Path | None = None
+        self._meta_fh = None
+
+    def _folder(self, index: int) -> str:
+        return f"{self.split}/{index:04d}"
+
+    def unit_files(self, index: int, units: int) -> list[str]:
+        return [self._folder(index)]
+
+    def owned(self) -> list[Path]:
+        base = self.root / self.split
+        found = sorted(p for p in base.glob("[0-9][0-9][0-9][0-9]*") if p.is_dir())
+        meta = base / "metadata.jsonl"
+        return found + ([meta] if meta.exists() else [])
+
+    def write_unit(self, unit: Unit, units: int) -> int:
+        folder = self.root / self._folder(unit.index)
+        folder.mkdir(parents=True, exist_ok=True)
+        wanted = set()
+        for item in unit.items:
+            name = f"{item.key}.{item.ext}"
+            wanted.add(name)
+            target = folder / name
+            try:
+                if target.exists() and os.path.samefile(item.image, target):
+                    continue
+            except OSError:
+                pass
+            self._link(Path(item.image), target)
+        for stale in folder.iterdir():
+            if stale.name not in wanted:
+                stale.unlink()
+        return len(unit.items)
+
+    def _link(self, source: Path, target: Path) -> None:
+        tmp = tmp_path(self.root)
+        if self._can_link:
+            try:
+                os.link(source, tmp)
+                os.replace(tmp, target)
+                self.linked += 1
+                return
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
+                                     errno.EACCES):
+                    raise
+                self._can_link = False  # another filesystem: copy from now on
+        try:
+            shutil.copyfile(source, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        self.copied += 1
+
+    def begin(self) -> None:
+        self._metadata = tmp_path(self.root)
+        self._meta_fh = open(self._metadata, "wb")
+
+    def placed(self, unit: Unit) -> None:
+        """Every unit, kept or written, is listed in ``metadata.jsonl``."""
+        assert self._meta_fh is not None
+        folder = self._folder(unit.index).split("/", 1)[1]
+        lines = []
+        for item in unit.items:
+            row = {"file_name": f"{folder}/{item.key}.{item.ext}"}
+            row.update((k, item.row.get(k)) for k in self.schema)
+            row["sidecar"] = item.sidecar
+            lines.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
+        self._meta_fh.write(b"".join(lines))
+
+    def finish(self, ok: bool) -> list[str]:
+        """Put ``metadata.jsonl`` in place (only once every unit is); returns it, relative."""
+        if self._meta_fh is None or self._metadata is None:
+            return []
+        self._meta_fh.close()
+        self._meta_fh = None
+        if not ok:
+            self._metadata.unlink(missing_ok=True)
+            return []
+        name = f"{self.split}/metadata.jsonl"
+        place(self.root, self._metadata, name)
+        return [name]

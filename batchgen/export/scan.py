@@ -1,0 +1,141 @@
+"""The first pass of an export: every done job's sidecar read once, checked and flattened.
+
+It learns the columns (names and types) and how many rows there are before anything is
+written, and spills each row to one temporary JSON Lines file, so the writing pass reads one
+file front to back instead of opening every sidecar again. Nothing is held per job: memory
+stays flat from ten jobs to a million.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import orjson
+
+from batchgen.export.rows import FIXED, Columns, Where, flat_row
+from batchgen.storage.results import BatchResults
+from batchgen.storage.sidecar import Sidecar
+
+__all__ = ["Item", "Problem", "Scan", "scan"]
+
+
+class Problem(StrEnum):
+    """Why a job recorded done is left out of the export (reported, never silent)."""
+
+    NO_IMAGE = "no_image"        # missing, or not the size the ledger recorded
+    NO_SIDECAR = "no_sidecar"    # missing or unreadable
+    CHANGED = "changed"          # the bytes no longer hash to the recorded sha256
+
+
+@dataclass(slots=True)
+class Item:
+    """One row on its way to a writer: where the image is, what it must hash to, the row."""
+
+    key: str
+    image: str          # absolute path of the image file
+    ext: str
+    size: int
+    sha256: str
+    stamp: list[int]    # image and sidecar (size, mtime_ns): a change on disk changes the digest
+    caption: str | None
+    row: dict[str, Any]
+    sidecar: str        # the sidecar, compact JSON
+
+
+@dataclass
+class Scan:
+    """What the first pass learnt; ``items()`` replays the rows from the spill file."""
+
+    columns: Columns
+    spill: Path
+    rows: int = 0
+    bytes: int = 0
+    filtered_out: int = 0
+    problems: Counter[Problem] = field(default_factory=Counter)
+    examples: dict[Problem, str] = field(default_factory=dict)
+    keys: set[str] = field(default_factory=set)
+
+    def items(self) -> Iterator[Item]:
+        loads = orjson.loads
+        with open(self.spill, "rb") as fh:
+            for line in fh:
+                yield Item(*loads(line))
+
+    def problem(self, kind: Problem, file: str) -> None:
+        self.problems[kind] += 1
+        self.examples.setdefault(kind, file)
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
+def scan(results: BatchResults, where: Where, spill: Path,
+         progress: Callable[[int], None] | None = None) -> Scan:
+    """Read every done job's sidecar once; keep the rows ``where`` accepts in ``spill``."""
+    folder = results.folder.absolute()
+    columns = Columns()
+    found = Scan(columns, spill)
+    dumps = orjson.dumps
+    newline = orjson.OPT_APPEND_NEWLINE
+    with open(spill, "wb") as out:
+        for n, result in enumerate(results.done(), 1):
+            if progress is not None and n % 1000 == 0:
+                progress(n)
+            _one(folder, result.file, result.record.size, result.record.sha256_hex, result.job_id,
+                 found, where, out, dumps, newline)
+    return found
+
+
+def _one(folder: Path, file: str, size: int, sha256: str | None, job_id: str, found: Scan,
+         where: Where,
+         out: BinaryIO, dumps: Callable[..., bytes], newline: int) -> None:
+    image = folder / file
+    sidecar_path = image.with_suffix(".json")
+    image_stamp = _stamp(image)
+    if image_stamp is None or image_stamp[0] != size:
+        found.problem(Problem.NO_IMAGE, file)
+        return
+    try:
+        raw = sidecar_path.read_bytes()
+        sidecar = Sidecar.decode(raw)
+        side_stamp = _stamp(sidecar_path) or (0, 0)
+    except (OSError, ValueError):
+        found.problem(Problem.NO_SIDECAR, str(sidecar_path.relative_to(folder)))
+        return
+    row = flat_row(sidecar)
+    row["job_id"] = job_id  # the ledger's id is the one the batch knows the job by
+    found.keys.update(row)
+    if where and not where.matches(row):
+        found.filtered_out += 1
+        return
+    found.columns.learn(row)
+    found.rows += 1
+    found.bytes += size
+    compact = dumps(sidecar.to_json()).decode()
+    out.write(dumps([job_id, str(image), image.suffix.lstrip("."), size,
+                     sha256 or sidecar.image.sha256,
+                     [*image_stamp, *side_stamp], sidecar.caption, row, compact], option=newline))
+
+
+def check_where(where: Where, found: Scan) -> None:
+    """A ``--where`` key no row has is a typo: say which columns there are."""
+    from batchgen.errors import UsageError
+
+    if not found.keys:
+        return  # nothing is done yet: there are no columns to check against
+    known = found.keys | set(FIXED)
+    unknown = sorted(k for k in where.wanted if k not in known)
+    if unknown:
+        raise UsageError(f"--where {unknown[0]}: no such column; the columns are "
+                         f"{', '.join(sorted(known))}")

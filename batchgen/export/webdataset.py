@@ -1,0 +1,130 @@
+"""WebDataset shards: ``<split>-000000.tar``, ... and ``__stats__/<split>-000000_stats.json``.
+
+A sample is ``<job_id>.<image ext>``, ``<job_id>.json`` (the row: every column, the sidecar
+as text) and, with captions, ``<job_id>.txt``. Keys are job ids, which hold no dot, so no
+sample is split in two; every sample has the same members. Members are sorted by name, and
+every header carries the same owner, mode and mtime, so the same rows always give the same
+bytes (a shard can be checked by its digest, and an unchanged one is never rewritten). The
+per-shard stats (img2dataset's fields, plus the shard's size and sha256) sit in ``__stats__/``,
+a folder ``datasets`` skips, so ``load_dataset("webdataset", data_dir=...)`` sees only tars.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+import orjson
+
+from batchgen.export.base import Unit, atomic_write, place, tmp_path
+from batchgen.export.rows import ColumnType
+from batchgen.export.scan import Item
+
+__all__ = ["DEFAULT_SHARD_SIZE", "FIXED_MTIME", "WebDatasetWriter"]
+
+DEFAULT_SHARD_SIZE = 10_000
+#: 2000-01-01T00:00:00Z: the same in every shard, so shards depend on their rows alone
+FIXED_MTIME = 946_684_800
+
+
+class WebDatasetWriter:
+    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType], captions: bool,
+                 shard_size: int = DEFAULT_SHARD_SIZE) -> None:
+        self.root = root
+        self.split = split
+        self.schema = schema
+        self.captions = captions
+        self.shard_size = shard_size
+        self.stats: dict[int, dict[str, object]] = {}
+
+    def _name(self, index: int) -> str:
+        return f"{self.split}-{index:06d}"
+
+    def unit_files(self, index: int, units: int) -> list[str]:
+        name = self._name(index)
+        return [f"{name}.tar", f"__stats__/{name}_stats.json"]
+
+    def owned(self) -> list[Path]:
+        return sorted([*self.root.glob(f"{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"),
+                       *self.root.glob(f"__stats__/{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9]_stats.json")])
+
+    def _member(self, tar: tarfile.TarFile, name: str, data: bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mtime = FIXED_MTIME
+        info.mode = 0o644
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        tar.addfile(info, io.BytesIO(data))
+
+    def write_unit(self, unit: Unit, units: int) -> int:
+        tar_name, stats_name = self.unit_files(unit.index, units)
+        tmp = tmp_path(self.root)
+        written = 0
+        changed: list[str] = []
+        try:
+            with open(tmp, "wb") as raw:
+                with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                    for item in sorted(unit.items, key=lambda it: it.key):
+                        data = read_checked(item)
+                        if data is None:
+                            changed.append(item.key)
+                            continue
+                        members = [(f"{item.key}.json", self._json(item)),
+                                   (f"{item.key}.{item.ext}", data)]
+                        if self.captions:
+                            members.append((f"{item.key}.txt", (item.caption or "").encode()))
+                        for name, content in sorted(members):
+                            self._member(tar, name, content)
+                        written += 1
+            digest = _file_sha256(tmp)
+            place(self.root, tmp, tar_name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        keys = sorted(it.key for it in unit.items if it.key not in changed)
+        stats = {"count": len(unit.items), "successes": written,
+                 "failed_to_download": 0, "failed_to_resize": 0,
+                 "changed_on_disk": len(changed),
+                 "status_dict": {"success": written, **({"changed_on_disk": len(changed)} if changed else {})},
+                 "first_key": keys[0] if keys else None, "last_key": keys[-1] if keys else None,
+                 "bytes": (self.root / tar_name).stat().st_size, "sha256": digest}
+        atomic_write(self.root, stats_name,
+                     orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        return written
+
+    def _json(self, item: Item) -> bytes:
+        row = {key: item.row.get(key) for key in self.schema}
+        row["sidecar"] = item.sidecar
+        return orjson.dumps(row)
+
+    def begin(self) -> None:
+        pass
+
+    def placed(self, unit: Unit) -> None:
+        pass
+
+    def finish(self, ok: bool) -> list[str]:
+        return []
+
+
+def read_checked(item: Item) -> bytes | None:
+    """The image's bytes, or None when they no longer hash to what the ledger recorded."""
+    try:
+        with open(item.image, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if item.sha256 and hashlib.sha256(data).hexdigest() != item.sha256:
+        return None
+    return data
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -1,0 +1,160 @@
+"""Benchmark `batchgen export` in each format beside `cp -r` of the same files.
+
+Run by hand: `.venv/bin/python tests/bench/bench_export.py [--sizes 10000,100000] [--repeat 3]`.
+
+A batch folder of N small images (256*256 PNG from the simulator's renderer, ~3-7 KB each,
+with sidecar and caption) is written once through the storage package (the default layout),
+as a finished run leaves it, and kept under output/bench-export-N/ for later runs. Then, each
+`--repeat` times, in fresh subprocesses: `cp -r` of its images folder, and
+`python -m batchgen export FOLDER --format F --to DIR --quiet` for each format (the whole
+command: interpreter start, imports, both passes). Files are read once beforehand so every
+case starts from a warm page cache. Prints medians (and the spread) as markdown, with each
+export's peak RSS, and the default layout's folder fan-out: measured on the batch folder, and
+for 10^6 jobs from the names a 10^6-job manifest expands to. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+FORMATS = ("imagefolder", "parquet", "webdataset")
+
+
+def make_batch(folder: Path, count: int) -> None:
+    """N done jobs written through the storage package (ledger, images, sidecars, captions)."""
+    from batchgen.job import Job
+    from batchgen.simulator.images import Recipe, render
+    from batchgen.storage.folder import BatchFolder
+    from batchgen.storage.ledger import Ledger
+    from batchgen.storage.sidecar import ImageInfo, ProviderInfo, Sidecar, Timings
+
+    pool = [render(Recipe(scene=i, width=256, height=256, fmt="png")) for i in range(256)]
+    ledger = Ledger.open(folder, "bench")
+    writer = BatchFolder(folder)
+    writer.prepare()
+    try:
+        for i in range(count):
+            job_id = hashlib.sha256(f"bench-{i}".encode()).hexdigest()[:16]
+            scale = (i % 5) * 0.25
+            request = {"prompt": f"a lighthouse at dusk, variant {i}", "seed": i, "size": "256*256",
+                       "loras": [{"path": "https://example.com/l/ghibli.safetensors", "scale": scale}],
+                       "output_format": "png", "enable_base64_output": False}
+            axes = {"n": i, "loras": f"ghibli@{scale:g}"}
+            job = Job(job_id, i, request, axes, 0, f"{job_id[:3]}/{job_id}", request["prompt"])
+            sidecar = Sidecar("bench", "bench", job_id, i, 0,
+                              ProviderInfo("jiekou", "api.simulator", "z-image-turbo-lora"),
+                              f"task-{i}", request, axes, i, job.caption,
+                              ImageInfo("png", 256, 256), Timings())
+            ledger.submitting(job)
+            ledger.submitted(job_id, f"task-{i}")
+            saved = writer.save(job, pool[i % len(pool)], sidecar)
+            ledger.done(job_id, saved.file, saved.size, saved.sha256)
+    finally:
+        ledger.close()
+
+
+def warm(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        if path.is_file():
+            total += len(path.read_bytes())
+    return total
+
+
+RSS = "import resource, sys, runpy; sys.argv = ['batchgen', *sys.argv[1:]]\n" \
+      "try:\n    runpy.run_module('batchgen', run_name='__main__')\n" \
+      "except SystemExit as e:\n    code = e.code\n" \
+      "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+
+
+def timed(cmd: list[str]) -> tuple[float, int | None]:
+    started = time.perf_counter()
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    elapsed = time.perf_counter() - started
+    if out.returncode != 0:
+        raise SystemExit(f"{cmd} failed:\n{out.stdout}\n{out.stderr}")
+    rss = None
+    for line in out.stderr.splitlines():
+        if line.startswith("maxrss "):
+            rss = int(line.split()[1]) // 1024
+    return elapsed, rss
+
+
+def fan_out(images: Path) -> tuple[int, int, int]:
+    """(folders under images/, entries in images/ itself, most files in any one folder)."""
+    most, folders, top = 0, 0, 0
+    for dirpath, dirnames, filenames in os.walk(images):
+        folders += len(dirnames)
+        if Path(dirpath) == images:
+            top = len(dirnames) + len(filenames)
+        most = max(most, len(filenames))
+    return folders, top, most
+
+
+def million_fan_out() -> tuple[int, int]:
+    """Folders and the fullest folder's file count (image + sidecar + caption) for the default
+    names of a 10^6-job manifest, from its expansion (no files written)."""
+    from batchgen.manifest import load_manifest
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "m.yaml"
+        path.write_text('prompt: "a lighthouse, variant {n}"\ncaption: true\n'
+                        "matrix:\n  n: {from: 1, to: 1000000}\n")
+        folders = Counter(job.name.split("/", 1)[0] for job in load_manifest(path).jobs())
+    return len(folders), 3 * max(folders.values())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args()
+    rows = []
+    for n in (int(s) for s in args.sizes.split(",")):
+        folder = Path("output") / f"bench-export-{n}"
+        if not (folder / "ledger.jsonl").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            t = time.perf_counter()
+            make_batch(folder, n)
+            print(f"made {n} jobs in {time.perf_counter() - t:.0f} s", file=sys.stderr)
+        size = warm(folder / "images")
+        folders, top, most = fan_out(folder / "images")
+        times: dict[str, list[float]] = {"cp -r": []}
+        rss: dict[str, list[int]] = {}
+        for _ in range(args.repeat):
+            with tempfile.TemporaryDirectory(dir="output") as tmp:
+                times["cp -r"].append(timed(["cp", "-r", str(folder / "images"), f"{tmp}/copy"])[0])
+                for fmt in FORMATS:
+                    elapsed, peak = timed([sys.executable, "-c", RSS, "export", str(folder),
+                                           "--format", fmt, "--to", f"{tmp}/{fmt}", "--quiet"])
+                    times.setdefault(fmt, []).append(elapsed)
+                    rss.setdefault(fmt, []).append(peak or 0)
+        cp = statistics.median(times["cp -r"])
+        for name, values in times.items():
+            med = statistics.median(values)
+            rows.append((n, name, med, min(values), max(values), med / cp,
+                         statistics.median(rss[name]) if name in rss else None))
+        print(f"{n:,} jobs: {size / 1e6:.0f} MB in images/, {folders} folders ({top} entries "
+              f"in images/ itself), at most {most} files in one folder", file=sys.stderr)
+    print("| jobs | what | median s | min-max s | / cp -r | peak RSS MB |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for n, name, med, lo, hi, ratio, peak in rows:
+        print(f"| {n:,} | {name} | {med:.2f} | {lo:.2f}-{hi:.2f} | {ratio:.2f} | "
+              f"{'' if peak is None else f'{peak:.0f}'} |")
+    folders, most = million_fan_out()
+    print(f"\ndefault layout at 10^6 jobs: {folders} folders under images/, at most {most} files "
+          "(image + sidecar + caption) in one")
+
+
+if __name__ == "__main__":
+    main()
