@@ -65,7 +65,15 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     manifest = load_manifest(args.manifest)
     folder = Path(args.output) if args.output is not None else manifest.output
+    from batchgen.errors import NotABatchFolder
+    from batchgen.storage.folder import check_batch_folder
+
     diff = recorded = current = None
+    refused = None
+    try:
+        check_batch_folder(folder)
+    except NotABatchFolder as exc:
+        refused = str(exc)
     if (folder / LEDGER_FILE).is_file():
         from batchgen.storage.diff import FolderDiff
 
@@ -90,9 +98,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         data["new_cost"] = plan.cost_for(work)
         data["folder_target"] = recorded.to_json() if recorded is not None else None
         data["target_matches"] = None if recorded is None else recorded == current
+        data["folder_refused"] = refused
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print(render_plan(plan, diff, recorded=recorded, current=current))
+        print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused))
     return 0
 
 

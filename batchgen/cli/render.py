@@ -283,7 +283,7 @@ def _status_hint(r: StatusReport) -> str | None:
 # -- plan ------------------------------------------------------------------------------------
 
 def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Target | None = None,
-                current: Target | None = None) -> str:
+                current: Target | None = None, refused: str | None = None) -> str:
     """``batchgen plan`` as text: the summary a person reads before spending money.
 
     With ``folder`` (the manifest compared with the batch folder's ledger), what is done, new
@@ -348,6 +348,8 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
                      f"(price_per_image)")
     for warning in self.warnings:
         lines.append(f"warning     {warning}")
+    if refused:
+        lines.append(f"warning     run would refuse the output folder: {refused}")
     if self.preview:
         lines.append("preview")
         lines.append(f"  {'#':>5}  {'job id':<20} {'seed':>10}  {'size':<9}  {'loras':<16} prompt")

@@ -16,9 +16,10 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from collections.abc import Mapping
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import anyio
 import httpx
@@ -49,6 +50,8 @@ from batchgen.storage.live import LiveStatus
 from batchgen.storage.writer import Writer
 
 __all__ = ["Batch", "RunMode", "RunOptions", "RunOutcome", "RunSummary", "run_batch"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -131,15 +134,15 @@ class Batch:
         check_batch_folder(self.folder)  # somebody else's files are never written into
         reporter.notice(Checking(str(m.path), m.size))
         ledger = adopted = diff = None
-        if (self.folder / LEDGER_FILE).exists():
-            ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
+        if (self.folder / LEDGER_FILE).exists():  # a big one takes seconds: Ctrl-C gets in
+            ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=clock.wall))
         try:
             if ledger is not None:
                 adopted = self._check_target(ledger, identity)  # before the long check
                 diff = FolderDiff(ledger, writer.image_file)
             # The whole manifest is valid, and no job writes over another's file, before
             # anything is sent.
-            plan = await _plan(m, diff)
+            plan = await _in_steps(plan_steps(m, observe=diff.add if diff is not None else None))
             if ledger is None:
                 ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
             if diff is not None:
@@ -211,6 +214,7 @@ class Batch:
                     ledger.compact()
             summary = self._summary(ledger, plan.jobs, stats, scheduler, stream, clock.now() - started)
             summary.possibly_created = possibly_created
+            summary.syncs, summary.sync_seconds = stats.syncs, stats.sync_seconds
             summary.mode = mode
             summary.goal = goal
             summary.max_jobs = o.max_jobs
@@ -362,16 +366,18 @@ class Batch:
         return s
 
 
-async def _plan(manifest: Manifest, diff: FolderDiff | None) -> Plan:
-    """The plan's one pass, letting the event loop in every few thousand jobs: a Ctrl-C
-    during the check of a big manifest stops it at once."""
-    steps = plan_steps(manifest, observe=diff.add if diff is not None else None)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
-        await checkpoint()
+async def _in_steps(steps: Generator[int, None, T]) -> T:
+    """Drive blocking work that comes in steps (the plan's pass, a ledger's replay), letting
+    the event loop in between: a Ctrl-C during the check of a big batch stops it at once."""
+    try:
+        while True:
+            try:
+                next(steps)
+            except StopIteration as done:
+                return done.value
+            await checkpoint()
+    finally:
+        steps.close()
 
 
 def _describe(target: Target) -> str:

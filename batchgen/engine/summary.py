@@ -69,6 +69,8 @@ class RunSummary:
     output_failed: bool = False
     interrupted: bool = False
     elapsed: float = 0.0
+    syncs: int = 0              # group commits (one fsync of every file saved since the last)
+    sync_seconds: float = 0.0   # time they took, in the committer's worker thread
     mode: RunMode = RunMode.RUN
 
     @property

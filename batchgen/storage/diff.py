@@ -84,18 +84,20 @@ class FolderDiff:
         else:
             rec.seen = True
             state = rec.state
-            if state == JobState.DONE:
+            if state is JobState.DONE:  # the common case of a resumed batch, first
                 self.done += 1
-            elif state == JobState.FAILED:
-                self.failed += 1
-            elif state.outstanding:
-                self.at_provider += 1
+                own = rec.file
             else:
-                self.new += 1
-            own = self._destined(job.job_id, rec)
+                if state is JobState.FAILED:
+                    self.failed += 1
+                elif state.outstanding:
+                    self.at_provider += 1
+                else:
+                    self.new += 1
+                own = self._destined(job.job_id, rec)
         file = self.file_of(job)
         if own is not None:
-            if own.lower() != file.lower():  # it keeps (or will write) its recorded file
+            if own != file and own.lower() != file.lower():  # it keeps its recorded file
                 self.renamed += 1
                 if len(self.renamed_sample) < self.sample:
                     self.renamed_sample.append(Renamed(job.job_id, own, file))

@@ -83,6 +83,8 @@ class BatchFolder:
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
             self.tmp.mkdir()
+            for left in self.images.glob(".probe-*"):  # a crash right in the last probe
+                left.unlink()
             probe = self.tmp / "probe"
             probe.write_bytes(b"ok")
             placed = self.images / f".probe-{uuid.uuid4().hex}"

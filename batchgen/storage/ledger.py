@@ -17,7 +17,7 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,8 @@ FORMAT = 1
 # line that met the full disk and the task ids of submits still in flight can be recorded.
 RESERVE_BYTES = 64 * 1024
 STATES = tuple(state.value for state in JobState)
+#: Lines replayed between two yields of ``Ledger.opening``: an event loop stays responsive.
+REPLAY_STEP = 65536
 OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
 _STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
 
@@ -80,6 +82,14 @@ class Ledger:
     @classmethod
     def open(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time) -> Ledger:
         """Lock the folder for this process, replay the ledger and get ready to append."""
+        return _drain(cls.opening(folder, batch, wall))
+
+    @classmethod
+    def opening(cls, folder: Path, batch: str,
+                wall: Callable[[], float] = time.time) -> Generator[int, None, Ledger]:
+        """``open`` in steps: yields the lines replayed so far every ``REPLAY_STEP`` lines and
+        returns the Ledger, so a caller on an event loop lets a Ctrl-C in during the replay of
+        a big ledger (closing the generator early releases the lock)."""
         folder = Path(folder)
         try:
             folder.mkdir(parents=True, exist_ok=True)
@@ -90,7 +100,7 @@ class Ledger:
         try:
             with contextlib.suppress(OSError):  # left by a compaction that was cut short
                 os.unlink(ledger.path.with_name(LEDGER_FILE + ".tmp"))
-            ledger._replay(expect_batch=batch)
+            yield from ledger._replay(expect_batch=batch)
             ledger._open_for_append()
         except BaseException:
             ledger.close()
@@ -104,7 +114,7 @@ class Ledger:
         if not (folder / LEDGER_FILE).is_file():
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
         ledger = cls(folder, None)
-        ledger._replay(expect_batch=None)
+        _drain(ledger._replay(expect_batch=None))
         if ledger.batch is None and not ledger.records:
             raise UsageError(f"no batch in {folder}: its {LEDGER_FILE} records no batch "
                              f"({ledger.stats.lines} line(s), none readable as a batch's)")
@@ -156,7 +166,7 @@ class Ledger:
             raise OutputError.from_os_error(str(path), exc) from exc
         self._lock_fd = fd
 
-    def _replay(self, expect_batch: str | None) -> None:
+    def _replay(self, expect_batch: str | None) -> Generator[int, None, None]:
         if not self.path.exists():
             return
         stats = self.stats
@@ -165,6 +175,8 @@ class Ledger:
         with open(self.path, "rb") as fh:
             for raw in fh:
                 stats.lines += 1
+                if not stats.lines % REPLAY_STEP:
+                    yield stats.lines
                 try:
                     event = loads(raw)
                 except orjson.JSONDecodeError:
@@ -508,6 +520,14 @@ class Ledger:
                     pass
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def _drain(steps: Generator[int, None, Any]) -> Any:
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -172,3 +172,34 @@ def test_a_python_caller_is_refused_the_same_way(tmp_path: Path) -> None:
         import anyio
 
         anyio.run(batch.run)
+
+
+def test_status_gives_an_eta_only_while_a_run_holds_the_folder(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    path = seeds_manifest(tmp_path, list(range(1, 25)))
+    run(path, options(out, fast_sim(), max_jobs=12))
+    idle = batch_status(out)
+    assert idle.running is False and idle.eta_seconds is None and idle.rate_per_minute > 0
+    from batchgen.storage.identity import RunRecord
+
+    holder = Ledger.open(out, "seeds")  # as a run does: the lock file names this process,
+    holder.record_run(RunRecord(at=0.0, mode="run", target=holder.target, planned=24, goal=24))
+    try:
+        busy = batch_status(out)
+        assert busy.running is True and busy.holder.pid == os.getpid()
+        assert busy.eta_seconds is not None and busy.eta_seconds > 0
+        assert f"running now (pid {os.getpid()})" in render_status(busy) and "ETA" in render_status(busy)
+    finally:
+        holder.close()
+    assert batch_status(out).running is False  # a run that ended empties the lock file
+
+
+def test_plan_warns_of_an_output_folder_a_run_would_refuse(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "photos"
+    out.mkdir()
+    (out / "holiday.jpg").write_bytes(b"precious")
+    path = seeds_manifest(tmp_path, [1, 2])
+    assert main(["plan", str(path), "--output", str(out)]) == 0
+    assert "warning     run would refuse the output folder" in capsys.readouterr().out
+    assert main(["plan", str(path), "--output", str(out), "--json"]) == 0
+    assert "is not a batch folder" in json.loads(capsys.readouterr().out)["folder_refused"]

@@ -155,3 +155,18 @@ def test_replay_does_not_depend_on_the_order_of_keys(tmp_path: Path) -> None:
     assert reversed_.get(job(1).job_id).failure is Failure.REJECTED
     assert reversed_.get(job(1).job_id).label == "ILLEGAL_PROMPT"
     assert reversed_.get(job(2).job_id).state == "generated"
+
+
+def test_a_replay_comes_in_steps_and_stopping_it_early_releases_the_folder(tmp_path: Path) -> None:
+    from batchgen.storage.ledger import REPLAY_STEP
+
+    ledger = Ledger.open(tmp_path, "steps")
+    for n in range(REPLAY_STEP + 10):
+        ledger.reset(f"{n:016x}")
+    ledger.close()
+    steps = Ledger.opening(tmp_path, "steps")
+    assert next(steps) == REPLAY_STEP  # a caller on an event loop gets control back here
+    steps.close()  # a Ctrl-C at that moment: the lock must not stay taken
+    again = Ledger.open(tmp_path, "steps")
+    assert len(again.records) == REPLAY_STEP + 10
+    again.close()
