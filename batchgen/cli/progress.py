@@ -15,7 +15,7 @@ import anyio
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from batchgen.cli.render import format_duration, render_notice
+from batchgen.cli.render import render_notice, render_progress
 from batchgen.engine.events import Notice
 from batchgen.engine.stats import RunStats
 
@@ -69,17 +69,11 @@ class ProgressReporter:
         return (finished - window[0][1]) / span if span > 1 else 0.0
 
     def detail(self) -> str:
-        """In flight, failed, rate and ETA: what the bar shows beside the count."""
-        s = self.stats
-        todo = max(0, s.planned - s.already_done)
-        rate = self.rate()
-        eta = (todo - s.done - s.failed) / rate if rate > 0 else None
-        return (f"{s.in_flight} in flight, {s.failed} failed, {rate * 60:.0f}/min, "
-                f"ETA {format_duration(eta)}")
+        """In flight and the limit, pauses, failed, rate and ETA: beside the count."""
+        return render_progress(self.stats, self.rate())
 
     def line(self) -> str:
-        s = self.stats
-        return f"{s.already_done + s.done}/{s.planned} done, {self.detail()}"
+        return render_progress(self.stats, self.rate(), count=True)
 
     async def watch(self, stats: RunStats) -> None:
         """Show ``stats`` until cancelled."""
@@ -89,7 +83,7 @@ class ProgressReporter:
         if self.mode is ProgressMode.LINES:
             while True:
                 await anyio.sleep(self.interval)
-                print(f"batchgen: {self.line()}", file=self.stream, flush=True)
+                print(self.line(), file=self.stream, flush=True)
         progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
                             MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
                             console=self.console, auto_refresh=False, transient=True)

@@ -6,14 +6,18 @@ chosen here, once, so a message never drifts between the CLI and the library.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from batchgen.engine.events import Leaving, Notice, PossiblyCreated, Stopping
-from batchgen.engine.summary import RunMode, RunSummary
+from batchgen.engine.stats import RunStats
+from batchgen.engine.summary import Pacing, RunMode, RunSummary
 from batchgen.manifest.plan import Plan
 from batchgen.storage.status import RATE_WINDOW, StatusReport
 
-__all__ = ["format_duration", "render_notice", "render_plan", "render_status", "render_summary"]
+__all__ = ["format_duration", "render_notice", "render_pace", "render_plan", "render_progress",
+           "render_status", "render_summary"]
 
 
 def format_duration(seconds: float | None) -> str:
@@ -41,6 +45,57 @@ def render_notice(notice: Notice) -> str:
     raise TypeError(f"unknown notice {notice!r}")
 
 
+def render_pace(pace: Mapping[str, Any]) -> str:
+    """Tasks in flight against the limit, and any pause or outage, from a PaceSnapshot's JSON
+    (the progress line and ``status`` say it the same way)."""
+    limit, ceiling = pace.get("limit"), pace.get("ceiling")
+    text = f"{pace.get('in_flight', 0)} in flight"
+    if limit is not None and ceiling is not None and limit < ceiling:
+        text += f" (limit {limit} of {ceiling}, adapted to the provider)"
+    paused = pace.get("paused_for") or 0
+    if paused >= 0.5:
+        window = pace.get("window")
+        why = (f"rate window, {window}/min{' learned' if pace.get('window_learned') else ''}"
+               if window else "the provider asked to wait")
+        text += f", submits paused {format_duration(paused)} ({why})"
+    outage = pace.get("outage_for")
+    if outage is not None and outage >= 1:
+        text += f", provider unreachable for {format_duration(outage)} (outage: retrying)"
+    return text
+
+
+def render_progress(stats: RunStats, rate: float, count: bool = False) -> str:
+    """The progress detail beside the bar: in flight and the limit, pauses, failed, rate and
+    ETA; with ``count``, the whole plain line printed when the output is not a terminal."""
+    todo = max(0, stats.planned - stats.already_done)
+    eta = (todo - stats.done - stats.failed) / rate if rate > 0 else None
+    pace = stats.pace.snapshot().to_json() if stats.pace is not None else {"in_flight": 0}
+    detail = (f"{render_pace(pace)}, {stats.failed} failed, {rate * 60:.0f}/min, "
+              f"ETA {format_duration(eta)}")
+    if count:
+        return f"batchgen: {stats.already_done + stats.done}/{stats.planned} done, {detail}"
+    return detail
+
+
+def _render_pacing(pacing: Pacing, manifest_path: str | Path, mode: RunMode) -> list[str]:
+    lines: list[str] = []
+    refused = sum(pacing.refusals.values())
+    command = "run" if mode is RunMode.COLLECT else mode.value
+    if pacing.adapted:
+        lines.append(f"the provider took fewer tasks at once than asked: the limit on tasks in flight "
+                     f"was {pacing.limit_median} (from {pacing.limit_min} to {pacing.limit_max}) of "
+                     f"{pacing.ceiling}; `batchgen {command} {manifest_path} --concurrency "
+                     f"{pacing.limit_median}` starts there.")
+    if refused:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(pacing.refusals.items(), key=lambda kv: -kv[1]))
+        lines.append(f"{refused} submit(s) refused with 429 ({kinds}); none of them failed a job.")
+    if pacing.window_learned and pacing.window:
+        lines.append(f"the provider allows about {pacing.window} submits per minute; `batchgen {command} "
+                     f"{manifest_path} --rpm {pacing.window}` (or rate_limit: {pacing.window}) keeps "
+                     f"to it from the start.")
+    return lines
+
+
 def render_summary(summary: RunSummary, manifest_path: str | Path) -> str:
     """The lines printed when a run ends: what was done, what is left, what to type next."""
     self = summary
@@ -58,6 +113,8 @@ def render_summary(summary: RunSummary, manifest_path: str | Path) -> str:
     if self.redownloaded:
         lines.append(f"note: {self.redownloaded} image(s) recorded done were missing on disk and were "
                      f"fetched again.")
+    if self.pacing is not None:
+        lines.extend(_render_pacing(self.pacing, manifest_path, self.mode))
     if self.vanished:
         sample = ", ".join(self.vanished_sample)
         lines.append(f"note: {self.vanished} job(s) in the ledger are no longer in the manifest "
@@ -95,6 +152,8 @@ def render_status(report: StatusReport) -> str:
     out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
+    if self.running is not None:
+        out.append(f"  running now (pid {self.running.get('pid')}): {render_pace(self.running)}")
     if self.rate_per_minute:
         out.append(f"  pace: {self.rate_per_minute:.1f} images/min over the last "
                    f"{RATE_WINDOW / 60:.0f} min, ETA {format_duration(self.eta_seconds)}")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from batchgen.storage.ledger import STATES, Ledger
+from batchgen.storage.ledger import STATES, Ledger, read_run_note
 from batchgen.storage.results import join, vanished
 
 __all__ = ["StatusReport", "batch_status"]
@@ -34,6 +34,9 @@ class StatusReport:
     unreadable_lines: int = 0
     rate_per_minute: float = 0.0
     eta_seconds: float | None = None
+    #: a run holding the folder now: pid, tasks in flight, the current limit and its ceiling,
+    #: seconds paused, the rate window, seconds of outage (None when no run is live)
+    running: dict[str, Any] | None = None
 
     @property
     def remaining(self) -> int:
@@ -46,7 +49,8 @@ class StatusReport:
                 "counts": self.counts, "failures": self.failures,
                 "tasks_created": self.tasks_created, "maybe_duplicated": self.maybe_duplicated,
                 "vanished": self.vanished, "unreadable_lines": self.unreadable_lines,
-                "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds}
+                "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds,
+                "running": self.running}
 
 
 def batch_status(target: str | Path) -> StatusReport:
@@ -78,6 +82,7 @@ def batch_status(target: str | Path) -> StatusReport:
                           maybe_duplicated=ledger.stats.maybe_duplicated, vanished=gone,
                           unreadable_lines=ledger.stats.bad_lines)
     report.failures = _failures(in_manifest)
+    report.running = read_run_note(folder)
     recent = [t for t in ledger.stats.recent_done if t >= time.time() - RATE_WINDOW]
     if len(recent) >= 2:
         span = max(time.time() - min(recent), 1.0)
