@@ -13,7 +13,8 @@ person and an exit code for the CLI. Errors never carry the API key, not even in
     │   ├── JobRejected               this request is wrong: fail the job, never retry it
     │   ├── BatchStopped              exit 3: nothing more can be submitted (.kind)
     │   │   ├── AuthError             the key is missing, wrong or not allowed: stop everything
-    │   │   └── BalanceError          out of credit: stop submitting, keep collecting
+    │   │   ├── BalanceError          out of credit: stop submitting, keep collecting
+    │   │   └── ProviderUnreachable   the API host never answered (refused, DNS, TLS): check the URL
     │   ├── RateLimited               429: everyone waits (.retry_after)
     │   ├── TransientError            5xx, dropped connections, timeouts, garbled answers
     │   └── TaskNotFound              404: the task is unknown or expired at the provider
@@ -49,6 +50,7 @@ __all__ = [
     "OutputError",
     "Problem",
     "ProviderError",
+    "ProviderUnreachable",
     "RateLimited",
     "StopKind",
     "TaskNotFound",
@@ -176,6 +178,7 @@ class StopKind(StrEnum):
     AUTH = "auth"
     BALANCE = "balance"
     ENDPOINT = "endpoint"
+    UNREACHABLE = "unreachable"
 
 
 class BatchStopped(ProviderError):
@@ -197,6 +200,18 @@ class BalanceError(BatchStopped):
     kind = StopKind.BALANCE
 
 
+class ProviderUnreachable(BatchStopped):
+    """No request reached the API host (connection refused, DNS or TLS failure) and it never
+    answered in this run: most likely a wrong base URL. Nothing was sent, so no job failed."""
+
+    kind = StopKind.UNREACHABLE
+
+    def __init__(self, message: str, *, url: str, origin: str) -> None:
+        super().__init__(message)
+        self.url = url
+        self.origin = origin
+
+
 class RateLimited(ProviderError):
     """The provider asks us to slow down; ``retry_after`` is in seconds when it said."""
 
@@ -214,15 +229,18 @@ class TransientError(ProviderError):
     ``maybe_created`` is true when a submit may have reached the provider before failing,
     so a task may exist there that we hold no id for; ``maybe_count`` is how many tries of
     the submit ended that way (each may have created, and been billed for, a task).
+    ``unreached`` is true when no connection to the host could be made at all (refused, DNS,
+    TLS, connect timeout): the request certainly never arrived.
     """
 
     retryable = True
 
     def __init__(self, message: str, *, status: int = 0, reason: str = "",
-                 maybe_created: bool = False) -> None:
+                 maybe_created: bool = False, unreached: bool = False) -> None:
         super().__init__(message, status=status, reason=reason)
         self.maybe_created = maybe_created
         self.maybe_count = int(maybe_created)
+        self.unreached = unreached
 
 
 class TaskNotFound(ProviderError):

@@ -53,10 +53,15 @@ class Failure(Enum):
     TASK_FAILED = FailureInfo(True, False, "the provider's task failed; `retry` submits it again")
     TIMEOUT = FailureInfo(True, True, "the task did not finish in time; `collect` or `retry` "
                                       "follows it again")
-    EXPIRED = FailureInfo(True, False, "the image URL expired; `retry` asks again")
-    DOWNLOAD_FAILED = FailureInfo(True, False, "the image could not be downloaded; `retry` tries again")
+    # After generation the task holds the paid image: follow it again rather than pay twice.
+    EXPIRED = FailureInfo(True, True, "the image URL expired before it could be fetched; `retry` "
+                                      "fetches it from its task again (and submits anew only if "
+                                      "the provider forgot the task)")
+    DOWNLOAD_FAILED = FailureInfo(True, True, "the image could not be downloaded; `retry` fetches "
+                                              "it from its task again")
     NO_IMAGE = FailureInfo(True, False, "the task succeeded without an image; `retry` submits it again")
-    BAD_IMAGE = FailureInfo(True, False, "the bytes were not a good image; `retry` tries again")
+    BAD_IMAGE = FailureInfo(True, True, "the bytes were not a good image; `retry` fetches it from "
+                                        "its task again (and submits anew if it is broken again)")
 
     @property
     def code(self) -> str:
@@ -68,7 +73,9 @@ class Failure(Enum):
 
     @property
     def follow(self) -> bool:
-        """A later run follows the recorded task again instead of submitting a new one."""
+        """A later run follows the recorded task again instead of submitting a new one: the
+        task may still finish (TIMEOUT) or still hold the paid image (EXPIRED, download and
+        image failures)."""
         return self.value.follow
 
     @property

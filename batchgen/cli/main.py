@@ -147,6 +147,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             api_key=args.key, balance=args.balance, task_seconds=args.task_seconds,
             task_jitter=args.task_jitter, workers=args.workers, max_in_flight=args.max_in_flight,
             rpm=args.rpm, retry_after=args.retry_after, url_ttl=args.url_ttl,
+            download_seconds=args.download_seconds,
             result_ttl=args.result_ttl, hints=not args.no_hints, seed_style=args.seed_style,
             base64_prefix=args.base64_prefix, fault_seed=args.fault_seed, **options)
     except ValueError as exc:
@@ -187,6 +188,7 @@ def _run_options(args: argparse.Namespace):
                       rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
                       max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
+                      stop_after=args.stop_after,
                       include_rejected=getattr(args, "include_rejected", False),
                       simulated=bool(args.simulate), adopt=args.adopt,
                       reporter=ProgressReporter(mode=mode, invocation=Invocation.from_args(args)),
@@ -379,10 +381,15 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="queued + processing tasks allowed; beyond: 429 (default unlimited)")
     p.add_argument("--rpm", type=int, default=None, metavar="N",
                    help="submits allowed per minute; beyond: 429 (default unlimited)")
-    p.add_argument("--retry-after", choices=["seconds", "date", "none", "mixed"], default="mixed",
-                   help="how a 429 carries Retry-After (default mixed)")
+    from batchgen.simulator.config import RETRY_AFTER_STYLES  # dataclasses only: cheap to import
+
+    p.add_argument("--retry-after", choices=list(RETRY_AFTER_STYLES), default="mixed",
+                   help="how a 429 says when to come back: Retry-After seconds or date, "
+                        "retry-after-ms, none, seconds on half of them, or mixed (default)")
     p.add_argument("--url-ttl", type=float, default=3600.0, metavar="S",
                    help="image URL lifetime in seconds (default 3600)")
+    p.add_argument("--download-seconds", type=float, default=0.0, metavar="S",
+                   help="latency of the image host for each download (default 0)")
     p.add_argument("--result-ttl", type=float, default=None, metavar="S",
                    help="task results are forgotten this long after completion (default never)")
     p.add_argument("--no-hints", action="store_true", help="leave eta and progress_percent at 0")
@@ -409,10 +416,15 @@ def _build_parser() -> argparse.ArgumentParser:
                        help=argparse.SUPPRESS)
         p.add_argument("--base-url", metavar="URL", help="send requests to this API base URL")
         p.add_argument("--concurrency", type=_concurrency, metavar="N",
-                       help="tasks in flight at the provider, 1..1000 (default: the manifest's)")
+                       help="at most N tasks in flight at the provider, 1..1000; fewer when it takes "
+                            "fewer (default: the manifest's)")
         if name != "collect":  # collect submits nothing: no submit rate to limit
             p.add_argument("--rpm", type=_positive_float, metavar="N",
-                           help="at most N submits per minute")
+                           help="at most N submits in any minute (default: the manifest's rate_limit; "
+                                "none: learned from the provider's 429s)")
+        p.add_argument("--stop-after", type=_positive_float, metavar="SECONDS",
+                       help="after the first Ctrl-C or SIGTERM, leave at once SECONDS later even if "
+                            "tasks are still in flight (set it below a Kubernetes or Slurm grace period)")
         p.add_argument("--output", type=Path, metavar="DIR",
                        help="the batch folder (default: output/<name>/)")
         p.add_argument("--adopt", action="store_true",

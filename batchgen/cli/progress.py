@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from batchgen.cli.invocation import Invocation
-from batchgen.cli.render import format_duration, render_notice
+from batchgen.cli.render import format_duration, render_notice, render_pace
 from batchgen.engine.events import Notice
 from batchgen.engine.stats import RunStats
 
@@ -87,12 +87,13 @@ class ProgressReporter:
         return s.goal or s.planned
 
     def detail(self) -> str:
-        """In flight, failed, rate and ETA: what the bar shows beside the count."""
+        """In flight and the limit, pauses, failed, rate and ETA: beside the count."""
         s = self.stats
         left = max(0, self.goal() - s.already_done - s.done - s.failed)
         rate = self.rate()
         eta = left / rate if rate > 0 else (0.0 if not left else None)
-        return (f"{s.in_flight} in flight, {s.failed} failed, {rate * 60:.0f}/min, "
+        pace = s.pace.snapshot().to_json() if s.pace is not None else {"in_flight": 0}
+        return (f"{render_pace(pace)}, {s.failed} failed, {rate * 60:.0f}/min, "
                 f"ETA {format_duration(eta)}")
 
     def line(self) -> str:

@@ -9,17 +9,18 @@ ledger recorded of the last run), so it works when pasted.
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from batchgen.cli.invocation import Invocation
 from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, Redo, Redoing,
                                     Starting, Stopping)
+from batchgen.engine.summary import Pacing, RunMode, RunSummary
+from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.export.base import ExportFormat
 from batchgen.export.exporter import ExportPhase, ExportReport
 from batchgen.export.scan import Problem
-from batchgen.engine.summary import RunMode, RunSummary
-from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.manifest.plan import Plan
 from batchgen.storage.diff import FolderDiff
 from batchgen.storage.identity import Target
@@ -31,7 +32,8 @@ if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw 
 
 __all__ = ["CHECKING_SHOWN_FROM", "describe_target", "format_duration", "render_error",
            "render_export", "render_export_progress", "render_grid", "render_notice",
-           "render_plan", "render_status", "render_summary", "render_view"]
+           "render_pace", "render_plan", "render_status", "render_summary",
+           "render_view"]
 
 #: Manifests from this many jobs on get a line before their check (it takes a second or more).
 CHECKING_SHOWN_FROM = 50_000
@@ -89,6 +91,44 @@ def render_notice(notice: Notice, how: Invocation | None = None) -> str | None:
     if isinstance(notice, Leaving):
         return "leaving now; the ledger is intact, run the same command to resume."
     raise TypeError(f"unknown notice {notice!r}")
+
+
+def render_pace(pace: Mapping[str, Any]) -> str:
+    """Tasks in flight against the limit, and any pause or outage, from a PaceSnapshot's JSON
+    (the progress line and ``status`` say it the same way)."""
+    limit, ceiling = pace.get("limit"), pace.get("ceiling")
+    text = f"{pace.get('in_flight', 0)} in flight"
+    if limit is not None and ceiling is not None and limit < ceiling:
+        text += f" (limit {limit} of {ceiling}, adapted to the provider)"
+    paused = pace.get("paused_for") or 0
+    if paused >= 0.5:
+        window = pace.get("window")
+        why = (f"rate window, {window}/min{' learned' if pace.get('window_learned') else ''}"
+               if window else "the provider asked to wait")
+        text += f", submits paused {format_duration(paused)} ({why})"
+    outage = pace.get("outage_for")
+    if outage is not None and outage >= 1:
+        text += f", provider unreachable for {format_duration(outage)} (outage: retrying)"
+    return text
+
+
+def _render_pacing(pacing: Pacing, how: Invocation, mode: RunMode) -> list[str]:
+    lines: list[str] = []
+    refused = sum(pacing.refusals.values())
+    command = "run" if mode is RunMode.COLLECT else mode.value
+    if pacing.adapted:
+        lines.append(f"the provider took fewer tasks at once than asked: the limit on tasks in flight "
+                     f"was {pacing.limit_median} (from {pacing.limit_min} to {pacing.limit_max}) of "
+                     f"{pacing.ceiling}; `{how.command(command, '--concurrency', str(pacing.limit_median))}` "
+                     f"starts there.")
+    if refused:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(pacing.refusals.items(), key=lambda kv: -kv[1]))
+        lines.append(f"{refused} submit(s) refused with 429 ({kinds}); none of them failed a job.")
+    if pacing.window_learned and pacing.window:
+        lines.append(f"the provider allows about {pacing.window} submits per minute; "
+                     f"`{how.command(command, '--rpm', str(pacing.window))}` (or rate_limit: "
+                     f"{pacing.window}) keeps to it from the start.")
+    return lines
 
 
 def _starting(n: Starting, how: Invocation | None) -> str:
@@ -157,6 +197,8 @@ def render_summary(summary: RunSummary, how: Invocation | str | Path) -> str:
         old, new = self.renamed_example
         lines.append(f"note: {self.renamed} done job(s) keep their files under the names an earlier "
                      f"filename gave them (e.g. {old}, named {new} now).")
+    if self.pacing is not None:
+        lines.extend(_render_pacing(self.pacing, how, self.mode))
     if self.vanished:
         sample = ", ".join(self.vanished_sample)
         lines.append(f"note: {self.vanished} job(s) in the ledger are no longer in the manifest "
@@ -241,6 +283,8 @@ def render_status(report: StatusReport) -> str:
     out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
+    if self.live is not None:
+        out.append(f"  pace now: {render_pace(self.live)}")
     if self.rate_per_minute:
         pace = (f"  pace: {self.rate_per_minute:.1f} images/min over the last "
                 f"{RATE_WINDOW / 60:.0f} min")

@@ -4,7 +4,10 @@ A job's own failure (the task failed, the URL expired for good, the bytes are no
 is recorded in the ledger as data and never raised; only what stops the whole batch (the key
 refused, the disk full) propagates. Nothing is recorded done before its files are in place
 and on disk (the Committer's group fsync). An image of another size than the one asked for is
-kept, and said so in its sidecar, the ledger and the summary.
+kept, and said so in its sidecar, the ledger and the summary. Image URLs expire: a URL is
+fetched the moment it is handed out (download turns go to the URL that expires first), and one
+that has expired, or would before it can be fetched, is renewed by asking for the task result
+again, for as long as the provider keeps the task.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import time
 from batchgen._version import __version__
 from batchgen.engine.clock import Clock
 from batchgen.engine.commit import Committer, Saved
+from batchgen.engine.downloads import DownloadTurns
 from batchgen.engine.polling import PollPlanner, TaskClock
 from batchgen.engine.stats import RunStats
 from batchgen.errors import (
@@ -34,9 +38,18 @@ from batchgen.storage.ledger import Ledger
 from batchgen.storage.sidecar import ImageInfo, ProviderInfo, Sidecar, Timings
 from batchgen.storage.writer import Writer
 
-__all__ = ["Collector"]
+__all__ = ["Collector", "Renew"]
 
 log = logging.getLogger("batchgen.engine.collector")
+
+
+class Renew(Exception):
+    """The recorded task cannot give this job its image (the provider forgot it, or its image
+    came back broken twice): a run that may submit sends the job anew instead of failing it."""
+
+    def __init__(self, failed: Failed) -> None:
+        super().__init__(failed.reason)
+        self.failed = failed
 
 
 class Collector:
@@ -44,7 +57,8 @@ class Collector:
 
     def __init__(self, provider: Provider, ledger: Ledger, writer: Writer, planner: PollPlanner,
                  stats: RunStats, clock: Clock, *, model: str, batch: str, task_timeout: float,
-                 refresh_attempts: int = 2, committer: Committer | None = None) -> None:
+                 downloads: DownloadTurns | None = None, failed_rounds: int = 2,
+                 committer: Committer | None = None) -> None:
         self.provider = provider
         self.ledger = ledger
         self.writer = writer
@@ -54,9 +68,13 @@ class Collector:
         self.model = model
         self.batch = batch
         self.task_timeout = task_timeout
-        self.refresh_attempts = refresh_attempts
         # Without a run's group commit (a collector built by hand), each save commits at once.
         self.committer = committer or Committer(ledger, writer, stats, clock, interval=0)
+        self.downloads = downloads or DownloadTurns(8)
+        # Rounds of failed downloads (each a few tries of one URL, a fresh URL between them)
+        # before the job fails; expired URLs are renewed without such a count.
+        self.failed_rounds = failed_rounds
+        self._download_seconds = 0.0   # how long a download takes lately (URLs must outlive it)
 
     def clock_for(self, submitted_wall: float | None) -> TaskClock:
         """A TaskClock for a task submitted at a wall time (a resumed task) or just now."""
@@ -66,8 +84,12 @@ class Collector:
         return TaskClock(submitted_at=min(now, now - (self.clock.wall() - submitted_wall)))
 
     async def follow(self, job: Job, task_id: str, clock: TaskClock,
-                     poll_now: bool = False) -> TaskResult | None:
-        """Poll until the task finishes; the result if it succeeded, None if the job failed."""
+                     poll_now: bool = False, renew: bool = False) -> TaskResult | None:
+        """Poll until the task finishes; the result if it succeeded, None if the job failed.
+
+        ``renew``: a provider that no longer knows the task raises Renew instead of failing
+        the job (``retry`` then submits it anew).
+        """
         time_now, sleep = self.clock.now, self.clock.sleep
         deadline = clock.submitted_at + self.task_timeout
         now = time_now()
@@ -81,7 +103,10 @@ class Collector:
             try:
                 result = await self.provider.task_result(task_id)
             except TaskNotFound as exc:
-                self.record_failure(job, Failed(Failure.TASK_NOT_FOUND, str(exc)), task_id=task_id)
+                failed = Failed(Failure.TASK_NOT_FOUND, str(exc))
+                if renew:
+                    raise Renew(failed) from None
+                self.record_failure(job, failed, task_id=task_id)
                 return None
             except BatchStopped:
                 raise
@@ -100,6 +125,7 @@ class Collector:
                 if result.succeeded:
                     took = result.provider_duration()
                     self.planner.learn(took if took is not None else now - clock.submitted_at)
+                    clock.result_at = now
                     return result
                 if result.failed:
                     reason = result.task.reason or "no reason given"
@@ -117,50 +143,20 @@ class Collector:
                 clock.last_delay = max(1.0, clock.last_delay * 2)
                 delay = min(clock.last_delay, 60.0)
 
-    async def save(self, job: Job, task_id: str, result: TaskResult, clock: TaskClock) -> bool:
-        """Fetch, check and write the image and sidecar, then record the job done."""
+    async def save(self, job: Job, task_id: str, result: TaskResult, clock: TaskClock,
+                   renew: bool = False) -> bool:
+        """Fetch, check and write the image and sidecar, then record the job done.
+
+        ``renew``: when the task cannot give its image (forgotten, or broken twice), raise
+        Renew instead of failing the job.
+        """
         finished_wall = self.clock.wall()
         self.ledger.generated(job.job_id, result.extra.seed)
         self.stats.generated += 1
         fmt = str(job.request.get("output_format") or "webp")
-        checked: CheckedImage | None = None
-        problem = Failed(Failure.NO_IMAGE, "the task succeeded but returned no image")
-        for attempt in range(self.refresh_attempts + 1):
-            if attempt:
-                try:
-                    result = await self.provider.task_result(task_id)
-                except TaskNotFound:
-                    problem = Failed(Failure.EXPIRED, "the image URL expired and the provider no "
-                                                      "longer has the task")
-                    break
-                except BatchStopped:
-                    raise
-                except ProviderError as exc:
-                    problem = Failed(Failure.DOWNLOAD_FAILED, f"could not refresh the result ({exc})")
-                    continue
-                except Exception as exc:  # an answer the client could not parse
-                    log.info("unreadable task result for %s", task_id, exc_info=True)
-                    problem = Failed(Failure.DOWNLOAD_FAILED, f"unreadable task result ({_brief(exc)})")
-                    continue
-                self.stats.refreshed_urls += 1
-            if not result.images:
-                problem = Failed(Failure.NO_IMAGE, "the task succeeded but returned no image")
-                continue
-            try:
-                checked = await self.provider.fetch_image(result.images[0], fmt)
-                break
-            except ImageExpired as exc:
-                problem = Failed(Failure.EXPIRED, f"{exc}; asking for the result again did not help")
-            except BadImage as exc:
-                problem = Failed(Failure.BAD_IMAGE, str(exc))
-                if not exc.retryable:
-                    break
-            except DownloadError as exc:
-                problem = Failed(Failure.DOWNLOAD_FAILED, str(exc))
-            except Exception as exc:  # a URL or answer the client did not foresee: fail the job only
-                log.info("cannot fetch the image of task %s", task_id, exc_info=True)
-                problem = Failed(Failure.DOWNLOAD_FAILED, _brief(exc))
+        checked, problem, result = await self._fetch(task_id, result, clock, fmt, renew)
         if checked is None:
+            assert problem is not None
             self.record_failure(job, problem, task_id=task_id)
             return False
         self.stats.downloads += 1
@@ -175,6 +171,114 @@ class Collector:
             self.stats.wrong_size(f"{saved.file}: asked {sidecar.image.requested}, got {size_got}")
         await self.committer.add(Saved(job.job_id, saved, size_got))
         return True
+
+    async def _fetch(self, task_id: str, result: TaskResult, clock: TaskClock, fmt: str,
+                     renew: bool) -> tuple[CheckedImage | None, Failed | None, TaskResult]:
+        """The checked image, or why there is none; with the result it finally came from.
+
+        A URL is fetched as soon as a download turn is free (the earliest expiry first). One
+        that has expired, or would before it can be fetched, is renewed by asking for the task
+        result again; that goes on with growing pauses until the provider forgets the task or
+        ``task_timeout`` has passed since it finished, not a fixed number of times. Failed
+        downloads are tried again with the same URL while it is young, with a fresh one once
+        it is old, ``failed_rounds`` rounds in all. With ``renew``, a task that cannot give
+        its image (forgotten, no image, broken bytes every round) raises Renew.
+        """
+        now = self.clock.now
+        received = clock.result_at if clock.result_at is not None else now()
+        give_up = now() + self.task_timeout
+        renewals = rounds = 0
+        problem: Failed | None = None
+        fresh_needed = False
+        while True:
+            if fresh_needed:
+                if renewals > 1:   # the provider keeps handing out dead URLs: do not hammer it
+                    pause = min(30.0, 0.25 * 2 ** (renewals - 2))
+                    if now() + pause >= give_up:
+                        break
+                    await self.clock.sleep(pause)
+                try:
+                    result = await self.provider.task_result(task_id)
+                except TaskNotFound:
+                    gone = Failed(Failure.EXPIRED, "the image URL expired and the provider no longer "
+                                                   "has the task")
+                    if renew:
+                        raise Renew(gone) from None
+                    return None, gone, result
+                except BatchStopped:
+                    raise
+                except ProviderError as exc:
+                    rounds += 1
+                    problem = Failed(Failure.DOWNLOAD_FAILED, f"could not renew the image URL ({exc})")
+                    if rounds >= self.failed_rounds or now() >= give_up:
+                        break
+                    continue
+                except Exception as exc:  # an answer the client could not parse
+                    log.info("unreadable task result for %s", task_id, exc_info=True)
+                    rounds += 1
+                    problem = Failed(Failure.DOWNLOAD_FAILED, f"unreadable task result ({_brief(exc)})")
+                    if rounds >= self.failed_rounds or now() >= give_up:
+                        break
+                    continue
+                received = now()
+                self.stats.refreshed_urls += 1
+                fresh_needed = False
+            if not result.images:
+                empty = Failed(Failure.NO_IMAGE, "the task succeeded but returned no image")
+                if renew:
+                    raise Renew(empty)
+                return None, empty, result
+            image = result.images[0]
+            ttl = image.image_url_ttl
+            expires = received + ttl if ttl is not None and ttl > 0 else float("inf")
+            is_url = image.image_url.lower().startswith(("http://", "https://"))
+            try:
+                if not is_url:
+                    return await self.provider.fetch_image(image, fmt), None, result
+                async with self.downloads.turn(expires):
+                    good_until = expires - self._min_life()
+                    if now() >= good_until:   # would expire before it is fetched: renew first
+                        renewals += 1
+                        fresh_needed = True
+                        problem = Failed(Failure.EXPIRED, "the image URL kept expiring before it "
+                                                          "could be fetched")
+                        continue
+                    started = now()
+                    checked = await self.provider.fetch_image(image, fmt, good_until=good_until)
+                    self._learn_download(now() - started)
+                    return checked, None, result
+            except ImageExpired as exc:
+                renewals += 1
+                fresh_needed = True
+                problem = Failed(Failure.EXPIRED, f"{exc}; asking for the result again did not help")
+            except BadImage as exc:
+                problem = Failed(Failure.BAD_IMAGE, str(exc))
+                if not exc.retryable:
+                    break
+                rounds += 1
+                fresh_needed = True
+            except DownloadError as exc:
+                problem = Failed(Failure.DOWNLOAD_FAILED, str(exc))
+                rounds += 1
+                fresh_needed = True
+            except Exception as exc:  # a URL or answer the client did not foresee: fail the job only
+                log.info("cannot fetch the image of task %s", task_id, exc_info=True)
+                problem = Failed(Failure.DOWNLOAD_FAILED, _brief(exc))
+                rounds += 1
+                fresh_needed = True
+            if rounds >= self.failed_rounds or now() >= give_up:
+                if renew and problem is not None and problem.failure is Failure.BAD_IMAGE:
+                    raise Renew(problem)   # the task's image came back broken round after round
+                break
+        return None, problem, result
+
+    def _min_life(self) -> float:
+        """How long a URL must still live to be worth fetching: twice a recent download."""
+        return max(0.5, 2.0 * self._download_seconds)
+
+    def _learn_download(self, seconds: float) -> None:
+        previous = self._download_seconds
+        self._download_seconds = seconds if previous == 0.0 else 0.8 * previous + 0.2 * seconds
 
     def record_failure(self, job: Job, failed: Failed, *, task_id: str | None,
                        maybe_duplicated: int = 0) -> None:

@@ -29,6 +29,7 @@ class TaskClock:
     progress: float | None = None
     progress_at: float = 0.0
     started_at: float | None = None
+    result_at: float | None = None   # when the answer that said "finished" arrived (URLs age from it)
 
 
 class PollPlanner:

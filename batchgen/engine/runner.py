@@ -8,7 +8,8 @@ model, simulated or not). Then it follows the tasks an earlier run left at the p
 jobs whose task the provider forgot. Every part it wires together can be given instead (API
 and image transports, key, clock, writer, reporter), so tests and other front ends inject
 rather than impersonate. It owns the task group around the scheduler, the group commit, the
-periodic fsync and the two-stage interrupt; it prints nothing.
+periodic fsync and the two-stage stop (``Batch.stop``, which Ctrl-C and SIGTERM call, and
+``stop_after``); it prints nothing.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import os
 import signal
 import threading
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -28,19 +29,20 @@ from anyio.lowlevel import checkpoint
 from batchgen.engine.clock import Clock, LoopClock
 from batchgen.engine.collector import Collector
 from batchgen.engine.commit import Committer
+from batchgen.engine.downloads import DownloadTurns
 from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Redoing, Reporter,
                                     Silent, Starting, Stopping)
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
 from batchgen.engine.stream import JobStream, manifest_counts
-from batchgen.engine.summary import RunMode, RunOutcome, RunSummary
+from batchgen.engine.summary import Pacing, RunMode, RunOutcome, RunSummary
 from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.manifest.plan import Plan, plan_steps
 from batchgen.provider.client import ClientOptions, ProviderClient
-from batchgen.provider.pacing import RateGate
+from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
 from batchgen.storage.diff import FolderDiff
 from batchgen.storage.folder import BatchFolder, check_batch_folder
@@ -70,6 +72,7 @@ class RunOptions:
     max_jobs: int | None = None
     handle_signals: bool = False   # two-stage Ctrl-C / SIGTERM (the CLI turns it on)
     durable: bool = True           # images and sidecars fsynced (group-committed) before "done"
+    stop_after: float | None = None  # after the first stop, leave at once this many seconds later
     include_rejected: bool = False  # retry: also requests the provider rejected
     simulated: bool = False        # the transports are a simulator's: recorded in the folder
     adopt: bool = False            # go on in a folder made against another target
@@ -91,6 +94,7 @@ class Batch:
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.options = options or RunOptions()
         self.folder = Path(self.options.output or self.manifest.output)
+        self._running: _Running | None = None
 
     # -- public ---------------------------------------------------------------------------
 
@@ -106,20 +110,50 @@ class Batch:
         """Put failed (and expired) jobs back, then run."""
         return await self._execute(RunMode.RETRY)
 
+    def stop(self) -> None:
+        """Stop the running batch in two stages, as Ctrl-C and SIGTERM do.
+
+        The first call: no new submit leaves (one already on the wire may finish), every wait
+        for a turn or a pause ends at once, and the tasks in flight are still polled and saved.
+        The second (or ``stop_after`` seconds after the first): leave at once. The ledger is
+        intact either way, and the same command resumes. Call it from the run's event loop.
+        """
+        running = self._running
+        if running is None:
+            return
+        scheduler = running.scheduler
+        if not scheduler.interrupted:
+            scheduler.interrupted = True
+            scheduler.stop_submitting()
+            running.reporter.notice(Stopping(scheduler.stats.in_flight))
+            running.stopping.set()
+        elif not running.leaving:
+            running.leaving = True
+            running.reporter.notice(Leaving())
+            scheduler.abort()
+
     # -- assembly -------------------------------------------------------------------------
 
     def _target(self) -> tuple[ApiTarget, ApiKey]:
         m, o = self.manifest, self.options
-        target = resolve_target(m.provider, o.base_url or m.base_url, m.api_key_env)
+        if o.base_url:
+            origin = "--base-url"
+        elif m.base_url:
+            origin = f"base_url in {m.path}"
+        else:
+            origin = None
+        target = resolve_target(m.provider, o.base_url or m.base_url, m.api_key_env, origin)
         key = o.api_key if o.api_key is not None else target.read_key(o.environ)
         return target, key
 
-    def _provider(self, target: ApiTarget, key: ApiKey, clock: Clock, concurrency: int) -> ProviderClient:
+    def _provider(self, target: ApiTarget, key: ApiKey, clock: Clock, limits: Limits,
+                  downloads: int) -> ProviderClient:
         o = self.options
-        gate = RateGate(o.rate_limit or self.manifest.rate_limit, now=clock.now, sleep=clock.sleep)
-        options = o.client or ClientOptions(max_connections=max(4, min(64, concurrency // 8)))
-        return ProviderClient(target, key, options=options, gate=gate, transport=o.api_transport,
-                              image_transport=o.image_transport, sleep=clock.sleep)
+        options = o.client or ClientOptions(max_connections=max(4, min(64, limits.tasks.ceiling // 8)))
+        if options.image_connections is None:
+            options = replace(options, image_connections=downloads)
+        return ProviderClient(target, key, options=options, limits=limits, transport=o.api_transport,
+                              image_transport=o.image_transport, sleep=clock.sleep, now=clock.now)
 
     # -- the work -------------------------------------------------------------------------
 
@@ -179,26 +213,34 @@ class Batch:
             created_before = ledger.stats.tasks_created
             maybe_before = ledger.stats.maybe_duplicated
             concurrency = o.concurrency or m.concurrency
-            async with self._provider(target, key, clock, concurrency) as provider:
+            limits = Limits(concurrency, o.rate_limit or m.rate_limit, now=clock.now,
+                            parallel=(o.client or ClientOptions()).parallel_submits)
+            stats.pace = limits
+            downloads = DownloadTurns(max(4, min(64, concurrency)))
+            async with self._provider(target, key, clock, limits, downloads.slots) as provider:
                 committer = Committer(ledger, writer, stats, clock)
                 collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
                                       model=m.model, batch=m.name, task_timeout=m.task_timeout,
-                                      committer=committer)
-                scheduler = Scheduler(provider, ledger, collector, stats, model=m.model,
+                                      downloads=downloads, committer=committer)
+                scheduler = Scheduler(provider, ledger, collector, stats, limits=limits, model=m.model,
                                       concurrency=concurrency, max_submits=o.max_jobs,
-                                      submit_grace=provider.options.timeout)
+                                      submit_grace=provider.options.timeout,
+                                      renew=mode is RunMode.RETRY)
                 committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
                 stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT)
                 if possibly_created and mode is not RunMode.COLLECT:
                     reporter.notice(PossiblyCreated(possibly_created))
                 redone: dict[str, Redo] = {}
+                running = self._running = _Running(scheduler, reporter, anyio.Event())
                 try:
                     async with anyio.create_task_group() as group:
                         group.start_soon(committer.run)  # and the ledger's fsync every second
-                        group.start_soon(_refresh_every, live, clock, 1.0)
+                        group.start_soon(_refresh_every, live, ledger, limits, clock, 1.0)
                         group.start_soon(reporter.watch, stats)
                         if o.handle_signals and threading.current_thread() is threading.main_thread():
-                            group.start_soon(_two_stage_interrupt, scheduler, reporter)
+                            group.start_soon(_two_stage_interrupt, self)
+                        if o.stop_after is not None:
+                            group.start_soon(self._leave_after, running, o.stop_after, clock)
                         try:
                             await scheduler.run(self._outstanding(ledger), stream)
                             if mode is not RunMode.COLLECT:
@@ -207,6 +249,7 @@ class Batch:
                         finally:
                             group.cancel_scope.cancel()
                 finally:
+                    self._running = None
                     committer.close()  # the last saves made durable and recorded done
                     live.close()
             with anyio.CancelScope(shield=True):
@@ -229,6 +272,10 @@ class Batch:
                 summary.renamed = diff.renamed
                 first = diff.renamed_sample[0]
                 summary.renamed_example = (first.old, first.new)
+            report = limits.report()
+            summary.pacing = Pacing(report.ceiling, report.limit_min, report.limit_median,
+                                    report.limit_max, report.refusals, report.window,
+                                    report.window_learned, report.retries)
         finally:
             if ledger is not None:
                 ledger.close()
@@ -253,12 +300,21 @@ class Batch:
             f"(its images keep their own provenance in their sidecars).",
             folder=self.folder, recorded=recorded, current=current, done=done)
 
+    async def _leave_after(self, running: _Running, seconds: float, clock: Clock) -> None:
+        """``stop_after``: once stopping, leave at once after ``seconds`` (a grace period)."""
+        await running.stopping.wait()
+        await clock.sleep(seconds)
+        if self._running is running:
+            self.stop()
+
     def _outstanding(self, ledger: Ledger) -> list[Outstanding]:
         found = []
         for job_id, rec in ledger.outstanding():
             job = rec.job(job_id)
             if job is not None and rec.task_id:
-                found.append(Outstanding(job, rec.task_id, rec.get("submitted_at")))
+                # A generated task is finished: ask for a fresh URL at once.
+                found.append(Outstanding(job, rec.task_id, rec.get("submitted_at"),
+                                         finished=rec.state == JobState.GENERATED))
         return found
 
     def _requeue_failed(self, ledger: Ledger, mode: RunMode) -> tuple[set[str], int]:
@@ -385,25 +441,31 @@ def _describe(target: Target) -> str:
     return f"{target.model} on {where} ({target.host})"
 
 
-async def _refresh_every(live: LiveStatus, clock: Clock, seconds: float) -> None:
-    """Rewrite the live status file now and then (a small read of the ledger's tail and one
-    small atomic write; nothing waits for it and a failure never stops the batch)."""
+async def _refresh_every(live: LiveStatus, ledger: Ledger, limits: Limits, clock: Clock,
+                         seconds: float) -> None:
+    """Now and then: rewrite the live status file (a small read of the ledger's tail and one
+    small atomic write) and put the run's limits in the lock file, for ``status`` to show.
+    Nothing waits for either, and a failure never stops the batch."""
     while True:
         await clock.sleep(seconds)
+        ledger.note_run(limits.snapshot().to_json())
         live.refresh()
 
 
-async def _two_stage_interrupt(scheduler: Scheduler, reporter: Reporter) -> None:
+@dataclass
+class _Running:
+    """The run in progress, for ``Batch.stop``."""
+
+    scheduler: Scheduler
+    reporter: Reporter
+    stopping: anyio.Event
+    leaving: bool = False
+
+
+async def _two_stage_interrupt(batch: Batch) -> None:
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            if not scheduler.interrupted:
-                scheduler.interrupted = True
-                scheduler.stop_submitting()
-                reporter.notice(Stopping(scheduler.stats.in_flight))
-            else:
-                reporter.notice(Leaving())
-                scheduler.abort()
-                return
+            batch.stop()
 
 
 def run_batch(manifest: str | Path | Manifest, mode: RunMode | str = RunMode.RUN,

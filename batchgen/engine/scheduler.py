@@ -1,10 +1,11 @@
 """Keep the provider's slots full: submit, follow and save jobs in one anyio task group.
 
-The limit that matters is tasks in flight at the provider (submitted, not seen finished), held
-by a CapacityLimiter; the next submit starts the moment a poll frees a slot. A second limiter
-bounds jobs alive in this process (in flight plus waiting to download), so a million-job
-manifest streams through in constant memory. The task id is in the ledger before anything
-depends on it; a job's own failure is recorded, never raised.
+The limit that matters is tasks in flight at the provider (submitted, not seen finished). It
+adapts to what the provider takes and lives in the run's ``Limits`` (provider/limits.py), where
+every submit waits its turn; a slot frees the moment a poll sees its task finished. A second
+limiter bounds jobs alive in this process (waiting to submit, in flight, downloading), so a
+million-job manifest streams through in constant memory. The task id is in the ledger before
+anything depends on it; a job's own failure is recorded, never raised.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
-from batchgen.engine.collector import Collector
+from batchgen.engine.collector import Collector, Renew
 from batchgen.engine.polling import TaskClock
 from batchgen.engine.stats import RunStats
 from batchgen.errors import (
@@ -32,6 +33,7 @@ from batchgen.errors import (
 from batchgen.job import Failed, Failure, Job
 from batchgen.provider.base import Provider
 from batchgen.provider.client import SubmitWithdrawn
+from batchgen.provider.limits import Limits
 from batchgen.storage.ledger import Ledger
 
 __all__ = ["Outstanding", "Scheduler"]
@@ -42,12 +44,12 @@ _YIELD_EVERY = 256
 
 
 class _Ticket:
-    """One job's claim on the limiters; knows whether it still holds a provider slot."""
+    """One job's claim on the live limiter; the task it holds in flight, if any."""
 
-    __slots__ = ("holds_slot",)
+    __slots__ = ("task_id",)
 
     def __init__(self) -> None:
-        self.holds_slot = False
+        self.task_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,20 +63,25 @@ class Outstanding:
 
 
 class Scheduler:
-    """Runs jobs through submit -> follow -> save with at most ``concurrency`` in flight."""
+    """Runs jobs through submit -> follow -> save with at most ``limits`` tasks in flight.
+
+    ``renew`` (retry): a followed task the provider no longer has, or whose image comes back
+    broken again, is submitted anew instead of failing its job.
+    """
 
     def __init__(self, provider: Provider, ledger: Ledger, collector: Collector,
-                 stats: RunStats, *, model: str, concurrency: int, downloads: int | None = None,
-                 max_submits: int | None = None, submit_grace: float = 30.0) -> None:
+                 stats: RunStats, *, limits: Limits, model: str, concurrency: int,
+                 max_submits: int | None = None, submit_grace: float = 30.0,
+                 renew: bool = False) -> None:
         self.provider = provider
         self.ledger = ledger
         self.collector = collector
         self.stats = stats
+        self.limits = limits
         self.model = model
-        self.slots = anyio.CapacityLimiter(concurrency)
         self.live = anyio.CapacityLimiter(2 * concurrency + 16)
-        self.downloads = anyio.CapacityLimiter(downloads or max(4, min(32, concurrency)))
         self.max_submits = max_submits
+        self.renew = renew
         self.stopped: BatchgenError | None = None  # why submitting stopped (auth, balance...)
         self.fatal: BatchgenError | None = None    # what stopped the whole batch
         self.interrupted = False
@@ -90,10 +97,12 @@ class Scheduler:
     # -- control -------------------------------------------------------------------------------
 
     def stop_submitting(self, why: BatchgenError | None = None) -> None:
-        """No new submits; tasks in flight are still followed and saved."""
+        """No new submits (every wait for a turn ends now); tasks in flight are still followed
+        and saved."""
         if why is not None and self.stopped is None:
             self.stopped = why
         self._stop_submitting.set()
+        self.limits.stop()
         if self._producer is not None:
             self._producer.cancel()
 
@@ -166,20 +175,12 @@ class Scheduler:
     async def _admit(self) -> _Ticket:
         ticket = _Ticket()
         await self.live.acquire_on_behalf_of(ticket)
-        try:
-            await self.slots.acquire_on_behalf_of(ticket)
-        except BaseException:
-            self.live.release_on_behalf_of(ticket)
-            raise
-        ticket.holds_slot = True
-        self.stats.in_flight += 1
         return ticket
 
     def _free_slot(self, ticket: _Ticket) -> None:
-        if ticket.holds_slot:
-            ticket.holds_slot = False
-            self.slots.release_on_behalf_of(ticket)
-            self.stats.in_flight -= 1
+        if ticket.task_id is not None:
+            self.limits.ended(ticket.task_id)   # a no-op when a poll already saw it finished
+            ticket.task_id = None
 
     def _release(self, ticket: _Ticket) -> None:
         self._free_slot(ticket)
@@ -187,86 +188,113 @@ class Scheduler:
 
     async def _submit_and_follow(self, job: Job, ticket: _Ticket) -> None:
         try:
-            if not self.submitting:  # stopped between admission and now: leave the job as it is
-                return
-            self.ledger.submitting(job)
-            try:
-                with anyio.CancelScope(shield=True) as scope:
-                    self._submits.add(scope)
-                    self._limit(scope)
-                    try:
-                        sub = await self.provider.submit(self.model, job.request,
-                                                         still_wanted=lambda: self.submitting)
-                    finally:
-                        self._submits.discard(scope)
-                if scope.cancelled_caught:  # the grace ran out: the job stays 'submitting'
-                    await checkpoint()
-                    return
-            except SubmitWithdrawn as exc:
-                # Stopped while it waited for its turn: nothing (more) was sent.
-                if exc.maybe_count:
-                    self.collector.record_failure(job, Failed(
-                        Failure.SUBMIT_FAILED, "stopped between tries; an earlier try may have created "
-                        "a task at the provider without its id"), task_id=None,
-                        maybe_duplicated=exc.maybe_count)
-                else:
-                    self.ledger.reset(job.job_id)
-                return
-            except BatchStopped as exc:
-                # Nothing was created: the job goes back to pending for the next run.
-                self.ledger.reset(job.job_id)
-                self._stopped_by(exc)
-                return
-            except JobRejected as exc:
-                self.collector.record_failure(job, Failed(Failure.REJECTED, str(exc), exc.reason),
-                                              task_id=None)
-                return
-            except ProviderError as exc:
-                maybe = isinstance(exc, TransientError) and exc.maybe_created
-                note = " (a task may have been created at the provider without its id)" if maybe else ""
-                count = exc.maybe_count if maybe else 0
-                self.collector.record_failure(job, Failed(Failure.SUBMIT_FAILED, f"{exc}{note}"),
-                                              task_id=None, maybe_duplicated=count)
-                return
-            except Exception as exc:  # an answer the client did not foresee: this job fails, not the batch
-                log.info("submit of job %s failed unexpectedly", job.job_id, exc_info=True)
-                self.collector.record_failure(job, Failed(
-                    Failure.SUBMIT_FAILED, f"unexpected answer ({type(exc).__name__}: {str(exc)[:200]}); "
-                    f"a task may have been created at the provider without its id"),
-                    task_id=None, maybe_duplicated=1)
-                return
-            self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
-            self.stats.submitted += 1
-            await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
+            await self._submit(job, ticket)
         except OutputError as exc:
             self.abort(exc, grace=self._grace())
         finally:
             self._release(ticket)
+
+    async def _submit(self, job: Job, ticket: _Ticket) -> None:
+        if not self.submitting:  # stopped between admission and now: leave the job as it is
+            return
+        recorded = False
+
+        def sending() -> None:
+            # Right before the request goes out, not while it waits for its turn: a crash in
+            # a long wait must not look like a task that may exist without its id.
+            nonlocal recorded
+            if not recorded:
+                self.ledger.submitting(job)
+                recorded = True
+
+        try:
+            with anyio.CancelScope(shield=True) as scope:
+                self._submits.add(scope)
+                self._limit(scope)
+                try:
+                    sub = await self.provider.submit(self.model, job.request,
+                                                     still_wanted=lambda: self.submitting,
+                                                     sending=sending)
+                finally:
+                    self._submits.discard(scope)
+            if scope.cancelled_caught:  # the grace ran out: the job stays 'submitting'
+                await checkpoint()
+                return
+        except SubmitWithdrawn as exc:
+            # Stopped while it waited for its turn: nothing (more) was sent.
+            if exc.maybe_count:
+                self.collector.record_failure(job, Failed(
+                    Failure.SUBMIT_FAILED, "stopped between tries; an earlier try may have created "
+                    "a task at the provider without its id"), task_id=None,
+                    maybe_duplicated=exc.maybe_count)
+            elif recorded:
+                self.ledger.reset(job.job_id)
+            return
+        except BatchStopped as exc:
+            # Nothing was created: the job goes back to pending for the next run.
+            if recorded:
+                self.ledger.reset(job.job_id)
+            self._stopped_by(exc)
+            return
+        except JobRejected as exc:
+            self.collector.record_failure(job, Failed(Failure.REJECTED, str(exc), exc.reason),
+                                          task_id=None)
+            return
+        except ProviderError as exc:
+            maybe = isinstance(exc, TransientError) and exc.maybe_created
+            note = " (a task may have been created at the provider without its id)" if maybe else ""
+            count = exc.maybe_count if maybe else 0
+            self.collector.record_failure(job, Failed(Failure.SUBMIT_FAILED, f"{exc}{note}"),
+                                          task_id=None, maybe_duplicated=count)
+            return
+        except OutputError:
+            raise
+        except Exception as exc:  # an answer the client did not foresee: this job fails, not the batch
+            log.info("submit of job %s failed unexpectedly", job.job_id, exc_info=True)
+            self.collector.record_failure(job, Failed(
+                Failure.SUBMIT_FAILED, f"unexpected answer ({type(exc).__name__}: {str(exc)[:200]}); "
+                f"a task may have been created at the provider without its id"),
+                task_id=None, maybe_duplicated=1)
+            return
+        ticket.task_id = sub.task_id  # in flight at the limits since they saw it accepted
+        self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
+        self.stats.submitted += 1
+        await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
 
     async def _resume(self, item: Outstanding, ticket: _Ticket) -> None:
         try:
+            self.limits.adopt(item.task_id)
+            ticket.task_id = item.task_id
             clock = self.collector.clock_for(item.submitted_at)
-            await self._follow_and_save(item.job, item.task_id, clock, ticket, poll_now=item.finished)
+            try:
+                await self._follow_and_save(item.job, item.task_id, clock, ticket,
+                                            poll_now=item.finished, renew=self.renew)
+            except Renew as exc:
+                if self.submitting:
+                    log.info("job %s: %s; submitting it anew", item.job.job_id, exc)
+                    await self._submit(item.job, ticket)
+                else:
+                    self.collector.record_failure(item.job, exc.failed, task_id=item.task_id)
         except OutputError as exc:
             self.abort(exc, grace=self._grace())
         finally:
             self._release(ticket)
 
-    async def _follow_and_save(self, job: Job, task_id: str, clock: TaskClock,
-                               ticket: _Ticket, poll_now: bool = False) -> None:
+    async def _follow_and_save(self, job: Job, task_id: str, clock: TaskClock, ticket: _Ticket,
+                               poll_now: bool = False, renew: bool = False) -> None:
         try:
-            result = await self.collector.follow(job, task_id, clock, poll_now=poll_now)
+            result = await self.collector.follow(job, task_id, clock, poll_now=poll_now, renew=renew)
         except BatchStopped as exc:
             self._stopped_by(exc, abort=True)
             return
-        self._free_slot(ticket)  # the provider's slot is free the moment we know the task ended
+        finally:
+            self._free_slot(ticket)  # the provider's slot is free the moment we know the task ended
         if result is None:
             return
-        async with self.downloads:
-            try:
-                await self.collector.save(job, task_id, result, clock)
-            except BatchStopped as exc:
-                self._stopped_by(exc, abort=True)
+        try:
+            await self.collector.save(job, task_id, result, clock, renew=renew)
+        except BatchStopped as exc:
+            self._stopped_by(exc, abort=True)
 
     def _stopped_by(self, exc: BatchStopped, abort: bool = False) -> None:
         if self.stopped is None and self.fatal is None:  # once, not once per submit in flight

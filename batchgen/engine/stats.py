@@ -1,13 +1,16 @@
 """Live counters of one run: what the progress display, the summary and the viewers read.
 
-Plain data with one owner per counter: the scheduler counts submits and slots, the collector
-polls, downloads and outcomes, the committer what was recorded done. Importing it loads no HTTP stack, so a display can read it.
+Plain data with one owner per counter: the scheduler counts submits, the collector polls,
+downloads and outcomes, the committer what was recorded done, the run's limits (``pace``)
+tasks in flight, the current limit and any pause. Importing it loads no HTTP stack, so a
+display can read it.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 __all__ = ["RunStats"]
 
@@ -20,7 +23,6 @@ class RunStats:
     goal: int = 0            # jobs done by the end of this run if all goes well (--max-jobs)
     already_done: int = 0
     submitted: int = 0
-    in_flight: int = 0
     generated: int = 0
     done: int = 0
     failed: int = 0
@@ -35,6 +37,12 @@ class RunStats:
     sync_seconds: float = 0.0  # time those took (in the committer's worker thread)
     failures: Counter[str] = field(default_factory=Counter)
     started: float = 0.0
+    #: the run's Limits (provider/limits.py): ``pace.snapshot()`` is the limit, pause, outage now
+    pace: Any = field(default=None, repr=False)
+
+    @property
+    def in_flight(self) -> int:
+        return self.pace.in_flight if self.pace is not None else 0
 
     def fail(self, label: str, refused: bool = False) -> None:
         self.failed += 1

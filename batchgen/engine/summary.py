@@ -12,7 +12,7 @@ from pathlib import Path
 
 from batchgen.errors import StopKind
 
-__all__ = ["RunMode", "RunOutcome", "RunSummary"]
+__all__ = ["Pacing", "RunMode", "RunOutcome", "RunSummary"]
 
 
 class RunMode(StrEnum):
@@ -29,6 +29,25 @@ class RunOutcome(Enum):
     INTERRUPTED = "interrupted"     # Ctrl-C or SIGTERM
     JOBS_FAILED = "failed"          # some jobs failed
     FINISHED = "finished"           # nothing failed (work may be left: see pending)
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """What the provider's limits did to a run: the limit on tasks in flight (``concurrency``
+    is its ceiling) over the run, the 429s by what they were taken for, the rate window."""
+
+    ceiling: int
+    limit_min: int
+    limit_median: int
+    limit_max: int
+    refusals: dict[str, int] = field(default_factory=dict)   # "overload", "task cap", "rate window"
+    window: int | None = None          # submits per minute allowed, given or learned
+    window_learned: bool = False
+    retries: int = 0                   # retries paid from the retry budget
+
+    @property
+    def adapted(self) -> bool:
+        return self.limit_min < self.ceiling
 
 
 @dataclass
@@ -72,6 +91,7 @@ class RunSummary:
     syncs: int = 0              # group commits (one fsync of every file saved since the last)
     sync_seconds: float = 0.0   # time they took, in the committer's worker thread
     mode: RunMode = RunMode.RUN
+    pacing: Pacing | None = None
 
     @property
     def outcome(self) -> RunOutcome:

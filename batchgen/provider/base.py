@@ -18,19 +18,29 @@ __all__ = ["Provider"]
 
 
 class Provider(Protocol):
-    """An account at one API. ``submit`` returns a ``Submitted`` (task id, tries)."""
+    """An account at one API. ``submit`` returns a ``Submitted`` (task id, tries).
+
+    Submits wait their turn at the run's ``Limits`` (``limits.py``) and report every answer
+    to it (accepted, refused with 429, or neither), so the limit on tasks in flight and the
+    rate window follow the provider; the engine reports tasks it sees finished to the same
+    ``Limits``.
+    """
 
     target: ApiTarget
 
     async def submit(self, model: str, body: dict[str, Any],
-                     still_wanted: Callable[[], bool] = ...) -> Any:
-        """Create one task; ``still_wanted`` is asked before each try goes out."""
+                     still_wanted: Callable[[], bool] = ...,
+                     sending: Callable[[], None] = ...) -> Any:
+        """Create one task; ``still_wanted`` is asked while waiting and before each try goes
+        out, ``sending`` is called right before each try goes out."""
 
     async def task_result(self, task_id: str) -> TaskResult:
         """The task's state, parsed."""
 
-    async def fetch_image(self, image: ResultImage, expected_format: str) -> CheckedImage:
-        """The finished image's bytes, checked to decode in the expected format."""
+    async def fetch_image(self, image: ResultImage, expected_format: str,
+                          good_until: float | None = None) -> CheckedImage:
+        """The finished image's bytes, checked to decode in the expected format; ImageExpired
+        when the URL expired, or would be past ``good_until`` before another try."""
 
     async def aclose(self) -> None:
         """Close connections; safe to call during cancellation."""

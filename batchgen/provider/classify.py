@@ -24,7 +24,7 @@ from batchgen.errors import (
     TransientError,
 )
 
-__all__ = ["classify_error", "parse_retry_after"]
+__all__ = ["classify_error", "parse_retry_after", "retry_after_of"]
 
 INVALID_JOB = frozenset({
     "INVALID_REQUEST_BODY", "INVALID_IMAGE_SIZE", "IMAGE_EXCEEDS_MAX_RESOLUTION",
@@ -65,6 +65,20 @@ def parse_retry_after(value: str | None, now: float | None = None) -> float | No
     return min(max(seconds, 0.0), MAX_RETRY_AFTER)
 
 
+def retry_after_of(headers: Any) -> float | None:
+    """The wait a 429 asks for: ``retry-after-ms`` (milliseconds, as some APIs send) when it
+    is there and a number, else ``Retry-After`` (seconds or an HTTP-date), else None."""
+    millis = headers.get("retry-after-ms")
+    if millis:
+        try:
+            seconds = float(millis) / 1000.0
+        except ValueError:
+            seconds = float("nan")
+        if seconds == seconds and seconds != float("inf"):
+            return min(max(seconds, 0.0), MAX_RETRY_AFTER)
+    return parse_retry_after(headers.get("retry-after"))
+
+
 def _error_body(content: bytes) -> tuple[str, str]:
     """(reason, message) from a provider error body; empty strings when it is not one."""
     try:
@@ -96,7 +110,7 @@ def classify_error(status: int, content: bytes, headers: dict[str, str] | Any, *
             f"for {base_url} with access to this model, then run the same command again.",
             status=status, reason=reason)
     if reason in RATE or (unknown and status == 429):
-        retry_after = parse_retry_after(headers.get("retry-after"))
+        retry_after = retry_after_of(headers)
         return RateLimited(f"rate limited by the provider ({said})", status=status,
                            reason=reason or "RATE_LIMIT_EXCEEDED", retry_after=retry_after)
     if reason in TRANSIENT or (unknown and (status >= 500 or status == 408)):

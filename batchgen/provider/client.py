@@ -2,7 +2,11 @@
 
 Two httpx clients, on purpose: the API client carries the key and talks only to the API host;
 the image client never holds a key at all, so no URL, redirect or bug can send it elsewhere.
-Retries live here (bounded, with jitter), so callers see only final outcomes.
+Retries live here (bounded, with jitter, paid from the retry budget), so callers see only
+final outcomes. Every submit waits its turn at the run's ``Limits`` and tells it what the
+provider said, so the limits learn from every answer. A host that was never reached (refused,
+DNS, TLS) stops the batch naming the URL; once it has answered, the same failures are an outage
+and are retried for as long as it lasts.
 """
 
 from __future__ import annotations
@@ -26,12 +30,15 @@ from batchgen.errors import (
     ImageExpired,
     ImageTooLarge,
     ProviderError,
+    ProviderUnreachable,
     RateLimited,
+    TaskNotFound,
     TransientError,
 )
 from batchgen.provider.imagecheck import CheckedImage, check_image, decode_base64_image
 from batchgen.provider.offload import off_loop
-from batchgen.provider.pacing import Backoff, RateGate
+from batchgen.provider.limits import Limits, Refusal
+from batchgen.provider.pacing import Backoff
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.provider.wire import ResultImage, TaskResult, parse_task_result
 
@@ -42,6 +49,8 @@ log = logging.getLogger("batchgen.provider.client")
 # Failures after which the request certainly never reached the server.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol,
              httpx.LocalProtocolError, httpx.ProxyError)
+# ... and among them, those where the host itself could not be reached (refused, DNS, TLS).
+_UNREACHED = (httpx.ConnectError, httpx.ConnectTimeout, httpx.ProxyError)
 
 
 @dataclass(frozen=True)
@@ -55,15 +64,25 @@ class ClientOptions:
     # each) and every queued request on each request, so requests wait for a connection
     # here, in a semaphore, and the pool stays small.
     max_connections: int = 8
+    # Downloads at once (None: max_connections). The collector hands out as many download
+    # turns, so a URL never waits for a connection behind its turn while it ages.
+    image_connections: int | None = None
     max_image_bytes: int = 64 * 1024 * 1024
     download_deadline: float = 120.0
     backoff: Backoff = Backoff()
+    # A 429 taken for a passing overload: that request alone waits (Retry-After when given).
+    overload_backoff: Backoff = Backoff(base=0.25, factor=2.0, cap=8.0)
+    # The host could not be reached: before it ever answered, give up after unreachable_after
+    # seconds (a wrong URL); after it answered, an outage, retried for as long as it lasts.
+    outage_backoff: Backoff = Backoff(base=1.0, factor=2.0, cap=30.0)
+    unreachable_after: float = 10.0
     max_rate_limited: int = 30
     download_attempts: int = 4
     resubmit_ambiguous: bool = True
-    # POSTs in flight at once. A crash can leave each of them as a task whose id never reached
-    # the ledger, so one at a time keeps that to at most one task per crash; a submit takes one
-    # round trip, so this allows 1 / RTT submits per second (hundreds on a near network).
+    # POSTs in flight at once (the Limits hand out turns accordingly). A crash can leave each of
+    # them as a task whose id never reached the ledger, so one at a time keeps that to at most
+    # one task per crash; a submit takes one round trip, so this allows 1 / RTT submits per
+    # second (hundreds on a near network).
     parallel_submits: int = 1
 
 
@@ -99,31 +118,36 @@ class _AcceptedWithoutId(TransientError):
 class ProviderClient:
     """The jiekou / Novita API shape (a ``Provider``). Use as ``async with ProviderClient(...) as c``.
 
-    ``sleep`` is the clock's: every backoff and Retry-After wait goes through it.
+    ``limits`` is where submits wait their turn (one per run, shared with the scheduler);
+    ``sleep`` and ``now`` are the run's clock: every backoff and Retry-After wait goes through it.
     """
 
     def __init__(self, target: ApiTarget, key: ApiKey, *, options: ClientOptions | None = None,
-                 gate: RateGate | None = None, transport: httpx.AsyncBaseTransport | None = None,
+                 limits: Limits | None = None, transport: httpx.AsyncBaseTransport | None = None,
                  image_transport: httpx.AsyncBaseTransport | None = None,
                  rng: random.Random | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+                 now: Callable[[], float] = anyio.current_time) -> None:
         self.target = target
         self.options = options or ClientOptions()
-        self.gate = gate or RateGate(sleep=sleep)
+        self.limits = limits or Limits(1000, now=now, parallel=self.options.parallel_submits)
         self._sleep = sleep
+        self._now = now
         self._key = key
         self._rng = rng or random.Random()
+        self._answered = False          # the API host has answered something in this run
+        self._unreached_since: float | None = None
         opts = self.options
         timeout = httpx.Timeout(opts.timeout, connect=opts.connect_timeout, pool=None)
         agent = f"batchgen/{__version__}"
         self._base = target.base_url.rstrip("/")
         self._max_answer = 2 * opts.max_image_bytes  # a base64 image fits, a flood does not
-        self._submitting = anyio.Semaphore(opts.parallel_submits)
         self._api = Channel([("Authorization", f"Bearer {key.reveal()}"),
                              ("Content-Type", "application/json"), ("Accept", "application/json"),
                              ("User-Agent", agent)], timeout, opts.max_connections, transport)
         # Image hosts get a channel that never holds the key: no redirect can carry it there.
-        self._images = Channel([("User-Agent", agent)], timeout, opts.max_connections, image_transport)
+        self._images = Channel([("User-Agent", agent)], timeout,
+                               opts.image_connections or opts.max_connections, image_transport)
 
     def __repr__(self) -> str:
         return f"ProviderClient({self.target.base_url!r})"
@@ -142,52 +166,98 @@ class ProviderClient:
     # -- submit ---------------------------------------------------------------------------
 
     async def submit(self, model: str, body: dict[str, Any],
-                     still_wanted: Callable[[], bool] = lambda: True) -> Submitted:
-        """Create one task; waits at the shared rate gate and retries what may pass.
+                     still_wanted: Callable[[], bool] = lambda: True,
+                     sending: Callable[[], None] = lambda: None) -> Submitted:
+        """Create one task: wait for a turn at the limits, send, retry what may pass.
 
-        ``still_wanted`` is asked right before each request goes out; when it says no (the
-        batch is stopping), SubmitWithdrawn is raised instead of sending.
+        ``still_wanted`` is asked while waiting and right before each try goes out; when it
+        says no (the batch is stopping), SubmitWithdrawn is raised instead of sending.
+        ``sending`` is called right before each try goes out (the engine records the job as
+        being submitted there, so a crash in the wait never looks like a possible task).
         """
         content = json.dumps(body, ensure_ascii=False).encode()
         path = f"/v3/async/{model}"
-        failures = rate_limited = maybe = 0
+        limits = self.limits
+        opts = self.options
+        failures = refused = overloads = unreached = maybe = 0
         while True:
-            await self.gate.wait()
+            tries = failures + refused + unreached
+            if not await limits.turn(still_wanted, retry=tries > 0):
+                raise SubmitWithdrawn(maybe)
+            started = self._now()
             try:
-                task_id = await self._submit_once(path, content, still_wanted, maybe)
+                task_id = await self._submit_once(path, content, still_wanted, sending, maybe)
             except RateLimited as exc:
-                delay = self.gate.limited(exc.retry_after)
-                rate_limited += 1
-                log.info("submit rate limited; every submitter pauses %.1fs", delay)
-                if rate_limited >= self.options.max_rate_limited:
+                verdict = limits.refused(exc.retry_after)
+                refused += 1
+                log.info("submit refused (429, taken for %s)", verdict.value)
+                if refused >= opts.max_rate_limited:
                     raise
+                if verdict is Refusal.OVERLOAD:  # only this request waits; the others go on
+                    overloads += 1
+                    delay = exc.retry_after if exc.retry_after is not None else \
+                        opts.overload_backoff.delay(overloads - 1, self._rng)
+                    if not await limits.hold(delay):
+                        raise SubmitWithdrawn(maybe) from None
                 continue
             except _AcceptedWithoutId as exc:
                 # The API answered 200, so it handled the request: another try would likely
                 # create (and bill) another task. The job fails; `retry` is the user's call.
-                self.gate.passed()
+                limits.released()
                 exc.maybe_count = maybe + 1
                 raise
             except TransientError as exc:
-                self.gate.passed()
-                failures += 1
-                if exc.maybe_created:
-                    maybe += 1
-                    if not self.options.resubmit_ambiguous:
-                        exc.maybe_count = maybe
+                limits.released()
+                if exc.unreached:
+                    # Nothing arrived: free to try again, and never the job's fault.
+                    unreached += 1
+                    self._not_reached(exc, started)
+                    delay = opts.outage_backoff.delay(unreached - 1, self._rng)
+                else:
+                    failures += 1
+                    if exc.maybe_created:
+                        maybe += 1
+                        if not opts.resubmit_ambiguous:
+                            exc.maybe_count = maybe
+                            raise
+                    if failures >= opts.backoff.attempts:
+                        exc.maybe_created, exc.maybe_count = maybe > 0, maybe
                         raise
-                if failures >= self.options.backoff.attempts:
-                    exc.maybe_created, exc.maybe_count = maybe > 0, maybe
-                    raise
-                delay = self.options.backoff.delay(failures - 1, self._rng)
-                log.info("submit failed (%s); retry %d in %.1fs", exc, failures, delay)
-                await self._sleep(delay)
+                    delay = opts.backoff.delay(failures - 1, self._rng)
+                log.info("submit failed (%s); retry in %.1fs", exc, delay)
+                if not await limits.hold(delay):
+                    raise SubmitWithdrawn(maybe) from None
                 continue
             except BaseException:
-                self.gate.passed()
+                limits.released()
                 raise
-            self.gate.passed()
-            return Submitted(task_id=task_id, attempts=failures + rate_limited + 1, maybe_duplicated=maybe)
+            limits.accepted(task_id)
+            return Submitted(task_id=task_id, attempts=tries + 1, maybe_duplicated=maybe)
+
+    def _not_reached(self, exc: TransientError, started: float) -> None:
+        """A request found no host: an outage if the host answered before, else, once this
+        has lasted ``unreachable_after`` seconds, the batch stops naming the URL."""
+        if self._answered:
+            self.limits.unreachable()
+            return
+        if self._unreached_since is None:
+            self._unreached_since = started
+        waited = self._now() - self._unreached_since
+        if waited >= self.options.unreachable_after:
+            t = self.target
+            raise ProviderUnreachable(
+                f"cannot reach the API at {t.base_url} (from {t.origin}): {exc.message}, for "
+                f"{waited:.0f}s without a single answer. Check the URL (and any proxy or "
+                f"firewall), then run the same command again; no job was marked failed.",
+                url=t.base_url, origin=t.origin) from exc
+
+    async def _retry_pause(self, delay: float) -> None:
+        """Wait ``delay``, then for the retry budget (an outage must not become a storm)."""
+        await self._sleep(delay)
+        budget = self.limits.budget
+        while (wait := budget.wait_for()) > 0:
+            await self._sleep(wait)
+        budget.spend()
 
     async def _call(self, what: str, method: str, url: str, content: bytes | None = None) -> Answer:
         """One API request; a failure to get a whole answer becomes a TransientError."""
@@ -197,17 +267,21 @@ class ProviderClient:
             raise TransientError(f"{what}: the answer is {exc}", maybe_created=what == "submit") from exc
         except httpx.TransportError as exc:
             raise self._transport_error(what, exc) from exc
+        if not self._answered:
+            self._answered = True
+        self.limits.answered()
         if answer.status != 200:
             raise self._error(answer)
         return answer
 
     async def _submit_once(self, path: str, content: bytes, still_wanted: Callable[[], bool],
-                           maybe: int) -> str:
+                           sending: Callable[[], None], maybe: int) -> str:
         # The caller records the id before it next awaits, so once this returns the id is safe.
-        async with self._submitting:
-            if not still_wanted():
-                raise SubmitWithdrawn(maybe)
-            response = await self._call("submit", "POST", self._base + path, content)
+        # Only one submit at a time holds a turn (Limits.parallel), so this is the only POST.
+        if not still_wanted():
+            raise SubmitWithdrawn(maybe)
+        sending()
+        response = await self._call("submit", "POST", self._base + path, content)
         try:
             data = self._json(response, "submit")
         except TransientError as exc:
@@ -220,19 +294,30 @@ class ProviderClient:
     # -- task result ------------------------------------------------------------------------
 
     async def task_result(self, task_id: str) -> TaskResult:
-        """One task's state; transient failures and 429s are retried a few times."""
+        """One task's state; transient failures and 429s are retried a few times. A finished
+        or forgotten task frees its slot at the limits the moment this sees it."""
         failures = 0
         while True:
+            started = self._now()
             try:
-                return await self._task_result_once(task_id)
+                result = await self._task_result_once(task_id)
+            except TaskNotFound:
+                self.limits.ended(task_id)
+                raise
             except (TransientError, RateLimited) as exc:
+                if isinstance(exc, TransientError) and exc.unreached:
+                    self._not_reached(exc, started)
                 failures += 1
                 if failures >= self.options.backoff.attempts:
                     raise
                 delay = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after is not None \
                     else self.options.backoff.delay(failures - 1, self._rng)
                 log.info("task-result for %s failed (%s); retry in %.1fs", task_id, exc, delay)
-                await self._sleep(delay)
+                await self._retry_pause(delay)
+                continue
+            if result.finished:
+                self.limits.ended(task_id)
+            return result
 
     async def _task_result_once(self, task_id: str) -> TaskResult:
         query = urlencode({"task_id": task_id})
@@ -241,11 +326,13 @@ class ProviderClient:
 
     # -- images -----------------------------------------------------------------------------
 
-    async def fetch_image(self, image: ResultImage, expected_format: str) -> CheckedImage:
+    async def fetch_image(self, image: ResultImage, expected_format: str,
+                          good_until: float | None = None) -> CheckedImage:
         """The image's bytes, checked to decode as ``expected_format``.
 
-        Raises ImageExpired when the URL answers 403/404/410 (ask for the task result again
-        for a fresh URL), BadImage when the bytes stay wrong, DownloadError otherwise.
+        Raises ImageExpired when the URL answers 403/404/410, or when it would be past
+        ``good_until`` (clock time) before another try (ask for the task result again for a
+        fresh URL), BadImage when the bytes stay wrong, DownloadError otherwise.
         """
         value = image.image_url
         if not value.lower().startswith(("http://", "https://")):
@@ -254,7 +341,10 @@ class ProviderClient:
         last: DownloadError | None = None
         for attempt in range(self.options.download_attempts):
             if attempt:
-                await self._sleep(self.options.backoff.delay(attempt - 1, self._rng))
+                delay = self.options.backoff.delay(attempt - 1, self._rng)
+                if good_until is not None and self._now() + delay >= good_until:
+                    raise ImageExpired(f"the image URL is too old to try again ({last})")
+                await self._retry_pause(delay)
             try:
                 with anyio.fail_after(self.options.download_deadline):
                     data = await self._download(value)
@@ -307,8 +397,12 @@ class ProviderClient:
     def _transport_error(what: str, exc: httpx.TransportError) -> TransientError:
         sent = not isinstance(exc, _NOT_SENT)
         kind = type(exc).__name__
-        if isinstance(exc, httpx.TimeoutException):
+        if isinstance(exc, _UNREACHED):
+            detail = str(exc).strip()[:200]
+            text = f"{what} could not connect ({kind}{': ' + detail if detail else ''})"
+        elif isinstance(exc, httpx.TimeoutException):
             text = f"{what} timed out ({kind})"
         else:
             text = f"{what} failed: connection problem ({kind})"
-        return TransientError(text, maybe_created=sent and what == "submit")
+        return TransientError(text, maybe_created=sent and what == "submit",
+                              unreached=isinstance(exc, _UNREACHED))

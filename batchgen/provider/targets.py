@@ -61,11 +61,13 @@ class ApiKey:
 
 @dataclass(frozen=True)
 class ApiTarget:
-    """Where to send requests and which environment variable holds the key."""
+    """Where to send requests, which environment variable holds the key, and where the base
+    URL came from (``origin``: said when the host cannot be reached)."""
 
     provider: str
     base_url: str
     key_env: str
+    origin: str = ""
 
     @property
     def host(self) -> str:
@@ -87,8 +89,10 @@ class ApiTarget:
 
 
 def resolve_target(provider: str = "jiekou", base_url: str | None = None,
-                   key_env: str | None = None) -> ApiTarget:
-    """Combine the provider's defaults with the manifest's or the command line's overrides."""
+                   key_env: str | None = None, origin: str | None = None) -> ApiTarget:
+    """Combine the provider's defaults with the manifest's or the command line's overrides;
+    ``origin`` says where ``base_url`` was given (default: "base_url", or the provider's
+    default when none was given)."""
     try:
         known = PROVIDERS[provider]
     except KeyError:
@@ -101,4 +105,8 @@ def resolve_target(provider: str = "jiekou", base_url: str | None = None,
     env_name = key_env or known.key_env
     if not _ENV_NAME.match(env_name):
         raise UsageError("api_key_env must name an environment variable, not hold the key")
-    return ApiTarget(provider=provider, base_url=url, key_env=env_name)
+    if base_url:
+        where = origin or "base_url"
+    else:
+        where = f"the {provider} default"
+    return ApiTarget(provider=provider, base_url=url, key_env=env_name, origin=where)

@@ -56,7 +56,8 @@ _NOT_JSON = (b"<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><
 @dataclass(slots=True)
 class Reply:
     """One answer. ``action``: "" normal, "drop" (start then break), "cut" (start, ``cut`` bytes
-    of body, break), "stream" (``body`` then zeros up to ``total``, no Content-Length)."""
+    of body, break), "stream" (``body`` then zeros up to ``total``, no Content-Length).
+    ``delay``: seconds before the answer starts (the image host's latency), outside the lock."""
 
     status: int
     headers: list[tuple[bytes, bytes]]
@@ -64,6 +65,7 @@ class Reply:
     action: str = ""
     cut: int = 0
     total: int = 0
+    delay: float = 0.0
 
 
 @dataclass(slots=True)
@@ -294,6 +296,8 @@ class _AsgiApp:
         request = _Request(scope["method"], scope["path"], raw_path + b"?" + query if query else raw_path,
                            query, scope["headers"], b"".join(chunks))
         reply = self._handle(request)
+        if reply.delay > 0:
+            await anyio.sleep(reply.delay)
         headers = reply.headers
         if reply.action != "stream":
             headers = headers + [(b"content-length", str(len(reply.body)).encode())]
@@ -387,6 +391,10 @@ class Simulator:
         style = self.config.retry_after
         if style == "mixed":
             style = _RETRY_AFTER_STYLES[int(self.state.dice.uniform(b"retry-after", identity, attempt) * 3)]
+        elif style == "half":
+            style = "seconds" if self.state.dice.uniform(b"retry-after", identity, attempt) < 0.5 else "none"
+        if style == "ms":
+            return [(b"retry-after-ms", str(max(1, math.ceil(seconds * 1000))).encode())]
         whole = max(1, math.ceil(seconds))
         if style == "seconds":
             return [(b"retry-after", str(whole).encode())]
@@ -674,6 +682,6 @@ class Simulator:
             stats.downloads_by_outcome["truncated"] += 1
             if roll.coin:   # the short body is all there is, and the length says so
                 return Reply(200, headers, data[: len(data) // 2])
-            return Reply(200, headers, data, "cut", cut=len(data) // 2)
+            return Reply(200, headers, data, "cut", cut=len(data) // 2, delay=self.config.download_seconds)
         stats.downloads_by_outcome["ok"] += 1
-        return Reply(200, headers, data)
+        return Reply(200, headers, data, delay=self.config.download_seconds)

@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-__all__ = ["FAULT_HELP", "FAULT_NAMES", "SimConfig"]
+__all__ = ["FAULT_HELP", "FAULT_NAMES", "RETRY_AFTER_STYLES", "SimConfig"]
 
-RetryAfterStyle = Literal["seconds", "date", "none", "mixed"]
+RetryAfterStyle = Literal["seconds", "date", "ms", "none", "half", "mixed"]
+RETRY_AFTER_STYLES = ("seconds", "date", "ms", "none", "half", "mixed")
 SeedStyle = Literal["string", "int", "mixed"]
 Base64Prefix = Literal["mixed", "always", "never"]
 BalanceStyle = Literal["balance", "billing"]
@@ -58,9 +59,13 @@ class SimConfig:
     # --- limits ---
     max_in_flight: int | None = None    # queued + processing tasks per account; beyond: 429
     rpm: int | None = None              # accepted submits per sliding 60 s; beyond: 429
-    retry_after: RetryAfterStyle = "mixed"  # how a 429 carries Retry-After
+    # How a 429 says when to come back: Retry-After in whole seconds, as an HTTP-date,
+    # retry-after-ms (milliseconds, as some APIs send), nothing, seconds on half of them and
+    # nothing on the other half ("half"), or any of seconds/date/none ("mixed").
+    retry_after: RetryAfterStyle = "mixed"
     # --- results ---
     url_ttl: float = 3600.0             # image URLs expire this long after they were issued
+    download_seconds: float = 0.0       # the image host takes this long to start each answer
     result_ttl: float | None = None     # task-result answers 404 this long after completion
     hints: bool = True                  # fill eta / progress_percent (False: always 0)
     seed_as_int: bool = False           # shorthand for seed_style="int"
@@ -106,10 +111,12 @@ class SimConfig:
                 problems.append(f"{name} must be None or >= 0")
         if self.url_ttl <= 0:
             problems.append("url_ttl must be > 0")
+        if self.download_seconds < 0:
+            problems.append("download_seconds must be >= 0")
         if self.result_ttl is not None and self.result_ttl < 0:
             problems.append("result_ttl must be None or >= 0")
-        if self.retry_after not in ("seconds", "date", "none", "mixed"):
-            problems.append("retry_after must be one of seconds, date, none, mixed")
+        if self.retry_after not in RETRY_AFTER_STYLES:
+            problems.append("retry_after must be one of " + ", ".join(RETRY_AFTER_STYLES))
         if self.seed_style not in ("string", "int", "mixed"):
             problems.append("seed_style must be one of string, int, mixed")
         if self.base64_prefix not in ("mixed", "always", "never"):

@@ -31,7 +31,8 @@ from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.record import (JobRecord, LockHolder, compact_event, digest, restore,
                                      spec_of)
 
-__all__ = ["LEDGER_FILE", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats", "LockHolder"]
+__all__ = ["LEDGER_FILE", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats", "LockHolder",
+           "read_run_note"]
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batchgen.lock"
@@ -39,6 +40,10 @@ FORMAT = 1
 # Disk kept in the lock file while a batch runs, and given back when the disk fills up, so the
 # line that met the full disk and the task ids of submits still in flight can be recorded.
 RESERVE_BYTES = 64 * 1024
+# The head of the lock file: "pid N", then a JSON line of what the run is doing now (its
+# limits), rewritten in place every second so ``status`` can show a running batch's pace.
+NOTE_BYTES = 1024
+NOTE_STALE = 30.0
 STATES = tuple(state.value for state in JobState)
 #: Lines replayed between two yields of ``Ledger.opening``: an event loop stays responsive.
 REPLAY_STEP = 65536
@@ -149,7 +154,7 @@ class Ledger:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0] or "another process"
             os.close(fd)
             raise UsageError(
                 f"another batchgen ({holder}) is already running this batch in {self.folder}; "
@@ -463,6 +468,20 @@ class Ledger:
                 self._broken = OutputError.from_os_error(str(self.path), exc)
                 raise self._broken from exc
 
+    def note_run(self, fields: dict[str, Any]) -> None:
+        """Write what the run is doing now into the lock file, for ``status``; best effort."""
+        if self._lock_fd is None or self._full is not None:
+            return
+        pid = os.getpid()
+        note = orjson.dumps({"pid": pid, "at": round(self._wall(), 1), **fields})
+        data = f"pid {pid} on {socket.gethostname()}\n".encode() + note + b"\n"
+        if len(data) > NOTE_BYTES:
+            return
+        try:
+            os.pwrite(self._lock_fd, data.ljust(NOTE_BYTES), 0)
+        except OSError:
+            pass
+
     # -- compaction ---------------------------------------------------------------------------
 
     def needs_compaction(self) -> bool:
@@ -507,6 +526,7 @@ class Ledger:
         try:
             if self._fd is not None:
                 try:
+                    self._dirty = True   # a periodic fsync may still be on its way: one more
                     self.sync()
                 except OutputError:
                     pass
@@ -520,6 +540,35 @@ class Ledger:
                     pass
                 os.close(self._lock_fd)
                 self._lock_fd = None
+
+
+def read_run_note(folder: Path) -> dict[str, Any] | None:
+    """What a run holding ``folder`` wrote about itself lately, or None when no live run did
+    (none running, or a killed run's leftover: its process is gone or the note is stale)."""
+    try:
+        with open(Path(folder) / LOCK_FILE, "rb") as fh:
+            head = fh.read(NOTE_BYTES)
+    except OSError:
+        return None
+    lines = head.split(b"\n")
+    if len(lines) < 2:
+        return None
+    try:
+        note = orjson.loads(lines[1].strip() or b"null")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(note, dict) or not isinstance(note.get("pid"), int):
+        return None
+    at = note.get("at")
+    if not isinstance(at, (int, float)) or time.time() - at > NOTE_STALE:
+        return None
+    try:
+        os.kill(note["pid"], 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass  # alive, owned by someone else
+    return note
 
 
 def _drain(steps: Generator[int, None, Any]) -> Any:

@@ -16,7 +16,7 @@ from typing import Any
 
 from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord, Target
-from batchgen.storage.ledger import STATES, JobRecord, Ledger, LockHolder
+from batchgen.storage.ledger import STATES, JobRecord, Ledger, LockHolder, read_run_note
 from batchgen.storage.results import join, vanished
 
 __all__ = ["StatusReport", "batch_status"]
@@ -57,6 +57,10 @@ class StatusReport:
     planned_known: bool = True    # False: an old ledger without a run record (planned = recorded)
     manifest: str | None = None   # the manifest given, or the one the latest run recorded
 
+    #: what a run holding the folder wrote lately: pid, tasks in flight, the current limit and
+    #: its ceiling, seconds paused, the rate window, seconds of outage (None when none is live)
+    live: dict[str, Any] | None = None
+
     @property
     def complete(self) -> bool:
         """Every planned job is done."""
@@ -80,7 +84,8 @@ class StatusReport:
                 "tasks_created": self.tasks_created, "maybe_duplicated": self.maybe_duplicated,
                 "vanished": self.vanished, "size_mismatched": self.size_mismatched,
                 "unreadable_lines": self.unreadable_lines,
-                "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds}
+                "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds,
+                "live": self.live}
 
 
 def batch_status(target: str | Path, output: str | Path | None = None) -> StatusReport:
@@ -133,6 +138,7 @@ def batch_status(target: str | Path, output: str | Path | None = None) -> Status
                 report.size_example = f"{rec.file or job_id}: {rec.size_got}"
     report.holder = Ledger.lock_holder(folder)
     report.running = report.holder.alive if report.holder is not None else False
+    report.live = read_run_note(folder) if report.running else None
     _pace(report, ledger)
     return report
 

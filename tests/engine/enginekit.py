@@ -15,12 +15,13 @@ import anyio
 
 from batchgen.engine.clock import LoopClock
 from batchgen.engine.collector import Collector
+from batchgen.engine.downloads import DownloadTurns
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.stats import RunStats
 from batchgen.job import Job
 from batchgen.provider.client import ClientOptions, ProviderClient
-from batchgen.provider.pacing import RateGate
+from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, resolve_target
 from batchgen.simulator import SimConfig, Simulator
 from batchgen.storage.folder import BatchFolder
@@ -44,11 +45,13 @@ class Rig:
     client: ProviderClient
     collector: Collector
     scheduler: Scheduler
+    limits: Limits
 
 
 @asynccontextmanager
 async def rig(tmp_path: Path, config: SimConfig, *, concurrency: int = 8, task_timeout: float = 1800.0,
-              max_submits: int | None = None, rpm: float | None = None) -> AsyncIterator[Rig]:
+              max_submits: int | None = None, rpm: float | None = None,
+              options: ClientOptions | None = None, renew: bool = False) -> AsyncIterator[Rig]:
     """Every part of a run, wired by hand; the simulator shares the loop's (virtual) clock."""
     sim = Simulator(config, clock=anyio.current_time)
     clock = LoopClock()
@@ -57,16 +60,19 @@ async def rig(tmp_path: Path, config: SimConfig, *, concurrency: int = 8, task_t
     folder.prepare()
     stats = RunStats()
     target = resolve_target("jiekou", sim.api_base_url, "JIEKOU_API_KEY")
-    client = ProviderClient(target, ApiKey("k"), options=ClientOptions(),
-                            gate=RateGate(rpm, now=clock.now, sleep=clock.sleep),
+    limits = Limits(concurrency, rpm, now=clock.now, parallel=(options or ClientOptions()).parallel_submits)
+    stats.pace = limits
+    downloads = DownloadTurns(max(4, min(64, concurrency)))
+    client = ProviderClient(target, ApiKey("k"), options=options or ClientOptions(
+                                image_connections=downloads.slots), limits=limits,
                             transport=sim.api_transport(), image_transport=sim.image_transport(),
-                            sleep=clock.sleep)
+                            sleep=clock.sleep, now=clock.now)
     collector = Collector(client, ledger, folder, PollPlanner(), stats, clock, model=MODEL, batch="b",
-                          task_timeout=task_timeout)
-    scheduler = Scheduler(client, ledger, collector, stats, model=MODEL, concurrency=concurrency,
-                          max_submits=max_submits)
+                          task_timeout=task_timeout, downloads=downloads)
+    scheduler = Scheduler(client, ledger, collector, stats, limits=limits, model=MODEL,
+                          concurrency=concurrency, max_submits=max_submits, renew=renew)
     try:
         async with client:
-            yield Rig(sim, ledger, folder, stats, client, collector, scheduler)
+            yield Rig(sim, ledger, folder, stats, client, collector, scheduler, limits)
     finally:
         ledger.close()

@@ -237,10 +237,13 @@ def test_a_truncated_download_every_time_fails_the_job(tmp_path: Path) -> None:
     assert not [p for p in (tmp_path / "out" / "images").rglob("*") if p.is_file()]
 
 
-def test_an_expired_url_every_time_fails_the_job_as_expired(tmp_path: Path) -> None:
+def test_an_expired_url_every_time_fails_the_job_as_expired_after_task_timeout(tmp_path: Path) -> None:
+    # Renewed for as long as the task may be there (task_timeout after it finished), with
+    # growing pauses between renewals: a handful of polls, not a fixed two, and not a storm.
     sim = sim_with(fault_expire=1.0)
-    _, summary = run_hostile(tmp_path, sim)
+    _, summary = run_hostile(tmp_path, sim, extra="task_timeout: 2\n")
     failed_with(tmp_path, summary, "EXPIRED", "asking for the result again did not help")
+    assert 3 * JOBS <= sim.stats.downloads_by_outcome["expired"] <= 12 * JOBS
 
 
 # -- tasks that never finish ------------------------------------------------------------------

@@ -22,7 +22,8 @@ from batchgen.errors import (
     TaskNotFound,
     TransientError,
 )
-from batchgen.provider.pacing import Backoff, RateGate
+from batchgen.provider.limits import Limits, Refusal
+from batchgen.provider.pacing import Backoff
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from vclock import VIRTUAL_TIME
@@ -38,11 +39,12 @@ BODY = {"prompt": "a lighthouse at dawn", "seed": 7, "size": "256*256", "output_
 def client_for(sim: Simulator, *, key: str = KEY, loopback: bool = False, **options) -> ProviderClient:
     """A client wired to ``sim``: in-process transports, or real HTTP when ``loopback``."""
     target = ApiTarget("jiekou", sim.api_base_url, "JIEKOU_API_KEY")
+    options.setdefault("overload_backoff", FAST)
     opts = ClientOptions(backoff=FAST, **options)
-    gate = RateGate(backoff=Backoff(base=0.001, cap=0.005))
+    limits = Limits(1000, probe_gap=(0.001, 0.005))
     if loopback:
-        return ProviderClient(target, ApiKey(key), options=opts, gate=gate)
-    return ProviderClient(target, ApiKey(key), options=opts, gate=gate,
+        return ProviderClient(target, ApiKey(key), options=opts, limits=limits)
+    return ProviderClient(target, ApiKey(key), options=opts, limits=limits,
                           transport=sim.api_transport(), image_transport=sim.image_transport())
 
 
@@ -144,30 +146,34 @@ async def test_unknown_task_and_unknown_path() -> None:
     assert info.value.reason == "API_NOT_FOUND" and "base_url" in str(info.value)
 
 
-async def test_rate_limit_pauses_the_gate_and_eventually_passes() -> None:
+async def test_sporadic_429s_are_retried_and_every_submit_passes() -> None:
     sim = Simulator(SimConfig(task_seconds=0, fault_429=0.6, retry_after="none", fault_seed=3))
     async with client_for(sim) as client:
-        ids = [(await client.submit("z-image-turbo-lora", BODY)).task_id for _ in range(10)]
-        assert client.gate.pauses > 0
+        ids = []
+        for _ in range(10):
+            ids.append((await client.submit("z-image-turbo-lora", BODY)).task_id)
+            assert (await finished(client, ids[-1])).succeeded
+            assert client.limits.in_flight == 0   # a poll that sees the task finished frees its slot
+        refused = sum(client.limits.refusals.values())
     assert len(set(ids)) == 10 and sim.stats.tasks_created == 10
-    assert sim.stats.faults["fault_429"] == client.gate.pauses
+    assert refused > 0 and sim.stats.faults["fault_429"] == refused
 
 
 @VIRTUAL_TIME
-async def test_retry_after_seconds_is_honoured() -> None:
-    now = [0.0]
-    sim = Simulator(SimConfig(task_seconds=5, task_jitter=0, max_in_flight=1, retry_after="seconds"),
-                    clock=lambda: now[0])
-    async with client_for(sim, max_rate_limited=1) as client:
+@pytest.mark.parametrize("style", ["seconds", "ms"])
+async def test_a_refused_submit_waits_what_retry_after_says_then_goes(style: str) -> None:
+    # One task in flight allowed; the second submit is refused until the first task ends (5 s):
+    # Retry-After (or retry-after-ms) says so, and only that request waits for it.
+    sim = Simulator(SimConfig(task_seconds=5, task_jitter=0, max_in_flight=1, retry_after=style),
+                    clock=anyio.current_time)
+    async with client_for(sim) as client:
         await client.submit("z-image-turbo-lora", BODY)
         started = anyio.current_time()
-        with pytest.raises(RateLimited) as info:
-            await client.submit("z-image-turbo-lora", BODY)
-        assert info.value.retry_after is not None and info.value.retry_after >= 1
-        assert client.gate.paused_for > 0  # every submitter waits, not just this one
-        now[0] = 10.0  # the first task is done: a slot is free again
         assert (await client.submit("z-image-turbo-lora", BODY)).task_id
-        assert anyio.current_time() - started >= info.value.retry_after
+        waited = anyio.current_time() - started
+        assert client.limits.refusals == {Refusal.OVERLOAD: 1}  # one refusal alone is no limit
+    assert 5.0 <= waited < 5.5, waited
+    assert sim.stats.submits_by_outcome["RATE_LIMIT_EXCEEDED"] == 1
 
 
 async def test_rate_limit_without_end_gives_up() -> None:

@@ -1,0 +1,532 @@
+"""How much the provider is asked at once: the adaptive limit on tasks in flight, the rate
+window, the retry budget, and which kind of 429 each refusal was.
+
+A provider says no in three ways that look alike on the wire (429 RATE_LIMIT_EXCEEDED): too
+many tasks in flight, too many submits in the last minute, or a passing overload. Each needs
+its own answer: bring the limit on tasks in flight down to what the provider took, wait for
+the minute's window to open, or retry only that one request. ``Limits`` tells them apart by
+when refusals come (how many tasks were out, whether the next try was taken, whether a lower
+level was refused too) and is the one place every submitter waits. Pure logic over an injected
+clock: nothing here sends a request, and every wait ends at once when the batch stops.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+
+import anyio
+
+__all__ = ["AdaptiveLimit", "Limits", "PaceReport", "PaceSnapshot", "RateWindow", "Refusal",
+           "RetryBudget"]
+
+_GO = -math.inf
+_WAIT = math.inf
+# A run of refusals is put down to chance (sporadic overload) while chance explains it better
+# than this: for the task cap (a cut is cheap to undo) and for the rate window (everyone waits).
+_UNLIKELY_CAP = 1e-3
+_UNLIKELY_RATE = 1e-6
+# What is believed of sporadic refusals before any are seen: about one in twenty, from 50 answers.
+_PRIOR_SPORADIC, _PRIOR_ANSWERS = 2.5, 50.0
+
+
+class Refusal(StrEnum):
+    """What a 429 to a submit was taken for; each gets its own answer."""
+
+    OVERLOAD = "overload"        # passing: only that request waits (Retry-After, else a short backoff)
+    TASK_CAP = "task cap"        # too many tasks in flight: the limit comes down to what was taken
+    RATE_WINDOW = "rate window"  # too many submits this minute: everyone waits for the window
+
+
+class AdaptiveLimit:
+    """Tasks in flight allowed, between 1 and ``ceiling`` (the ``concurrency`` asked for).
+
+    Starts at the ceiling. When the provider refuses a submit with ``k`` tasks out, it drops
+    to ``k``: a measurement, so a burst of refusals at one level is one cut, not thirty. While
+    the limit is used it grows by one for every ``limit`` submits accepted (additive increase);
+    past a level the provider refused it grows only after a number of accepted submits that
+    doubles with every failed probe, so probing the cap costs a few refusals, not one in eight.
+    ``path`` counts the limit in force at each accepted submit (min / median / max of a run).
+    """
+
+    def __init__(self, ceiling: int, floor: int = 1) -> None:
+        self.ceiling = max(1, int(ceiling))
+        self.floor = max(1, min(floor, self.ceiling))
+        self.value = float(self.ceiling)
+        self.known_cap: int | None = None
+        self._probe_every = 0
+        self._credit = 0
+        self.path: Counter[int] = Counter()
+
+    @property
+    def slots(self) -> int:
+        return max(self.floor, int(self.value))
+
+    def accepted(self, level: int, binding: bool) -> None:
+        """A submit was taken with ``level`` tasks out; ``binding``: the limit was in use."""
+        self.path[self.slots] += 1
+        cap = self.known_cap
+        if cap is not None and level >= cap:
+            self.known_cap = None            # the provider took more than it refused before
+            self._probe_every = self._credit = 0
+            cap = None
+        if not binding or self.value >= self.ceiling:
+            return
+        if cap is not None and self.value + 1.0 / self.value >= cap + 1:
+            self._credit += 1                # at the refused level: probe past it now and then
+            if self._credit >= self._probe_every:
+                self._credit = 0
+                self.value = float(min(self.ceiling, cap + 1))
+            return
+        self.value = min(float(self.ceiling), self.value + 1.0 / self.value)
+
+    def cut(self, level: int) -> None:
+        """The provider refused a submit with ``level`` tasks out."""
+        level = max(self.floor, level)
+        if self.known_cap is not None and level >= self.known_cap:
+            self._probe_every = min(self._probe_every * 2, 16 * max(level, 4))
+        else:
+            self._probe_every = 2 * max(level, 4)
+        self._credit = 0
+        self.known_cap = level
+        self.value = float(max(self.floor, min(self.value, level)))
+
+    def restore(self, value: float) -> None:
+        """Undo cuts a refusal was wrongly blamed for (it was the rate window, not the cap)."""
+        self.value = max(self.value, min(float(self.ceiling), value))
+        self.known_cap = None
+        self._probe_every = self._credit = 0
+
+
+class RateWindow:
+    """Submits accepted in the last ``seconds``; never more than ``per_window`` of them.
+
+    Acceptances are stamped when the answer arrives, after the provider stamped them, so a
+    slot that frees here has freed there too: the window bursts up to the limit and never
+    over. ``pending`` counts submits on their way, which take a place until answered.
+    """
+
+    def __init__(self, per_window: int | None, seconds: float = 60.0, margin: float = 0.01) -> None:
+        self.per_window = per_window
+        self.seconds = seconds
+        self.margin = margin
+        self.learned = False
+        self.pending = 0
+        self._times: deque[float] = deque()
+
+    def count(self, now: float) -> int:
+        times = self._times
+        edge = now - self.seconds - self.margin
+        while times and times[0] <= edge:
+            times.popleft()
+        return len(times)
+
+    def opens_at(self, now: float) -> float:
+        """When the next submit may go (``now`` when it may go now)."""
+        limit = self.per_window
+        if limit is None:
+            return now
+        held = self.count(now) + self.pending
+        if held < limit:
+            return now
+        index = held - limit
+        times = self._times
+        if index >= len(times):   # only submits on their way fill it: wait for their answers
+            return math.inf
+        return times[index] + self.seconds + self.margin
+
+    def record(self, now: float) -> None:
+        self._times.append(now)
+        if self._times[0] <= now - self.seconds - self.margin:
+            self.count(now)   # keep only the window: flat memory however long the run
+
+    def learn(self, per_window: int) -> None:
+        self.per_window = max(1, per_window)
+        self.learned = True
+
+    def forget(self) -> None:
+        """Drop a learned limit (the provider took more than it allowed)."""
+        self.per_window = None
+        self.learned = False
+
+
+class RetryBudget:
+    """Retries allowed: a share of the requests that went well, plus a trickle.
+
+    Every retry (after a 5xx, a broken connection, a 429, a failed download) spends a token;
+    every answered request earns ``ratio`` of one; time adds ``per_second``. In normal running
+    the budget never binds; in an outage, when nothing is answered, all retries together slow
+    to ``per_second``, so thousands of tasks waiting on one broken host never become a storm.
+    """
+
+    def __init__(self, ratio: float = 0.2, per_second: float = 1.0, burst: float = 20.0, *,
+                 now: Callable[[], float] = anyio.current_time) -> None:
+        self.ratio = ratio
+        self.per_second = per_second
+        self.burst = burst
+        self._now = now
+        self._tokens = burst
+        self._at: float | None = None
+        self.spent = 0
+
+    def _refill(self) -> float:
+        now = self._now()
+        if self._at is not None and now > self._at:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.per_second)
+        self._at = now
+        return now
+
+    def earn(self) -> None:
+        if self._tokens < self.burst:
+            self._tokens = min(self.burst, self._tokens + self.ratio)
+
+    def wait_for(self) -> float:
+        """Seconds until a retry may go (0 when one may go now)."""
+        self._refill()
+        missing = 1.0 - self._tokens
+        # A hair short after waiting exactly the computed time is rounding, not a missing token.
+        return 0.0 if missing <= 1e-9 else missing / self.per_second
+
+    def spend(self) -> None:
+        self._refill()
+        self._tokens -= 1
+        self.spent += 1
+
+
+@dataclass(frozen=True, slots=True)
+class PaceSnapshot:
+    """What the limits are now: for the progress line and ``status``."""
+
+    in_flight: int
+    limit: int
+    ceiling: int
+    paused_for: float               # seconds until submits may go again (rate window, Retry-After)
+    window: int | None              # submits per window allowed (given or learned)
+    window_learned: bool
+    outage_for: float | None        # seconds the provider has been unreachable (after answering)
+
+    def to_json(self) -> dict:
+        return {"in_flight": self.in_flight, "limit": self.limit, "ceiling": self.ceiling,
+                "paused_for": round(self.paused_for, 1), "window": self.window,
+                "window_learned": self.window_learned,
+                "outage_for": None if self.outage_for is None else round(self.outage_for, 1)}
+
+
+@dataclass(frozen=True, slots=True)
+class PaceReport:
+    """What the limits did over a run: for the summary and the benchmarks."""
+
+    ceiling: int
+    limit_min: int
+    limit_median: int
+    limit_max: int
+    refusals: dict[str, int]        # Refusal value -> count
+    window: int | None
+    window_learned: bool
+    retries: int                    # retries paid from the retry budget
+
+
+class _Waiter:
+    __slots__ = ("event",)
+
+    def __init__(self) -> None:
+        self.event: anyio.Event | None = None
+
+
+class Limits:
+    """The one place submitters wait, and what the provider's answers taught about its limits.
+
+    A submit asks ``turn()`` (which waits for a free slot, an open rate window and the end of
+    any pause, first come first served) and then reports exactly one of ``accepted(task_id)``,
+    ``refused(retry_after)`` or ``released()``. A task stays in flight until ``ended(task_id)``
+    (the client says it when a poll sees the task finished or forgotten, the engine when it
+    stops following it; saying it twice is harmless); ``adopt(task_id)`` counts a task an
+    earlier run left at the provider. ``stop()`` ends every wait at once.
+    """
+
+    def __init__(self, ceiling: int, rate_per_minute: float | None = None, *,
+                 now: Callable[[], float] = anyio.current_time, parallel: int = 1,
+                 window_seconds: float = 60.0, budget: RetryBudget | None = None,
+                 probe_gap: tuple[float, float] = (2.0, 10.0)) -> None:
+        self._now = now
+        # Submits on the wire at once. A crash can leave each of them as a task whose id never
+        # reached the ledger, so one keeps that to one task per crash; a turn is given only
+        # right before its request goes out, so no turn outlives a change of the limits.
+        self.parallel = max(1, parallel)
+        self.tasks = AdaptiveLimit(ceiling)
+        per_window = None if rate_per_minute is None else max(1, int(rate_per_minute * window_seconds / 60.0))
+        self.window = RateWindow(per_window, window_seconds)
+        self.given_rate = per_window
+        self.budget = budget or RetryBudget(now=now)
+        self._tasks: set[str] = set()
+        self.stopped = False
+        self.refusals: Counter[Refusal] = Counter()
+        self._sending = 0
+        self._paused_until = -math.inf
+        self._probe_gap_min, self._probe_gap_max = probe_gap
+        self._probe_gap = self._probe_gap_min
+        self._probe_at: float | None = None
+        self._probing = False
+        self._outage_since: float | None = None
+        # The current run of refusals (since the last accepted submit): its levels, the limit
+        # before it cut anything, whether it was put down to the rate window.
+        self._strikes = 0
+        self._levels: list[int] = []
+        self._limit_before: float | None = None
+        self._cut_at: int | None = None
+        self._rate_episode = False
+        self._accept_level = 0
+        self._answers = 0.0
+        self._sporadic = 0.0
+        self._queue: deque[_Waiter] = deque()
+        self._stop_event: anyio.Event | None = None
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._tasks)
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def turn(self, wanted: Callable[[], bool], retry: bool = False) -> bool:
+        """Wait until a submit may go and hold its place; False when the batch stopped or
+        ``wanted()`` said no while waiting. ``retry``: this is another try, paid from the budget."""
+        if not self._queue and not self.stopped and wanted():
+            until = self._blocked(self._now(), retry)
+            if until == _GO:
+                self._take(retry)
+                return True
+        me = _Waiter()
+        self._queue.append(me)
+        try:
+            while True:
+                if self.stopped or not wanted():
+                    return False
+                until = _WAIT
+                if self._queue[0] is me:
+                    now = self._now()
+                    until = self._blocked(now, retry)
+                    if until == _GO:
+                        self._queue.popleft()
+                        self._take(retry)
+                        self._wake_head()   # there may be room for the next one too
+                        return True
+                    if until != _WAIT:
+                        until -= now
+                me.event = event = anyio.Event()
+                if until == _WAIT:
+                    await event.wait()
+                else:
+                    with anyio.move_on_after(until):
+                        await event.wait()
+        finally:
+            if me in self._queue:
+                head = self._queue[0] is me
+                self._queue.remove(me)
+                if head:
+                    self._wake_head()
+
+    async def hold(self, seconds: float) -> bool:
+        """Sleep ``seconds`` (one refused request's own wait); False at once if the batch stops."""
+        if self.stopped:
+            return False
+        if seconds > 0:
+            if self._stop_event is None:
+                self._stop_event = anyio.Event()
+            with anyio.move_on_after(seconds):
+                await self._stop_event.wait()
+        return not self.stopped
+
+    def _blocked(self, now: float, retry: bool) -> float:
+        """_GO, a time to wait until, or _WAIT (until something changes)."""
+        if now < self._paused_until:
+            return self._paused_until
+        if self._sending >= self.parallel or len(self._tasks) + self._sending >= self.tasks.slots:
+            return _WAIT
+        if retry:
+            wait = self.budget.wait_for()
+            if wait > 0:
+                return now + wait
+        opens = self.window.opens_at(now)
+        if opens > now:
+            probe = self._probe_at
+            if probe is None or not self.window.learned or self._probing:
+                return opens
+            if now < probe:
+                return min(opens, probe)
+            self._probing = True   # a learned window may be wrong: one probe at a bounded cadence
+        return _GO
+
+    def _take(self, retry: bool) -> None:
+        self._sending += 1
+        self.window.pending += 1
+        if retry:
+            self.budget.spend()
+
+    def _wake_head(self) -> None:
+        if self._queue:
+            event = self._queue[0].event
+            if event is not None:
+                event.set()
+
+    # -- what happened --------------------------------------------------------------------------
+
+    def accepted(self, task_id: str) -> None:
+        """The provider took the submit: one more task in flight."""
+        now = self._now()
+        self._give_back()
+        self.window.record(now)
+        level = len(self._tasks)
+        self.tasks.accepted(level, binding=level + self._sending + 1 >= self.tasks.slots)
+        self._tasks.add(task_id)
+        self.budget.earn()
+        self._count_answer()
+        if self._strikes:
+            if not self._rate_episode:   # refused at a level it is taken at now: not the cap
+                self._sporadic += sum(1 for refused in self._levels if refused <= level)
+            self._end_episode()
+        if self._probing:
+            self._probing = False
+            self._probe_at = None
+            self._probe_gap = self._probe_gap_min
+            if self.window.learned:      # the provider took more than the learned window allows
+                self.window.forget()
+        self._accept_level = level
+        self._outage_since = None
+        self._wake_head()   # its turn is free: the next submit may go
+
+    def refused(self, retry_after: float | None = None) -> Refusal:
+        """The provider answered 429: which kind it was taken for (and what follows from it)."""
+        now = self._now()
+        self._give_back()
+        self._count_answer()
+        level = self.in_flight
+        self._strikes += 1
+        self._levels.append(level)
+        verdict = Refusal.OVERLOAD
+        if self._strikes >= 2:   # one refusal alone is never a limit: sporadic ones are common
+            chance = self._chance()
+            if (level >= 1 and level >= self._accept_level and not self._rate_episode
+                    and chance < _UNLIKELY_CAP):
+                verdict = Refusal.TASK_CAP   # refused with as many out as were taken: the cap
+            elif chance < _UNLIKELY_RATE:
+                verdict = Refusal.RATE_WINDOW   # refused with fewer out than were taken: not the cap
+        if verdict is Refusal.TASK_CAP:
+            if self._limit_before is None:
+                self._limit_before = self.tasks.value
+            if self._cut_at is None or level < self._cut_at:
+                self.tasks.cut(level)
+                self._cut_at = level
+        elif verdict is Refusal.RATE_WINDOW:
+            self._rate_episode = True
+            if self._limit_before is not None:   # a lower level was refused: not the cap after all
+                self.tasks.restore(self._limit_before)
+                self._limit_before = None
+            held = self.window.count(now)
+            if held and (self.window.per_window is None or held < self.window.per_window):
+                self.window.learn(held)
+            # Everyone waits: as long as the provider said, else one probe gap (growing to a
+            # bound); a learned window then holds submits until its oldest entry ages out.
+            gap = self._probe_gap
+            self._paused_until = max(self._paused_until, now + (retry_after if retry_after is not None
+                                                                 else gap))
+            if self._probing or self._probe_at is None or self._probe_at <= now:
+                self._probe_at = now + gap
+                self._probe_gap = min(self._probe_gap_max, gap * 2)
+        self._probing = False
+        self.refusals[verdict] += 1
+        self._wake_head()
+        return verdict
+
+    def released(self) -> None:
+        """The submit got no verdict on the limits (not sent, another error): its place goes back."""
+        self._give_back()
+        self._probing = False
+        self._wake_head()
+
+    def ended(self, task_id: str) -> None:
+        """A task in flight was seen finished (or given up on): its slot is free."""
+        if task_id in self._tasks:
+            self._tasks.discard(task_id)
+            self._wake_head()
+
+    def adopt(self, task_id: str) -> None:
+        """A task an earlier run left at the provider: it is in flight too."""
+        self._tasks.add(task_id)
+
+    def answered(self) -> None:
+        """Some request got an answer: the provider is reachable."""
+        self._outage_since = None
+
+    def unreachable(self) -> None:
+        """A request could not reach the provider (after it had answered before): an outage."""
+        if self._outage_since is None:
+            self._outage_since = self._now()
+
+    def stop(self) -> None:
+        """No more submits: every wait ends now."""
+        self.stopped = True
+        if self._stop_event is not None:
+            self._stop_event.set()
+        for waiter in self._queue:
+            if waiter.event is not None:
+                waiter.event.set()
+
+    # -- reading ----------------------------------------------------------------------------------
+
+    def snapshot(self) -> PaceSnapshot:
+        now = self._now()
+        paused = max(0.0, self._paused_until - now)
+        if self._queue and self.window.per_window is not None:
+            opens = self.window.opens_at(now)
+            if now < opens < math.inf:
+                paused = max(paused, opens - now)
+        outage = None if self._outage_since is None else now - self._outage_since
+        return PaceSnapshot(self.in_flight, self.tasks.slots, self.tasks.ceiling, paused,
+                            self.window.per_window, self.window.learned, outage)
+
+    def report(self) -> PaceReport:
+        path = self.tasks.path
+        if path:
+            low, median, high = min(path), _median(path), max(path)
+        else:
+            low = median = high = self.tasks.slots
+        return PaceReport(self.tasks.ceiling, low, median, high,
+                          {kind.value: n for kind, n in self.refusals.items()},
+                          self.window.per_window, self.window.learned, self.budget.spent)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _give_back(self) -> None:
+        self._sending -= 1
+        self.window.pending -= 1
+
+    def _count_answer(self) -> None:
+        self._answers += 1
+        if self._answers > 2000:   # remember the recent past, not the whole run
+            self._answers /= 2
+            self._sporadic /= 2
+
+    def _chance(self) -> float:
+        """How likely this run of refusals is to be sporadic overload alone."""
+        p = (self._sporadic + _PRIOR_SPORADIC) / (self._answers + _PRIOR_ANSWERS)
+        return p ** self._strikes
+
+    def _end_episode(self) -> None:
+        self._strikes = 0
+        self._levels.clear()
+        self._limit_before = None
+        self._cut_at = None
+        self._rate_episode = False
+
+
+def _median(counts: Counter[int]) -> int:
+    half = sum(counts.values()) / 2
+    seen = 0
+    for value in sorted(counts):
+        seen += counts[value]
+        if seen >= half:
+            return value
+    return max(counts)
