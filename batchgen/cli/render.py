@@ -548,7 +548,7 @@ def render_export_progress(phase: ExportPhase, done: int, total: int | None) -> 
 def render_export(report: ExportReport, target: str | Path) -> str:
     """``batchgen export`` as text: what went where, what was left out and why, how to load it."""
     r = report
-    where = f" where {' and '.join(r.where)}" if r.where else ""
+    where = f", only {' and '.join(r.where)}" if r.where else ""
     lines = [f"exported {r.exported:,} image(s) of batch {r.batch} to {r.to} "
              f"({r.format.value}, split {r.split}{where}, {format_duration(r.elapsed)})"]
     noun = {ExportFormat.IMAGEFOLDER: "folder", ExportFormat.PARQUET: "shard",

@@ -1,22 +1,21 @@
 """What every export format shares: the writer interface, units, and atomic file writes.
 
 An export is cut into *units* (a WebDataset or Parquet shard, an ImageFolder subfolder), each
-a run of consecutive rows. A format is one class with a few small methods: where a unit ends,
-which files it makes, how to write it, and what to write once every unit is in place. Every file is written under a temporary name and renamed into place, so
-an interrupted export never leaves a half-written file under its final name.
+a run of consecutive rows. A format is one class with a few small methods: which files a unit
+makes, how to write it from a stream of rows, and what to write once every unit is in place.
+Every file is written under a temporary name and renamed into place, so an interrupted export
+never leaves a half-written file under its final name.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Protocol
-
-import orjson
 
 from batchgen.export.rows import ColumnType
 from batchgen.export.scan import Item
@@ -32,34 +31,33 @@ class ExportFormat(StrEnum):
 
 @dataclass
 class Unit:
-    """One run of consecutive rows and the files made from it."""
+    """One run of consecutive rows, planned before anything is written: its position, how
+    many rows, and a digest of them that says whether a unit already on disk holds the same."""
 
     index: int
-    items: list[Item]
-    digest: str = ""
-
-    def seal(self, columns_digest: str) -> None:
-        """The digest says whether a unit already on disk holds exactly these rows."""
-        h = hashlib.sha256(columns_digest.encode())
-        for it in self.items:
-            h.update(orjson.dumps([it.key, it.sha256, it.stamp, it.row, it.sidecar]))
-        self.digest = h.hexdigest()
+    rows: int
+    digest: str
 
 
 class FormatWriter(Protocol):
-    """One export format. ``schema`` is the columns and types every row is fitted to."""
+    """One export format. Units are written from a stream of rows fitted to the schema, so
+    no unit is ever held in memory, however many rows it has."""
 
-    def unit_files(self, index: int, units: int) -> list[str]:
-        """The files unit ``index`` of ``units`` is written to, relative to the export folder."""
+    #: hand ``write_unit`` each unit's rows sorted by key (a tar's members sorted by name)
+    sorted_keys: bool
 
     def begin(self) -> None:
         """Called once, before the first unit."""
 
-    def write_unit(self, unit: Unit, units: int) -> int:
+    def unit_files(self, index: int, units: int) -> list[str]:
+        """The files unit ``index`` of ``units`` is written to, relative to the export folder."""
+
+    def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         """Write one unit's files; returns how many rows went in (a changed image is left out)."""
 
-    def placed(self, unit: Unit) -> None:
-        """Called for every unit once its files are there, written now or kept from before."""
+    def keep_row(self, index: int, item: Item) -> None:
+        """A row of unit ``index``, kept from the earlier export, in order (for what lists
+        every row)."""
 
     def finish(self, ok: bool) -> list[str]:
         """Put in place what covers every unit (metadata), if ``ok``; returns those files."""

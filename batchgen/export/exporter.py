@@ -1,20 +1,22 @@
 """``export_batch``: a batch's done jobs into a dataset folder, in one of three layouts.
 
-Two passes, both streaming: the scan reads every done job's sidecar once (columns, types,
-row count, what is missing) into a spill file; the write pass cuts the rows into units and
-writes each unit whose rows changed since the last export into this folder, keeping the
-rest. It reads what was paid for and never submits, never writes in the batch folder, and
+Every pass streams: the scan reads every done job's sidecar once (columns, types, row count,
+what is missing) into a spill file; a cheap pass over the spill cuts the rows into units and
+digests each; the write pass streams each unit whose rows changed since the last export to
+the format's writer and keeps the rest, so no unit is ever held in memory. It reads what was paid for and never submits, never writes in the batch folder, and
 never prints: progress and the report are data for the caller.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import itertools
 import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -25,7 +27,7 @@ from batchgen.errors import UsageError
 from batchgen.export.base import ExportFormat, FormatWriter, Unit, tmp_path
 from batchgen.export.imagefolder import FOLDER_SIZE, ImageFolderWriter
 from batchgen.export.rows import Where
-from batchgen.export.scan import Problem, Scan, check_where, scan
+from batchgen.export.scan import Entry, Item, Problem, Scan, check_where, scan
 from batchgen.export.state import ExportState, UnitRecord, on_disk
 from batchgen.export.webdataset import DEFAULT_SHARD_SIZE, WebDatasetWriter
 from batchgen.job import JobState
@@ -146,7 +148,8 @@ def _previous(options: ExportOptions, new: ExportState, writer: FormatWriter,
         raise UsageError(f"{options.to} holds {was}; pass --overwrite to replace it with this "
                          f"one, or export to another folder")
     if old.columns != new.columns:
-        report.rewrote_all = "the columns changed (new axis values, captions or LoRA slots)"
+        report.rewrote_all = ("the columns or the shard size changed (new axis values, captions "
+                              "or LoRA slots)")
         return None
     return old
 
@@ -155,8 +158,7 @@ def export_batch(target: str | Path, options: ExportOptions,
                  progress: Progress | None = None) -> ExportReport:
     """Export the done jobs of the batch named by a manifest or a batch folder."""
     started = time.monotonic()
-    options.format = ExportFormat(options.format)
-    options.to = Path(options.to)
+    options = dataclasses.replace(options, format=ExportFormat(options.format), to=Path(options.to))
     results = open_results(target)
     _check_target(results, options)
     where = Where.parse(options.where)
@@ -205,29 +207,20 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: F
                       source=str(results.folder.absolute()))
     recorded = ExportState.load(options.to, options.split)
     old = _previous(options, new, writer, report, recorded)
-    rule = _unit_rule(options)
-    units = _count_units(found, rule)
-    report.units = units
+    units = _plan(found, _unit_rule(options), new.columns)
+    report.units = len(units)
     fit = found.columns.fit
     writer.begin()
     ok = False
     try:
-        unit = Unit(0, [])
-        size = done = 0
-        for item in found.items():
-            if rule(len(unit.items), size, item.size):
-                _place(unit, units, writer, old, new, options.to, report)
-                unit, size = Unit(unit.index + 1, []), 0
-            item.row = fit(item.row, schema)
-            unit.items.append(item)
-            size += item.size
-            done += 1
-            if progress is not None and done % 500 == 0:
+        entries = found.entries()
+        done = 0
+        for unit in units:
+            chunk = itertools.islice(entries, unit.rows)
+            _place(unit, len(units), chunk, found, fit, schema, writer, old, new, options.to, report)
+            done += unit.rows
+            if progress is not None:
                 progress(ExportPhase.WRITE, done, found.rows)
-        if unit.items:
-            _place(unit, units, writer, old, new, options.to, report)
-        if progress is not None:
-            progress(ExportPhase.WRITE, done, found.rows)
         ok = True
     finally:
         new.extra = writer.finish(ok)
@@ -247,40 +240,56 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: F
     report.files = sorted(keep)
 
 
-def _count_units(found: Scan, rule: Callable[[int, int, int], bool]) -> int:
-    units = rows = size = 0
-    for item in found.items():
-        if rows == 0 or rule(rows, size, item.size):
-            if rows:
-                rows = size = 0
-            units += 1
+def _plan(found: Scan, rule: Callable[[int, int, int], bool], columns: str) -> list[Unit]:
+    """Cut the rows into units and digest each, reading the spill without parsing a row."""
+    units: list[Unit] = []
+    rows = size = 0
+    digest = hashlib.sha256(columns.encode())
+    for entry in found.entries():
+        if rows and rule(rows, size, entry.size):
+            units.append(Unit(len(units), rows, digest.hexdigest()))
+            rows = size = 0
+            digest = hashlib.sha256(columns.encode())
+        digest.update(entry.line)
         rows += 1
-        size += item.size
+        size += entry.size
+    if rows:
+        units.append(Unit(len(units), rows, digest.hexdigest()))
     return units
 
 
-def _place(unit: Unit, units: int, writer: FormatWriter, old: ExportState | None,
-           new: ExportState, root: Path, report: ExportReport) -> None:
+def _place(unit: Unit, units: int, chunk: Iterator[Entry], found: Scan,
+           fit: Callable[[dict, dict], dict], schema: dict, writer: FormatWriter,
+           old: ExportState | None, new: ExportState, root: Path, report: ExportReport) -> None:
     """Keep the unit from the earlier export when its rows are the same, else write it."""
-    unit.seal(new.columns)
     names = writer.unit_files(unit.index, units)
     before = old.units[unit.index] if old is not None and unit.index < len(old.units) else None
-    rows: int
+
+    def fitted(items: Iterator[Item]) -> Iterator[Item]:
+        for item in items:
+            item.row = fit(item.row, schema)
+            yield item
+
     if before is not None and before.digest == unit.digest and len(before.files) == len(names) \
             and all(on_disk(root, f) == n for f, n in before.files.items()):
         for was, now in zip(before.files, names):
             if was != now:  # a shard count in the name changed: same bytes, new name
                 os.replace(root / was, root / now)
+        for item in fitted(e.item() for e in chunk):
+            writer.keep_row(unit.index, item)
         rows = before.rows
         report.kept += 1
     else:
-        rows = writer.write_unit(unit, units)
+        if writer.sorted_keys:  # keys and offsets only: a shard's rows are read back in order
+            offsets = [offset for _, offset in sorted((e.key, e.offset) for e in chunk)]
+            items = found.load(offsets)
+        else:
+            items = (e.item() for e in chunk)
+        rows = writer.write_unit(unit.index, units, fitted(items))
         report.written += 1
-    changed = len(unit.items) - rows
+    changed = unit.rows - rows
     if changed:
         report.problems[Problem.CHANGED] = report.problems.get(Problem.CHANGED, 0) + changed
         report.examples.setdefault(Problem.CHANGED, names[0])
     report.exported += rows
-    files = {name: on_disk(root, name) or 0 for name in names}
-    new.units.append(UnitRecord(unit.digest, files, rows))
-    writer.placed(unit)
+    new.units.append(UnitRecord(unit.digest, {n: on_disk(root, n) or 0 for n in names}, rows))

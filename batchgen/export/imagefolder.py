@@ -2,7 +2,8 @@
 
 Each subfolder holds at most 1,000 images, named ``<job_id>.<ext>`` (unique, dot-free), hard
 linked to the batch's files where the filesystem allows (no bytes copied, no space used) and
-copied otherwise. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
+copied otherwise. Images are not read: their size was checked by the scan, and their sha256
+is a column, where the other formats, which copy the bytes, check it. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
 with the same keys on every line, so ``datasets`` builds one typed schema from it (and, with
 a metadata file present, never invents a ``label`` column from the folder names).
 """
@@ -12,12 +13,14 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 
-from batchgen.export.base import Unit, place, tmp_path
+from batchgen.export.base import place, tmp_path
 from batchgen.export.rows import ColumnType
+from batchgen.export.scan import Item
 
 __all__ = ["FOLDER_SIZE", "ImageFolderWriter"]
 
@@ -25,6 +28,8 @@ FOLDER_SIZE = 1000
 
 
 class ImageFolderWriter:
+    sorted_keys = False
+
     def __init__(self, root: Path, split: str, schema: dict[str, ColumnType]) -> None:
         self.root = root
         self.split = split
@@ -47,24 +52,28 @@ class ImageFolderWriter:
         meta = base / "metadata.jsonl"
         return found + ([meta] if meta.exists() else [])
 
-    def write_unit(self, unit: Unit, units: int) -> int:
-        folder = self.root / self._folder(unit.index)
+    def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
+        folder = self.root / self._folder(index)
         folder.mkdir(parents=True, exist_ok=True)
         wanted = set()
-        for item in unit.items:
+        for item in items:
             name = f"{item.key}.{item.ext}"
-            wanted.add(name)
             target = folder / name
             try:
-                if target.exists() and os.path.samefile(item.image, target):
-                    continue
+                same = target.exists() and os.path.samefile(item.image, target)
             except OSError:
-                pass
-            self._link(Path(item.image), target)
+                same = False
+            if not same:
+                try:
+                    self._link(Path(item.image), target)
+                except FileNotFoundError:
+                    continue  # gone since the scan: left out, and counted as changed
+            wanted.add(name)
+            self.keep_row(index, item)
         for stale in folder.iterdir():
             if stale.name not in wanted:
                 stale.unlink()
-        return len(unit.items)
+        return len(wanted)
 
     def _link(self, source: Path, target: Path) -> None:
         tmp = tmp_path(self.root)
@@ -92,17 +101,13 @@ class ImageFolderWriter:
         self._metadata = tmp_path(self.root)
         self._meta_fh = open(self._metadata, "wb")
 
-    def placed(self, unit: Unit) -> None:
-        """Every unit, kept or written, is listed in ``metadata.jsonl``."""
+    def keep_row(self, index: int, item: Item) -> None:
+        """Every row, of a unit written now or kept, is a line of ``metadata.jsonl``."""
         assert self._meta_fh is not None
-        folder = self._folder(unit.index).split("/", 1)[1]
-        lines = []
-        for item in unit.items:
-            row = {"file_name": f"{folder}/{item.key}.{item.ext}"}
-            row.update((k, item.row.get(k)) for k in self.schema)
-            row["sidecar"] = item.sidecar
-            lines.append(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
-        self._meta_fh.write(b"".join(lines))
+        row = {"file_name": f"{index:04d}/{item.key}.{item.ext}"}
+        row.update((k, item.row.get(k)) for k in self.schema)
+        row["sidecar"] = item.sidecar
+        self._meta_fh.write(orjson.dumps(row, option=orjson.OPT_APPEND_NEWLINE))
 
     def finish(self, ok: bool) -> list[str]:
         """Put ``metadata.jsonl`` in place (only once every unit is); returns it, relative."""

@@ -9,12 +9,14 @@ images without loading a shard. pyarrow is an optional extra (``batchgen[parquet
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from batchgen.errors import UsageError
-from batchgen.export.base import Unit, hf_features, place, tmp_path
+from batchgen.export.base import hf_features, place, tmp_path
 from batchgen.export.rows import ColumnType
+from batchgen.export.scan import Item
 from batchgen.export.webdataset import read_checked
 
 __all__ = ["MAX_SHARD_BYTES", "ROW_GROUP", "ParquetWriter"]
@@ -33,6 +35,8 @@ def _pyarrow() -> Any:
 
 
 class ParquetWriter:
+    sorted_keys = False
+
     def __init__(self, root: Path, split: str, schema: dict[str, ColumnType]) -> None:
         self.pa = _pyarrow()
         self.root = root
@@ -54,17 +58,20 @@ class ParquetWriter:
     def owned(self) -> list[Path]:
         return sorted((self.root / "data").glob(f"{self.split}-[0-9]*-of-[0-9]*.parquet"))
 
-    def write_unit(self, unit: Unit, units: int) -> int:
+    def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         pq = self.pa.parquet
-        (name,) = self.unit_files(unit.index, units)
+        (name,) = self.unit_files(index, units)
         tmp = tmp_path(self.root)
         written = 0
         try:
+            # Statistics and dictionaries for the columns people filter on, not for the image
+            # bytes and sidecar text (min/max of blobs would only grow the footer).
             with pq.ParquetWriter(tmp, self.arrow_schema, compression="zstd",
+                                  write_statistics=list(self.schema),
                                   use_dictionary=[n for n, k in self.schema.items()
                                                   if k is ColumnType.STRING]) as writer:
                 batch: list[dict[str, Any]] = []
-                for item in unit.items:
+                for item in items:
                     data = read_checked(item)
                     if data is None:
                         continue
@@ -91,7 +98,7 @@ class ParquetWriter:
     def begin(self) -> None:
         pass
 
-    def placed(self, unit: Unit) -> None:
+    def keep_row(self, index: int, item: Item) -> None:
         pass
 
     def finish(self, ok: bool) -> list[str]:

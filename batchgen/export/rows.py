@@ -183,7 +183,8 @@ class Where:
         return bool(self.wanted)
 
     def describe(self) -> list[str]:
-        return [f"{k}={v}" for k, values in sorted(self.wanted.items()) for v in values]
+        """``["loras=a|b", "subject=red"]``: one entry per column, its values sorted."""
+        return [f"{k}={'|'.join(sorted(set(values)))}" for k, values in sorted(self.wanted.items())]
 
     def matches(self, row: dict[str, Any]) -> bool:
         for key, values in self.wanted.items():

@@ -22,7 +22,7 @@ from batchgen.export.rows import FIXED, Columns, Where, flat_row
 from batchgen.storage.results import BatchResults
 from batchgen.storage.sidecar import Sidecar
 
-__all__ = ["Item", "Problem", "Scan", "scan"]
+__all__ = ["Entry", "Item", "Problem", "Scan", "check_where", "scan"]
 
 
 class Problem(StrEnum):
@@ -48,9 +48,26 @@ class Item:
     sidecar: str        # the sidecar, compact JSON
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One spilled row, not parsed yet: where it is, its key and image size, its bytes."""
+
+    offset: int
+    key: str
+    size: int
+    line: bytes
+
+    def item(self) -> Item:
+        return Item(*orjson.loads(self.line))
+
+
 @dataclass
 class Scan:
-    """What the first pass learnt; ``items()`` replays the rows from the spill file."""
+    """What the first pass learnt; ``entries()`` replays the rows from the spill file.
+
+    A spilled line is ``key TAB size TAB json``: a later pass can cut rows into units and sort
+    them by key without parsing a row it does not need yet.
+    """
 
     columns: Columns
     spill: Path
@@ -61,11 +78,20 @@ class Scan:
     examples: dict[Problem, str] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
 
-    def items(self) -> Iterator[Item]:
-        loads = orjson.loads
+    def entries(self) -> Iterator[Entry]:
+        offset = 0
         with open(self.spill, "rb") as fh:
-            for line in fh:
-                yield Item(*loads(line))
+            for raw in fh:
+                key, size, line = raw.split(b"\t", 2)
+                yield Entry(offset, key.decode(), int(size), line)
+                offset += len(raw)
+
+    def load(self, offsets: list[int]) -> Iterator[Item]:
+        """The rows at these offsets of the spill file, in the order given."""
+        with open(self.spill, "rb") as fh:
+            for offset in offsets:
+                fh.seek(offset)
+                yield Item(*orjson.loads(fh.readline().split(b"\t", 2)[2]))
 
     def problem(self, kind: Problem, file: str) -> None:
         self.problems[kind] += 1
@@ -123,9 +149,9 @@ def _one(folder: Path, file: str, size: int, sha256: str | None, job_id: str, fo
     found.rows += 1
     found.bytes += size
     compact = dumps(sidecar.to_json()).decode()
-    out.write(dumps([job_id, str(image), image.suffix.lstrip("."), size,
-                     sha256 or sidecar.image.sha256,
-                     [*image_stamp, *side_stamp], sidecar.caption, row, compact], option=newline))
+    line = dumps([job_id, str(image), image.suffix.lstrip("."), size, sha256 or sidecar.image.sha256,
+                  [*image_stamp, *side_stamp], sidecar.caption, row, compact], option=newline)
+    out.write(b"%s\t%d\t%s" % (job_id.encode(), size, line))
 
 
 def check_where(where: Where, found: Scan) -> None:

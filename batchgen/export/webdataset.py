@@ -14,11 +14,12 @@ from __future__ import annotations
 import hashlib
 import io
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 
-from batchgen.export.base import Unit, atomic_write, place, tmp_path
+from batchgen.export.base import atomic_write, place, tmp_path
 from batchgen.export.rows import ColumnType
 from batchgen.export.scan import Item
 
@@ -30,6 +31,8 @@ FIXED_MTIME = 946_684_800
 
 
 class WebDatasetWriter:
+    sorted_keys = True
+
     def __init__(self, root: Path, split: str, schema: dict[str, ColumnType], captions: bool,
                  shard_size: int = DEFAULT_SHARD_SIZE) -> None:
         self.root = root
@@ -59,18 +62,18 @@ class WebDatasetWriter:
         info.uname = info.gname = ""
         tar.addfile(info, io.BytesIO(data))
 
-    def write_unit(self, unit: Unit, units: int) -> int:
-        tar_name, stats_name = self.unit_files(unit.index, units)
+    def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
+        tar_name, stats_name = self.unit_files(index, units)
         tmp = tmp_path(self.root)
-        written = 0
-        changed: list[str] = []
+        count = written = 0
+        first = last = None
         try:
             with open(tmp, "wb") as raw:
                 with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                    for item in sorted(unit.items, key=lambda it: it.key):
+                    for item in items:  # sorted by key: every member in name order
+                        count += 1
                         data = read_checked(item)
                         if data is None:
-                            changed.append(item.key)
                             continue
                         members = [(f"{item.key}.json", self._json(item)),
                                    (f"{item.key}.{item.ext}", data)]
@@ -79,21 +82,25 @@ class WebDatasetWriter:
                         for name, content in sorted(members):
                             self._member(tar, name, content)
                         written += 1
+                        first = first or item.key
+                        last = item.key
             digest = _file_sha256(tmp)
             place(self.root, tmp, tar_name)
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        keys = sorted(it.key for it in unit.items if it.key not in changed)
-        stats = {"count": len(unit.items), "successes": written,
-                 "failed_to_download": 0, "failed_to_resize": 0,
-                 "changed_on_disk": len(changed),
-                 "status_dict": {"success": written, **({"changed_on_disk": len(changed)} if changed else {})},
-                 "first_key": keys[0] if keys else None, "last_key": keys[-1] if keys else None,
+        changed = count - written
+        stats = {"count": count, "successes": written, "failed_to_download": 0,
+                 "failed_to_resize": 0, "changed_on_disk": changed,
+                 "status_dict": {"success": written, **({"changed_on_disk": changed} if changed else {})},
+                 "first_key": first, "last_key": last,
                  "bytes": (self.root / tar_name).stat().st_size, "sha256": digest}
         atomic_write(self.root, stats_name,
                      orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         return written
+
+    def keep_row(self, index: int, item: Item) -> None:
+        pass
 
     def _json(self, item: Item) -> bytes:
         row = {key: item.row.get(key) for key in self.schema}
@@ -101,9 +108,6 @@ class WebDatasetWriter:
         return orjson.dumps(row)
 
     def begin(self) -> None:
-        pass
-
-    def placed(self, unit: Unit) -> None:
         pass
 
     def finish(self, ok: bool) -> list[str]:

@@ -9,8 +9,9 @@ as a finished run leaves it, and kept under output/bench-export-N/ for later run
 `python -m batchgen export FOLDER --format F --to DIR --quiet` for each format (the whole
 command: interpreter start, imports, both passes). Files are read once beforehand so every
 case starts from a warm page cache. Prints medians (and the spread) as markdown, with each
-export's peak RSS, and the default layout's folder fan-out: measured on the batch folder, and
-for 10^6 jobs from the names a 10^6-job manifest expands to. Never part of the test suite.
+export's peak RSS (GNU time's maximum resident set size), and the default layout's folder
+fan-out: measured on the batch folder, and for 10^6 jobs from the names a 10^6-job manifest
+expands to. Never part of the test suite.
 """
 
 from __future__ import annotations
@@ -71,22 +72,17 @@ def warm(folder: Path) -> int:
     return total
 
 
-RSS = "import resource, sys, runpy; sys.argv = ['batchgen', *sys.argv[1:]]\n" \
-      "try:\n    runpy.run_module('batchgen', run_name='__main__')\n" \
-      "except SystemExit as e:\n    code = e.code\n" \
-      "print('maxrss', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
-
-
 def timed(cmd: list[str]) -> tuple[float, int | None]:
+    """Wall seconds of a command, and its peak RSS in MB as GNU time measures it."""
     started = time.perf_counter()
-    out = subprocess.run(cmd, capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{out.stdout}\n{out.stderr}")
     rss = None
     for line in out.stderr.splitlines():
-        if line.startswith("maxrss "):
-            rss = int(line.split()[1]) // 1024
+        if "Maximum resident set size" in line:
+            rss = int(line.rsplit(":", 1)[1]) // 1024
     return elapsed, rss
 
 
@@ -135,7 +131,7 @@ def main() -> None:
             with tempfile.TemporaryDirectory(dir="output") as tmp:
                 times["cp -r"].append(timed(["cp", "-r", str(folder / "images"), f"{tmp}/copy"])[0])
                 for fmt in FORMATS:
-                    elapsed, peak = timed([sys.executable, "-c", RSS, "export", str(folder),
+                    elapsed, peak = timed([sys.executable, "-m", "batchgen", "export", str(folder),
                                            "--format", fmt, "--to", f"{tmp}/{fmt}", "--quiet"])
                     times.setdefault(fmt, []).append(elapsed)
                     rss.setdefault(fmt, []).append(peak or 0)

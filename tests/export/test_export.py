@@ -224,3 +224,33 @@ matrix:
         assert row["prompt_template"] == side["axes"]["prompt"] == "a {red|blue} {car|bike} at dusk"
         assert row["prompt"] == side["request"]["prompt"] == row["text"]
         assert "{" not in row["prompt"]
+
+
+def test_progress_shows_as_lines_when_not_on_a_terminal(sweep, tmp_path: Path) -> None:
+    import io
+
+    from batchgen.cli.progress import ExportProgressView, ProgressMode
+
+    manifest, _ = sweep
+    out = io.StringIO()
+    with ExportProgressView(ProgressMode.AUTO, stream=out, interval=0) as view:
+        export_batch(manifest, ExportOptions(ExportFormat.PARQUET, tmp_path / "pq"),
+                     progress=view.update)
+    assert view.mode is ProgressMode.LINES
+    assert "batchgen export: writing: 6/6" in out.getvalue()
+
+
+def test_new_columns_rewrite_everything_and_say_so(tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "batch"
+    make_folder(folder, 30, caption=False)
+    to = tmp_path / "wds"
+    assert main(["export", str(folder), "--format", "webdataset", "--to", str(to),
+                 "--shard-size", "10", "--quiet"]) == 0
+    make_folder(folder, 5, start=30, caption=True)  # captions: a text column and .txt members
+    capsys.readouterr()
+    assert main(["export", str(folder), "--format", "webdataset", "--to", str(to),
+                 "--shard-size", "10", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "4 shard(s) written; everything was rewritten: the columns or the shard size changed" in out
+    samples = wds_samples(to / "train-000000.tar")
+    assert all(set(s) == {"__key__", "__url__", "json", "png", "txt"} for s in samples)

@@ -159,3 +159,21 @@ def test_webdataset_image_member_matches_its_bytes(sweep, tmp_path: Path) -> Non
                 data = tar.extractfile(member).read()
                 with Image.open(io.BytesIO(data)) as img:
                     assert img.format == "PNG"
+
+
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_the_webdataset_pipeline_decodes_every_sample(sweep, tmp_path: Path) -> None:
+    # webdataset's own pipeline (it leaves its file handles to the garbage collector)
+    import webdataset as wds
+
+    manifest, folder = sweep
+    export_batch(manifest, ExportOptions(ExportFormat.WEBDATASET, tmp_path / "wds", shard_size=4))
+    urls = str(tmp_path / "wds" / "train-{000000..000001}.tar")
+    samples = list(wds.WebDataset(urls, shardshuffle=False, empty_check=False)
+                   .decode("pil").to_tuple("__key__", "png", "json", "txt"))
+    by_id = sidecars(folder)
+    assert sorted(k for k, *_ in samples) == sorted(by_id)
+    for key, image, row, caption in samples:
+        assert image.size == (256, 256) and row["job_id"] == key
+        assert caption == by_id[key]["caption"]
