@@ -14,6 +14,7 @@ from pathlib import Path
 
 import anyio
 import httpx
+from trio.testing import MockClock
 import pytest
 
 from batchgen.cli.exitcodes import exit_code
@@ -33,9 +34,11 @@ def sim_with(**config) -> Simulator:
     return Simulator(SimConfig(**{"task_seconds": 0.01, "task_jitter": 0.0, **config}))
 
 
-def run_hostile(tmp_path: Path, sim, *, extra: str = "", fmt: str = "png", **options):
+def run_hostile(tmp_path: Path, sim, *, extra: str = "", fmt: str = "png", clock=None, **options):
+    """One run against a rewritten simulator; with ``clock`` (a MockClock) in virtual time."""
     path = write_manifest(tmp_path, manifest_text("hostile", JOBS, fmt=fmt, concurrency=3, extra=extra))
-    summary = run_batch(path, fast_options(tmp_path / "out", **simulated(sim), **options), limit=GUARD)
+    summary = run_batch(path, fast_options(tmp_path / "out", **simulated(sim), **options), limit=GUARD,
+                        clock=clock)
     return path, summary
 
 
@@ -80,8 +83,9 @@ def test_poll_answers_that_are_not_json_end_in_a_bounded_timeout(tmp_path: Path)
         if request.url.path.endswith("/task-result"):
             return httpx.Response(200, content=b"<html>oops</html>", headers={"content-type": "text/html"})
         return response
-    sim = sim_with()
-    _, summary = run_hostile(tmp_path, Rewriter(sim, html), extra=QUICK_TIMEOUT)
+    # In virtual time at the default task_timeout: the bounded wait is 30 minutes of retries.
+    sim = Simulator(SimConfig(task_seconds=0.01, task_jitter=0.0), clock=anyio.current_time)
+    _, summary = run_hostile(tmp_path, Rewriter(sim, html), clock=MockClock(autojump_threshold=0))
     failed_with(tmp_path, summary, "TIMEOUT", "poll failing (the provider's task-result answer was not JSON")
     assert sim.stats.tasks_created == JOBS
 
