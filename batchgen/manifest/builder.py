@@ -325,7 +325,7 @@ class AxisBuilder:
                           f"{spec.random} random seeds (base {spec.base})")
 
     def _dynamic_axis(self, name: str, raw: dict[str, Any], path: YamlPath) -> Axis | None:
-        from batchgen.manifest.dynamic import DynamicAxis, DynamicTemplate, DynamicUnavailable
+        from batchgen.manifest.dynamic import build_dynamic_axis  # loads nothing until used
 
         if name in FIELD_CHECKS and name != "prompt":
             self.fail(path, f"a dynamic prompt makes text: it belongs to the prompt axis or a "
@@ -335,43 +335,8 @@ class AxisBuilder:
         if spec is None:
             return None
         assert isinstance(spec, DynamicSpec)
-        folder = self.base_dir / spec.wildcards
-        try:
-            template = DynamicTemplate(spec.dynamic, folder)
-        except DynamicUnavailable as exc:
-            self.fail(path, str(exc))
-            return None
-        except ValueError as exc:
-            self.fail(path + ("dynamic",), str(exc))
-            return None
-        shown = self.shown_dir / spec.wildcards
-        missing = template.missing_wildcards()
-        if missing:
-            names = ", ".join(f"__{m}__" for m in missing)
-            self.fail(path + ("dynamic",), f"no values for {names}: put {missing[0]}.txt (one "
-                                           f"value per line) in {shown}/" + ("" if folder.is_dir()
-                                           else " (the folder does not exist)"))
-            return None
-        if spec.random is not None:
-            available = template.combinations()
-            if available is not None and spec.random > available:
-                self.fail(path + ("random",), f"this template makes only {available} different "
-                                              f"prompts; ask for random: {available} or fewer, "
-                                              "or leave random: out to take every one")
-                return None
-            size = spec.random
-            desc = f"{spec.random} different random prompts (base {spec.base}) of {spec.dynamic!r}"
-        else:
-            size = template.count_combinations(self.limit)
-            if size > self.limit:
-                self.fail(path + ("dynamic",), f"this template has more than expansion_limit "
-                                               f"({self.limit:,}) combinations; draw some with "
-                                               f"random: N")
-                return None
-            desc = f"all {size} combinations of {spec.dynamic!r}"
-        line, col = self.src.where(path + ("dynamic",))
-        return DynamicAxis(name, path, template, spec.random, spec.base, size,
-                           (self.src.file, line, col), desc)
+        return build_dynamic_axis(name, spec, path, self.src, self.base_dir, self.shown_dir,
+                                  self.limit, self.fail)
 
     def _zip_axis(self, name: str, raw: dict[str, Any], path: YamlPath) -> Axis | None:
         spec = self._model(ZipSpec, raw, path, lambda p: ("zip",))

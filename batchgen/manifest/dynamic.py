@@ -17,7 +17,7 @@ import hashlib
 import random
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from batchgen.errors import Problem
 from batchgen.manifest.axes import Axis, Entry
 from batchgen.manifest.source import YamlPath
 
-__all__ = ["DynamicAxis", "DynamicTemplate", "DynamicUnavailable"]
+__all__ = ["DynamicAxis", "DynamicTemplate", "DynamicUnavailable", "build_dynamic_axis"]
 
 _LEFTOVER = re.compile(r"__[A-Za-z0-9_./*-]+__")
 #: An inner dynamic axis no bigger than this is generated once per pass, not per outer value.
@@ -235,3 +235,45 @@ class DynamicAxis(Axis):
             yield Problem(file, line, col, f"matrix.{name}.random",
                           f"only {made} different prompts could be drawn of the {self.count} "
                           "asked for; ask for fewer, or leave random: out to take every one")
+
+
+def build_dynamic_axis(name: str, spec: Any, path: YamlPath, src: Any, base_dir: Path,
+                       shown_dir: Path, limit: int,
+                       fail: Callable[[YamlPath, str], None]) -> DynamicAxis | None:
+    """The axis for a checked ``{dynamic: ...}`` spec, or None after ``fail`` says why not:
+    the template parsed, its wildcard files found, its size known and within ``limit``."""
+    folder = base_dir / spec.wildcards
+    try:
+        template = DynamicTemplate(spec.dynamic, folder)
+    except DynamicUnavailable as exc:
+        fail(path, str(exc))
+        return None
+    except ValueError as exc:
+        fail(path + ("dynamic",), str(exc))
+        return None
+    missing = template.missing_wildcards()
+    if missing:
+        names = ", ".join(f"__{m}__" for m in missing)
+        fail(path + ("dynamic",), f"no values for {names}: put {missing[0]}.txt (one value per "
+                                  f"line) in {shown_dir / spec.wildcards}/"
+                                  + ("" if folder.is_dir() else " (the folder does not exist)"))
+        return None
+    if spec.random is not None:
+        available = template.combinations()
+        if available is not None and spec.random > available:
+            fail(path + ("random",), f"this template makes only {available} different prompts; "
+                                     f"ask for random: {available} or fewer, or leave random: "
+                                     "out to take every one")
+            return None
+        size = spec.random
+        desc = f"{spec.random} different random prompts (base {spec.base}) of {spec.dynamic!r}"
+    else:
+        size = template.count_combinations(limit)
+        if size > limit:
+            fail(path + ("dynamic",), f"this template has more than expansion_limit ({limit:,}) "
+                                      "combinations; draw some with random: N")
+            return None
+        desc = f"all {size} combinations of {spec.dynamic!r}"
+    line, col = src.where(path + ("dynamic",))
+    return DynamicAxis(name, path, template, spec.random, spec.base, size, (src.file, line, col),
+                       desc)

@@ -11,12 +11,15 @@ import hashlib
 import io
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
+# Before datasets is imported: no Hub, no telemetry, and its caches in a folder of this run.
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="batchgen-hf-"))
 
 from PIL import Image  # noqa: E402
 
