@@ -26,6 +26,7 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.simulator", ("uvicorn",)),
     ("batchgen.engine.summary", ("httpx", "anyio", "rich", "PIL")),
+    ("batchgen.provider.limits", ("httpx", "rich", "PIL", "uvicorn", "pydantic")),
     ("batchgen", HEAVY),
 ])
 def test_a_package_loads_none_of_what_its_layer_forbids(module: str, never: tuple[str, ...]) -> None:
