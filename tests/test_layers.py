@@ -36,6 +36,7 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.view.grid", ("httpx", "anyio", "rich", "uvicorn")),
     ("batchgen.view.viewer", HEAVY),  # the HTML viewer needs no Pillow
     ("batchgen.storage.live", HEAVY),
+    ("batchgen.provider.limits", ("httpx", "rich", "PIL", "uvicorn", "pydantic")),
     ("batchgen", HEAVY),
 ])
 def test_a_package_loads_none_of_what_its_layer_forbids(module: str, never: tuple[str, ...]) -> None:

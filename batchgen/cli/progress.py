@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from batchgen.cli.invocation import Invocation
-from batchgen.cli.render import format_duration, render_notice, render_pace
+from batchgen.cli.render import render_notice, render_progress
 from batchgen.engine.events import Notice
 from batchgen.engine.stats import RunStats
 
@@ -88,20 +88,10 @@ class ProgressReporter:
 
     def detail(self) -> str:
         """In flight and the limit, pauses, failed, rate and ETA: beside the count."""
-        s = self.stats
-        left = max(0, self.goal() - s.already_done - s.done - s.failed)
-        rate = self.rate()
-        eta = left / rate if rate > 0 else (0.0 if not left else None)
-        pace = s.pace.snapshot().to_json() if s.pace is not None else {"in_flight": 0}
-        return (f"{render_pace(pace)}, {s.failed} failed, {rate * 60:.0f}/min, "
-                f"ETA {format_duration(eta)}")
+        return render_progress(self.stats, self.rate())
 
     def line(self) -> str:
-        s = self.stats
-        text = f"{s.already_done + s.done}/{self.goal()} done"
-        if self.goal() < s.planned:
-            text += f" (of {s.planned} in the manifest)"
-        return f"{text}, {self.detail()}"
+        return render_progress(self.stats, self.rate(), count=True)
 
     async def watch(self, stats: RunStats) -> None:
         """Show ``stats`` until cancelled."""

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from batchgen.cli.invocation import Invocation
 from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, Redo, Redoing,
                                     Starting, Stopping)
+from batchgen.engine.stats import RunStats
 from batchgen.engine.summary import Pacing, RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.export.base import ExportFormat
@@ -32,7 +33,7 @@ if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw 
 
 __all__ = ["CHECKING_SHOWN_FROM", "describe_target", "format_duration", "render_error",
            "render_export", "render_export_progress", "render_grid", "render_notice",
-           "render_pace", "render_plan", "render_status", "render_summary",
+           "render_pace", "render_plan", "render_progress", "render_status", "render_summary",
            "render_view"]
 
 #: Manifests from this many jobs on get a line before their check (it takes a second or more).
@@ -110,6 +111,24 @@ def render_pace(pace: Mapping[str, Any]) -> str:
     if outage is not None and outage >= 1:
         text += f", provider unreachable for {format_duration(outage)} (outage: retrying)"
     return text
+
+
+def render_progress(stats: RunStats, rate: float, count: bool = False) -> str:
+    """The progress detail beside the bar: in flight and the limit, pauses, failed, rate and
+    ETA, counted against this run's goal (what ``--max-jobs`` leaves); with ``count``, the
+    whole plain line printed when the output is not a terminal."""
+    goal = stats.goal or stats.planned
+    left = max(0, goal - stats.already_done - stats.done - stats.failed)
+    eta = left / rate if rate > 0 else (0.0 if not left else None)
+    pace = stats.pace.snapshot().to_json() if stats.pace is not None else {"in_flight": 0}
+    detail = (f"{render_pace(pace)}, {stats.failed} failed, {rate * 60:.0f}/min, "
+              f"ETA {format_duration(eta)}")
+    if not count:
+        return detail
+    text = f"{stats.already_done + stats.done}/{goal} done"
+    if goal < stats.planned:
+        text += f" (of {stats.planned} in the manifest)"
+    return f"{text}, {detail}"
 
 
 def _render_pacing(pacing: Pacing, how: Invocation, mode: RunMode) -> list[str]:

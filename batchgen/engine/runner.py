@@ -289,6 +289,8 @@ class Batch:
         recorded = ledger.target
         if recorded is None or recorded == current:
             return None
+        if ledger.stats.tasks_created == 0 and not ledger.counts()[JobState.DONE]:
+            return None  # nothing was ever made there (e.g. a provider never reached): no provenance
         if self.options.adopt:
             return recorded
         done = ledger.counts()[JobState.DONE]

@@ -308,12 +308,13 @@ class ProviderClient:
                 if isinstance(exc, TransientError) and exc.unreached:
                     self._not_reached(exc, started)
                 failures += 1
-                if failures >= self.options.backoff.attempts:
+                # No token in the retry budget: the caller's own polling backoff takes over.
+                if failures >= self.options.backoff.attempts or not self.limits.budget.try_spend():
                     raise
                 delay = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after is not None \
                     else self.options.backoff.delay(failures - 1, self._rng)
                 log.info("task-result for %s failed (%s); retry in %.1fs", task_id, exc, delay)
-                await self._retry_pause(delay)
+                await self._sleep(delay)
                 continue
             if result.finished:
                 self.limits.ended(task_id)

@@ -157,8 +157,8 @@ class RetryBudget:
     """Retries allowed: a share of the requests that went well, plus a trickle.
 
     Every retry (after a 5xx, a broken connection, a 429, a failed download) spends a token;
-    every answered request earns ``ratio`` of one; time adds ``per_second``. In normal running
-    the budget never binds; in an outage, when nothing is answered, all retries together slow
+    every accepted submit earns ``ratio`` of one; time adds ``per_second``. In normal running
+    the budget never binds; in an outage, when nothing goes through, all retries together slow
     to ``per_second``, so thousands of tasks waiting on one broken host never become a storm.
     """
 
@@ -194,6 +194,13 @@ class RetryBudget:
         self._refill()
         self._tokens -= 1
         self.spent += 1
+
+    def try_spend(self) -> bool:
+        """Spend a token if one is there now; False (and nothing spent) otherwise."""
+        if self.wait_for() > 0:
+            return False
+        self.spend()
+        return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,8 @@ def test_every_command_is_documented_with_an_example(capsys) -> None:
 @pytest.mark.parametrize("argv", [
     ["frobnicate"], ["run"], ["run", "m.yaml", "--concurrency", "0"], ["run", "m.yaml", "--concurrency", "x"],
     ["run", "m.yaml", "--max-jobs", "-1"], ["run", "m.yaml", "--rpm", "0"], ["collect", "m.yaml", "--max-jobs", "3"],
-    ["status"], ["plan"], ["simulate", "--port", "nope"],
+    ["status"], ["plan"], ["simulate", "--port", "nope"], ["run", "m.yaml", "--stop-after", "-1"],
+    ["simulate", "--retry-after", "sometimes"],
 ])
 def test_bad_usage_exits_2_with_usage_text(argv: list[str], capsys) -> None:
     assert main(argv) == 2

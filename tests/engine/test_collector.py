@@ -7,6 +7,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from batchgen.engine.downloads import DownloadTurns
 from batchgen.job import Failure
 from batchgen.simulator import SimConfig
 from enginekit import jobs, rig
@@ -74,3 +75,76 @@ async def test_an_expired_url_is_refreshed_from_the_task_and_the_image_saved(tmp
         await anyio.sleep(5)  # the URL in hand has expired
         assert await r.collector.save(job, task_id, result, clock)
     assert r.ledger.get(job.job_id).state == "done" and r.stats.refreshed_urls == 1
+
+
+@VIRTUAL_TIME
+async def test_a_url_about_to_expire_is_renewed_before_it_is_fetched(tmp_path: Path) -> None:
+    async with rig(tmp_path, SimConfig(task_seconds=1, task_jitter=0, url_ttl=3.0)) as r:
+        job = jobs(1)[0]
+        task_id = await submit(r, job)
+        clock = r.collector.clock_for(None)
+        result = await r.collector.follow(job, task_id, clock)
+        await anyio.sleep(2.7)  # 0.3 s of life left: not worth starting a download with
+        assert await r.collector.save(job, task_id, result, clock)
+    assert r.stats.refreshed_urls == 1
+    assert r.sim.stats.downloads_by_outcome == {"ok": 1}   # never sent to a dying URL
+
+
+@VIRTUAL_TIME
+async def test_a_url_is_renewed_for_as_long_as_the_task_is_there_not_a_fixed_twice(tmp_path: Path) -> None:
+    # Every URL is dead on arrival for a while, then the object store recovers.
+    async with rig(tmp_path, SimConfig(task_seconds=1, task_jitter=0, fault_expire=1.0),
+                   task_timeout=600) as r:
+        job = jobs(1)[0]
+        task_id = await submit(r, job)
+        clock = r.collector.clock_for(None)
+        result = await r.collector.follow(job, task_id, clock)
+
+        async def recover() -> None:
+            await anyio.sleep(60)
+            r.sim.config.fault_expire = 0.0
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(recover)
+            assert await r.collector.save(job, task_id, result, clock)
+    assert r.ledger.get(job.job_id).state == "done"
+    assert 4 <= r.stats.refreshed_urls <= 12      # renewed with growing pauses, not hammered
+
+
+@VIRTUAL_TIME
+async def test_download_turns_go_to_the_url_that_expires_first() -> None:
+    turns = DownloadTurns(1)
+    order: list[str] = []
+
+    async def download(name: str, expires: float, delay: float) -> None:
+        await anyio.sleep(delay)
+        async with turns.turn(expires):
+            order.append(name)
+            await anyio.sleep(1)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(download, "first", 100.0, 0.0)     # holds the only turn for a second
+        group.start_soon(download, "late", 50.0, 0.1)
+        group.start_soon(download, "soonest", 10.0, 0.2)    # asked last, expires first
+        group.start_soon(download, "middle", 30.0, 0.3)
+    assert order == ["first", "soonest", "middle", "late"]
+    assert turns.busy == 0 and turns.waiting == 0
+
+
+@VIRTUAL_TIME
+async def test_a_cancelled_wait_for_a_download_turn_hands_nothing_out_of_order() -> None:
+    turns = DownloadTurns(1)
+    order: list[str] = []
+
+    async def download(name: str, expires: float, delay: float) -> None:
+        await anyio.sleep(delay)
+        async with turns.turn(expires):
+            order.append(name)
+            await anyio.sleep(1)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(download, "first", 100.0, 0.0)
+        with anyio.move_on_after(0.5):
+            await download("given up", 1.0, 0.1)
+        group.start_soon(download, "next", 50.0, 0.0)
+    assert order == ["first", "next"] and turns.busy == 0

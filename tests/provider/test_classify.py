@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from batchgen.provider.classify import classify_error, parse_retry_after
+from batchgen.provider.classify import classify_error, parse_retry_after, retry_after_of
 from batchgen.errors import (
     AuthError,
     BalanceError,
@@ -70,3 +70,12 @@ def test_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after(email.utils.formatdate(now - 30, usegmt=True), now=now) == 0
     assert parse_retry_after("soon") is None and parse_retry_after("") is None
     assert parse_retry_after("999999") == 600  # bounded
+
+
+def test_retry_after_ms_wins_over_retry_after_and_nonsense_is_ignored() -> None:
+    assert retry_after_of({"retry-after-ms": "1500", "retry-after": "9"}) == 1.5
+    assert retry_after_of({"retry-after-ms": "soon", "retry-after": "9"}) == 9.0
+    assert retry_after_of({"retry-after-ms": "nan"}) is None
+    assert retry_after_of({"retry-after-ms": "-5"}) == 0.0
+    assert retry_after_of({}) is None
+    assert classify(429, "RATE_LIMIT_EXCEEDED", {"retry-after-ms": "250"}).retry_after == 0.25

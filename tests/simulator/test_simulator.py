@@ -333,6 +333,32 @@ async def test_max_in_flight(style):
     assert sim.stats.submits_by_outcome == {"ok": 3, "RATE_LIMIT_EXCEEDED": 1}
 
 
+@pytest.mark.parametrize(("style", "header"), [("ms", "retry-after-ms"), ("half", "retry-after")])
+async def test_retry_after_in_milliseconds_and_on_half_of_the_429s(style, header):
+    clock = Clock()
+    sim = make(clock, task_seconds=0, fault_429=1.0, retry_after=style, fault_seed=4)
+    async with clients(sim) as (api, _):
+        answers = [await api.post(LORA, json={**SMALL, "seed": n}) for n in range(40)]
+    for response in answers:
+        assert_error(response, 429, "RATE_LIMIT_EXCEEDED")
+    with_header = [r for r in answers if header in r.headers]
+    if style == "ms":
+        assert len(with_header) == 40 and all(r.headers[header] == "1000" for r in with_header)
+        assert not any("retry-after" in r.headers for r in answers)
+    else:
+        assert 10 <= len(with_header) <= 30 and all(r.headers[header] == "1" for r in with_header)
+
+
+async def test_download_latency_holds_each_image_answer():
+    sim = Simulator(SimConfig(task_seconds=0, download_seconds=0.2))
+    async with clients(sim) as (api, images):
+        task_id = (await submit(api))
+        result = (await api.get(RESULT, params={"task_id": task_id})).json()
+        started = time.monotonic()
+        response = await images.get(result["images"][0]["image_url"])
+        assert response.status_code == 200 and 0.2 <= time.monotonic() - started < 1.0
+
+
 async def test_rpm_sliding_window_and_mixed_retry_after():
     clock = Clock()
     sim = make(clock, task_seconds=0, rpm=2)

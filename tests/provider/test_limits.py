@@ -1,0 +1,262 @@
+"""The limits on their own: what each pattern of 429s is taken for, and what follows from it."""
+
+from __future__ import annotations
+
+import itertools
+
+import anyio
+import pytest
+
+from batchgen.provider.limits import AdaptiveLimit, Limits, RateWindow, Refusal, RetryBudget
+from vclock import VIRTUAL_TIME
+
+pytestmark = pytest.mark.anyio
+
+_ids = itertools.count()
+
+
+async def accept(limits: Limits) -> str:
+    """One submit the provider takes."""
+    assert await limits.turn(lambda: True)
+    task_id = f"t{next(_ids)}"
+    limits.accepted(task_id)
+    return task_id
+
+
+async def refuse(limits: Limits, retry_after: float | None = None) -> Refusal:
+    assert await limits.turn(lambda: True)
+    return limits.refused(retry_after)
+
+
+@VIRTUAL_TIME
+async def test_a_burst_of_refusals_with_k_tasks_out_is_one_cut_to_k() -> None:
+    limits = Limits(32, parallel=6)
+    for _ in range(8):
+        await accept(limits)
+    for _ in range(6):                                     # six submits on the wire at once
+        assert await limits.turn(lambda: True)
+    verdicts = [limits.refused(None) for _ in range(6)]    # all refused with 8 out
+    assert verdicts[0] is Refusal.OVERLOAD                 # one refusal alone is never a limit
+    assert Refusal.TASK_CAP in verdicts
+    assert limits.tasks.slots == 8 and limits.tasks.known_cap == 8   # one cut, to what was taken
+    assert limits.snapshot().limit == 8
+
+
+@VIRTUAL_TIME
+async def test_a_cut_limit_holds_submits_until_a_task_ends() -> None:
+    limits = Limits(4)
+    tasks = [await accept(limits) for _ in range(2)]
+    for _ in range(3):
+        await refuse(limits)
+    assert limits.tasks.slots == 2
+    went = []
+
+    async def submitter() -> None:
+        went.append(await limits.turn(lambda: True))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(submitter)
+        await anyio.sleep(30)
+        assert went == []              # no room: waits, and sends nothing
+        limits.ended(tasks[0])         # a poll saw a task finish
+        await anyio.sleep(0)
+    assert went == [True]
+
+
+@VIRTUAL_TIME
+async def test_the_limit_grows_back_by_one_per_limit_accepts_and_probes_a_refused_level_rarely() -> None:
+    limits = Limits(16)
+    out = [await accept(limits) for _ in range(8)]
+    for _ in range(3):
+        await refuse(limits)
+    assert limits.tasks.slots == 8
+
+    def cycle() -> None:
+        limits.ended(out.pop(0))
+
+    probes = []
+    for _ in range(200):      # keep 7..8 out: the limit binds
+        cycle()
+        out.append(await accept(limits))
+        if limits.tasks.slots > 8:
+            probes.append(limits.tasks.path.total())
+            for _ in range(4):
+                await refuse(limits)   # the provider still takes 8, not 9
+                if limits.tasks.slots == 8:
+                    break
+            assert limits.tasks.slots == 8
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert len(probes) >= 3 and gaps == sorted(gaps) and gaps[-1] > gaps[0]   # ever more rarely
+
+
+def test_additive_increase_and_the_ceiling() -> None:
+    limit = AdaptiveLimit(10)
+    limit.cut(4)
+    assert limit.slots == 4
+    limit.known_cap = None
+    accepts = 0
+    while limit.slots == 4:
+        limit.accepted(level=3, binding=True)
+        accepts += 1
+    assert limit.slots == 5 and 4 <= accepts <= 5   # one more slot per `limit` accepted submits
+    for _ in range(200):
+        limit.accepted(level=9, binding=True)
+    assert limit.slots == 10          # never past the concurrency asked for
+    unused = AdaptiveLimit(10)
+    unused.cut(3)
+    unused.known_cap = None
+    for _ in range(50):
+        unused.accepted(level=0, binding=False)
+    assert unused.slots == 3          # a limit nobody uses does not grow
+
+
+@VIRTUAL_TIME
+async def test_sporadic_429s_leave_the_limit_alone() -> None:
+    limits = Limits(32)
+    out = [await accept(limits) for _ in range(31)]
+    for n in range(400):              # one in ten refused, at random levels, never twice in a row
+        limits.ended(out.pop(0))
+        if n % 10 == 3:
+            assert await refuse(limits, retry_after=1.0 if n % 20 == 3 else None) is Refusal.OVERLOAD
+        out.append(await accept(limits))
+    assert limits.tasks.slots == 32 and limits.snapshot().paused_for == 0
+    assert limits.refusals == {Refusal.OVERLOAD: 40}
+
+
+@VIRTUAL_TIME
+async def test_refusals_below_the_level_last_taken_are_the_rate_window_which_is_learned() -> None:
+    t0 = anyio.current_time()
+    limits = Limits(32)
+    out = [await accept(limits) for _ in range(30)]
+    for _ in range(30):               # 60 taken within a second or so
+        limits.ended(out.pop(0))
+        out.append(await accept(limits))
+        await anyio.sleep(0.01)
+    verdicts = []
+    while Refusal.RATE_WINDOW not in verdicts:
+        verdicts.append(await refuse(limits))
+        limits.ended(out.pop(0))      # tasks keep ending: fewer out, refused all the same
+        assert len(verdicts) < 8
+    assert limits.window.per_window == 60 and limits.window.learned
+    assert limits.tasks.slots == 32   # the cut blamed on a cap is undone
+    probes = 0
+    while True:                       # probes now and then; the window itself opens at 60 s
+        assert await limits.turn(lambda: True)
+        if anyio.current_time() - t0 >= 60.0:
+            break
+        probes += 1
+        limits.refused(None)          # the provider still says no
+    assert 1 <= probes <= 9
+    limits.accepted("after")
+
+
+@VIRTUAL_TIME
+async def test_a_learned_window_is_probed_at_a_bounded_cadence() -> None:
+    t0 = anyio.current_time()
+    limits = Limits(8)
+    for n in range(10):
+        limits.accepted(f"early{n}") if await limits.turn(lambda: True) else None
+        limits.ended(f"early{n}")
+    while limits.window.per_window is None:   # refused with nothing out: not a cap
+        await refuse(limits)
+    assert limits.window.per_window == 10
+    probes = []
+    while anyio.current_time() - t0 < 55:     # the window opens at 60: every turn before is a probe
+        assert await limits.turn(lambda: True)
+        probes.append(anyio.current_time())
+        limits.refused(None)
+    gaps = [b - a for a, b in zip(probes, probes[1:])]
+    assert gaps and max(gaps) <= 10.0 + 1e-6 and len(probes) <= 10
+
+
+@VIRTUAL_TIME
+async def test_a_given_rate_bursts_up_to_the_limit_and_never_over() -> None:
+    limits = Limits(100, rate_per_minute=20)
+    times = []
+    t0 = anyio.current_time()
+    for n in range(45):
+        assert await limits.turn(lambda: True)
+        times.append(anyio.current_time() - t0)
+        limits.accepted(f"r{n}")
+        limits.ended(f"r{n}")
+        await anyio.sleep(0.5)
+    assert times[19] < 10 and times[20] >= 60     # 20 at once, the 21st a minute after the first
+    for i, t in enumerate(times):                   # no 60 s window holds more than 20
+        assert sum(1 for u in times[i:] if u < t + 60) <= 20
+
+
+@VIRTUAL_TIME
+async def test_retry_after_on_a_rate_window_pauses_everyone_for_that_long() -> None:
+    limits = Limits(8)
+    for task_id in [await accept(limits) for _ in range(5)]:
+        limits.ended(task_id)          # nothing out: a cap cannot explain what follows
+    verdict = None
+    while verdict is not Refusal.RATE_WINDOW:
+        verdict = await refuse(limits, retry_after=42.0)
+    assert 41.5 < limits.snapshot().paused_for <= 42.0
+    started = anyio.current_time()
+    assert await limits.turn(lambda: True)
+    assert anyio.current_time() - started >= 41.5
+
+
+@VIRTUAL_TIME
+async def test_stop_ends_every_wait_at_once() -> None:
+    limits = Limits(1)
+    await accept(limits)
+    results = []
+
+    async def waiter() -> None:
+        results.append(await limits.turn(lambda: True))
+
+    async def holder() -> None:
+        results.append(await limits.hold(300))
+
+    async with anyio.create_task_group() as group:
+        for _ in range(3):
+            group.start_soon(waiter)
+        group.start_soon(holder)
+        await anyio.sleep(10)
+        started = anyio.current_time()
+        limits.stop()
+    assert results == [False] * 4 and anyio.current_time() == started
+
+
+@VIRTUAL_TIME
+async def test_a_waiter_that_is_no_longer_wanted_leaves_the_queue() -> None:
+    limits = Limits(1)
+    first = await accept(limits)
+    wanted = [True]
+    results = []
+
+    async def waiter(name: str, check) -> None:
+        results.append((name, await limits.turn(check)))
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(waiter, "a", lambda: wanted[0])
+        group.start_soon(waiter, "b", lambda: True)
+        await anyio.sleep(1)
+        wanted[0] = False
+        limits.ended(first)
+    assert sorted(results) == [("a", False), ("b", True)]   # the one still wanted got the turn
+
+
+@VIRTUAL_TIME
+async def test_the_retry_budget_slows_a_storm_to_a_trickle() -> None:
+    budget = RetryBudget(ratio=0.2, per_second=1.0, burst=5.0)
+    started = anyio.current_time()
+    for _ in range(25):
+        while (wait := budget.wait_for()) > 0:
+            await anyio.sleep(wait)
+        budget.spend()
+    took = anyio.current_time() - started
+    assert 19.5 <= took <= 20.5       # 5 at once, then one a second
+    for _ in range(10):
+        budget.earn()                 # answered requests earn retries back
+    assert budget.wait_for() == 0
+
+
+def test_a_window_without_limit_keeps_only_the_last_minute() -> None:
+    window = RateWindow(None)
+    for n in range(100_000):
+        window.record(n * 0.01)       # 100 a second for 1000 s
+    assert window.count(1000.0) <= 6002 and len(window._times) <= 6002
