@@ -254,3 +254,16 @@ def test_new_columns_rewrite_everything_and_say_so(tmp_path: Path, capsys) -> No
     assert "4 shard(s) written; everything was rewritten: the columns or the shard size changed" in out
     samples = wds_samples(to / "train-000000.tar")
     assert all(set(s) == {"__key__", "__url__", "json", "png", "txt"} for s in samples)
+
+
+def test_progress_on_a_terminal_draws_a_bar_and_clears_it(sweep, tmp_path: Path) -> None:
+    import io
+
+    from batchgen.cli.progress import ExportProgressView, ProgressMode
+
+    manifest, _ = sweep
+    out = io.StringIO()
+    with ExportProgressView(ProgressMode.LIVE, stream=out) as view:
+        report = export_batch(manifest, ExportOptions(ExportFormat.WEBDATASET, tmp_path / "w"),
+                              progress=view.update)
+    assert report.exported == 6 and view._progress is None  # the bar is gone with the export
