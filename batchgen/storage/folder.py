@@ -8,9 +8,9 @@ template and are checked once more here: nothing is ever written outside ``image
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import shutil
-import uuid
 from pathlib import Path
 
 from batchgen.errors import OutputError
@@ -30,6 +30,9 @@ class BatchFolder:
         self.tmp = self.root / ".tmp"
         self.fsync = fsync
         self._images_resolved: Path | None = None
+        # Folders already checked to lie inside images/ and created: once each, not per file.
+        self._folders: set[Path] = set()
+        self._names = itertools.count()
 
     def prepare(self) -> None:
         """Create the folders, prove they are writable, and drop temp files of a crashed run."""
@@ -53,11 +56,17 @@ class BatchFolder:
         return self.relative(job, job.extension)
 
     def _target(self, relative: str) -> Path:
+        """The path to write, its folder checked to lie inside images/ and created (each folder
+        once). The file itself is renamed into place, which replaces a link, never follows it."""
         path = self.root / relative
-        images = self._images_resolved or self.images.resolve()
-        resolved = path.resolve()
-        if images not in resolved.parents:
-            raise OutputError(f"refusing to write {relative}: it is outside {self.images}")
+        folder = path.parent
+        if folder not in self._folders:
+            images = self._images_resolved or self.images.resolve()
+            resolved = folder.resolve()
+            if resolved != images and images not in resolved.parents:
+                raise OutputError(f"refusing to write {relative}: it is outside {self.images}")
+            folder.mkdir(parents=True, exist_ok=True)
+            self._folders.add(folder)
         return path
 
     def has_result(self, file: str, size: int) -> bool:
@@ -92,15 +101,18 @@ class BatchFolder:
 
     def _write(self, relative: str, data: bytes) -> None:
         target = self._target(relative)
-        tmp = self.tmp / uuid.uuid4().hex
+        tmp = self.tmp / f"{next(self._names)}.part"   # .tmp/ is this run's alone (the folder lock)
         try:
             with open(tmp, "wb") as fh:
                 fh.write(data)
                 if self.fsync:
                     fh.flush()
                     os.fsync(fh.fileno())
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:   # its folder was deleted by hand meanwhile: make it again
+                self._folders.discard(target.parent)
+                os.replace(tmp, self._target(relative))
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
