@@ -63,11 +63,22 @@ class Channel:
         self._pool_size = connections
         self._given = transport
         self._pools: dict[str | None, httpx.AsyncBaseTransport] = {}
+        # The proxy decision per (scheme, host), made once: asking urllib each time reads the
+        # whole environment, which cost more CPU than the rest of the request.
+        self._routes: dict[tuple[str, str], httpx.AsyncBaseTransport] = {}
+        self._last: tuple[str, httpx.AsyncBaseTransport] | None = None
 
     def _transport(self, url: str) -> httpx.AsyncBaseTransport:
         if self._given is not None:
             return self._given
+        last = self._last
+        if last is not None and url.startswith(last[0]):   # the API host, request after request
+            return last[1]
         parts = urlsplit(url)
+        route = (parts.scheme, parts.netloc)
+        pool = self._routes.get(route)
+        if pool is not None:
+            return pool
         proxy = None
         if not urllib.request.proxy_bypass(parts.hostname or ""):
             proxy = urllib.request.getproxies().get(parts.scheme)
@@ -76,6 +87,9 @@ class Channel:
             limits = httpx.Limits(max_connections=self._pool_size,
                                   max_keepalive_connections=self._pool_size)
             pool = self._pools[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+        if len(self._routes) < 1024:   # image hosts are few; a flood of redirect hosts is not kept
+            self._routes[route] = pool
+        self._last = (f"{parts.scheme}://{parts.netloc}/", pool)
         return pool
 
     async def send(self, method: str, url: str, content: bytes | None = None, *,

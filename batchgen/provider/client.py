@@ -17,7 +17,7 @@ import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote
 
 import anyio
 import httpx
@@ -321,8 +321,8 @@ class ProviderClient:
             return result
 
     async def _task_result_once(self, task_id: str) -> TaskResult:
-        query = urlencode({"task_id": task_id})
-        response = await self._call("task-result", "GET", f"{self._base}/v3/async/task-result?{query}")
+        response = await self._call("task-result", "GET",
+                                    f"{self._base}/v3/async/task-result?task_id={quote(task_id, safe='')}")
         return parse_task_result(self._json(response, "task-result"))
 
     # -- images -----------------------------------------------------------------------------
