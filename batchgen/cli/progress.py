@@ -32,6 +32,14 @@ class ProgressMode(StrEnum):
     QUIET = "quiet"  # nothing but notices' absence: the summary alone
 
 
+def _resolve(mode: ProgressMode | str, stream: TextIO) -> ProgressMode:
+    """AUTO becomes a live bar on a terminal and plain lines otherwise."""
+    mode = ProgressMode(mode)
+    if mode is ProgressMode.AUTO:
+        return ProgressMode.LIVE if stream.isatty() else ProgressMode.LINES
+    return mode
+
+
 class ProgressReporter:
     """The CLI's Reporter: notices as text, and the run's counters as a bar or lines."""
 
@@ -40,10 +48,7 @@ class ProgressReporter:
                  now: Callable[[], float] = time.monotonic) -> None:
         self.stats = RunStats()
         self.stream = stream or sys.stdout
-        mode = ProgressMode(mode)
-        if mode is ProgressMode.AUTO:
-            mode = ProgressMode.LIVE if self.stream.isatty() else ProgressMode.LINES
-        self.mode = mode
+        self.mode = _resolve(mode, self.stream)
         self.interval = interval
         self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self.invocation = invocation
@@ -132,10 +137,7 @@ class ExportProgressView:
     def __init__(self, mode: ProgressMode = ProgressMode.AUTO, stream: TextIO | None = None,
                  interval: float = 10.0) -> None:
         self.stream = stream or sys.stdout
-        mode = ProgressMode(mode)
-        if mode is ProgressMode.AUTO:
-            mode = ProgressMode.LIVE if self.stream.isatty() else ProgressMode.LINES
-        self.mode = mode
+        self.mode = _resolve(mode, self.stream)
         self.interval = interval
         self._last = 0.0
         self._progress: Progress | None = None
