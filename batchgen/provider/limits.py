@@ -434,11 +434,14 @@ class Limits:
             held = self.window.count(now)
             if held and (self.window.per_window is None or held < self.window.per_window):
                 self.window.learn(held)
-            # Everyone waits: as long as the provider said, else one probe gap (growing to a
-            # bound); a learned window then holds submits until its oldest entry ages out.
+            # Everyone waits: as long as the provider said; else the window holds submits until
+            # its oldest entry ages out, and only when it would let them go (it is wrong, or
+            # nothing was learned) do they wait one probe gap (growing to a bound).
             gap = self._probe_gap
-            self._paused_until = max(self._paused_until, now + (retry_after if retry_after is not None
-                                                                 else gap))
+            if retry_after is not None:
+                self._paused_until = max(self._paused_until, now + retry_after)
+            elif self.window.opens_at(now) <= now:
+                self._paused_until = max(self._paused_until, now + gap)
             if self._probing or self._probe_at is None or self._probe_at <= now:
                 self._probe_at = now + gap
                 self._probe_gap = min(self._probe_gap_max, gap * 2)

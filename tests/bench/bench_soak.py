@@ -6,9 +6,9 @@ The same faults as ``tests/engine/test_soak.py`` (429 10 %, 500 5 %, 503 3 %, dr
 and matches its sidecar, ledger and files agree). Prints a markdown table: faults seen by kind,
 runs needed, extra tasks created, maybe-duplicated submits, wall time, jobs/s.
 
-Each 429 pauses every submitter for the Retry-After the provider sends (or the gate's own
-backoff when there is none), so the 429 rate bounds the pace more than concurrency does;
-``--fault-429`` shows the trade-off.
+These 429s are sporadic: each one makes only its own request wait (the Retry-After the
+provider sends, or a short backoff), while the other submitters go on; ``--fault-429`` shows
+what they still cost.
 
 Run by hand: ``.venv/bin/python tests/bench/bench_soak.py [--jobs 10000] [--concurrency 64]``
 """

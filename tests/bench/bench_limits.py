@@ -1,0 +1,238 @@
+"""Limits benchmark: every way the provider pushes back, in one table, over loopback.
+
+The simulator runs in a process of its own with the matching setting; batchgen runs in this
+process (or as the real CLI where a signal or a kill is the point). For each scenario the table
+gives wall time over the ideal (the least time the provider's limit allows), 429s received per
+job, the adaptive limit's path over the run (min / median / max of the limit in force at each
+accepted submit), and what else the goal asks for. The goals are the issue's right-hand column.
+
+Run by hand: ``.venv/bin/python tests/bench/bench_limits.py [--repeat 3] [--only cap,rpm,...]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import anyio
+from benchkit import SimProcess, scratch_dir
+from floor import run_floor
+
+from batchgen.engine.runner import Batch, RunOptions, RunSummary
+from batchgen.manifest.loader import load_manifest
+from batchgen.simulator import SimConfig
+from batchgen.storage.ledger import Ledger
+
+KEY = "bench-key-0123456789abcdef"
+TASK = 0.5
+
+
+def manifest(folder: Path, base_url: str, jobs: int, concurrency: int, extra: str = "") -> Path:
+    path = folder / "m.yaml"
+    path.write_text(f"name: limits\nbase_url: {base_url}\nprompt: \"limits {{n}}\"\nsize: \"256*256\"\n"
+                    f"output_format: png\nconcurrency: {concurrency}\nfilename: \"img-{{n}}\"\n{extra}"
+                    f"matrix:\n  n: {{from: 1, to: {jobs}}}\n")
+    return path
+
+
+def run_in_process(config: SimConfig, jobs: int, concurrency: int, **options) -> dict:
+    with SimProcess(config) as sim, scratch_dir() as tmp:
+        path = manifest(Path(tmp), sim.api_base_url, jobs, concurrency)
+        batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out",
+                                                      environ={"JIEKOU_API_KEY": KEY}, **options))
+        start = time.perf_counter()
+        summary: RunSummary = anyio.run(batch.run)
+        wall = time.perf_counter() - start
+        stats = sim.stats
+    assert summary.done == jobs and summary.failed == 0, summary
+    p = summary.pacing
+    return {"wall": wall, "task_total": stats.task_seconds_total,
+            "refused": stats.submits_by_outcome.get("RATE_LIMIT_EXCEEDED", 0) / jobs,
+            "limit": (p.limit_min, p.limit_median, p.limit_max), "window": p.window,
+            "learned": p.window_learned}
+
+
+def rate_ideal(jobs: int, rpm: int) -> float:
+    return (-(-jobs // rpm) - 1) * 60.0 + TASK
+
+
+def cli(*args: str) -> subprocess.Popen:
+    env = {**os.environ, "JIEKOU_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "batchgen", *args], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def cell(values: list[float], fmt: str = "{:.2f}") -> str:
+    if len(values) == 1:
+        return fmt.format(values[0])
+    return f"{fmt.format(statistics.median(values))} ({fmt.format(min(values))}-{fmt.format(max(values))})"
+
+
+def path_cell(paths: list[tuple[int, int, int]]) -> str:
+    lows, meds, highs = zip(*paths)
+    return f"{min(lows)} / {statistics.median(meds):g} / {max(highs)}"
+
+
+# -- scenarios ---------------------------------------------------------------------------------------
+
+def cap(repeat: int) -> list[str]:
+    rows = [run_in_process(SimConfig(task_seconds=TASK, task_jitter=0.1, max_in_flight=8, retry_after="none"),
+                           240, 32) for _ in range(repeat)]
+    ratios = [r["wall"] / (r["task_total"] / 8) for r in rows]
+    return ["provider caps tasks in flight at 8, `--concurrency 32`, 240 tasks of 0.5 s", "<= 1.15",
+            cell(ratios), cell([r["refused"] for r in rows]), path_cell([r["limit"] for r in rows]), ""]
+
+
+def rpm(repeat: int, told: bool) -> list[str]:
+    config = SimConfig(task_seconds=TASK, task_jitter=0.1, rpm=60, retry_after="none")
+    rows = [run_in_process(config, 90, 32, **({"rate_limit": 60} if told else {})) for _ in range(repeat)]
+    ratios = [r["wall"] / rate_ideal(90, 60) for r in rows]
+    what = ("the same, told `--rpm 60`" if told else
+            "60 submits per sliding minute, 429 without Retry-After, 90 tasks")
+    learned = "" if told else f"window learned: {rows[0]['window']}/min"
+    return [what, "<= 1.1" if told else "<= 1.3", cell(ratios), cell([r["refused"] for r in rows]),
+            path_cell([r["limit"] for r in rows]), learned]
+
+
+def sporadic(repeat: int) -> list[str]:
+    paces, refused, paths = [], [], []
+    for _ in range(repeat):   # alternate the clean and the noisy run
+        clean = run_in_process(SimConfig(task_seconds=TASK, task_jitter=0.1), 320, 32)
+        noisy = run_in_process(SimConfig(task_seconds=TASK, task_jitter=0.1, fault_429=0.10,
+                                         retry_after="half", fault_seed=len(paces)), 320, 32)
+        paces.append(clean["wall"] / noisy["wall"])
+        refused.append(noisy["refused"])
+        paths.append(noisy["limit"])
+    walls = [1 / p for p in paces]
+    return ["10 % of requests answered 429 at random (half with Retry-After: 1), 320 tasks, 32 in flight",
+            "pace >= 0.7x", cell(walls) + " (of the run without 429s)", cell(refused), path_cell(paths),
+            f"pace {cell(paces)}x of the run without 429s"]
+
+
+def sigterm(repeat: int) -> list[str]:
+    outs, after = [], []
+    for _ in range(repeat):
+        config = SimConfig(task_seconds=2.0, task_jitter=0.2, max_in_flight=4, retry_after="seconds")
+        with SimProcess(config) as sim, scratch_dir() as tmp:
+            path = manifest(Path(tmp), sim.api_base_url, 32, 32)
+            proc = cli("run", str(path), "--output", str(Path(tmp) / "out"), "--quiet")
+            while not sim.stats.submits_by_outcome.get("RATE_LIMIT_EXCEEDED"):
+                time.sleep(0.01)
+            time.sleep(0.3)
+            submits = sim.stats.submits
+            proc.send_signal(signal.SIGTERM)
+            signalled = time.perf_counter()
+            proc.communicate(timeout=60)
+            outs.append(time.perf_counter() - signalled)
+            after.append(sim.stats.submits - submits)
+    return ["SIGTERM while a 429 pause is running (cap 4 in flight, 32 wanted)", "out within 10 s, no new submit",
+            "", "", "", f"out {cell(outs, '{:.1f}')} s after the signal; submits after it: {max(after)}"]
+
+
+def dead_port(repeat: int) -> list[str]:
+    outs, failed, named = [], [], True
+    for _ in range(repeat):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        with scratch_dir() as tmp:
+            path = manifest(Path(tmp), "https://api.jiekou.ai", 400, 32)
+            start = time.perf_counter()
+            proc = cli("run", str(path), "--base-url", url, "--output", str(Path(tmp) / "out"), "--quiet")
+            stdout, _ = proc.communicate(timeout=120)
+            outs.append(time.perf_counter() - start)
+            named = named and proc.returncode == 3 and url in stdout and "--base-url" in stdout
+            failed.append(Ledger.read(Path(tmp) / "out").counts()["failed"])
+    return ["`--base-url` where nothing listens, 400 jobs", "stop within 30 s naming the URL; no job failed",
+            "", "", "", f"exit 3 after {cell(outs, '{:.1f}')} s, URL and origin named: {named}; "
+                        f"jobs failed: {max(failed)}"]
+
+
+def expiry(repeat: int) -> list[str]:
+    lost, extra = [], []
+    for _ in range(repeat):
+        config = SimConfig(task_seconds=0.2, task_jitter=0.05, url_ttl=2.0, download_seconds=0.5,
+                           fault_truncate=0.05, fault_seed=len(lost))
+        jobs = 48
+        with SimProcess(config) as sim, scratch_dir() as tmp:
+            path = manifest(Path(tmp), sim.api_base_url, jobs, 16)
+            args = ("run", str(path), "--output", str(Path(tmp) / "out"), "--quiet")
+            for wait_for in (10, 22, 34):
+                proc = cli(*args)
+                while sim.stats.downloads_by_outcome.get("ok", 0) < wait_for and proc.poll() is None:
+                    time.sleep(0.01)
+                if proc.poll() is None:
+                    proc.send_signal(signal.SIGKILL)
+                proc.communicate(timeout=30)
+            final = cli(*args)
+            final.communicate(timeout=300)
+            created = sim.stats.tasks_created
+            ledger = Ledger.read(Path(tmp) / "out")
+            lost.append(jobs - ledger.counts()["done"])
+            extra.append(created - jobs)
+    return ["image URLs live 2 s, downloads 0.5 s each, 3 kill -9s (48 jobs, 16 in flight)",
+            "never lose a job to expiry", "", "", "",
+            f"jobs lost: {sum(lost)} in {repeat} runs; tasks beyond one per job: {cell(extra, '{:.0f}')} "
+            f"(a kill may cost the one submit on the wire)"]
+
+
+def overhead(repeat: int) -> list[str]:
+    rates = {"floor": [], "batchgen": []}
+    with SimProcess(SimConfig(task_seconds=0)) as sim:
+        for _ in range(repeat):
+            for name in rates:
+                with scratch_dir() as tmp:
+                    start = time.perf_counter()
+                    if name == "floor":
+                        anyio.run(run_floor, sim.api_base_url, KEY, 3000, 32, Path(tmp) / "out", "png")
+                    else:
+                        path = manifest(Path(tmp), sim.api_base_url, 3000, 32)
+                        batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out",
+                                                                      environ={"JIEKOU_API_KEY": KEY}))
+                        assert anyio.run(batch.run).done == 3000
+                    rates[name].append(3000 / (time.perf_counter() - start))
+    ratios = [b / f for b, f in zip(rates["batchgen"], rates["floor"])]
+    return ["zero-latency simulator in another process, 3,000 jobs", ">= 0.9x of a minimal client", "", "", "",
+            f"{cell(rates['batchgen'], '{:.0f}')} jobs/s, {cell(ratios)}x of the floor "
+            f"({cell(rates['floor'], '{:.0f}')} jobs/s); see bench_overhead.py"]
+
+
+SCENARIOS = {
+    "cap": cap,
+    "rpm": lambda repeat: rpm(repeat, told=False),
+    "rpm-told": lambda repeat: rpm(repeat, told=True),
+    "sporadic": sporadic,
+    "sigterm": sigterm,
+    "dead-port": dead_port,
+    "expiry": expiry,
+    "overhead": overhead,
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", default=",".join(SCENARIOS))
+    parser.add_argument("--json", action="store_true", help="also print the rows as JSON lines")
+    args = parser.parse_args()
+    print(f"loopback, simulator in another process, {os.cpu_count()} cores, load "
+          f"{os.getloadavg()[0]:.1f}; medians of {args.repeat} runs (range)\n")
+    print("| scenario | goal | wall / ideal | 429s per job | limit min / median / max | measured |")
+    print("|---|---|---:|---:|---:|---|")
+    for name in args.only.split(","):
+        row = SCENARIOS[name](args.repeat)
+        print("| " + " | ".join(row) + " |", flush=True)
+        if args.json:
+            print(json.dumps({"scenario": name, "row": row}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
