@@ -25,7 +25,7 @@ from trio.testing import MockClock
 
 from batchgen.provider.client import ClientOptions
 from batchgen.provider.targets import ApiKey
-from batchgen.storage.ledger import LEDGER_FILE, LOCK_FILE, Ledger
+from batchgen.storage.ledger import LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, Ledger
 from batchgen.storage.live import STATUS_FILE
 from batchgen.manifest.loader import load_manifest
 from batchgen.provider.pacing import Backoff
@@ -134,6 +134,8 @@ def _stray(folder: Path, path: Path) -> bool:
         return False
     if rel.as_posix() in (LEDGER_FILE, LOCK_FILE, STATUS_FILE):
         return False
+    if rel.parts[0] == LEDGERS_DIR and path.suffix in (".jsonl", ".lock", ".js"):
+        return False  # a shard's ledger, lock and live status
     return rel.parts[0] != "images" or path.suffix not in (".png", ".jpeg", ".webp", ".json", ".txt")
 
 

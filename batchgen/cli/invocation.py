@@ -16,6 +16,11 @@ from batchgen.storage.identity import RunRecord
 
 __all__ = ["Invocation"]
 
+
+def name_runs(args: argparse.Namespace) -> bool:
+    """True for the commands whose ``--shard`` picks the jobs to run (not plan's tally)."""
+    return getattr(args, "command", None) in _RUNS
+
 #: Commands that take --base-url and --simulate (plan and status only read).
 _RUNS = frozenset({"run", "collect", "retry"})
 
@@ -28,13 +33,15 @@ class Invocation:
     output: str | None = None
     base_url: str | None = None
     simulate: bool = False
+    shard: str | None = None  # as typed (``auto`` stays auto: the hint runs in the same array)
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Invocation:
         output = getattr(args, "output", None)
         return cls(manifest=str(args.manifest), output=str(output) if output is not None else None,
                    base_url=getattr(args, "base_url", None),
-                   simulate=bool(getattr(args, "simulate", False)))
+                   simulate=bool(getattr(args, "simulate", False)),
+                   shard=getattr(args, "shard", None) if name_runs(args) else None)
 
     @classmethod
     def from_run(cls, run: RunRecord) -> Invocation | None:
@@ -54,8 +61,10 @@ class Invocation:
                 argv += ["--base-url", self.base_url]
             if self.simulate:
                 argv.append("--simulate")
+            if self.shard is not None:
+                argv += ["--shard", self.shard]
         argv += extra
         return shlex.join(argv)
 
     def with_output(self, output: str) -> Invocation:
-        return Invocation(self.manifest, output, self.base_url, self.simulate)
+        return Invocation(self.manifest, output, self.base_url, self.simulate, self.shard)

@@ -61,9 +61,10 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     """
     from batchgen.cli.render import render_plan
     from batchgen.manifest import load_manifest, plan_manifest
-    from batchgen.storage.ledger import LEDGER_FILE, Ledger
+    from batchgen.storage.ledger import Ledger, has_ledger
 
     manifest = load_manifest(args.manifest)
+    shards = _PlanShards(args.shard) if args.shard else None
     folder = Path(args.output) if args.output is not None else manifest.output
     from batchgen.errors import NotABatchFolder
     from batchgen.storage.folder import check_batch_folder
@@ -74,15 +75,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         check_batch_folder(folder)
     except NotABatchFolder as exc:
         refused = str(exc)
-    if (folder / LEDGER_FILE).is_file():
+    if has_ledger(folder):
         from batchgen.storage.diff import FolderDiff
 
         ledger = Ledger.read(folder)
         diff = FolderDiff(ledger)
         recorded = ledger.target
         current = _target_of(manifest, args)
-    plan = plan_manifest(manifest, task_seconds=args.task_seconds,
-                         observe=diff.add if diff is not None else None)
+    observe = diff.add if diff is not None else None
+    if shards is not None:
+        observe = shards.observer(observe)
+    plan = plan_manifest(manifest, task_seconds=args.task_seconds, observe=observe)
     if diff is not None:
         diff.finish()
         diff.raise_for_clashes()
@@ -99,10 +102,58 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         data["folder_target"] = recorded.to_json() if recorded is not None else None
         data["target_matches"] = None if recorded is None else recorded == current
         data["folder_refused"] = refused
+        if shards is not None:
+            data["shards"] = {"count": shards.count, "jobs": list(shards.jobs),
+                              "this": shards.index, "source": shards.source,
+                              "imbalance": round(shards.imbalance, 4)}
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused))
+        if shards is not None:
+            from batchgen.cli.render import render_shards
+
+            print(render_shards(shards.count, shards.jobs, shards.index, shards.source))
     return 0
+
+
+class _PlanShards:
+    """``plan --shard``: each shard's job count, counted in the plan's own pass. ``auto/N``
+    outside a job array still shows the N shards (which one is this process's is unknown)."""
+
+    def __init__(self, text: str) -> None:
+        from batchgen.errors import UsageError
+        from batchgen.manifest.shards import parse_shard
+
+        self.index: int | None = None
+        self.source: str | None = None
+        try:
+            shard = parse_shard(text)
+        except UsageError:
+            head, slash, tail = text.strip().partition("/")
+            if head.strip().lower() != "auto" or not slash or not tail.strip().isdigit():
+                raise
+            self.count = int(tail)
+            if self.count < 1:
+                raise
+        else:
+            self.count, self.index, self.source = shard.count, shard.index, shard.source.value
+        self.jobs = [0] * self.count
+
+    def observer(self, then):
+        from batchgen.manifest.shards import shard_of
+
+        jobs, count = self.jobs, self.count
+
+        def observe(job) -> None:
+            if then is not None:
+                then(job)
+            jobs[shard_of(job.job_id, count)] += 1
+        return observe
+
+    @property
+    def imbalance(self) -> float:
+        total = sum(self.jobs)
+        return max(self.jobs) * self.count / total if total else 1.0
 
 
 def _target_of(manifest, args: argparse.Namespace):
@@ -184,7 +235,10 @@ def _run_options(args: argparse.Namespace):
         parts = dict(api_transport=sim.api_transport(), image_transport=sim.image_transport(),
                      api_key=ApiKey("simulated-key"), base_url=sim.api_base_url)
     mode = ProgressMode.QUIET if args.quiet else ProgressMode.AUTO
-    return RunOptions(output=args.output, concurrency=args.concurrency,
+    from batchgen.manifest.shards import parse_shard
+
+    shard = parse_shard(args.shard) if args.shard else None
+    return RunOptions(output=args.output, concurrency=args.concurrency, shard=shard,
                       rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
                       max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
@@ -358,6 +412,8 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="the batch folder to compare with (default: the manifest's)")
     p.add_argument("--base-url", metavar="URL", help="compare with a run against this base URL")
     p.add_argument("--simulate", action="store_true", help="compare with a --simulate run")
+    p.add_argument("--shard", metavar="I/N|auto/N",
+                   help="show how many jobs each of N shards takes (and which is this process's)")
 
     command("schema", _cmd_schema, "print the manifest JSON Schema")
 
@@ -417,7 +473,10 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--base-url", metavar="URL", help="send requests to this API base URL")
         p.add_argument("--concurrency", type=_concurrency, metavar="N",
                        help="at most N tasks in flight at the provider, 1..1000; fewer when it takes "
-                            "fewer (default: the manifest's)")
+                            "fewer (default: the manifest's; a shard's share of it with --shard)")
+        p.add_argument("--shard", metavar="I/N|auto|auto/N",
+                       help="run shard I of N (0-based) of the jobs, with its own ledger in the "
+                            "folder; auto reads a Slurm, Kubernetes (auto/N) or AWS Batch array index")
         if name != "collect":  # collect submits nothing: no submit rate to limit
             p.add_argument("--rpm", type=_positive_float, metavar="N",
                            help="at most N submits in any minute (default: the manifest's rate_limit; "

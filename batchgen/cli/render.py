@@ -151,7 +151,12 @@ def _render_pacing(pacing: Pacing, how: Invocation, mode: RunMode) -> list[str]:
 
 
 def _starting(n: Starting, how: Invocation | None) -> str:
-    lines = [f"batchgen {n.mode}: batch {n.batch}, {n.planned:,} job(s), in {n.folder}, "
+    jobs = f"{n.planned:,} job(s)"
+    if n.shard is not None:
+        jobs = f"shard {n.shard} ({n.shard_source}): {jobs}"
+        if n.concurrency is not None:
+            jobs += f", at most {n.concurrency} in flight"
+    lines = [f"batchgen {n.mode}: batch {n.batch}, {jobs}, in {n.folder}, "
              f"{describe_target(n.target)}"]
     work = f"  {n.done:,} done, {n.to_submit:,} to submit"
     if n.max_jobs is not None:
@@ -187,8 +192,12 @@ def render_summary(summary: RunSummary, how: Invocation | str | Path) -> str:
     sent = f"{self.submitted} submitted"
     if self.refused:
         sent += f", {self.refused} of them refused by the provider"
-    lines.append(f"{self.done}/{self.planned} images done in {self.folder / 'images'} "
+    lines.append(f"{'shard ' + self.shard + ': ' if self.shard else ''}"
+                 f"{self.done}/{self.planned} images done in {self.folder / 'images'} "
                  f"({sent}, {self.collected} saved this run, {format_duration(self.elapsed)})")
+    if self.shard:
+        lines.append(f"note: the other shards' jobs are theirs; "
+                     f"`{shlex.join(['batchgen', 'status', str(self.folder)])}` shows the whole batch.")
     if self.adopted:
         lines.append("note: this run adopted a folder made against another target; each image's "
                      "sidecar names the target that made it.")
@@ -295,7 +304,12 @@ def render_status(report: StatusReport) -> str:
         out.append(f"  complete: {numbers}")
     else:
         out.append(f"  not complete: {numbers}")
-    if self.running:
+    if self.shards_running:
+        names = sorted(self.shards_running, key=lambda s: tuple(int(x) for x in s.split("/")))
+        shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
+        out.append(f"  {'running now' if self.running else 'maybe running'}: "
+                   f"{len(names)} shard(s) ({shown})")
+    elif self.running:
         out.append(f"  running now (pid {self.holder.pid})" if self.holder else "  running now")
     elif self.running is None and self.holder is not None:
         out.append(f"  maybe running on {self.holder.host} (pid {self.holder.pid})")
@@ -344,6 +358,25 @@ def _status_hint(r: StatusReport) -> str | None:
 
 
 # -- plan ------------------------------------------------------------------------------------
+
+def render_shards(count: int, jobs: list[int], index: int | None, source: str | None) -> str:
+    """``plan --shard``: each shard's job count (the largest decides how long the array runs)."""
+    total = sum(jobs)
+    worst = max(jobs) * count / total if total else 1.0
+    lines = [f"shards      {count} (the largest takes {worst:.3f}x the mean of {total / count:,.1f} jobs)"]
+    shown = range(count) if count <= 16 else sorted({*range(4), *range(count - 2, count),
+                                                      *([index] if index is not None else [])})
+    last = -1
+    for i in shown:
+        if i != last + 1:
+            lines.append("  ...")
+        mark = f"  <- this process ({source})" if i == index else ""
+        lines.append(f"  {i}/{count:<8} {jobs[i]:>9,} jobs{mark}")
+        last = i
+    if last != count - 1:
+        lines.append("  ...")
+    return "\n".join(lines)
+
 
 def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Target | None = None,
                 current: Target | None = None, refused: str | None = None) -> str:

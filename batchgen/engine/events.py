@@ -44,6 +44,9 @@ class Starting:
     renamed: int = 0
     max_jobs: int | None = None
     adopted: Target | None = None  # the folder's previous target, when this run adopted it
+    shard: str | None = None       # "I/N": this run takes one shard; ``planned`` is the shard's
+    shard_source: str | None = None  # where the index came from (--shard, Slurm, ...)
+    concurrency: int | None = None   # this run's ceiling on tasks in flight (a shard's share)
 
 
 class Redo(Enum):

@@ -40,14 +40,15 @@ from batchgen.engine.summary import Pacing, RunMode, RunOutcome, RunSummary
 from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
-from batchgen.manifest.plan import Plan, plan_steps
+from batchgen.manifest.plan import plan_steps
+from batchgen.manifest.shards import Shard
 from batchgen.provider.client import ClientOptions, ProviderClient
 from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
 from batchgen.storage.diff import FolderDiff
 from batchgen.storage.folder import BatchFolder, check_batch_folder
 from batchgen.storage.identity import RunRecord, Target
-from batchgen.storage.ledger import LEDGER_FILE, JobRecord, Ledger
+from batchgen.storage.ledger import JobRecord, Ledger, has_ledger
 from batchgen.storage.live import LiveStatus
 from batchgen.storage.writer import Writer
 
@@ -85,6 +86,18 @@ class RunOptions:
     clock: Clock | None = None
     writer: Writer | None = None
     reporter: Reporter | None = None
+    #: run one shard of the jobs (``--shard I/N``): its own ledger and lock in the folder, and
+    #: its share of the manifest's concurrency and rate_limit (given ones are this shard's)
+    shard: Shard | None = None
+
+
+def share_of(total: int, shard: Shard | None) -> int:
+    """One shard's share of an account-wide limit on tasks in flight: the shares add up to
+    ``total`` (the first ``total % N`` shards take one more), and none is below 1."""
+    if shard is None or shard.count <= 1:
+        return total
+    base, extra = divmod(total, shard.count)
+    return max(1, base + (1 if shard.index < extra else 0))
 
 
 class Batch:
@@ -167,18 +180,22 @@ class Batch:
         writer = o.writer or BatchFolder(self.folder, durable=o.durable)
         check_batch_folder(self.folder)  # somebody else's files are never written into
         reporter.notice(Checking(str(m.path), m.size))
+        shard = o.shard if o.shard is not None and o.shard.count > 1 else None
         ledger = adopted = diff = None
-        if (self.folder / LEDGER_FILE).exists():  # a big one takes seconds: Ctrl-C gets in
-            ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=clock.wall))
+        if has_ledger(self.folder):  # a big one takes seconds: Ctrl-C gets in
+            ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=clock.wall,
+                                                    shard=shard))
         try:
             if ledger is not None:
                 adopted = self._check_target(ledger, identity)  # before the long check
                 diff = FolderDiff(ledger, writer.image_file)
+            mine = _ShardCount(shard, diff.add if diff is not None else None)
             # The whole manifest is valid, and no job writes over another's file, before
             # anything is sent.
-            plan = await _in_steps(plan_steps(m, observe=diff.add if diff is not None else None))
+            plan = await _in_steps(plan_steps(m, observe=mine.observe))
+            planned = mine.jobs if shard is not None else plan.jobs
             if ledger is None:
-                ledger = Ledger.open(self.folder, m.name, wall=clock.wall)
+                ledger = Ledger.open(self.folder, m.name, wall=clock.wall, shard=shard)
             if diff is not None:
                 diff.finish()
                 diff.raise_for_clashes()
@@ -188,32 +205,39 @@ class Batch:
             if diff is not None:
                 ledger.record_membership()
             stuck, requeued = self._requeue_failed(ledger, mode)
-            counts = manifest_counts(ledger, plan.jobs)
+            counts = manifest_counts(ledger, planned)
             if mode is RunMode.RETRY and not stuck and not requeued:
-                return self._nothing_to_retry(ledger, plan, clock.now() - started)
+                return self._nothing_to_retry(ledger, planned, clock.now() - started)
             to_submit = 0 if mode is RunMode.COLLECT else counts.todo
             if o.max_jobs is not None:
                 to_submit = min(to_submit, o.max_jobs)
             goal = counts.done + counts.outstanding + to_submit
+            concurrency = o.concurrency or share_of(m.concurrency, shard)
+            rate_limit = o.rate_limit or (m.rate_limit / shard.count if shard is not None
+                                          and m.rate_limit else m.rate_limit)
+            # The folder's record is of the whole batch: a shard's run plans every job.
             ledger.record_run(RunRecord(
-                at=clock.wall(), mode=mode.value, target=identity, planned=plan.jobs, goal=goal,
+                at=clock.wall(), mode=mode.value, target=identity, planned=plan.jobs,
+                goal=goal if shard is None else plan.jobs,
                 manifest=os.path.abspath(m.path), output=os.path.abspath(self.folder),
                 base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
-                adopted=adopted))
+                adopted=adopted, shard=str(shard) if shard is not None else None))
             reporter.notice(Starting(
                 mode=mode.value, batch=m.name, folder=self.folder, target=identity,
-                planned=plan.jobs, done=counts.done, to_submit=to_submit,
+                planned=planned, done=counts.done, to_submit=to_submit,
                 to_collect=sum(1 for _ in ledger.outstanding()), failed=counts.failed,
                 vanished=diff.vanished if diff else 0, renamed=diff.renamed if diff else 0,
-                max_jobs=o.max_jobs, adopted=adopted))
+                max_jobs=o.max_jobs, adopted=adopted,
+                shard=str(shard) if shard is not None else None,
+                shard_source=shard.source.value if shard is not None else None,
+                concurrency=concurrency if shard is not None else None))
             possibly_created = counts.submitting
-            stats = RunStats(planned=plan.jobs, goal=goal, already_done=counts.done, started=started)
+            stats = RunStats(planned=planned, goal=goal, already_done=counts.done, started=started)
             live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
             live.progress = stats
             created_before = ledger.stats.tasks_created
             maybe_before = ledger.stats.maybe_duplicated
-            concurrency = o.concurrency or m.concurrency
-            limits = Limits(concurrency, o.rate_limit or m.rate_limit, now=clock.now,
+            limits = Limits(concurrency, rate_limit, now=clock.now,
                             parallel=(o.client or ClientOptions()).parallel_submits)
             stats.pace = limits
             downloads = DownloadTurns(max(4, min(64, concurrency)))
@@ -227,7 +251,8 @@ class Batch:
                                       submit_grace=provider.options.timeout,
                                       renew=mode is RunMode.RETRY)
                 committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
-                stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT)
+                stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT,
+                                   shard=shard)
                 if possibly_created and mode is not RunMode.COLLECT:
                     reporter.notice(PossiblyCreated(possibly_created))
                 redone: dict[str, Redo] = {}
@@ -255,7 +280,8 @@ class Batch:
             with anyio.CancelScope(shield=True):
                 if ledger.needs_compaction():
                     ledger.compact()
-            summary = self._summary(ledger, plan.jobs, stats, scheduler, stream, clock.now() - started)
+            summary = self._summary(ledger, planned, stats, scheduler, stream, clock.now() - started)
+            summary.shard = str(shard) if shard is not None else None
             summary.possibly_created = possibly_created
             summary.syncs, summary.sync_seconds = stats.syncs, stats.sync_seconds
             summary.mode = mode
@@ -289,7 +315,8 @@ class Batch:
         recorded = ledger.target
         if recorded is None or recorded == current:
             return None
-        if ledger.stats.tasks_created == 0 and not ledger.counts()[JobState.DONE]:
+        if (ledger.stats.tasks_created + ledger.others.tasks_created == 0
+                and not ledger.counts()[JobState.DONE]):
             return None  # nothing was ever made there (e.g. a provider never reached): no provenance
         if self.options.adopt:
             return recorded
@@ -377,10 +404,12 @@ class Batch:
         if jobs:
             await scheduler.run([], jobs)
 
-    def _nothing_to_retry(self, ledger: Ledger, plan: Plan, elapsed: float) -> RunSummary:
+    def _nothing_to_retry(self, ledger: Ledger, planned: int, elapsed: float) -> RunSummary:
         """``retry`` with no failed job to run again: says so, and sends nothing."""
-        counts = manifest_counts(ledger, plan.jobs)
-        s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=plan.jobs,
+        counts = manifest_counts(ledger, planned)
+        shard = self.options.shard
+        s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=planned,
+                       shard=str(shard) if shard is not None and shard.count > 1 else None,
                        done=counts.done, already_done=counts.done, outstanding=counts.outstanding,
                        pending=counts.todo, mode=RunMode.RETRY, elapsed=elapsed,
                        nothing_to_retry=True, goal=counts.done)
@@ -422,6 +451,22 @@ class Batch:
             s.stop_kind = why.kind
         s.output_failed = isinstance(scheduler.fatal, OutputError)
         return s
+
+
+class _ShardCount:
+    """Rides the plan's pass: counts the shard's jobs, and hands every job to ``then``."""
+
+    def __init__(self, shard: Shard | None, then) -> None:
+        self.shard = shard
+        self.then = then
+        self.jobs = 0
+        self.observe = self._observe if shard is not None or then is not None else None
+
+    def _observe(self, job: Job) -> None:
+        if self.then is not None:
+            self.then(job)
+        if self.shard is not None and self.shard.holds(job.job_id):
+            self.jobs += 1
 
 
 async def _in_steps(steps: Generator[int, None, T]) -> T:

@@ -15,6 +15,7 @@ from batchgen.engine.scheduler import Outstanding
 from batchgen.engine.stats import RunStats
 from batchgen.job import Job, JobState
 from batchgen.manifest import Manifest
+from batchgen.manifest.shards import Shard
 from batchgen.storage.ledger import Ledger
 from batchgen.storage.results import join
 from batchgen.storage.writer import Writer
@@ -31,17 +32,21 @@ class JobStream:
     """
 
     def __init__(self, manifest: Manifest, ledger: Ledger, writer: Writer, stats: RunStats,
-                 submit: bool) -> None:
+                 submit: bool, shard: Shard | None = None) -> None:
         self.manifest = manifest
         self.ledger = ledger
         self.writer = writer
         self.stats = stats
         self.submit = submit
+        self.shard = shard  # only this shard's jobs: the ledger holds only theirs
         self.repaired: set[str] = set()  # done jobs whose files are being fetched again
 
     def __iter__(self) -> Iterator[Job | Outstanding]:
         ledger = self.ledger
-        for result in join(self.manifest.jobs(), ledger):
+        jobs = self.manifest.jobs()
+        if self.shard is not None:
+            jobs = self.shard.select(jobs)
+        for result in join(jobs, ledger):
             job, rec = result.job, result.record
             if rec is None:
                 if self.submit:

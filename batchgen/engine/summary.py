@@ -91,6 +91,7 @@ class RunSummary:
     syncs: int = 0              # group commits (one fsync of every file saved since the last)
     sync_seconds: float = 0.0   # time they took, in the committer's worker thread
     mode: RunMode = RunMode.RUN
+    shard: str | None = None    # "I/N" when this run took one shard; counts are the shard's
     pacing: Pacing | None = None
 
     @property

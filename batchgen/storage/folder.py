@@ -19,7 +19,7 @@ from pathlib import Path
 from batchgen.errors import NotABatchFolder, OutputError
 from batchgen.job import Job
 from batchgen.storage.live import STATUS_FILE
-from batchgen.storage.ledger import LEDGER_FILE, LOCK_FILE
+from batchgen.storage.ledger import LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, has_ledger
 from batchgen.storage.sidecar import Sidecar
 from batchgen.storage.writer import SavedFiles
 
@@ -27,7 +27,8 @@ __all__ = ["BatchFolder", "SavedFiles", "check_batch_folder", "image_path"]
 
 # What batchgen itself puts in a batch folder: the ledger and its lock, the temp folder, the
 # live status file a run keeps for the viewer, and the viewer's default folder.
-_OWN = frozenset({LEDGER_FILE, LOCK_FILE, ".tmp", LEDGER_FILE + ".tmp", STATUS_FILE, "view"})
+_OWN = frozenset({LEDGER_FILE, LOCK_FILE, ".tmp", LEDGER_FILE + ".tmp", STATUS_FILE, "view",
+                  LEDGERS_DIR})
 
 
 def image_path(job: Job) -> str:
@@ -42,7 +43,7 @@ def check_batch_folder(root: Path) -> None:
     an empty ``images/``), is fine.
     """
     root = Path(root)
-    if not root.is_dir() or (root / LEDGER_FILE).exists():
+    if not root.is_dir() or has_ledger(root):
         return
     try:
         entries = [p for p in root.iterdir() if p.name not in _OWN]

@@ -65,6 +65,7 @@ class RunRecord:
     base_url: str | None = None
     max_jobs: int | None = None
     adopted: Target | None = None  # the target the folder had before this run adopted it
+    shard: str | None = None       # "I/N" when the run took one shard of the jobs
 
     def to_json(self) -> dict[str, Any]:
         event: dict[str, Any] = {"batchgen_run": 1, "at": round(self.at, 3), "mode": self.mode,
@@ -77,6 +78,8 @@ class RunRecord:
             event["max_jobs"] = self.max_jobs
         if self.adopted is not None:
             event["adopted_from"] = self.adopted.to_json()
+        if self.shard is not None:
+            event["shard"] = self.shard
         return event
 
     @classmethod
@@ -94,7 +97,8 @@ class RunRecord:
                        manifest=_text(event.get("manifest")), output=_text(event.get("output")),
                        base_url=_text(event.get("base_url")),
                        max_jobs=int(max_jobs) if max_jobs is not None else None,
-                       adopted=Target.from_json(event.get("adopted_from")))
+                       adopted=Target.from_json(event.get("adopted_from")),
+                       shard=_text(event.get("shard")))
         except (TypeError, ValueError):
             return None
 

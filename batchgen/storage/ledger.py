@@ -7,6 +7,13 @@ line whole, so it never depends on the order of keys. Every append goes straight
 with one ``write`` before the caller's next step, so a killed process loses nothing it was
 told about; ``sync()`` adds the fsync, batched by the caller. Compaction rewrites the file as
 one line per job via a temp file and an atomic rename. One writer at a time, held by a lock.
+
+A folder run in shards has one ledger per shard (``ledgers/shard-I-of-N.jsonl``, each with its
+own lock) beside the folder's own ``ledger.jsonl``, so N processes on N machines never share a
+file. Every ledger of a folder is read as one: where two know the same job, the record whose
+latest event is later wins. Event times come from a clock that never goes back behind any time
+already in the folder's ledgers (a hybrid logical clock), so a run that takes over another's
+job always writes the later time, even on a machine whose clock is behind.
 """
 
 from __future__ import annotations
@@ -17,10 +24,10 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -31,11 +38,13 @@ from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.record import (JobRecord, LockHolder, compact_event, digest, restore,
                                      spec_of)
 
-__all__ = ["LEDGER_FILE", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats", "LockHolder",
-           "read_run_note"]
+__all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats",
+           "LockHolder", "ShardPart", "has_ledger", "ledger_files", "lock_files", "read_holder",
+           "read_run_note", "read_run_notes"]
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batchgen.lock"
+LEDGERS_DIR = "ledgers"  # one ledger and one lock per shard: shard-I-of-N.jsonl, .lock
 FORMAT = 1
 # Disk kept in the lock file while a batch runs, and given back when the disk fills up, so the
 # line that met the full disk and the task ids of submits still in flight can be recorded.
@@ -49,6 +58,47 @@ STATES = tuple(state.value for state in JobState)
 REPLAY_STEP = 65536
 OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
 _STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
+
+
+class ShardPart(Protocol):
+    """The shard a ledger is written for (``batchgen.manifest.shards.Shard`` is one)."""
+
+    index: int
+    count: int
+
+    def holds(self, job_id: str) -> bool: ...
+
+
+def _stem(shard: ShardPart) -> str:
+    return f"shard-{shard.index}-of-{shard.count}"
+
+
+def ledger_files(folder: Path) -> list[Path]:
+    """Every ledger of a batch folder: its own, then one per shard, in name order."""
+    folder = Path(folder)
+    found = [folder / LEDGER_FILE] if (folder / LEDGER_FILE).is_file() else []
+    shards = folder / LEDGERS_DIR
+    if shards.is_dir():
+        found.extend(sorted(shards.glob("shard-*-of-*.jsonl")))
+    return found
+
+
+def has_ledger(folder: Path) -> bool:
+    """True when the folder holds a batch's ledger (its own, or a shard's)."""
+    return bool(ledger_files(folder))
+
+
+def lock_files(folder: Path) -> list[tuple[str | None, Path]]:
+    """Every lock file of a batch folder: (None, the folder's own), then ("I/N", a shard's)."""
+    folder = Path(folder)
+    found: list[tuple[str | None, Path]] = [(None, folder / LOCK_FILE)]
+    shards = folder / LEDGERS_DIR
+    if shards.is_dir():
+        for path in sorted(shards.glob("shard-*-of-*.lock")):
+            parts = path.stem.split("-")
+            if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
+                found.append((f"{parts[1]}/{parts[3]}", path))
+    return found
 
 
 @dataclass
@@ -66,13 +116,28 @@ class Ledger:
     """A batch folder's ledger. ``Ledger.open`` for a run (locks), ``Ledger.read`` to look."""
 
     def __init__(self, folder: Path, batch: str | None,
-                 wall: Callable[[], float] = time.time) -> None:
+                 wall: Callable[[], float] = time.time, shard: ShardPart | None = None,
+                 mirrors: Mapping[str, Path] | None = None) -> None:
         self.folder = folder
         self._wall = wall  # the run's clock, so ledger times and sidecar times agree
-        self.path = folder / LEDGER_FILE
+        self.shard = shard if shard is not None and shard.count > 1 else None
+        if self.shard is None:
+            self.path = folder / LEDGER_FILE
+            self.lock_path = folder / LOCK_FILE
+        else:
+            self.path = folder / LEDGERS_DIR / f"{_stem(self.shard)}.jsonl"
+            self.lock_path = folder / LEDGERS_DIR / f"{_stem(self.shard)}.lock"
+        #: copies of ledgers kept elsewhere (an object store's), by their path in the folder;
+        #: read as more of the folder's ledgers
+        self.mirrors = dict(mirrors or {})
         self.batch = batch
         self.records: dict[str, JobRecord] = {}
-        self.stats = LedgerStats()
+        self.stats = LedgerStats()  # this ledger file's (a reader's: every ledger's together)
+        self.others = LedgerStats()  # what the folder's other ledgers counted (a writer's view)
+        self._floor = 0.0  # the latest event time in any of the folder's ledgers
+        self._writing = False
+        self._shared_fd: int | None = None  # a shard's shared hold on the folder's own lock
+        self._file_run: RunRecord | None = None  # the latest run of the file being replayed
         self.created_at: float | None = None
         self.last_run: RunRecord | None = None  # the latest run recorded: target, planned jobs
         self.runs = 0
@@ -85,26 +150,34 @@ class Ledger:
     # -- opening ------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time) -> Ledger:
-        """Lock the folder for this process, replay the ledger and get ready to append."""
-        return _drain(cls.opening(folder, batch, wall))
+    def open(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time,
+             shard: ShardPart | None = None, mirrors: Mapping[str, Path] | None = None) -> Ledger:
+        """Lock the folder (or this shard of it) for this process, replay the folder's
+        ledgers and get ready to append."""
+        return _drain(cls.opening(folder, batch, wall, shard, mirrors))
 
     @classmethod
-    def opening(cls, folder: Path, batch: str,
-                wall: Callable[[], float] = time.time) -> Generator[int, None, Ledger]:
+    def opening(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time,
+                shard: ShardPart | None = None,
+                mirrors: Mapping[str, Path] | None = None) -> Generator[int, None, Ledger]:
         """``open`` in steps: yields the lines replayed so far every ``REPLAY_STEP`` lines and
         returns the Ledger, so a caller on an event loop lets a Ctrl-C in during the replay of
-        a big ledger (closing the generator early releases the lock)."""
+        a big ledger (closing the generator early releases the lock).
+
+        With a shard, only that shard's jobs are kept, its own ledger is written, and the
+        folder's own lock is held shared: shards of one count run side by side, while a run
+        of the whole folder, or of shards of another count, is refused until they end."""
         folder = Path(folder)
+        ledger = cls(folder, batch, wall, shard, mirrors)
         try:
-            folder.mkdir(parents=True, exist_ok=True)
+            ledger.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the batch folder {folder}: {exc.strerror}") from exc
-        ledger = cls(folder, batch, wall)
+        ledger._writing = True
         ledger._lock()
         try:
             with contextlib.suppress(OSError):  # left by a compaction that was cut short
-                os.unlink(ledger.path.with_name(LEDGER_FILE + ".tmp"))
+                os.unlink(ledger.path.with_name(ledger.path.name + ".tmp"))
             yield from ledger._replay(expect_batch=batch)
             ledger._open_for_append()
         except BaseException:
@@ -113,12 +186,13 @@ class Ledger:
         return ledger
 
     @classmethod
-    def read(cls, folder: Path) -> Ledger:
-        """Replay a ledger without locking or writing (status can look at a running batch)."""
+    def read(cls, folder: Path, mirrors: Mapping[str, Path] | None = None) -> Ledger:
+        """Replay every ledger of a folder as one, without locking or writing (status can
+        look at a running batch, and at shards running on other machines)."""
         folder = Path(folder)
-        if not (folder / LEDGER_FILE).is_file():
+        if not has_ledger(folder) and not mirrors:
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
-        ledger = cls(folder, None)
+        ledger = cls(folder, None, mirrors=mirrors)
         _drain(ledger._replay(expect_batch=None))
         if ledger.batch is None and not ledger.records:
             raise UsageError(f"no batch in {folder}: its {LEDGER_FILE} records no batch "
@@ -132,33 +206,42 @@ class Ledger:
 
     @staticmethod
     def lock_holder(folder: Path) -> LockHolder | None:
-        """Who the lock file names (a run that ended empties it); read only, never locks."""
-        try:
-            text = (Path(folder) / LOCK_FILE).read_bytes()[:200].decode(errors="replace")
-        except OSError:
-            return None
-        words = text.split()
-        if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
-            return None
-        host = words[3] if len(words) >= 4 and words[2] == "on" else ""
-        return LockHolder(int(words[1]), host)
+        """Who the folder's own lock file names (a run that ended empties it); never locks."""
+        return read_holder(Path(folder) / LOCK_FILE)
+
+    @staticmethod
+    def holders(folder: Path) -> list[tuple[str | None, LockHolder]]:
+        """Who each lock file of the folder names: (None or the shard "I/N", holder)."""
+        found = []
+        for shard, path in lock_files(folder):
+            holder = read_holder(path)
+            if holder is not None:
+                found.append((shard, holder))
+        return found
 
     def _lock(self) -> None:
         import fcntl
 
-        path = self.folder / LOCK_FILE
+        if self.shard is not None:
+            self._hold_folder_shared()
+        path = self.lock_path
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
+            self._release_shared()
             raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0] or "another process"
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0]
             os.close(fd)
-            raise UsageError(
-                f"another batchgen ({holder}) is already running this batch in {self.folder}; "
-                f"wait for it to finish or stop it, then run again") from None
+            self._release_shared()
+            if self.shard is not None:
+                raise UsageError(
+                    f"shard {self.shard.index}/{self.shard.count} of this batch is already "
+                    f"running ({holder or 'another process'}) in {self.folder}; wait for it to "
+                    f"finish or stop it, then run again") from None
+            raise UsageError(self._busy_message(holder)) from None
         try:
             os.ftruncate(fd, 0)
             holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
@@ -168,16 +251,115 @@ class Ledger:
             with contextlib.suppress(OSError):
                 os.ftruncate(fd, 0)
             os.close(fd)
+            self._release_shared()
             raise OutputError.from_os_error(str(path), exc) from exc
         self._lock_fd = fd
+        if self.shard is not None:
+            try:
+                self._refuse_other_counts()
+            except BaseException:
+                self.close()
+                raise
+
+    def _busy_message(self, holder: str) -> str:
+        if holder:
+            return (f"another batchgen ({holder}) is already running this batch in {self.folder}; "
+                    f"wait for it to finish or stop it, then run again")
+        running = [f"{shard} ({h.describe()})" for shard, h in self.holders(self.folder)
+                   if shard is not None and h.alive is not False]
+        named = ", ".join(running[:4]) + (f" and {len(running) - 4} more" if len(running) > 4 else "")
+        return (f"shards of this batch are running in {self.folder}"
+                f"{' (' + named + ')' if named else ''}; a run of the whole batch starts once "
+                f"every shard has stopped")
+
+    def _hold_folder_shared(self) -> None:
+        """A shard holds the folder's own lock shared for as long as it runs: shards run side
+        by side, and a run of the whole folder waits for them all."""
+        import fcntl
+
+        path = self.folder / LOCK_FILE
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0]
+            os.close(fd)
+            raise UsageError(
+                f"another batchgen ({holder or 'another process'}) is running the whole batch "
+                f"in {self.folder}; run the shards once it has stopped") from None
+        self._shared_fd = fd
+
+    def _refuse_other_counts(self) -> None:
+        """Shards of another count split the jobs another way, so two processes could take one
+        job: a shard of another count that is running stops this one. (This shard's lock is
+        held first: of two starting at once, at least one sees the other.)"""
+        import fcntl
+
+        assert self.shard is not None
+        for shard, path in lock_files(self.folder):
+            if shard is None or shard.endswith(f"/{self.shard.count}"):
+                continue
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UsageError(
+                    f"shard {shard} of this batch is running in {self.folder}: shards that run "
+                    f"at the same time must all split the batch the same way (--shard "
+                    f"I/{shard.split('/')[1]}, not I/{self.shard.count})") from None
+            finally:
+                os.close(fd)
+
+    def _release_shared(self) -> None:
+        if self._shared_fd is not None:
+            os.close(self._shared_fd)
+            self._shared_fd = None
 
     def _replay(self, expect_batch: str | None) -> Generator[int, None, None]:
-        if not self.path.exists():
+        """Replay this ledger, then the folder's others and any mirrors, merged by time.
+
+        A writer keeps only its shard's jobs, and counts the others' tasks apart (its own
+        header counts only its own); a reader counts every ledger's. A mirror's copy of a
+        ledger the folder also holds adds its records (the later wins) but not its counts."""
+        yield from self._replay_file(self.path, self.records, self.stats, expect_batch, own=True)
+        counted = {self.path}
+        sources: list[tuple[Path, bool]] = [(p, True) for p in ledger_files(self.folder)
+                                            if p != self.path]
+        for relative, copy in sorted(self.mirrors.items()):
+            local = self.folder / relative
+            sources.append((copy, not local.is_file()))
+        for path, count in sources:
+            if path in counted:
+                continue
+            counted.add(path)
+            part: dict[str, JobRecord] = {}
+            into = (self.others if self._writing else self.stats) if count else LedgerStats()
+            yield from self._replay_file(path, part, into, expect_batch, own=False)
+            self._merge(part)
+
+    def _merge(self, part: dict[str, JobRecord]) -> None:
+        records = self.records
+        holds = self.shard.holds if self.shard is not None else None
+        for job_id, rec in part.items():
+            if holds is not None and not holds(job_id):
+                continue
+            mine = records.get(job_id)
+            if mine is None or rec.at > mine.at:
+                records[job_id] = rec
+    def _replay_file(self, path: Path, records: dict[str, JobRecord], stats: LedgerStats,
+                     expect_batch: str | None, own: bool) -> Generator[int, None, None]:
+        if not path.exists():
             return
-        stats = self.stats
+        self._file_run = None
         header_seen = False
         loads = orjson.loads
-        with open(self.path, "rb") as fh:
+        with open(path, "rb") as fh:
             for raw in fh:
                 stats.lines += 1
                 if not stats.lines % REPLAY_STEP:
@@ -194,53 +376,62 @@ class Ledger:
                 if job_id is None:
                     if "batchgen_ledger" in event:
                         header_seen = True
-                        self._header(event, expect_batch)
-                    elif "batchgen_run" in event and self._run(event):
+                        self._header(event, expect_batch, stats, own, path)
+                    elif "batchgen_run" in event and self._run(event, own):
                         pass
                     else:
                         stats.bad_lines += 1
                     continue
                 state = event.get("state")
                 if state is None and "in_manifest" in event and isinstance(job_id, str):
-                    rec = self.records.get(job_id)
+                    rec = records.get(job_id)
                     if rec is not None:
                         rec.gone = not event["in_manifest"]
                     continue
                 if not isinstance(job_id, str) or not isinstance(state, str) or state not in _STATE_NAMES:
                     stats.bad_lines += 1
                     continue
-                self._apply(job_id, event)
-        if not header_seen and self.records and expect_batch is not None:
+                self._apply(job_id, event, records, stats)
+        run = self._file_run
+        if run is not None and (self.last_run is None or own or run.at > self.last_run.at):
+            self.last_run = run  # across ledgers, the latest run by time
+        if own and not header_seen and records and expect_batch is not None:
             # A ledger whose header was lost still belongs here; compaction restores one.
             self.batch = expect_batch
 
-    def _header(self, event: dict[str, Any], expect_batch: str | None) -> None:
+    def _header(self, event: dict[str, Any], expect_batch: str | None, stats: LedgerStats,
+                own: bool, path: Path) -> None:
         batch = event.get("batch")
         if expect_batch is not None and batch != expect_batch:
             raise LedgerError(
-                f"{self.path} belongs to batch {batch!r}, not {expect_batch!r}. Use another output "
+                f"{path} belongs to batch {batch!r}, not {expect_batch!r}. Use another output "
                 f"folder (--output) for this manifest, or give it the name {batch!r}.")
-        self.batch = batch
+        if self.batch is None or own:
+            self.batch = batch
         created = event.get("created_at")
-        if self.created_at is None and isinstance(created, (int, float)):
+        if isinstance(created, (int, float)) and (self.created_at is None or created < self.created_at):
             self.created_at = float(created)
         counts = event.get("counts")
         if isinstance(counts, dict):
-            self.stats.tasks_created += int(counts.get("tasks_created", 0) or 0)
-            self.stats.maybe_duplicated += int(counts.get("maybe_duplicated", 0) or 0)
+            stats.tasks_created += int(counts.get("tasks_created", 0) or 0)
+            stats.maybe_duplicated += int(counts.get("maybe_duplicated", 0) or 0)
         last = event.get("last_run")
         if isinstance(last, dict):
-            self._run(last)
+            self._run(last, own)
         runs = event.get("runs")
-        if isinstance(runs, int) and runs > self.runs:
+        if own and isinstance(runs, int) and runs > self.runs:
             self.runs = runs
 
-    def _run(self, event: dict[str, Any]) -> bool:
+    def _run(self, event: dict[str, Any], own: bool = True) -> bool:
+        """A run record: the latest of every ledger's is the folder's last run."""
         run = RunRecord.from_json(event)
         if run is None:
             return False
-        self.last_run = run
-        self.runs += 1
+        self._file_run = run  # in one file, the last line is the latest run
+        if run.at > self._floor:
+            self._floor = run.at
+        if own:
+            self.runs += 1
         return True
 
     def _open_for_append(self) -> None:
@@ -261,16 +452,26 @@ class Ledger:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _apply(self, job_id: str, event: dict[str, Any]) -> JobRecord:
-        """Fold one event into the job's record; the same code serves replay and appends."""
-        rec = self.records.get(job_id)
+    def _apply(self, job_id: str, event: dict[str, Any], records: dict[str, JobRecord] | None = None,
+               stats: LedgerStats | None = None) -> JobRecord:
+        """Fold one event into the job's record; the same code serves replay and appends
+        (``records`` and ``stats``: another ledger's, while it is replayed to be merged)."""
+        if records is None:
+            records = self.records
+        if stats is None:
+            stats = self.stats
+        rec = records.get(job_id)
         if rec is None:
-            rec = self.records[job_id] = JobRecord()
+            rec = records[job_id] = JobRecord()
         state = _STATE_NAMES[event["state"]]
         rec.state = state
+        at = event.get("at")
+        if isinstance(at, (int, float)):
+            rec.at = at
+            if at > self._floor:
+                self._floor = at
         if event.get("compact"):
             return restore(rec, event)
-        at = event.get("at")
         if state == "submitting":
             rec.task_id = None
             rec.info = {"spec": event.get("spec"), "submitting_at": at}
@@ -282,8 +483,8 @@ class Ledger:
                 rec.info = {"spec": spec, "submitted_at": event.get("submitted_at",
                                                                    info.get("submitted_at"))}
                 return rec
-            self.stats.tasks_created += 1
-            self.stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
+            stats.tasks_created += 1
+            stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
             rec._set("submitted_at", at)
         elif state == "generated":
             pass  # the seed and time are in the event for people; the sidecar has them too
@@ -295,7 +496,7 @@ class Ledger:
             got = event.get("size_got")
             rec.info = {"size_got": got} if isinstance(got, str) else None
             if isinstance(at, (int, float)):
-                self.stats.recent_done.append(float(at))
+                stats.recent_done.append(float(at))
         elif state == "failed":
             spec = rec.get("spec")  # kept: a later retry or collect may need the job as sent
             reason = str(event.get("reason", "unknown"))
@@ -313,7 +514,7 @@ class Ledger:
                 rec.info["submitted_at"] = submitted_at
             if event.get("task_id"):
                 rec.task_id = event["task_id"]
-            self.stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
+            stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
         else:  # pending: put back to be submitted afresh
             rec.task_id = None
             rec.file = None
@@ -401,7 +602,13 @@ class Ledger:
         self._record({"job": job_id, "state": "pending", "at": self._now()})
 
     def _now(self) -> float:
-        return round(self._wall(), 3)
+        """The time of an event written now: never behind any time already in the folder's
+        ledgers, so a record written here is later than every copy it takes over."""
+        now = round(self._wall(), 3)
+        if now <= self._floor:
+            now = round(self._floor + 0.001, 3)
+        self._floor = now
+        return now
 
     def record_run(self, run: RunRecord) -> None:
         """A run starts: its target, planned jobs and goal (``status`` reads them back)."""
@@ -415,8 +622,11 @@ class Ledger:
         vanished = back = 0
         for job_id, rec in self.records.items():
             if rec.seen == rec.gone:  # seen but recorded gone, or unseen but not recorded gone
-                self._write_event({"job": job_id, "in_manifest": rec.seen})
+                # The whole record, at a new time: the record may be another ledger's (a
+                # shard's), and this ledger's copy must be the later one.
                 rec.gone = not rec.seen
+                rec.at = self._now()
+                self._write_event(compact_event(job_id, rec))
                 vanished += rec.gone
                 back += not rec.gone
         return vanished, back
@@ -489,7 +699,7 @@ class Ledger:
 
     def compact(self) -> None:
         """Rewrite the ledger as one line per job (temp file + rename: never half-written)."""
-        tmp = self.path.with_name(LEDGER_FILE + ".tmp")
+        tmp = self.path.with_name(self.path.name + ".tmp")
         header: dict[str, Any] = {
             "batchgen_ledger": FORMAT, "batch": self.batch,
             "created_at": round(self.created_at or self._wall(), 3), "version": __version__,
@@ -510,7 +720,7 @@ class Ledger:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, self.path)
-            _fsync_dir(self.folder)
+            _fsync_dir(self.path.parent)
         except OSError as exc:
             tmp.unlink(missing_ok=True)
             raise OutputError.from_os_error(str(self.path), exc) from exc
@@ -540,13 +750,42 @@ class Ledger:
                     pass
                 os.close(self._lock_fd)
                 self._lock_fd = None
+            self._release_shared()
+
+
+def read_holder(lock: Path) -> LockHolder | None:
+    """Who a lock file names (a run that ended empties it); read only, never locks."""
+    try:
+        text = Path(lock).read_bytes()[:200].decode(errors="replace")
+    except OSError:
+        return None
+    words = text.split()
+    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
+        return None
+    host = words[3] if len(words) >= 4 and words[2] == "on" else ""
+    return LockHolder(int(words[1]), host)
+
+
+def read_run_notes(folder: Path) -> list[tuple[str | None, dict[str, Any]]]:
+    """The live notes of every run holding a part of ``folder``: (None or the shard "I/N",
+    note), for the whole folder's run or each shard's."""
+    found = []
+    for shard, path in lock_files(folder):
+        note = read_run_note(path)
+        if note is not None:
+            found.append((shard, note))
+    return found
 
 
 def read_run_note(folder: Path) -> dict[str, Any] | None:
-    """What a run holding ``folder`` wrote about itself lately, or None when no live run did
-    (none running, or a killed run's leftover: its process is gone or the note is stale)."""
+    """What a run holding ``folder`` (or the lock file given) wrote about itself lately, or
+    None when no live run did (none running, or a killed run's leftover: its process is gone
+    or the note is stale)."""
+    path = Path(folder)
+    if path.is_dir():
+        path = path / LOCK_FILE
     try:
-        with open(Path(folder) / LOCK_FILE, "rb") as fh:
+        with open(path, "rb") as fh:
             head = fh.read(NOTE_BYTES)
     except OSError:
         return None

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from batchgen.storage.ledger import LEDGER_FILE, RESERVE_BYTES, Ledger
+from batchgen.storage.ledger import RESERVE_BYTES, Ledger
 
 __all__ = ["STATUS_CALLBACK", "STATUS_FILE", "LiveStatus", "Progress", "read_status",
            "write_idle_status"]
@@ -57,13 +57,16 @@ class LiveStatus:
     def __init__(self, folder: Path, ledger: Ledger, *, wall: Callable[[], float] = time.time,
                  capacity: int = CAPACITY) -> None:
         self.folder = Path(folder)
-        self.path = self.folder / STATUS_FILE
+        # A shard's run keeps its own file beside its ledger: shards never write over each
+        # other's; the viewer's live fill-in follows a run of the whole batch.
+        self.path = (self.folder / STATUS_FILE if ledger.shard is None
+                     else ledger.path.with_name(ledger.path.stem + ".status.js"))
         self.batch = ledger.batch
         self.progress: Progress | None = None
         self.write_errors = 0
         self._wall = wall
         self._capacity = capacity
-        self._ledger_path = self.folder / LEDGER_FILE
+        self._ledger_path = ledger.path
         # What is on disk now is already in the ledger's memory; only what follows is news.
         self._inode, self._offset = _where(self._ledger_path)
         self._run = f"{int(wall() * 1000):x}-{os.getpid()}"

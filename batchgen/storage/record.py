@@ -25,7 +25,7 @@ class JobRecord:
     fields (failure reason, timings, counts) only when there are any.
     """
 
-    __slots__ = ("state", "task_id", "file", "size", "side", "sha256", "info", "seen", "gone")
+    __slots__ = ("state", "task_id", "file", "size", "side", "sha256", "info", "seen", "gone", "at")
 
     def __init__(self) -> None:
         self.seen = False  # set while a pass meets the job in the manifest: unseen ones vanished
@@ -37,6 +37,9 @@ class JobRecord:
         self.side: int = 0  # the sidecar's bytes (0: not recorded, by a batchgen before 0.2)
         self.sha256: bytes | None = None  # raw digest of the image: half the memory of hex
         self.info: dict[str, Any] | None = None
+        #: when the job's latest event was written: of two ledgers of one folder that both
+        #: know the job (shards, a run that finished a shard's work), the later one holds it
+        self.at: float = 0.0
 
     def get(self, key: str, default: Any = None) -> Any:
         info = self.details()
@@ -91,6 +94,9 @@ class LockHolder:
     pid: int
     host: str
 
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}" if self.host else f"pid {self.pid}"
+
     @property
     def alive(self) -> bool | None:
         """True if the process runs (on this host), False if not; None: another host, unknown."""
@@ -110,6 +116,8 @@ class LockHolder:
 def compact_event(job_id: str, rec: JobRecord) -> dict[str, Any]:
     """One line that replays to the same record (task counts live in the header)."""
     event: dict[str, Any] = {"job": job_id, "state": rec.state, "compact": 1}
+    if rec.at:
+        event["at"] = rec.at
     if rec.task_id:
         event["task_id"] = rec.task_id
     if rec.file:
@@ -136,6 +144,9 @@ def restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
     rec.sha256 = digest(event.get("sha256"))
     info = event.get("info")
     rec.info = info if isinstance(info, dict) and info else None
+    at = event.get("at")
+    if isinstance(at, (int, float)):
+        rec.at = float(at)
     return rec
 
 

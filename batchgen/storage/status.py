@@ -16,7 +16,8 @@ from typing import Any
 
 from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord, Target
-from batchgen.storage.ledger import STATES, JobRecord, Ledger, LockHolder, read_run_note
+from batchgen.storage.ledger import (STATES, JobRecord, Ledger, LockHolder, ledger_files,
+                                     read_run_note, read_run_notes)
 from batchgen.storage.results import join, vanished
 
 __all__ = ["StatusReport", "batch_status"]
@@ -60,6 +61,9 @@ class StatusReport:
     #: what a run holding the folder wrote lately: pid, tasks in flight, the current limit and
     #: its ceiling, seconds paused, the rate window, seconds of outage (None when none is live)
     live: dict[str, Any] | None = None
+    #: shard runs holding a part of the folder: "I/N" -> holder (alive, or on another host)
+    shards_running: dict[str, LockHolder] = field(default_factory=dict)
+    ledgers: int = 1  # ledger files read (the folder's own and one per shard)
 
     @property
     def complete(self) -> bool:
@@ -85,7 +89,9 @@ class StatusReport:
                 "vanished": self.vanished, "size_mismatched": self.size_mismatched,
                 "unreadable_lines": self.unreadable_lines,
                 "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds,
-                "live": self.live}
+                "live": self.live, "ledgers": self.ledgers,
+                "shards_running": {shard: {"pid": h.pid, "host": h.host}
+                                   for shard, h in self.shards_running.items()}}
 
 
 def batch_status(target: str | Path, output: str | Path | None = None) -> StatusReport:
@@ -125,7 +131,8 @@ def batch_status(target: str | Path, output: str | Path | None = None) -> Status
         batch=ledger.batch, folder=folder, planned=planned,
         counts={state: counts.get(state, 0) for state in STATES}, done=done, failed=failed,
         at_provider=at_provider, pending=max(0, planned - done - failed - at_provider),
-        tasks_created=ledger.stats.tasks_created, maybe_duplicated=ledger.stats.maybe_duplicated,
+        tasks_created=ledger.stats.tasks_created + ledger.others.tasks_created,
+        maybe_duplicated=ledger.stats.maybe_duplicated + ledger.others.maybe_duplicated,
         vanished=gone, unreadable_lines=ledger.stats.bad_lines, target=ledger.target,
         last_run=ledger.last_run, planned_known=planned_known,
         manifest=str(path) if manifest is not None else (
@@ -136,11 +143,43 @@ def batch_status(target: str | Path, output: str | Path | None = None) -> Status
             report.size_mismatched += 1
             if report.size_example is None:
                 report.size_example = f"{rec.file or job_id}: {rec.size_got}"
+    report.ledgers = len(ledger_files(folder)) or 1
     report.holder = Ledger.lock_holder(folder)
     report.running = report.holder.alive if report.holder is not None else False
     report.live = read_run_note(folder) if report.running else None
+    for shard, holder in Ledger.holders(folder):
+        if shard is not None and holder.alive is not False:
+            report.shards_running[shard] = holder
+    if report.shards_running and not report.running:
+        alive = [h.alive for h in report.shards_running.values()]
+        report.running = True if any(alive) else None
+        if report.holder is None:
+            report.holder = next(iter(report.shards_running.values()))
+        notes = [note for shard, note in read_run_notes(folder) if shard is not None]
+        report.live = _sum_notes(notes) if notes else None
     _pace(report, ledger)
     return report
+
+
+def _sum_notes(notes: list[dict[str, Any]]) -> dict[str, Any]:
+    """The shards' live notes as one: tasks in flight, limits, ceilings and rate windows add
+    up (each shard holds its share of the account's); a pause or an outage is the longest."""
+    total = dict(notes[0])
+    for note in notes[1:]:
+        for key, value in note.items():
+            mine = total.get(key)
+            if not _number(value) or not _number(mine):
+                continue
+            if key in ("in_flight", "limit", "ceiling", "window"):
+                total[key] = mine + value
+            elif key in ("paused_for", "outage_for"):
+                total[key] = max(mine, value)
+    total["shards"] = len(notes)
+    return total
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _pace(report: StatusReport, ledger: Ledger) -> None:

@@ -21,7 +21,7 @@ import orjson
 
 from batchgen.errors import UsageError
 from batchgen.job import JobState
-from batchgen.storage.ledger import LEDGER_FILE, Ledger
+from batchgen.storage.ledger import LEDGER_FILE, Ledger, has_ledger
 from batchgen.storage.results import JobResult, join, recorded
 
 __all__ = ["LORA_AXIS", "Cell", "CellState", "Sweep", "SweepAxis", "Value", "load_sweep",
@@ -160,7 +160,7 @@ def load_sweep(target: str | Path, *, details: bool = False) -> Sweep:
         batch = manifest.name
     elif path.is_dir():
         folder = path
-        if not (folder / LEDGER_FILE).is_file():
+        if not has_ledger(folder):
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there; give the "
                              f"manifest or the batch folder (output/<name>/)")
         ledger = Ledger.read(folder)
