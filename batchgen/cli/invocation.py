@@ -34,6 +34,7 @@ class Invocation:
     base_url: str | None = None
     simulate: bool = False
     shard: str | None = None  # as typed (``auto`` stays auto: the hint runs in the same array)
+    state: str | None = None  # the ledger's folder of an object store output, when given
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Invocation:
@@ -41,7 +42,8 @@ class Invocation:
         return cls(manifest=str(args.manifest), output=str(output) if output is not None else None,
                    base_url=getattr(args, "base_url", None),
                    simulate=bool(getattr(args, "simulate", False)),
-                   shard=getattr(args, "shard", None) if name_runs(args) else None)
+                   shard=getattr(args, "shard", None) if name_runs(args) else None,
+                   state=getattr(args, "state", None) if name_runs(args) else None)
 
     @classmethod
     def from_run(cls, run: RunRecord) -> Invocation | None:
@@ -63,8 +65,10 @@ class Invocation:
                 argv.append("--simulate")
             if self.shard is not None:
                 argv += ["--shard", self.shard]
+            if self.state is not None:
+                argv += ["--state", self.state]
         argv += extra
         return shlex.join(argv)
 
     def with_output(self, output: str) -> Invocation:
-        return Invocation(self.manifest, output, self.base_url, self.simulate, self.shard)
+        return Invocation(self.manifest, output, self.base_url, self.simulate, self.shard, self.state)

@@ -59,13 +59,29 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     Example: batchgen plan manifests/lora-sweep.yaml --json
     """
-    from batchgen.cli.render import render_plan
-    from batchgen.manifest import load_manifest, plan_manifest
-    from batchgen.storage.ledger import Ledger, has_ledger
+    from batchgen.manifest import load_manifest
+    from batchgen.storage.objectstore import is_store_url
 
     manifest = load_manifest(args.manifest)
     shards = _PlanShards(args.shard) if args.shard else None
+
+    if args.output is not None and is_store_url(args.output):
+        import tempfile
+
+        from batchgen.storage.mirror import LedgerMirror
+
+        with tempfile.TemporaryDirectory(prefix="batchgen-plan-") as copies:
+            LedgerMirror(args.output).fetch(Path(copies))  # the store's ledger copies
+            return _plan(args, manifest, shards, Path(copies), shown=args.output.rstrip("/"))
     folder = Path(args.output) if args.output is not None else manifest.output
+    return _plan(args, manifest, shards, folder, shown=None)
+
+
+def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str | None) -> int:
+    from batchgen.cli.render import render_plan
+    from batchgen.manifest import plan_manifest
+    from batchgen.storage.ledger import Ledger, fetched_copies, has_ledger
+
     from batchgen.errors import NotABatchFolder
     from batchgen.storage.folder import check_batch_folder
 
@@ -75,7 +91,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         check_batch_folder(folder)
     except NotABatchFolder as exc:
         refused = str(exc)
-    if has_ledger(folder):
+    if has_ledger(folder) or fetched_copies(folder):
         from batchgen.storage.diff import FolderDiff
 
         ledger = Ledger.read(folder)
@@ -91,7 +107,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         diff.raise_for_clashes()
     if args.json:
         data = plan.to_json()
-        data["output"] = str(folder)
+        data["output"] = shown or str(folder)
         data["ledger"] = diff is not None
         work = diff.new if diff is not None else plan.jobs
         data.update(diff.to_json() if diff is not None else
@@ -204,7 +220,10 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise UsageError(str(exc)) from None
 
+    started = []
+
     def ready(sim) -> None:
+        started.append(sim)
         print(f"batchgen simulator: API {sim.api_base_url}  images {sim.image_base_url}", flush=True)
 
     image_port = args.image_port
@@ -216,7 +235,30 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise UsageError(f"cannot listen on {args.host} (ports {args.port}, {image_port}): "
                          f"{exc.strerror or exc}") from None
+    for sim in started:  # what a client made it do: a batch's cost, as the provider counts it
+        stats = sim.stats
+        print(f"batchgen simulator: stopped; {stats.tasks_created} task(s) created, "
+              f"{stats.submits} submit(s), {stats.polls} poll(s)", flush=True)
     return 0
+
+
+def _output(args: argparse.Namespace, parts: dict) -> Path | None:
+    """``--output``: a folder, or an object store URL whose ledger lives in a state folder
+    (``--state``, or one per URL under $XDG_STATE_HOME/batchgen) and is copied to the store."""
+    from batchgen.errors import UsageError
+    from batchgen.storage.objectstore import is_store_url
+
+    if args.output is None or not is_store_url(args.output):
+        if args.state is not None:
+            raise UsageError("--state is for an object store output (--output s3://bucket/prefix); "
+                             "a local batch folder keeps its ledger inside it")
+        return Path(args.output) if args.output is not None else None
+    from batchgen.storage.mirror import LedgerMirror, state_folder
+    from batchgen.storage.objectstore import ObjectStoreWriter
+
+    url = args.output.rstrip("/")
+    parts.update(writer=ObjectStoreWriter(url), mirror=LedgerMirror(url), location=url)
+    return Path(args.state) if args.state is not None else state_folder(url)
 
 
 def _run_options(args: argparse.Namespace):
@@ -238,7 +280,8 @@ def _run_options(args: argparse.Namespace):
     from batchgen.manifest.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
-    return RunOptions(output=args.output, concurrency=args.concurrency, shard=shard,
+    output = _output(args, parts)
+    return RunOptions(output=output, concurrency=args.concurrency, shard=shard,
                       rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
                       max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
@@ -408,8 +451,9 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print a machine-readable summary")
     p.add_argument("--task-seconds", type=_positive_float, default=None, metavar="S",
                    help="assumed seconds per task for the time estimate")
-    p.add_argument("--output", type=Path, metavar="DIR",
-                   help="the batch folder to compare with (default: the manifest's)")
+    p.add_argument("--output", metavar="DIR|URL",
+                   help="the batch folder to compare with (default: the manifest's), or an "
+                        "object store URL")
     p.add_argument("--base-url", metavar="URL", help="compare with a run against this base URL")
     p.add_argument("--simulate", action="store_true", help="compare with a --simulate run")
     p.add_argument("--shard", metavar="I/N|auto/N",
@@ -484,8 +528,12 @@ def _build_parser() -> argparse.ArgumentParser:
         p.add_argument("--stop-after", type=_positive_float, metavar="SECONDS",
                        help="after the first Ctrl-C or SIGTERM, leave at once SECONDS later even if "
                             "tasks are still in flight (set it below a Kubernetes or Slurm grace period)")
-        p.add_argument("--output", type=Path, metavar="DIR",
-                       help="the batch folder (default: output/<name>/)")
+        p.add_argument("--output", metavar="DIR|URL",
+                       help="the batch folder (default: output/<name>/), or an object store URL "
+                            "such as s3://bucket/prefix (pip install 'batchgen[s3]')")
+        p.add_argument("--state", metavar="DIR",
+                       help="with --output s3://...: the local folder of the ledger (default: one "
+                            "per URL under $XDG_STATE_HOME/batchgen)")
         p.add_argument("--adopt", action="store_true",
                        help="go on in a folder made against another target (provider, host, "
                             "model or simulator), recording this one")

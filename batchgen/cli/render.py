@@ -156,7 +156,8 @@ def _starting(n: Starting, how: Invocation | None) -> str:
         jobs = f"shard {n.shard} ({n.shard_source}): {jobs}"
         if n.concurrency is not None:
             jobs += f", at most {n.concurrency} in flight"
-    lines = [f"batchgen {n.mode}: batch {n.batch}, {jobs}, in {n.folder}, "
+    where = f"{n.location} (ledger in {n.folder})" if n.location else f"{n.folder}"
+    lines = [f"batchgen {n.mode}: batch {n.batch}, {jobs}, in {where}, "
              f"{describe_target(n.target)}"]
     work = f"  {n.done:,} done, {n.to_submit:,} to submit"
     if n.max_jobs is not None:
@@ -193,11 +194,18 @@ def render_summary(summary: RunSummary, how: Invocation | str | Path) -> str:
     if self.refused:
         sent += f", {self.refused} of them refused by the provider"
     lines.append(f"{'shard ' + self.shard + ': ' if self.shard else ''}"
-                 f"{self.done}/{self.planned} images done in {self.folder / 'images'} "
+                 f"{self.done}/{self.planned} images done in "
+                 f"{self.location + '/images' if self.location else self.folder / 'images'} "
                  f"({sent}, {self.collected} saved this run, {format_duration(self.elapsed)})")
     if self.shard:
         lines.append(f"note: the other shards' jobs are theirs; "
-                     f"`{shlex.join(['batchgen', 'status', str(self.folder)])}` shows the whole batch.")
+                     f"`{shlex.join(['batchgen', 'status', self.location or str(self.folder)])}` shows the whole batch.")
+    if self.location:
+        lines.append(f"ledger: {self.folder / 'ledger.jsonl' if not self.shard else self.folder / 'ledgers'}"
+                     f" (copied to {self.location})")
+    if self.copy_failed:
+        lines.append(f"warning: the ledger's last copy to the store failed ({self.copy_failed}); "
+                     f"the local ledger is whole, and the next run copies it again.")
     if self.adopted:
         lines.append("note: this run adopted a folder made against another target; each image's "
                      "sidecar names the target that made it.")

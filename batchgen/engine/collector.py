@@ -15,6 +15,8 @@ from __future__ import annotations
 import logging
 import time
 
+import anyio
+
 from batchgen._version import __version__
 from batchgen.engine.clock import Clock
 from batchgen.engine.commit import Committer, Saved
@@ -166,7 +168,10 @@ class Collector:
             size_got = sidecar.image.size
             sidecar.warnings.append(f"the provider returned an image of {size_got}, not the "
                                     f"{sidecar.image.requested} the request asked for")
-        saved = await off_loop(len(checked.data), self.writer.save, job, checked.data, sidecar)
+        if getattr(self.writer, "remote", False):  # an object store: a PUT per file
+            saved = await anyio.to_thread.run_sync(self.writer.save, job, checked.data, sidecar)
+        else:
+            saved = await off_loop(len(checked.data), self.writer.save, job, checked.data, sidecar)
         if size_got is not None:
             self.stats.wrong_size(f"{saved.file}: asked {sidecar.image.requested}, got {size_got}")
         await self.committer.add(Saved(job.job_id, saved, size_got))

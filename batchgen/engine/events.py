@@ -47,6 +47,7 @@ class Starting:
     shard: str | None = None       # "I/N": this run takes one shard; ``planned`` is the shard's
     shard_source: str | None = None  # where the index came from (--shard, Slurm, ...)
     concurrency: int | None = None   # this run's ceiling on tasks in flight (a shard's share)
+    location: str | None = None      # where the images go, when not in ``folder`` (a store URL)
 
 
 class Redo(Enum):

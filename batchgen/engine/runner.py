@@ -50,6 +50,8 @@ from batchgen.storage.folder import BatchFolder, check_batch_folder
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import JobRecord, Ledger, has_ledger
 from batchgen.storage.live import LiveStatus
+from batchgen.storage.mirror import EVERY as MIRROR_EVERY
+from batchgen.storage.mirror import LedgerMirror
 from batchgen.storage.writer import Writer
 
 __all__ = ["Batch", "RunMode", "RunOptions", "RunOutcome", "RunSummary", "run_batch"]
@@ -89,6 +91,10 @@ class RunOptions:
     #: run one shard of the jobs (``--shard I/N``): its own ledger and lock in the folder, and
     #: its share of the manifest's concurrency and rate_limit (given ones are this shard's)
     shard: Shard | None = None
+    #: the store's copies of the ledger (``--output s3://...``: the ledger lives in the local
+    #: ``output`` folder, the images go through ``writer`` to ``location``)
+    mirror: LedgerMirror | None = None
+    location: str | None = None  # where the images are, when not in ``output`` (a store URL)
 
 
 def share_of(total: int, shard: Shard | None) -> int:
@@ -182,9 +188,13 @@ class Batch:
         reporter.notice(Checking(str(m.path), m.size))
         shard = o.shard if o.shard is not None and o.shard.count > 1 else None
         ledger = adopted = diff = None
-        if has_ledger(self.folder):  # a big one takes seconds: Ctrl-C gets in
+        summary: RunSummary | None = None
+        mirrors = None
+        if o.mirror is not None:  # the store's copies, from the last run anywhere
+            mirrors = await anyio.to_thread.run_sync(o.mirror.fetch, self.folder)
+        if has_ledger(self.folder) or mirrors:  # a big one takes seconds: Ctrl-C gets in
             ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=clock.wall,
-                                                    shard=shard))
+                                                    shard=shard, mirrors=mirrors))
         try:
             if ledger is not None:
                 adopted = self._check_target(ledger, identity)  # before the long check
@@ -199,7 +209,10 @@ class Batch:
             if diff is not None:
                 diff.finish()
                 diff.raise_for_clashes()
-            writer.prepare()
+            if getattr(writer, "remote", False):
+                await anyio.to_thread.run_sync(writer.prepare)
+            else:
+                writer.prepare()
             if ledger.needs_compaction():
                 ledger.compact()
             if diff is not None:
@@ -219,7 +232,7 @@ class Batch:
             ledger.record_run(RunRecord(
                 at=clock.wall(), mode=mode.value, target=identity, planned=plan.jobs,
                 goal=goal if shard is None else plan.jobs,
-                manifest=os.path.abspath(m.path), output=os.path.abspath(self.folder),
+                manifest=os.path.abspath(m.path), output=o.location or os.path.abspath(self.folder),
                 base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
                 adopted=adopted, shard=str(shard) if shard is not None else None))
             reporter.notice(Starting(
@@ -230,7 +243,7 @@ class Batch:
                 max_jobs=o.max_jobs, adopted=adopted,
                 shard=str(shard) if shard is not None else None,
                 shard_source=shard.source.value if shard is not None else None,
-                concurrency=concurrency if shard is not None else None))
+                concurrency=concurrency if shard is not None else None, location=o.location))
             possibly_created = counts.submitting
             stats = RunStats(planned=planned, goal=goal, already_done=counts.done, started=started)
             live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
@@ -262,6 +275,8 @@ class Batch:
                         group.start_soon(committer.run)  # and the ledger's fsync every second
                         group.start_soon(_refresh_every, live, ledger, limits, clock, 1.0)
                         group.start_soon(reporter.watch, stats)
+                        if o.mirror is not None:
+                            group.start_soon(_copy_every, o.mirror, ledger, clock, MIRROR_EVERY)
                         if o.handle_signals and threading.current_thread() is threading.main_thread():
                             group.start_soon(_two_stage_interrupt, self)
                         if o.stop_after is not None:
@@ -282,6 +297,7 @@ class Batch:
                     ledger.compact()
             summary = self._summary(ledger, planned, stats, scheduler, stream, clock.now() - started)
             summary.shard = str(shard) if shard is not None else None
+            summary.location = o.location
             summary.possibly_created = possibly_created
             summary.syncs, summary.sync_seconds = stats.syncs, stats.sync_seconds
             summary.mode = mode
@@ -305,6 +321,11 @@ class Batch:
         finally:
             if ledger is not None:
                 ledger.close()
+                if o.mirror is not None:  # the last copy: the store's readers see the end
+                    with anyio.CancelScope(shield=True):
+                        copied = await _copy_ledger(o.mirror, ledger)
+                    if not copied and summary is not None and o.mirror.last_error is not None:
+                        summary.copy_failed = str(o.mirror.last_error)
         if scheduler.fatal is not None and not isinstance(scheduler.fatal, BatchStopped):
             raise scheduler.fatal
         return summary
@@ -486,6 +507,19 @@ async def _in_steps(steps: Generator[int, None, T]) -> T:
 def _describe(target: Target) -> str:
     where = "the simulator" if target.simulated else target.provider
     return f"{target.model} on {where} ({target.host})"
+
+
+async def _copy_ledger(mirror: LedgerMirror, ledger: Ledger) -> bool:
+    relative = ledger.path.relative_to(ledger.folder).as_posix()
+    return await anyio.to_thread.run_sync(mirror.push, ledger.path, relative)
+
+
+async def _copy_every(mirror: LedgerMirror, ledger: Ledger, clock: Clock, seconds: float) -> None:
+    """Now and then, copy the ledger to the store (a failure is tried again the next time;
+    the local ledger is the record)."""
+    while True:
+        await clock.sleep(seconds)
+        await _copy_ledger(mirror, ledger)
 
 
 async def _refresh_every(live: LiveStatus, ledger: Ledger, limits: Limits, clock: Clock,

@@ -92,6 +92,8 @@ class RunSummary:
     sync_seconds: float = 0.0   # time they took, in the committer's worker thread
     mode: RunMode = RunMode.RUN
     shard: str | None = None    # "I/N" when this run took one shard; counts are the shard's
+    location: str | None = None  # where the images went, when not in ``folder`` (a store URL)
+    copy_failed: str | None = None  # the ledger's last copy to the store failed: why
     pacing: Pacing | None = None
 
     @property

@@ -19,7 +19,7 @@ from pathlib import Path
 from batchgen.errors import NotABatchFolder, OutputError
 from batchgen.job import Job
 from batchgen.storage.live import STATUS_FILE
-from batchgen.storage.ledger import LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, has_ledger
+from batchgen.storage.ledger import LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, has_ledger
 from batchgen.storage.sidecar import Sidecar
 from batchgen.storage.writer import SavedFiles
 
@@ -28,7 +28,7 @@ __all__ = ["BatchFolder", "SavedFiles", "check_batch_folder", "image_path"]
 # What batchgen itself puts in a batch folder: the ledger and its lock, the temp folder, the
 # live status file a run keeps for the viewer, and the viewer's default folder.
 _OWN = frozenset({LEDGER_FILE, LOCK_FILE, ".tmp", LEDGER_FILE + ".tmp", STATUS_FILE, "view",
-                  LEDGERS_DIR})
+                  LEDGERS_DIR, MIRROR_DIR})
 
 
 def image_path(job: Job) -> str:

@@ -38,13 +38,14 @@ from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.record import (JobRecord, LockHolder, compact_event, digest, restore,
                                      spec_of)
 
-__all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats",
-           "LockHolder", "ShardPart", "has_ledger", "ledger_files", "lock_files", "read_holder",
+__all__ = ["LEDGERS_DIR", "LEDGER_FILE", "MIRROR_DIR", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats",
+           "LockHolder", "ShardPart", "fetched_copies", "has_ledger", "ledger_files", "lock_files", "read_holder",
            "read_run_note", "read_run_notes"]
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batchgen.lock"
 LEDGERS_DIR = "ledgers"  # one ledger and one lock per shard: shard-I-of-N.jsonl, .lock
+MIRROR_DIR = ".store"    # in a state folder: an object store's copies of the ledgers
 FORMAT = 1
 # Disk kept in the lock file while a batch runs, and given back when the disk fills up, so the
 # line that met the full disk and the task ids of submits still in flight can be recorded.
@@ -81,6 +82,15 @@ def ledger_files(folder: Path) -> list[Path]:
     if shards.is_dir():
         found.extend(sorted(shards.glob("shard-*-of-*.jsonl")))
     return found
+
+
+def fetched_copies(folder: Path) -> dict[str, Path]:
+    """The object store's copies of a state folder's ledgers, as its last run fetched them
+    (``.store/``), by their path in the folder."""
+    base = Path(folder) / MIRROR_DIR
+    if not base.is_dir():
+        return {}
+    return {path.relative_to(base).as_posix(): path for path in ledger_files(base)}
 
 
 def has_ledger(folder: Path) -> bool:
@@ -138,6 +148,9 @@ class Ledger:
         self._writing = False
         self._shared_fd: int | None = None  # a shard's shared hold on the folder's own lock
         self._file_run: RunRecord | None = None  # the latest run of the file being replayed
+        #: a store's copy of this very ledger held records the local file lacked: compact, so
+        #: the file holds them all before it is copied back
+        self.absorbed = False
         self.created_at: float | None = None
         self.last_run: RunRecord | None = None  # the latest run recorded: target, planned jobs
         self.runs = 0
@@ -190,8 +203,10 @@ class Ledger:
         """Replay every ledger of a folder as one, without locking or writing (status can
         look at a running batch, and at shards running on other machines)."""
         folder = Path(folder)
-        if not has_ledger(folder) and not mirrors:
+        if not has_ledger(folder) and not mirrors and not fetched_copies(folder):
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
+        if mirrors is None:  # a state folder: the store's copies, as its last run fetched them
+            mirrors = fetched_copies(folder)
         ledger = cls(folder, None, mirrors=mirrors)
         _drain(ledger._replay(expect_batch=None))
         if ledger.batch is None and not ledger.records:
@@ -327,19 +342,29 @@ class Ledger:
         A writer keeps only its shard's jobs, and counts the others' tasks apart (its own
         header counts only its own); a reader counts every ledger's. A mirror's copy of a
         ledger the folder also holds adds its records (the later wins) but not its counts."""
+        own_existed = self.path.is_file()
         yield from self._replay_file(self.path, self.records, self.stats, expect_batch, own=True)
         counted = {self.path}
-        sources: list[tuple[Path, bool]] = [(p, True) for p in ledger_files(self.folder)
-                                            if p != self.path]
+        elsewhere = self.others if self._writing else self.stats
+        sources: list[tuple[Path, LedgerStats]] = [(p, elsewhere) for p in ledger_files(self.folder)
+                                                   if p != self.path]
+        own = self.path.relative_to(self.folder).as_posix()
         for relative, copy in sorted(self.mirrors.items()):
-            local = self.folder / relative
-            sources.append((copy, not local.is_file()))
-        for path, count in sources:
+            if relative == own:
+                if own_existed and _is_prefix(copy, self.path):
+                    continue  # what this machine copied there itself: nothing new
+                # Another machine wrote this ledger last (or this one never had it): merged
+                # in, and the ledger rewritten whole before it is copied back.
+                self.absorbed = True
+                sources.append((copy, self.stats if not own_existed else LedgerStats()))
+            else:
+                counts = (self.folder / relative).is_file()  # the folder's own file counted it
+                sources.append((copy, LedgerStats() if counts else elsewhere))
+        for path, into in sources:
             if path in counted:
                 continue
             counted.add(path)
             part: dict[str, JobRecord] = {}
-            into = (self.others if self._writing else self.stats) if count else LedgerStats()
             yield from self._replay_file(path, part, into, expect_batch, own=False)
             self._merge(part)
 
@@ -695,7 +720,8 @@ class Ledger:
     # -- compaction ---------------------------------------------------------------------------
 
     def needs_compaction(self) -> bool:
-        return self.stats.lines > 2 * len(self.records) + 1000 or self.stats.bad_lines > 0
+        return (self.stats.lines > 2 * len(self.records) + 1000 or self.stats.bad_lines > 0
+                or self.absorbed)
 
     def compact(self) -> None:
         """Rewrite the ledger as one line per job (temp file + rename: never half-written)."""
@@ -729,6 +755,7 @@ class Ledger:
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         self.stats.lines = lines
         self.stats.bad_lines = 0
+        self.absorbed = False
         self._dirty = False
 
     def close(self) -> None:
@@ -808,6 +835,22 @@ def read_run_note(folder: Path) -> dict[str, Any] | None:
     except OSError:
         pass  # alive, owned by someone else
     return note
+
+
+def _is_prefix(copy: Path, path: Path, tail: int = 4096) -> bool:
+    """True when the file at ``copy`` is (by its last ``tail`` bytes) the start of ``path``:
+    the copy is an earlier upload of the same file, which has only grown since."""
+    try:
+        size = copy.stat().st_size
+        if size > path.stat().st_size:
+            return False
+        start = max(0, size - tail)
+        with open(copy, "rb") as a, open(path, "rb") as b:
+            a.seek(start)
+            b.seek(start)
+            return a.read(tail) == b.read(size - start)
+    except OSError:
+        return False
 
 
 def _drain(steps: Generator[int, None, Any]) -> Any:

@@ -45,6 +45,9 @@ class ObjectStoreWriter:
     ``save`` is blocking network I/O: run it off the event loop.
     """
 
+    #: the engine runs ``save`` and ``prepare`` in a worker thread: each is network I/O
+    remote = True
+
     def __init__(self, url: str, *, filesystem: Any = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         if not is_store_url(url):

@@ -50,3 +50,49 @@ def test_an_sbatch_array_gives_each_task_its_shard(slurm: Slurm, tmp_path: Path)
     assert records(plain) == [{"task": str(i), "shard": f"{i}/3", "source": "Slurm"} for i in range(3)]
     assert records(stepped) == [{"task": str(t), "shard": f"{i}/3", "source": "Slurm"}
                                 for i, t in enumerate((3, 6, 9))]  # MIN and STEP normalised
+
+
+SHARDED_RUN = """#!/bin/sh
+exec {python} -m batchgen run {manifest} --base-url {base_url} --output {out} --shard auto --quiet
+"""
+
+
+@pytest.mark.slow
+def test_an_sbatch_array_of_shard_runs_finishes_the_batch_with_one_task_per_job(
+        slurm: Slurm, tmp_path: Path) -> None:
+    import os
+    import signal
+
+    from batchgen.storage.ledger import Ledger
+    from batchgen.storage.status import batch_status
+    from faultkit import manifest_text, write_manifest
+
+    jobs = 30
+    manifest = write_manifest(tmp_path, manifest_text("array", jobs, fmt="webp", concurrency=6))
+    out = tmp_path / "out"
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "batchgen", "simulate", "--port", "0", "--task-seconds", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        words = simulator.stdout.readline().split()
+        assert words[:3] == ["batchgen", "simulator:", "API"], words
+        script = tmp_path / "shard.sh"
+        script.write_text(SHARDED_RUN.format(python=sys.executable, manifest=manifest,
+                                             base_url=words[3], out=out))
+        array = subprocess.run(
+            ["sbatch", "--array=0-2", "--wait", "--quiet", f"--chdir={tmp_path}",
+             f"--output={tmp_path}/slurm-%A_%a.out", str(script)],
+            env={**slurm.env, "JIEKOU_API_KEY": "sk-slurm-test"}, capture_output=True, text=True,
+            timeout=300)
+        logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
+        assert array.returncode == 0, f"{array.stderr}\n{logs}"
+    finally:
+        simulator.send_signal(signal.SIGINT)
+        stdout, _ = simulator.communicate(timeout=30)
+    assert f"{jobs} task(s) created" in stdout                   # the provider's own count
+    assert sorted(p.name for p in (out / "ledgers").glob("*.jsonl")) == [
+        f"shard-{i}-of-3.jsonl" for i in range(3)]             # each task ran its own shard
+    report = batch_status(out)
+    assert report.complete and report.done == jobs and report.tasks_created == jobs
+    assert len({rec.task_id for rec in Ledger.read(out).records.values()}) == jobs

@@ -1,0 +1,220 @@
+"""A batch whose images go to an object store keeps its ledger on local disk, copied to the store.
+
+An object store has no append and no lock, so the ledger keeps its crash guarantees where they
+hold: in a local state folder (``state_folder``), with the lock and fsyncs of any batch folder.
+``LedgerMirror`` copies the run's own ledger file to the store every few seconds, and when the
+run ends, so ``status`` and ``export`` can read the batch from anywhere. A copy is append-only
+too: a *generation* is the whole file once (``000000.jsonl``), then only the lines added since,
+one small object per push (``000001.jsonl``, ...), so a copy costs what the run wrote, not the
+size of the ledger, however big the batch. A compaction, or parts outgrowing the base, starts a
+new generation; the old ones are removed once it is whole. Under the batch's prefix::
+
+    ledger/ledger.jsonl/<generation>/000000.jsonl, 000001.jsonl, ...
+    ledger/ledgers/shard-I-of-N.jsonl/<generation>/...
+
+Generations are named by time, so the newest with its ``000000`` is the copy. Before a run
+opens its ledger, ``fetch`` brings every copy down beside it: a run on another machine (a
+rescheduled array task, a laptop that finishes a cluster's batch) knows every task recorded up
+to the last push, and the ledger merges them by time. What a copy holds that the local file
+lacks (another machine wrote it last) is merged into the local file before anything is pushed
+back, so a push never loses a record.
+
+fsspec is imported only when a mirror is made (the ``s3`` extra); this module never sees the
+API key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import OutputError
+from batchgen.storage.ledger import MIRROR_DIR
+from batchgen.storage.objectstore import _open, _output_error, is_store_url
+
+__all__ = ["MIRROR_DIR", "LedgerMirror", "state_folder"]
+
+#: Seconds between two pushes of a running batch's new ledger lines to the store.
+EVERY = 5.0
+#: Under the batch's prefix: the ledger copies.
+COPIES = "ledger"
+#: A new generation once the parts hold more than the base, or this many parts.
+MAX_PARTS = 500
+_LEDGER = re.compile(r"(?:ledger\.jsonl|ledgers/shard-\d+-of-\d+\.jsonl)")
+_PART = re.compile(r"(\d{6})\.jsonl")
+
+
+def state_folder(url: str, environ: Mapping[str, str] | None = None) -> Path:
+    """Where the ledger of the batch at ``url`` lives on this machine, by default:
+    ``$XDG_STATE_HOME/batchgen/<url as a name>-<8 hex of its SHA-256>`` (``~/.local/state``
+    without XDG_STATE_HOME). The same URL always finds the same folder."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", url.rstrip("/").partition("://")[2])[-80:] or "batch"
+    digest = hashlib.sha256(url.rstrip("/").encode()).hexdigest()[:8]
+    return Path(base) / "batchgen" / f"{name}-{digest}"
+
+
+class LedgerMirror:
+    """The store's copies of a batch's ledgers: fetched before a run, pushed during and after.
+
+    ``filesystem`` replaces the one fsspec would make from the URL. Blocking network I/O:
+    the runner calls it from a worker thread.
+    """
+
+    def __init__(self, url: str, *, filesystem: Any = None,
+                 storage_options: Mapping[str, Any] | None = None) -> None:
+        if not is_store_url(url):
+            raise OutputError(f"{url!r} is not an object store URL such as s3://bucket/prefix")
+        self.url = url.rstrip("/")
+        self.protocol = self.url.partition("://")[0]
+        if filesystem is None:
+            filesystem, root = _open(self.url, self.protocol, dict(storage_options or {}))
+        else:
+            root = filesystem._strip_protocol(self.url)
+        self.fs = filesystem
+        self.root = str(root).rstrip("/")
+        self.pushes = 0
+        self.push_errors = 0
+        self.last_error: OutputError | None = None
+        self._pushed: dict[str, _Pushed] = {}
+
+    def __repr__(self) -> str:
+        return f"LedgerMirror({self.url!r})"
+
+    def fetch(self, folder: Path) -> dict[str, Path]:
+        """Download the store's ledger copies into ``folder/.store/`` (one listing, then the
+        newest whole generation of each ledger, its parts fetched together); returns them by
+        relative path, for ``Ledger``."""
+        target = Path(folder) / MIRROR_DIR
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir(parents=True, exist_ok=True)
+        found: dict[str, Path] = {}
+        for relative, keys in self._newest().items():
+            data = self._call("read", relative, self.fs.cat, keys)
+            local = target / relative
+            local.parent.mkdir(parents=True, exist_ok=True)
+            with open(local, "wb") as fh:
+                for key in keys:  # in order; a part's last line is always whole
+                    fh.write(data[key] if key in data else data[self.fs._strip_protocol(key)])
+            found[relative] = local
+        return found
+
+    def push(self, ledger_file: Path, relative: str) -> bool:
+        """Copy what the ledger gained since the last push: one part with the new whole
+        lines, or a new generation with the whole file (the first push of a run, after a
+        compaction, or once the parts outgrow the base). False, with ``last_error`` set, when
+        the store refused: the local ledger stays the record, and the next push tries again."""
+        try:
+            with open(ledger_file, "rb") as fh:
+                st = os.fstat(fh.fileno())
+                mine = self._pushed.get(relative)
+                fresh = (mine is None or mine.inode != st.st_ino or st.st_size < mine.offset
+                         or mine.parts_bytes > mine.base_bytes or mine.seq > MAX_PARTS)
+                start = 0 if fresh else mine.offset
+                fh.seek(start)
+                data = fh.read(st.st_size - start)
+        except OSError:
+            return False
+        data = data[:data.rfind(b"\n") + 1]
+        try:
+            if fresh:
+                generation = f"{time.time_ns():020d}-{os.getpid()}"
+                self._put(relative, generation, 0, data)
+                self._pushed[relative] = _Pushed(generation, st.st_ino, len(data), 1, len(data))
+                self._drop_older(relative, generation)
+            elif data:
+                self._put(relative, mine.generation, mine.seq, data)
+                mine.offset += len(data)
+                mine.seq += 1
+                mine.parts_bytes += len(data)
+        except OutputError as exc:
+            self.push_errors += 1
+            self.last_error = exc
+            return False
+        self.pushes += 1
+        return True
+
+    # -- the store's side -------------------------------------------------------------------
+
+    def _put(self, relative: str, generation: str, seq: int, data: bytes) -> None:
+        key = f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl"
+        self._call("copy the ledger to", relative, self.fs.pipe_file, key, data)
+
+    def _listing(self) -> dict[str, dict[str, list[int]]]:
+        """Every copy under ``ledger/``: relative path -> generation -> part numbers."""
+        base = f"{self.root}/{COPIES}"
+        try:
+            self.fs.invalidate_cache(base)
+        except Exception:  # noqa: BLE001 - a filesystem without a cache
+            pass
+        try:
+            keys = self.fs.find(base)
+        except FileNotFoundError:
+            return {}
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error("list", f"{self.url}/{COPIES}", exc) from exc
+        copies: dict[str, dict[str, list[int]]] = {}
+        for key in keys:
+            rest = str(key)[len(base) + 1:]
+            relative, _, tail = rest.rpartition("/")
+            relative, _, generation = relative.rpartition("/")
+            part = _PART.fullmatch(tail)
+            if part is None or not _LEDGER.fullmatch(relative) or not generation:
+                continue
+            copies.setdefault(relative, {}).setdefault(generation, []).append(int(part.group(1)))
+        return copies
+
+    def _newest(self) -> dict[str, list[str]]:
+        """Each ledger's newest whole generation, as the keys of its parts in order (up to
+        the first missing part: a push that failed is sent again as a new generation)."""
+        chosen: dict[str, list[str]] = {}
+        for relative, generations in self._listing().items():
+            for generation in sorted(generations, reverse=True):
+                parts = set(generations[generation])
+                if 0 not in parts:
+                    continue  # its base was never put whole: not a copy
+                seq = 0
+                keys = []
+                while seq in parts:
+                    keys.append(f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl")
+                    seq += 1
+                chosen[relative] = keys
+                break
+        return chosen
+
+    def _drop_older(self, relative: str, generation: str) -> None:
+        """Remove the generations before ``generation`` (best effort: readers take the newest)."""
+        try:
+            generations = self._listing().get(relative, {})
+            for old in generations:
+                if old < generation:
+                    self.fs.rm(f"{self.root}/{COPIES}/{relative}/{old}", recursive=True)
+        except Exception:  # noqa: BLE001 - leftovers cost space, never correctness
+            pass
+
+    def _call(self, what: str, relative: str, func: Any, *args: Any) -> Any:
+        try:
+            return func(*args)
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error(what, f"{self.url}/{relative}", exc) from exc
+
+
+class _Pushed:
+    """What this process has pushed of one ledger: its generation and how far it got."""
+
+    __slots__ = ("generation", "inode", "offset", "seq", "base_bytes", "parts_bytes")
+
+    def __init__(self, generation: str, inode: int, offset: int, seq: int, base_bytes: int) -> None:
+        self.generation = generation
+        self.inode = inode
+        self.offset = offset
+        self.seq = seq
+        self.base_bytes = base_bytes
+        self.parts_bytes = 0
