@@ -26,6 +26,7 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
     ("batchgen.storage.results", ("httpx", "anyio", "rich", "PIL")),
     ("batchgen.storage.objectstore", HEAVY + ("fsspec", "s3fs", "botocore", "aiohttp")),
+    ("batchgen.storage.mirror", HEAVY + ("fsspec", "s3fs", "botocore", "aiohttp")),
     ("batchgen.storage.diff", ("httpx", "anyio", "rich", "PIL", "pydantic")),
     ("batchgen.storage.identity", ("httpx", "anyio", "rich", "PIL", "orjson", "pydantic")),
     ("batchgen.cli.invocation", ("httpx", "anyio", "rich", "PIL", "pydantic")),

@@ -36,7 +36,7 @@ from typing import Any
 
 from batchgen.errors import OutputError
 from batchgen.storage.ledger import MIRROR_DIR
-from batchgen.storage.objectstore import _open, _output_error, is_store_url
+from batchgen.storage.objectstore import _output_error, open_store
 
 __all__ = ["MIRROR_DIR", "LedgerMirror", "state_folder"]
 
@@ -70,16 +70,7 @@ class LedgerMirror:
 
     def __init__(self, url: str, *, filesystem: Any = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
-        if not is_store_url(url):
-            raise OutputError(f"{url!r} is not an object store URL such as s3://bucket/prefix")
-        self.url = url.rstrip("/")
-        self.protocol = self.url.partition("://")[0]
-        if filesystem is None:
-            filesystem, root = _open(self.url, self.protocol, dict(storage_options or {}))
-        else:
-            root = filesystem._strip_protocol(self.url)
-        self.fs = filesystem
-        self.root = str(root).rstrip("/")
+        self.url, self.protocol, self.fs, self.root = open_store(url, filesystem, storage_options)
         self.pushes = 0
         self.push_errors = 0
         self.last_error: OutputError | None = None

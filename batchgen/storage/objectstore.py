@@ -22,7 +22,7 @@ from batchgen.job import Job
 from batchgen.storage.sidecar import Sidecar
 from batchgen.storage.writer import SavedFiles
 
-__all__ = ["ObjectStoreWriter", "is_store_url"]
+__all__ = ["ObjectStoreWriter", "is_store_url", "open_store"]
 
 _S3 = ("s3", "s3a")
 _IMAGES = "images/"
@@ -50,16 +50,7 @@ class ObjectStoreWriter:
 
     def __init__(self, url: str, *, filesystem: Any = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
-        if not is_store_url(url):
-            raise UsageError(f"{url!r} is not an object store URL such as s3://bucket/prefix")
-        self.url = url.rstrip("/")
-        self.protocol = self.url.partition("://")[0]
-        if filesystem is None:
-            filesystem, root = _open(self.url, self.protocol, dict(storage_options or {}))
-        else:
-            root = filesystem._strip_protocol(self.url)
-        self.fs = filesystem
-        self.root = str(root).rstrip("/")
+        self.url, self.protocol, self.fs, self.root = open_store(url, filesystem, storage_options)
         self._results: dict[str, int] | None = None
 
     def __repr__(self) -> str:
@@ -204,6 +195,21 @@ async def _s3_listing(fs: Any, base: str, take: Callable[[str, int], None]) -> N
     async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", ()):
             take(item["Key"][cut:], item["Size"])
+
+
+def open_store(url: str, filesystem: Any = None,
+               storage_options: Mapping[str, Any] | None = None) -> tuple[str, str, Any, str]:
+    """(url without a trailing slash, protocol, fsspec filesystem, root key) for a store URL;
+    ``filesystem`` is used as given when there is one. UsageError for anything else."""
+    if not is_store_url(url):
+        raise UsageError(f"{url!r} is not an object store URL such as s3://bucket/prefix")
+    url = url.rstrip("/")
+    protocol = url.partition("://")[0]
+    if filesystem is None:
+        filesystem, root = _open(url, protocol, dict(storage_options or {}))
+    else:
+        root = filesystem._strip_protocol(url)
+    return url, protocol, filesystem, str(root).rstrip("/")
 
 
 def _open(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:
