@@ -83,7 +83,7 @@ class BatchFolder:
             self.images.mkdir(parents=True, exist_ok=True)
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
-            self.tmp.mkdir()
+            self.tmp.mkdir(exist_ok=True)
             for left in self.images.glob(".probe-*"):  # a crash right in the last probe
                 left.unlink()
             probe = self.tmp / "probe"
