@@ -1,0 +1,302 @@
+"""A batch read back from an object store: the ledger copies a run uploads, and its files.
+
+A run writing to ``s3://bucket/prefix`` keeps its ledger on local disk and uploads whole
+copies beside ``images/`` (``ledger.jsonl``, ``ledgers/shard-I-of-N.jsonl``). ``open_store_batch``
+finds them with one listing of the prefix and one of ``ledgers/`` (never a HEAD per file),
+downloads them into a private temporary folder at the same relative paths, replays them as
+one ``Ledger`` and removes the folder again. ``StoreBatch`` then reads the batch's files for
+status and export: one paged listing of ``images/`` for what exists, and many objects at
+once (the store client's own concurrency) rather than one round trip after another.
+
+fsspec and the store's client load only when a batch is opened, so ``import batchgen.storage``
+stays light. Credentials and the endpoint come from the client's own configuration (for S3
+the standard ``AWS_*`` variables). It reads only: nothing is ever written to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+import zlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from batchgen.errors import UsageError
+from batchgen.storage.ledger import LEDGER_FILE, LEDGERS_DIR, Ledger
+from batchgen.storage.objectstore import _output_error, is_store_url
+
+__all__ = ["LedgerCopy", "StoreBatch", "is_store_url", "open_store_batch"]
+
+_S3 = ("s3", "s3a")
+#: objects asked for at once (each its own request, in flight together)
+CONCURRENCY = 32
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerCopy:
+    """One ledger copy in the store: its path in the batch, its size, when it was uploaded."""
+
+    relative: str
+    size: int
+    uploaded: float | None  # seconds since the epoch (the object's LastModified), None: unknown
+
+
+class StoreBatch:
+    """One batch under a store URL: its ledger (replayed from the copies) and a reader of
+    its files by their path in the batch (``images/<name>.png``, as in a batch folder).
+
+    Every method is blocking network I/O; failures of the store become ``OutputError``."""
+
+    def __init__(self, url: str, fs: Any, root: str, ledger: Ledger,
+                 copies: Sequence[LedgerCopy]) -> None:
+        self.url = url
+        self.fs = fs
+        self.root = root
+        self.protocol = url.partition("://")[0]
+        self.ledger = ledger
+        self.copies = list(copies)
+        self._images: dict[str, int] | None = None
+
+    def __repr__(self) -> str:
+        return f"StoreBatch({self.url!r})"
+
+    @property
+    def uploaded(self) -> float | None:
+        """When the newest ledger copy was uploaded: the figures are as of then."""
+        times = [c.uploaded for c in self.copies if c.uploaded is not None]
+        return max(times) if times else None
+
+    # -- what exists ------------------------------------------------------------------------
+
+    def size(self, relative: str) -> int | None:
+        """The bytes of a file under ``images/`` as listed (None: not there)."""
+        stamp = self._index().get(relative)
+        return None if stamp is None else stamp >> 32
+
+    def stamp(self, relative: str) -> tuple[int, int] | None:
+        """(bytes, a 32-bit digest of the object's ETag): what changes when the object does."""
+        stamp = self._index().get(relative)
+        return None if stamp is None else (stamp >> 32, stamp & 0xFFFFFFFF)
+
+    def _index(self) -> dict[str, int]:
+        if self._images is None:
+            self._images = self._list_images()
+        return self._images
+
+    def _list_images(self) -> dict[str, int]:
+        """Every object under ``images/`` -> bytes << 32 | crc32(ETag), from one paged listing
+        (one short string and one integer per file, whatever the batch's size)."""
+        base = f"{self.root}/images"
+        found: dict[str, int] = {}
+
+        def take(name: str, size: int, tag: str) -> None:
+            found["images/" + name] = (int(size) << 32) | zlib.crc32(tag.encode())
+
+        if self.protocol in _S3:
+            from fsspec.asyn import sync
+
+            self._call("list", base, sync, self.fs.loop, _s3_listing, self.fs, base, take)
+        else:
+            try:
+                listed = self.fs.find(base, detail=True)
+            except FileNotFoundError:
+                listed = {}
+            except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+                raise _output_error("list", f"{self.protocol}://{base}", exc) from exc
+            for path, info in listed.items():
+                if str(path).startswith(base + "/"):
+                    tag = str(info.get("ETag") or info.get("mtime") or info.get("created") or "")
+                    take(str(path)[len(base) + 1:], int(info.get("size") or 0), tag)
+        return found
+
+    # -- reading ----------------------------------------------------------------------------
+
+    def key(self, relative: str) -> str:
+        parts = relative.split("/")
+        if relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise UsageError(f"refusing to read {relative}: it is outside {self.url}")
+        return f"{self.root}/{relative}"
+
+    def read_bytes(self, relative: str) -> bytes:
+        """One file's bytes; FileNotFoundError when it is not there."""
+        key = self.key(relative)
+        try:
+            return self.fs.cat_file(key)
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error("read", f"{self.protocol}://{key}", exc) from exc
+
+    def read_many(self, relatives: Sequence[str]) -> dict[str, bytes | None]:
+        """Many files at once, ``CONCURRENCY`` requests in flight (None: not there)."""
+        if not relatives:
+            return {}
+        keys = [self.key(r) for r in relatives]
+        try:
+            if getattr(self.fs, "async_impl", False):
+                from fsspec.asyn import sync
+
+                got = sync(self.fs.loop, _cat_all, self.fs, keys)
+            else:
+                with ThreadPoolExecutor(min(CONCURRENCY, len(keys))) as pool:
+                    got = list(pool.map(lambda k: _or_error(self.fs.cat_file, k), keys))
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error("read", self.url, exc) from exc
+        out: dict[str, bytes | None] = {}
+        for relative, key, value in zip(relatives, keys, got, strict=True):
+            if isinstance(value, FileNotFoundError):
+                out[relative] = None
+            elif isinstance(value, BaseException):
+                raise _output_error("read", f"{self.protocol}://{key}", value) from value
+            else:
+                out[relative] = value
+        return out
+
+    def download(self, relative: str, target: Path) -> bool:
+        """Copy one file to a local path (False: not in the store)."""
+        try:
+            data = self.read_bytes(relative)
+        except FileNotFoundError:
+            return False
+        Path(target).write_bytes(data)
+        return True
+
+    def _call(self, what: str, key: str, func: Callable[..., Any], *args: Any) -> Any:
+        try:
+            return func(*args)
+        except FileNotFoundError:
+            return None  # nothing under the prefix: an empty listing
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error(what, f"{self.protocol}://{key}", exc) from exc
+
+
+def open_store_batch(url: str, *, filesystem: Any = None,
+                     storage_options: Mapping[str, Any] | None = None) -> StoreBatch:
+    """The batch under ``url``: its ledger copies listed, downloaded, replayed as one.
+
+    UsageError when no batch is there (no ledger copy under the prefix); OutputError when
+    the store cannot be read. ``filesystem`` replaces the one fsspec would make (a seam for
+    callers holding a configured filesystem)."""
+    if not is_store_url(url):
+        raise UsageError(f"{url!r} is not an object store URL such as s3://bucket/prefix")
+    url = url.rstrip("/")
+    protocol = url.partition("://")[0]
+    if filesystem is None:
+        filesystem, root = _open(url, protocol, dict(storage_options or {}))
+    else:
+        root = filesystem._strip_protocol(url)
+    root = str(root).rstrip("/")
+    copies = _ledger_copies(filesystem, protocol, root, url)
+    if not copies:
+        raise UsageError(f"no batch under {url}: there is no {LEDGER_FILE} or "
+                         f"{LEDGERS_DIR}/shard-*.jsonl there (check the bucket and prefix; a "
+                         f"run uploads its ledger every 30 s and when it ends)")
+    folder = Path(tempfile.mkdtemp(prefix="batchgen-store-"))
+    try:
+        keys = [f"{root}/{c.relative}" for c in copies]
+        local = [str(folder / c.relative) for c in copies]
+        (folder / LEDGERS_DIR).mkdir()
+        try:
+            filesystem.get(keys, local)
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error("download the ledger copies of", url, exc) from exc
+        try:
+            ledger = Ledger.read(folder)
+        except UsageError as exc:
+            raise UsageError(f"no batch under {url}: {exc.message.split(': ', 1)[-1]}") from None
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return StoreBatch(url, filesystem, root, ledger, copies)
+
+
+def _ledger_copies(fs: Any, protocol: str, root: str, url: str) -> list[LedgerCopy]:
+    """The ledger copies under ``root``: one listing of it and one of ``ledgers/``."""
+    found: list[LedgerCopy] = []
+    for folder, wanted in ((root, lambda n: n == LEDGER_FILE),
+                           (f"{root}/{LEDGERS_DIR}",
+                            lambda n: n.startswith("shard-") and n.endswith(".jsonl"))):
+        try:
+            listed = fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            continue
+        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
+            raise _output_error("list", f"{protocol}://{folder}", exc) from exc
+        for info in listed:
+            name = str(info.get("name", "")).rstrip("/").rpartition("/")[2]
+            if info.get("type", "file") == "file" and wanted(name):
+                relative = name if folder == root else f"{LEDGERS_DIR}/{name}"
+                found.append(LedgerCopy(relative, int(info.get("size") or 0), _uploaded(info)))
+    return sorted(found, key=lambda c: c.relative)
+
+
+def _uploaded(info: Mapping[str, Any]) -> float | None:
+    for field in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(field)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
+
+
+def _open(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:
+    try:
+        import fsspec
+    except ImportError:
+        raise UsageError("reading a batch from an object store needs fsspec: "
+                         "pip install 'batchgen[s3]'") from None
+    if protocol in _S3:
+        # A listing must be fresh: a run uploads its ledger copies while we look.
+        options.setdefault("skip_instance_cache", True)
+        options.setdefault("use_listings_cache", False)
+    try:
+        return fsspec.core.url_to_fs(url, **options)
+    except ImportError as exc:
+        extra = "s3" if protocol in _S3 else protocol
+        raise UsageError(f"reading {protocol}:// needs a package that is not installed ({exc}); "
+                         f"for S3: pip install 'batchgen[{extra}]'") from None
+    except ValueError as exc:
+        raise UsageError(f"cannot use {url}: {exc}") from None
+
+
+async def _s3_listing(fs: Any, base: str, take: Callable[[str, int, str], None]) -> None:
+    """``take(name under base, bytes, ETag)`` for every object under ``base``, page by page,
+    straight from the ListObjectsV2 paginator (no dict of fields per object)."""
+    client = await fs.set_session()
+    bucket, _, prefix = base.partition("/")
+    prefix += "/"
+    cut = len(prefix)
+    async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+        for item in page.get("Contents", ()):
+            take(item["Key"][cut:], item["Size"], item.get("ETag", ""))
+
+
+async def _cat_all(fs: Any, keys: Iterable[str]) -> list[Any]:
+    """Every key's bytes (or its exception), at most ``CONCURRENCY`` requests at a time."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(key: str) -> Any:
+        async with gate:
+            try:
+                return await fs._cat_file(key)
+            except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per key
+                return exc
+
+    return await asyncio.gather(*(one(k) for k in keys))
+
+
+def _or_error(func: Callable[[str], bytes], key: str) -> Any:
+    try:
+        return func(key)
+    except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per key
+        return exc
