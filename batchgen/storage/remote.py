@@ -126,7 +126,7 @@ class StoreBatch:
         """One file's bytes; FileNotFoundError when it is not there."""
         key = self.key(relative)
         try:
-            return self.fs.cat_file(key)
+            return self.fs.cat_file(key, **({"max_concurrency": 1} if self.protocol in _S3 else {}))
         except FileNotFoundError:
             raise
         except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
@@ -141,7 +141,10 @@ class StoreBatch:
             if getattr(self.fs, "async_impl", False):
                 from fsspec.asyn import sync
 
-                got = sync(self.fs.loop, _cat_all, self.fs, keys)
+                # s3fs asks for an object's size (a HEAD) before a GET it could split up:
+                # these are small, and one GET each is all they need
+                extra = {"max_concurrency": 1} if self.protocol in _S3 else {}
+                got = sync(self.fs.loop, _cat_all, self.fs, keys, extra)
             else:
                 with ThreadPoolExecutor(min(CONCURRENCY, len(keys))) as pool:
                     got = list(pool.map(lambda k: _or_error(self.fs.cat_file, k), keys))
@@ -202,7 +205,7 @@ def open_store_batch(url: str, *, filesystem: Any = None,
         local = [str(folder / c.relative) for c in copies]
         (folder / LEDGERS_DIR).mkdir()
         try:
-            filesystem.get(keys, local)
+            _get_all(filesystem, list(zip(keys, local, strict=True)))
         except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
             raise _output_error("download the ledger copies of", url, exc) from exc
         try:
@@ -281,18 +284,38 @@ async def _s3_listing(fs: Any, base: str, take: Callable[[str, int, str], None])
             take(item["Key"][cut:], item["Size"], item.get("ETag", ""))
 
 
-async def _cat_all(fs: Any, keys: Iterable[str]) -> list[Any]:
+async def _cat_all(fs: Any, keys: Iterable[str], extra: Mapping[str, Any]) -> list[Any]:
     """Every key's bytes (or its exception), at most ``CONCURRENCY`` requests at a time."""
     gate = asyncio.Semaphore(CONCURRENCY)
 
     async def one(key: str) -> Any:
         async with gate:
             try:
-                return await fs._cat_file(key)
+                return await fs._cat_file(key, **extra)
             except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per key
                 return exc
 
     return await asyncio.gather(*(one(k) for k in keys))
+
+
+def _get_all(fs: Any, pairs: Sequence[tuple[str, str]]) -> None:
+    """Download each (key, local path), streamed to disk: no listing or HEAD of its own."""
+    if getattr(fs, "async_impl", False):
+        from fsspec.asyn import sync
+
+        async def fetch() -> None:
+            gate = asyncio.Semaphore(CONCURRENCY)
+
+            async def one(key: str, local: str) -> None:
+                async with gate:
+                    await fs._get_file(key, local)
+
+            await asyncio.gather(*(one(k, p) for k, p in pairs))
+
+        sync(fs.loop, fetch)
+    else:
+        for key, local in pairs:
+            fs.get_file(key, local)
 
 
 def _or_error(func: Callable[[str], bytes], key: str) -> Any:

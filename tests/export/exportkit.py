@@ -133,3 +133,14 @@ def wds_samples(shard: Path) -> list[dict[str, Any]]:
 
     with open(shard, "rb") as fh:
         return list(group_by_keys(tar_file_expander([{"url": str(shard), "stream": fh}])))
+
+
+def upload_batch(server: Any, folder: Path, url: str) -> None:
+    """Put a batch folder's images, ledger and shard ledgers under ``url`` (an s3:// URL of
+    ``server``), at their paths in the folder: what a run writing to the store leaves there."""
+    root = url.removeprefix("s3://")
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file() and (
+        p.relative_to(folder).parts[0] == "images" or p.relative_to(folder).as_posix() == "ledger.jsonl"
+        or (p.relative_to(folder).parts[0] == "ledgers" and p.suffix == ".jsonl"))]
+    server.filesystem().put([str(p) for p in files],
+                            [f"{root}/{p.relative_to(folder).as_posix()}" for p in files])
