@@ -347,16 +347,28 @@ def _cmd_retry(args: argparse.Namespace) -> int:
 def _cmd_status(args: argparse.Namespace) -> int:
     """Show a batch's progress: counts by state, failures by reason, pace, tasks paid for.
 
-    Takes the manifest or the batch folder; safe to use while the batch runs. Given only the
-    folder, the planned job count is the one the latest run recorded; "complete" means every
-    planned job is done.
+    Takes the manifest, the batch folder, or the batch's object-store URL (s3://bucket/prefix:
+    read from the ledger copies a run uploads there, so the figures are as of their upload);
+    safe to use while the batch runs. Given only the folder or URL, the planned job count is
+    the one the latest run recorded; "complete" means every planned job is done.
 
     Example: batchgen status output/castle-sweep --json
     """
     from batchgen.cli.render import render_status
-    from batchgen.storage.status import batch_status
+    from batchgen.storage.objectstore import is_store_url
+    from batchgen.storage.status import batch_status, store_status
 
-    report = batch_status(args.target, args.output)
+    if is_store_url(args.target):
+        if args.output is not None:
+            import shlex
+
+            from batchgen.errors import UsageError
+
+            raise UsageError(f"--output goes with a manifest; {args.target} names the batch "
+                             f"itself: {shlex.join(['batchgen', 'status', args.target])}")
+        report = store_status(args.target)
+    else:
+        report = batch_status(args.target, args.output)
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -412,7 +424,9 @@ def _cmd_view(args: argparse.Namespace) -> int:
 def _cmd_export(args: argparse.Namespace) -> int:
     """Export a batch's done jobs as a dataset: ImageFolder, Parquet or WebDataset.
 
-    Takes the manifest or the batch folder. Only done jobs are exported (the rest are counted
+    Takes the manifest, the batch folder, or the batch's object-store URL (s3://bucket/prefix:
+    its ledger copies, sidecars and images are read from the store, many at a time, and
+    checked by size and sha256 as on disk). Only done jobs are exported (the rest are counted
     in the report); every row carries the job's provenance as flat columns. Exporting again
     after more jobs finished keeps what did not change and rewrites the rest.
 

@@ -295,7 +295,7 @@ def render_status(report: StatusReport) -> str:
     """``batchgen status`` as text."""
     self = report
     c = self.counts
-    head = f"batch {self.batch or '(unnamed)'} in {self.folder}"
+    head = f"batch {self.batch or '(unnamed)'} in {self.location}"
     if self.manifest:
         head += f" (manifest {self.manifest})"
     out = [head]
@@ -305,7 +305,11 @@ def render_status(report: StatusReport) -> str:
                f"{self.at_provider:,} at the provider, {self.pending:,} pending")
     if c.get("submitting"):
         numbers += f" ({c['submitting']:,} being submitted)"
-    if not self.planned_known:
+    if self.store is not None:
+        out.append("  " + _as_of(self))
+    if not self.planned_known and self.store is not None:
+        out.append(f"  {numbers}; planned jobs unknown: no run is recorded in these ledger copies")
+    elif not self.planned_known:
         out.append(f"  {numbers}; planned jobs unknown: no run is recorded in this ledger "
                    f"(`batchgen status MANIFEST --output {self.folder}` counts them)")
     elif self.complete:
@@ -321,6 +325,11 @@ def render_status(report: StatusReport) -> str:
         out.append(f"  running now (pid {self.holder.pid})" if self.holder else "  running now")
     elif self.running is None and self.holder is not None:
         out.append(f"  maybe running on {self.holder.host} (pid {self.holder.pid})")
+    elif self.running is None and self.store is not None:
+        from batchgen.storage.status import UPLOAD_EVERY
+
+        out.append(f"  maybe running: a ledger copy was uploaded in the last "
+                   f"{3 * UPLOAD_EVERY:.0f} s (a run uploads them every {UPLOAD_EVERY:.0f} s)")
     out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
@@ -351,6 +360,21 @@ def render_status(report: StatusReport) -> str:
     return "\n".join(out)
 
 
+def _as_of(r: StatusReport) -> str:
+    """When the store's ledger copies were uploaded: the figures are as of then."""
+    import time
+    from datetime import datetime, timezone
+
+    copies = f"{r.ledgers} ledger cop{'y' if r.ledgers == 1 else 'ies'}"
+    at = r.uploaded
+    if at is None:
+        return f"read from {copies} in the store (upload time unknown)"
+    when = datetime.fromtimestamp(at, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    ago = format_duration(max(0.0, time.time() - at))
+    return (f"as of {when} ({ago} ago): read from {copies} in the store, as last uploaded; "
+            f"images finished since are not counted yet")
+
+
 def _status_hint(r: StatusReport) -> str | None:
     """The command that goes on from here, rebuilt from the last recorded run."""
     if r.running or r.complete or r.last_run is None:
@@ -358,6 +382,8 @@ def _status_hint(r: StatusReport) -> str | None:
     how = Invocation.from_run(r.last_run)
     if how is None:
         return None
+    if r.store is not None:
+        how = how.with_output(r.store)  # the run that finishes it writes to the same prefix
     if any(f["retryable"] for f in r.failures):
         return f"{_cmd(how, 'retry')} runs the retryable failures again"
     if r.pending or r.at_provider:
@@ -623,6 +649,9 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     if r.linked or r.copied:
         lines.append(f"  images: {r.linked:,} hard-linked, {r.copied:,} copied "
                      "(another filesystem)" if r.copied else f"  images: {r.linked:,} hard-linked")
+    store = isinstance(r.folder, str)  # read from an object store
+    if store:
+        lines.append(f"  read from {r.folder}: {r.downloaded:,} image(s) downloaded")
     if r.filtered_out:
         lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
     if r.not_done:
@@ -632,11 +661,17 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     if r.not_in_manifest:
         lines.append(f"  {r.not_in_manifest:,} done job(s) no longer in the manifest were left out "
                      f"(export the batch folder {r.folder} to include them)")
-    rerun = (f"`batchgen run {target}`" if Path(target).is_file()
-             else "running the batch's manifest again (`batchgen run MANIFEST`)")
+    if store:
+        rerun = ("running the batch's manifest again "
+                 f"(`{shlex.join(['batchgen', 'run', 'MANIFEST', '--output', str(r.folder)])}`)")
+    else:
+        rerun = (f"`batchgen run {target}`" if Path(target).is_file()
+                 else "running the batch's manifest again (`batchgen run MANIFEST`)")
     for problem, n in r.problems.items():
         example = r.examples.get(problem)
         what, fix = _LEFT_OUT[problem]
+        if store:
+            what = what.replace("on disk", "in the store")
         lines.append(f"  left out: {n:,} done job(s) {what}" + (f" (e.g. {example})" if example else "")
                      + f"; {fix.format(rerun=rerun)}")
     lines.append("  load it: from datasets import load_dataset; "

@@ -26,6 +26,7 @@ import orjson
 from batchgen.errors import UsageError
 from batchgen.export.base import ExportFormat, FormatWriter, Unit, tmp_path
 from batchgen.export.imagefolder import FOLDER_SIZE, ImageFolderWriter
+from batchgen.export.images import ImageSource, LocalImages, StoreImages
 from batchgen.export.rows import Where
 from batchgen.export.scan import Entry, Item, Problem, Scan, check_where, scan
 from batchgen.export.state import ExportState, UnitRecord, on_disk
@@ -64,7 +65,7 @@ class ExportReport:
     """What an export did, as data: the CLI words it (``render_export``)."""
 
     batch: str
-    folder: Path
+    folder: Path | str   # the batch folder, or the store URL the batch was read from
     to: Path
     format: ExportFormat
     split: str
@@ -82,6 +83,7 @@ class ExportReport:
     rewrote_all: str | None = None   # why nothing could be kept from an earlier export
     linked: int = 0
     copied: int = 0
+    downloaded: int = 0   # images fetched from an object store
     elapsed: float = 0.0
     files: list[str] = field(default_factory=list)
 
@@ -97,7 +99,7 @@ def _unit_rule(options: ExportOptions) -> Callable[[int, int, int], bool]:
     return lambda rows, size, nxt: rows >= FOLDER_SIZE
 
 
-def _writer(options: ExportOptions, found: Scan) -> FormatWriter:
+def _writer(options: ExportOptions, found: Scan, images: ImageSource) -> FormatWriter:
     schema = found.columns.schema()
     to, split = options.to, options.split
     if options.format is ExportFormat.WEBDATASET:
@@ -106,12 +108,13 @@ def _writer(options: ExportOptions, found: Scan) -> FormatWriter:
             raise UsageError(f"this batch holds {kinds} images; a WebDataset sample has the same "
                              f"members everywhere, so export one format at a time, e.g. "
                              f"--where output_format={sorted(found.columns.formats)[0]}")
-        return WebDatasetWriter(to, split, schema, found.columns.captions, options.shard_size)
+        return WebDatasetWriter(to, split, schema, found.columns.captions, options.shard_size,
+                                images)
     if options.format is ExportFormat.PARQUET:
         from batchgen.export.parquet import ParquetWriter
 
-        return ParquetWriter(to, split, schema)
-    return ImageFolderWriter(to, split, schema)
+        return ParquetWriter(to, split, schema, images)
+    return ImageFolderWriter(to, split, schema, images)
 
 
 def _check_target(results: BatchResults, options: ExportOptions) -> None:
@@ -120,10 +123,11 @@ def _check_target(results: BatchResults, options: ExportOptions) -> None:
     if options.shard_size < 1:
         raise UsageError("--shard-size must be at least 1")
     to = options.to.absolute().resolve()
-    folder = results.folder.absolute().resolve()
-    if to == folder or to.is_relative_to(folder / "images"):
-        raise UsageError(f"--to {options.to}: export to a folder of its own, not into the "
-                         f"batch folder {results.folder}")
+    if results.store is None:  # a batch in a store has no local folder to keep out of
+        folder = results.folder.absolute().resolve()
+        if to == folder or to.is_relative_to(folder / "images"):
+            raise UsageError(f"--to {options.to}: export to a folder of its own, not into the "
+                             f"batch folder {results.folder}")
     if to.exists() and not to.is_dir():
         raise UsageError(f"--to {options.to} is a file, not a folder")
 
@@ -156,14 +160,15 @@ def _previous(options: ExportOptions, new: ExportState, writer: FormatWriter,
 
 def export_batch(target: str | Path, options: ExportOptions,
                  progress: Progress | None = None) -> ExportReport:
-    """Export the done jobs of the batch named by a manifest or a batch folder."""
+    """Export the done jobs of the batch named by a manifest, a batch folder or an object-store
+    URL (``s3://bucket/prefix``: its ledger copies, sidecars and images read from there)."""
     started = time.monotonic()
     options = dataclasses.replace(options, format=ExportFormat(options.format), to=Path(options.to))
     results = open_results(target)
     _check_target(results, options)
     where = Where.parse(options.where)
-    report = ExportReport(results.batch, results.folder, options.to, options.format,
-                          options.split, where.describe())
+    report = ExportReport(results.batch, results.folder if results.store is None else results.source,
+                          options.to, options.format, options.split, where.describe())
     counts = results.counts()
     report.not_done = {s.value: n for s, n in counts.items() if s != JobState.DONE and n}
     if results.manifest is not None:
@@ -179,8 +184,11 @@ def export_batch(target: str | Path, options: ExportOptions,
         report.problems, report.examples = dict(found.problems), dict(found.examples)
         if not found.rows:
             raise UsageError(_nothing(report, counts.get(JobState.DONE, 0)))
-        writer = _writer(options, found)
+        images = StoreImages(results.store) if results.store is not None else LocalImages()
+        writer = _writer(options, found, images)
         _write(results, options, found, writer, report, progress)
+        if isinstance(images, StoreImages):
+            report.downloaded = images.fetched
     finally:
         spill.unlink(missing_ok=True)
         shutil.rmtree(options.to / ".batchgen-tmp", ignore_errors=True)
@@ -204,7 +212,8 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: F
                            [[k, v.value] for k, v in schema.items()]])
     new = ExportState(format=options.format.value, split=options.split, where=report.where,
                       columns=hashlib.sha256(layout).hexdigest()[:16], batch=results.batch,
-                      source=str(results.folder.absolute()))
+                      source=results.source if results.store is not None
+                      else str(results.folder.absolute()))
     recorded = ExportState.load(options.to, options.split)
     old = _previous(options, new, writer, report, recorded)
     units = _plan(found, _unit_rule(options), new.columns)

@@ -3,7 +3,9 @@
 Each subfolder holds at most 1,000 images, named ``<job_id>.<ext>`` (unique, dot-free), hard
 linked to the batch's files where the filesystem allows (no bytes copied, no space used) and
 copied otherwise. Images are not read: their size was checked by the scan, and their sha256
-is a column, where the other formats, which copy the bytes, check it. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
+is a column, where the other formats, which copy the bytes, check it. From an object store
+the images are downloaded (many at a time) and checked against their sha256 like the other
+formats' bytes; one already in the export folder with the same bytes is not fetched again. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
 with the same keys on every line, so ``datasets`` builds one typed schema from it (and, with
 a metadata file present, never invents a ``label`` column from the folder names).
 """
@@ -11,6 +13,7 @@ a metadata file present, never invents a ``label`` column from the folder names)
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import shutil
 from collections.abc import Iterable
@@ -18,7 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from batchgen.export.base import place, tmp_path
+from batchgen.export.base import atomic_write, place, tmp_path
+from batchgen.export.images import ImageSource, LocalImages
 from batchgen.export.rows import ColumnType
 from batchgen.export.scan import Item
 
@@ -30,12 +34,15 @@ FOLDER_SIZE = 1000
 class ImageFolderWriter:
     sorted_keys = False
 
-    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType]) -> None:
+    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType],
+                 images: ImageSource | None = None) -> None:
         self.root = root
         self.split = split
         self.schema = schema
+        self.images = images or LocalImages()
         self.linked = 0
         self.copied = 0
+        self.downloaded = 0
         self._can_link = True
         self._metadata: Path | None = None
         self._meta_fh = None
@@ -55,6 +62,8 @@ class ImageFolderWriter:
     def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         folder = self.root / self._folder(index)
         folder.mkdir(parents=True, exist_ok=True)
+        if not self.images.local:
+            return self._fetch_unit(index, folder, items)
         wanted = set()
         for item in items:
             name = f"{item.key}.{item.ext}"
@@ -70,6 +79,27 @@ class ImageFolderWriter:
                     continue  # gone since the scan: left out, and counted as changed
             wanted.add(name)
             self.keep_row(index, item)
+        for stale in folder.iterdir():
+            if stale.name not in wanted:
+                stale.unlink()
+        return len(wanted)
+
+    def _fetch_unit(self, index: int, folder: Path, items: Iterable[Item]) -> int:
+        """A unit from the store: at most FOLDER_SIZE rows, so they are held (never bytes)."""
+        rows = list(items)
+        fetch = [item for item in rows if not _holds(folder / f"{item.key}.{item.ext}", item)]
+        missing = set()
+        for item, data in self.images.checked(fetch):
+            if data is None:
+                missing.add(item.key)  # gone or changed since the scan: counted as changed
+                continue
+            atomic_write(self.root, f"{self._folder(index)}/{item.key}.{item.ext}", data)
+            self.downloaded += 1
+        wanted = set()
+        for item in rows:
+            if item.key not in missing:
+                wanted.add(f"{item.key}.{item.ext}")
+                self.keep_row(index, item)
         for stale in folder.iterdir():
             if stale.name not in wanted:
                 stale.unlink()
@@ -121,3 +151,13 @@ class ImageFolderWriter:
         name = f"{self.split}/metadata.jsonl"
         place(self.root, self._metadata, name)
         return [name]
+
+
+def _holds(target: Path, item: Item) -> bool:
+    """True when the export folder already has this image, byte for byte."""
+    try:
+        if target.stat().st_size != item.size:
+            return False
+        return hashlib.sha256(target.read_bytes()).hexdigest() == item.sha256
+    except OSError:
+        return False

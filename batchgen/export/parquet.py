@@ -17,7 +17,7 @@ from batchgen.errors import UsageError
 from batchgen.export.base import hf_features, place, tmp_path
 from batchgen.export.rows import ColumnType
 from batchgen.export.scan import Item
-from batchgen.export.webdataset import read_checked
+from batchgen.export.images import ImageSource, LocalImages
 
 __all__ = ["MAX_SHARD_BYTES", "ROW_GROUP", "ParquetWriter"]
 
@@ -37,8 +37,10 @@ def _pyarrow() -> Any:
 class ParquetWriter:
     sorted_keys = False
 
-    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType]) -> None:
+    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType],
+                 images: ImageSource | None = None) -> None:
         self.pa = _pyarrow()
+        self.images = images or LocalImages()
         self.root = root
         self.split = split
         self.schema = schema
@@ -71,8 +73,7 @@ class ParquetWriter:
                                   use_dictionary=[n for n, k in self.schema.items()
                                                   if k is ColumnType.STRING]) as writer:
                 batch: list[dict[str, Any]] = []
-                for item in items:
-                    data = read_checked(item)
+                for item, data in self.images.checked(items):
                     if data is None:
                         continue
                     row = {"image": {"bytes": data, "path": f"{item.key}.{item.ext}"}}

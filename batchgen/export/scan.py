@@ -3,26 +3,35 @@
 It learns the columns (names and types) and how many rows there are before anything is
 written, and spills each row to one temporary JSON Lines file, so the writing pass reads one
 file front to back instead of opening every sidecar again. Nothing is held per job: memory
-stays flat from ten jobs to a million.
+stays flat from ten jobs to a million. A batch in an object store is scanned the same way,
+its sidecars fetched a few hundred at a time and sizes taken from one listing.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
+import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
 from batchgen.export.rows import FIXED, Columns, Where, flat_row
-from batchgen.storage.results import BatchResults
+from batchgen.storage.results import BatchResults, StoredResult
 from batchgen.storage.sidecar import Sidecar
 
+if TYPE_CHECKING:
+    from batchgen.storage.remote import StoreBatch
+
 __all__ = ["Entry", "Item", "Problem", "Scan", "check_where", "scan"]
+
+#: done jobs looked at together in a store: their sidecars are fetched at once
+STORE_CHUNK = 256
 
 
 class Problem(StrEnum):
@@ -38,11 +47,12 @@ class Item:
     """One row on its way to a writer: where the image is, what it must hash to, the row."""
 
     key: str
-    image: str          # absolute path of the image file
+    image: str          # absolute path of the image file (from a store: its path in the batch)
     ext: str
     size: int
     sha256: str
-    stamp: list[int]    # image and sidecar (size, mtime_ns): a change on disk changes the digest
+    stamp: list[int]    # image and sidecar (size, mtime_ns; in a store: size, ETag or bytes
+                        # digest): a change on disk or in the store changes the unit's digest
     caption: str | None
     row: dict[str, Any]
     sidecar: str        # the sidecar, compact JSON
@@ -115,6 +125,9 @@ def scan(results: BatchResults, where: Where, spill: Path,
     dumps = orjson.dumps
     newline = orjson.OPT_APPEND_NEWLINE
     with open(spill, "wb") as out:
+        if results.store is not None:
+            _scan_store(results, results.store, where, found, out, progress)
+            return found
         for n, result in enumerate(results.done(), 1):
             if progress is not None and n % 1000 == 0:
                 progress(n)
@@ -139,6 +152,14 @@ def _one(folder: Path, file: str, size: int, sha256: str | None, job_id: str, fo
     except (OSError, ValueError):
         found.problem(Problem.NO_SIDECAR, str(sidecar_path.relative_to(folder)))
         return
+    _keep(found, where, out, dumps, newline, job_id, str(image), image.suffix.lstrip("."), size,
+          sha256, [*image_stamp, *side_stamp], sidecar)
+
+
+def _keep(found: Scan, where: Where, out: BinaryIO, dumps: Callable[..., bytes], newline: int,
+          job_id: str, image: str, ext: str, size: int, sha256: str | None, stamp: list[int],
+          sidecar: Sidecar) -> None:
+    """Flatten one good row, filter it, learn its columns and spill it."""
     row = flat_row(sidecar)
     row["job_id"] = job_id  # the ledger's id is the one the batch knows the job by
     found.keys.update(row)
@@ -149,9 +170,49 @@ def _one(folder: Path, file: str, size: int, sha256: str | None, job_id: str, fo
     found.rows += 1
     found.bytes += size
     compact = dumps(sidecar.to_json()).decode()
-    line = dumps([job_id, str(image), image.suffix.lstrip("."), size, sha256 or sidecar.image.sha256,
-                  [*image_stamp, *side_stamp], sidecar.caption, row, compact], option=newline)
+    line = dumps([job_id, image, ext, size, sha256 or sidecar.image.sha256, stamp,
+                  sidecar.caption, row, compact], option=newline)
     out.write(b"%s\t%d\t%s" % (job_id.encode(), size, line))
+
+
+def _scan_store(results: BatchResults, store: StoreBatch, where: Where, found: Scan,
+                out: BinaryIO, progress: Callable[[int], None] | None) -> None:
+    """The store's way: sizes from one listing of ``images/``, sidecars fetched many at a
+    time; an item's image is its path in the batch, read later through the store."""
+    dumps, newline = orjson.dumps, orjson.OPT_APPEND_NEWLINE
+    n = 0
+    for chunk in _chunks(results.done(), STORE_CHUNK):
+        present = []
+        for result in chunk:
+            stamp = store.stamp(result.file)
+            if stamp is None or stamp[0] != result.record.size:
+                found.problem(Problem.NO_IMAGE, result.file)
+            else:
+                present.append((result, stamp))
+        sidecars = store.read_many([r.sidecar_file() for r, _ in present])
+        for result, stamp in present:
+            name = result.sidecar_file()
+            raw = sidecars.get(name)
+            try:
+                sidecar = Sidecar.decode(raw) if raw is not None else None
+            except ValueError:
+                sidecar = None
+            if sidecar is None:
+                found.problem(Problem.NO_SIDECAR, name)
+                continue
+            file = result.file
+            _keep(found, where, out, dumps, newline, result.job_id, file,
+                  file.rpartition(".")[2], result.record.size, result.record.sha256_hex,
+                  [*stamp, len(raw), zlib.crc32(raw)], sidecar)
+        n += len(chunk)
+        if progress is not None and n // 1000 > (n - len(chunk)) // 1000:
+            progress(n)
+
+
+def _chunks(items: Iterable[StoredResult], size: int) -> Iterator[list[StoredResult]]:
+    it = iter(items)
+    while chunk := list(itertools.islice(it, size)):
+        yield chunk
 
 
 def check_where(where: Where, found: Scan) -> None:

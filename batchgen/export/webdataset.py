@@ -20,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from batchgen.export.base import atomic_write, place, tmp_path
+from batchgen.export.images import ImageSource, LocalImages
 from batchgen.export.rows import ColumnType
 from batchgen.export.scan import Item
 
@@ -34,8 +35,9 @@ class WebDatasetWriter:
     sorted_keys = True
 
     def __init__(self, root: Path, split: str, schema: dict[str, ColumnType], captions: bool,
-                 shard_size: int = DEFAULT_SHARD_SIZE) -> None:
+                 shard_size: int = DEFAULT_SHARD_SIZE, images: ImageSource | None = None) -> None:
         self.root = root
+        self.images = images or LocalImages()
         self.split = split
         self.schema = schema
         self.captions = captions
@@ -70,9 +72,9 @@ class WebDatasetWriter:
         try:
             with open(tmp, "wb") as raw:
                 with tarfile.open(fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                    for item in items:  # sorted by key: every member in name order
+                    # sorted by key: every member in name order
+                    for item, data in self.images.checked(items):
                         count += 1
-                        data = read_checked(item)
                         if data is None:
                             continue
                         members = [(f"{item.key}.json", self._json(item)),
@@ -112,18 +114,6 @@ class WebDatasetWriter:
 
     def finish(self, ok: bool) -> list[str]:
         return []
-
-
-def read_checked(item: Item) -> bytes | None:
-    """The image's bytes, or None when they no longer hash to what the ledger recorded."""
-    try:
-        with open(item.image, "rb") as fh:
-            data = fh.read()
-    except OSError:
-        return None
-    if item.sha256 and hashlib.sha256(data).hexdigest() != item.sha256:
-        return None
-    return data
 
 
 def _file_sha256(path: Path) -> str:

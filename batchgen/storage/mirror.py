@@ -75,6 +75,9 @@ class LedgerMirror:
         self.push_errors = 0
         self.last_error: OutputError | None = None
         self._pushed: dict[str, _Pushed] = {}
+        #: what the last ``fetch`` found: relative path -> (bytes, when its newest part was
+        #: put, in seconds since the epoch, or None where the store does not say)
+        self.copies: dict[str, tuple[int, float | None]] = {}
 
     def __repr__(self) -> str:
         return f"LedgerMirror({self.url!r})"
@@ -87,14 +90,18 @@ class LedgerMirror:
         shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True, exist_ok=True)
         found: dict[str, Path] = {}
-        for relative, keys in self._newest().items():
-            data = self._call("read", relative, self.fs.cat, keys)
+        self.copies = {}
+        for relative, parts in self._newest().items():
+            keys = [key for key, _ in parts]
+            data = self._call("read", relative, self.fs.cat, keys, **self._whole)
             local = target / relative
             local.parent.mkdir(parents=True, exist_ok=True)
             with open(local, "wb") as fh:
                 for key in keys:  # in order; a part's last line is always whole
                     fh.write(data[key] if key in data else data[self.fs._strip_protocol(key)])
             found[relative] = local
+            times = [at for _, at in parts if at is not None]
+            self.copies[relative] = (local.stat().st_size, max(times) if times else None)
         return found
 
     def push(self, ledger_file: Path, relative: str) -> bool:
@@ -138,45 +145,47 @@ class LedgerMirror:
         key = f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl"
         self._call("copy the ledger to", relative, self.fs.pipe_file, key, data)
 
-    def _listing(self) -> dict[str, dict[str, list[int]]]:
-        """Every copy under ``ledger/``: relative path -> generation -> part numbers."""
+    def _listing(self) -> dict[str, dict[str, dict[int, float | None]]]:
+        """Every copy under ``ledger/``: relative path -> generation -> part number -> when
+        it was put (one recursive listing)."""
         base = f"{self.root}/{COPIES}"
         try:
             self.fs.invalidate_cache(base)
         except Exception:  # noqa: BLE001 - a filesystem without a cache
             pass
         try:
-            keys = self.fs.find(base)
+            listed = self.fs.find(base, detail=True)
         except FileNotFoundError:
             return {}
         except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
             raise _output_error("list", f"{self.url}/{COPIES}", exc) from exc
-        copies: dict[str, dict[str, list[int]]] = {}
-        for key in keys:
+        copies: dict[str, dict[str, dict[int, float | None]]] = {}
+        for key, info in listed.items():
             rest = str(key)[len(base) + 1:]
             relative, _, tail = rest.rpartition("/")
             relative, _, generation = relative.rpartition("/")
             part = _PART.fullmatch(tail)
             if part is None or not _LEDGER.fullmatch(relative) or not generation:
                 continue
-            copies.setdefault(relative, {}).setdefault(generation, []).append(int(part.group(1)))
+            copies.setdefault(relative, {}).setdefault(generation, {})[int(part.group(1))] = _put_at(info)
         return copies
 
-    def _newest(self) -> dict[str, list[str]]:
-        """Each ledger's newest whole generation, as the keys of its parts in order (up to
-        the first missing part: a push that failed is sent again as a new generation)."""
-        chosen: dict[str, list[str]] = {}
+    def _newest(self) -> dict[str, list[tuple[str, float | None]]]:
+        """Each ledger's newest whole generation, as its parts in order, (key, when put): up
+        to the first missing part (a push that failed is sent again as a new generation)."""
+        chosen: dict[str, list[tuple[str, float | None]]] = {}
         for relative, generations in self._listing().items():
             for generation in sorted(generations, reverse=True):
-                parts = set(generations[generation])
+                parts = generations[generation]
                 if 0 not in parts:
                     continue  # its base was never put whole: not a copy
                 seq = 0
-                keys = []
+                found = []
                 while seq in parts:
-                    keys.append(f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl")
+                    found.append((f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl",
+                                  parts[seq]))
                     seq += 1
-                chosen[relative] = keys
+                chosen[relative] = found
                 break
         return chosen
 
@@ -190,11 +199,34 @@ class LedgerMirror:
         except Exception:  # noqa: BLE001 - leftovers cost space, never correctness
             pass
 
-    def _call(self, what: str, relative: str, func: Any, *args: Any) -> Any:
+    @property
+    def _whole(self) -> dict[str, Any]:
+        # s3fs asks for an object's size (a HEAD) to fetch it in ranges; a copy's part is small
+        return {"max_concurrency": 1} if self.protocol in ("s3", "s3a") else {}
+
+    def _call(self, what: str, relative: str, func: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args)
+            return func(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
             raise _output_error(what, f"{self.url}/{relative}", exc) from exc
+
+
+def _put_at(info: Mapping[str, Any]) -> float | None:
+    """When an object was put, from a listing's entry (seconds since the epoch)."""
+    from datetime import datetime
+
+    for name in ("LastModified", "mtime", "last_modified", "created"):
+        value = info.get(name)
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+            except ValueError:
+                continue
+    return None
 
 
 class _Pushed:

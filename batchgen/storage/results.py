@@ -19,6 +19,7 @@ from batchgen.storage.sidecar import Sidecar
 
 if TYPE_CHECKING:
     from batchgen.manifest import Manifest
+    from batchgen.storage.remote import StoreBatch
 
 __all__ = ["BatchResults", "JobResult", "StoredResult", "join", "open_results", "recorded",
            "vanished"]
@@ -120,12 +121,21 @@ class StoredResult:
 @dataclass
 class BatchResults:
     """One batch's results, found from a manifest or from its folder alone (as ``status``
-    finds it). With a manifest, only the manifest's jobs count; without, every recorded job."""
+    finds it). With a manifest, only the manifest's jobs count; without, every recorded job.
+
+    A batch read from an object store has ``store`` set: its files are read through it (by
+    their path in the batch, as ``StoredResult.file``), and ``folder`` is only a name."""
 
     folder: Path
     ledger: Ledger
     manifest: Manifest | None = None
     _counts: Counter[JobState] | None = field(default=None, repr=False)
+    store: StoreBatch | None = None
+
+    @property
+    def source(self) -> str:
+        """Where the batch is: its store URL, or its folder."""
+        return self.store.url if self.store is not None else str(self.folder)
 
     @property
     def batch(self) -> str:
@@ -157,7 +167,16 @@ class BatchResults:
 
 
 def open_results(target: str | Path) -> BatchResults:
-    """The results of the batch named by a manifest file or by a batch folder; reads only."""
+    """The results of the batch named by a manifest file, a batch folder, or an object-store
+    URL such as ``s3://bucket/prefix`` (its ledger copies read, its files read from there);
+    reads only."""
+    if isinstance(target, str) and "://" in target:
+        from batchgen.storage.remote import is_store_url, open_store_batch  # fsspec on demand
+
+        if is_store_url(target):
+            store = open_store_batch(target)
+            return BatchResults(Path(store.url.rpartition("/")[2] or store.url), store.ledger,
+                                store=store)
     path = Path(target)
     if path.is_file():
         from batchgen.manifest import load_manifest  # only a manifest target needs it

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ from batchgen.storage.ledger import (STATES, JobRecord, Ledger, LockHolder, ledg
                                      read_run_note, read_run_notes)
 from batchgen.storage.results import join, vanished
 
-__all__ = ["StatusReport", "batch_status"]
+__all__ = ["StatusReport", "batch_status", "store_status"]
 
 RATE_WINDOW = 600.0
+#: a run writing to a store uploads its ledger copies this often (and when it ends)
+UPLOAD_EVERY = 30.0
 
 
 @dataclass
@@ -64,6 +67,21 @@ class StatusReport:
     #: shard runs holding a part of the folder: "I/N" -> holder (alive, or on another host)
     shards_running: dict[str, LockHolder] = field(default_factory=dict)
     ledgers: int = 1  # ledger files read (the folder's own and one per shard)
+    #: read from an object store: its URL, and when each ledger copy was uploaded (seconds
+    #: since the epoch; the figures are as of then)
+    store: str | None = None
+    copies: dict[str, float | None] = field(default_factory=dict)
+
+    @property
+    def location(self) -> str:
+        """Where the batch is: its store URL, or its folder."""
+        return self.store or str(self.folder)
+
+    @property
+    def uploaded(self) -> float | None:
+        """When the newest of the store's ledger copies was uploaded (None: not a store)."""
+        times = [t for t in self.copies.values() if t is not None]
+        return max(times) if times else None
 
     @property
     def complete(self) -> bool:
@@ -76,7 +94,7 @@ class StatusReport:
 
     def to_json(self) -> dict[str, Any]:
         run = self.last_run
-        return {"batch": self.batch, "folder": str(self.folder), "manifest": self.manifest,
+        return {"batch": self.batch, "folder": self.location, "manifest": self.manifest,
                 "planned": self.planned, "done": self.done, "failed": self.failed,
                 "pending": self.pending, "at_provider": self.at_provider,
                 "complete": self.complete, "planned_known": self.planned_known,
@@ -89,7 +107,10 @@ class StatusReport:
                 "vanished": self.vanished, "size_mismatched": self.size_mismatched,
                 "unreadable_lines": self.unreadable_lines,
                 "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds,
-                "live": self.live, "ledgers": self.ledgers,
+                "live": self.live, "ledgers": self.ledgers, "store": self.store,
+                "as_of": _iso(self.uploaded) if self.store is not None else None,
+                "ledger_copies": {name: _iso(at) for name, at in self.copies.items()}
+                if self.store is not None else None,
                 "shards_running": {shard: {"pid": h.pid, "host": h.host}
                                    for shard, h in self.shards_running.items()}}
 
@@ -104,6 +125,54 @@ def batch_status(target: str | Path, output: str | Path | None = None) -> Status
         manifest = load_manifest(path)
     folder = Path(output) if output is not None else (manifest.output if manifest is not None else path)
     ledger = Ledger.read(folder)
+    report = _counted(ledger, folder, manifest, path)
+    report.ledgers = len(ledger_files(folder)) or 1
+    report.holder = Ledger.lock_holder(folder)
+    report.running = report.holder.alive if report.holder is not None else False
+    report.live = read_run_note(folder) if report.running else None
+    for shard, holder in Ledger.holders(folder):
+        if shard is not None and holder.alive is not False:
+            report.shards_running[shard] = holder
+    if report.shards_running and not report.running:
+        alive = [h.alive for h in report.shards_running.values()]
+        report.running = True if any(alive) else None
+        if report.holder is None:
+            report.holder = next(iter(report.shards_running.values()))
+        notes = [note for shard, note in read_run_notes(folder) if shard is not None]
+        report.live = _sum_notes(notes) if notes else None
+    _pace(report, ledger)
+    return report
+
+
+
+def store_status(url: str) -> StatusReport:
+    """Status of the batch under an object-store URL, from the ledger copies a run uploads.
+
+    The figures are as of the copies' upload (``copies``, ``uploaded``): a store holds no
+    lock, so a copy uploaded within the last few upload periods means a run may still be
+    going (``running`` None), and an unfinished batch is never called complete."""
+    from batchgen.storage.remote import open_store_batch  # fsspec only for a store
+
+    store = open_store_batch(url)
+    report = _counted(store.ledger, Path(store.root), None, None)
+    report.store = store.url
+    report.copies = {c.relative: c.uploaded for c in store.copies}
+    report.ledgers = len(store.copies)
+    newest = report.uploaded
+    recent = newest is not None and time.time() - newest < 3 * UPLOAD_EVERY
+    report.running = None if recent and not report.complete else False
+    _pace(report, store.ledger)
+    return report
+
+
+def _iso(at: float | None) -> str | None:
+    if at is None:
+        return None
+    return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds")
+
+
+def _counted(ledger: Ledger, folder: Path, manifest: Any, path: Path | None) -> StatusReport:
+    """The figures every status has, from a replayed ledger (and the manifest, if given)."""
     counts: Counter[str] = Counter()
     mine: list[tuple[str, JobRecord]] = []  # the records of jobs in the manifest
     planned_known = True
@@ -143,21 +212,6 @@ def batch_status(target: str | Path, output: str | Path | None = None) -> Status
             report.size_mismatched += 1
             if report.size_example is None:
                 report.size_example = f"{rec.file or job_id}: {rec.size_got}"
-    report.ledgers = len(ledger_files(folder)) or 1
-    report.holder = Ledger.lock_holder(folder)
-    report.running = report.holder.alive if report.holder is not None else False
-    report.live = read_run_note(folder) if report.running else None
-    for shard, holder in Ledger.holders(folder):
-        if shard is not None and holder.alive is not False:
-            report.shards_running[shard] = holder
-    if report.shards_running and not report.running:
-        alive = [h.alive for h in report.shards_running.values()]
-        report.running = True if any(alive) else None
-        if report.holder is None:
-            report.holder = next(iter(report.shards_running.values()))
-        notes = [note for shard, note in read_run_notes(folder) if shard is not None]
-        report.live = _sum_notes(notes) if notes else None
-    _pace(report, ledger)
     return report
 
 

@@ -1,6 +1,7 @@
 """Benchmark `batchgen export` in each format beside `cp -r` of the same files.
 
-Run by hand: `.venv/bin/python tests/bench/bench_export.py [--sizes 10000,100000] [--repeat 3]`.
+Run by hand: `.venv/bin/python tests/bench/bench_export.py [--sizes 10000,100000] [--repeat 3]`,
+or `... --store [--sizes 1000]` for a batch read back from an object store (below).
 
 A batch folder of N small images (256*256 PNG from the simulator's renderer, ~3-7 KB each,
 with sidecar and caption) is written once through the storage package (the default layout),
@@ -11,7 +12,13 @@ command: interpreter start, imports, both passes). Files are read once beforehan
 case starts from a warm page cache. Prints medians (and the spread) as markdown, with each
 export's peak RSS (GNU time's maximum resident set size), and the default layout's folder
 fan-out: measured on the batch folder, and for 10^6 jobs from the names a 10^6-job manifest
-expands to. Never part of the test suite.
+expands to.
+
+`--store` measures what reading a batch back from an object store costs: a batch of N
+images of about 20 KB (noise PNGs, which do not compress) is written the same way, uploaded
+to a SeaweedFS S3 server on loopback (`weed mini`, as the tests start it), and each format is
+exported from `s3://bucket/prefix` and from the local folder, in fresh subprocesses, `--repeat`
+times; it prints the medians and the store's cost per image. Never part of the test suite.
 """
 
 from __future__ import annotations
@@ -31,7 +38,22 @@ from pathlib import Path
 FORMATS = ("imagefolder", "parquet", "webdataset")
 
 
-def make_batch(folder: Path, count: int) -> None:
+def noise_pngs(kb: int, count: int = 64) -> list[bytes]:
+    """Distinct PNGs of about ``kb`` KB each (random pixels do not compress)."""
+    import io
+
+    from PIL import Image
+
+    side = int((kb * 1000 / 3) ** 0.5)
+    pool = []
+    for _ in range(count):
+        buf = io.BytesIO()
+        Image.frombytes("RGB", (side, side), os.urandom(side * side * 3)).save(buf, "PNG")
+        pool.append(buf.getvalue())
+    return pool
+
+
+def make_batch(folder: Path, count: int, pool: list[bytes] | None = None) -> None:
     """N done jobs written through the storage package (ledger, images, sidecars, captions)."""
     from batchgen.job import Job
     from batchgen.simulator.images import Recipe, render
@@ -39,7 +61,7 @@ def make_batch(folder: Path, count: int) -> None:
     from batchgen.storage.ledger import Ledger
     from batchgen.storage.sidecar import ImageInfo, ProviderInfo, Sidecar, Timings
 
-    pool = [render(Recipe(scene=i, width=256, height=256, fmt="png")) for i in range(256)]
+    pool = pool or [render(Recipe(scene=i, width=256, height=256, fmt="png")) for i in range(256)]
     ledger = Ledger.open(folder, "bench")
     writer = BatchFolder(folder)
     writer.prepare()
@@ -72,10 +94,10 @@ def warm(folder: Path) -> int:
     return total
 
 
-def timed(cmd: list[str]) -> tuple[float, int | None]:
+def timed(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int | None]:
     """Wall seconds of a command, and its peak RSS in MB as GNU time measures it."""
     started = time.perf_counter()
-    out = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True)
+    out = subprocess.run(["/usr/bin/time", "-v", *cmd], capture_output=True, text=True, env=env)
     elapsed = time.perf_counter() - started
     if out.returncode != 0:
         raise SystemExit(f"{cmd} failed:\n{out.stdout}\n{out.stderr}")
@@ -110,11 +132,60 @@ def million_fan_out() -> tuple[int, int]:
     return len(folders), 3 * max(folders.values())
 
 
+def store_bench(sizes: list[int], repeat: int, kb: int) -> None:
+    """Export from an S3 server on loopback against export from the local folder."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from cluster.s3server import running_s3_server
+
+    rows = []
+    for n in sizes:
+        folder = Path("output") / f"bench-export-store-{n}-{kb}k"
+        if not (folder / "ledger.jsonl").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            make_batch(folder, n, noise_pngs(kb))
+        size = warm(folder / "images")
+        with tempfile.TemporaryDirectory(dir="output") as tmp, \
+                running_s3_server(Path(tmp) / "s3") as server:
+            env = {**os.environ, **server.env}
+            url = server.url("bench")
+            files = [p for p in folder.rglob("*") if p.is_file() and (
+                p.parts[len(folder.parts)] == "images" or p.name == "ledger.jsonl")]
+            t = time.perf_counter()
+            server.filesystem().put([str(p) for p in files],
+                                    [f"{url[5:]}/{p.relative_to(folder).as_posix()}" for p in files])
+            upload = time.perf_counter() - t
+            for fmt in FORMATS:
+                local, remote = [], []
+                for i in range(repeat):
+                    local.append(timed([sys.executable, "-m", "batchgen", "export", str(folder),
+                                        "--format", fmt, "--to", f"{tmp}/l{fmt}{i}", "--quiet"],
+                                       env)[0])
+                    remote.append(timed([sys.executable, "-m", "batchgen", "export", url,
+                                         "--format", fmt, "--to", f"{tmp}/r{fmt}{i}", "--quiet"],
+                                        env)[0])
+                lm, rm = statistics.median(local), statistics.median(remote)
+                rows.append((n, fmt, lm, rm, (rm - lm) / n * 1000, size / n / 1000))
+        print(f"{n:,} jobs: {size / 1e6:.1f} MB of images, uploaded in {upload:.1f} s "
+              f"({len(files)} objects)", file=sys.stderr)
+    print("| jobs | format | local folder, median s | S3 store, median s | store cost ms/image "
+          "| KB/image |")
+    print("|---:|---|---:|---:|---:|---:|")
+    for n, fmt, lm, rm, per, kb_each in rows:
+        print(f"| {n:,} | {fmt} | {lm:.2f} | {rm:.2f} | {per:.2f} | {kb_each:.1f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--sizes", default="10000,100000")
+    parser.add_argument("--sizes", default=None)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--store", action="store_true",
+                        help="export from an S3 server on loopback against the local folder")
+    parser.add_argument("--image-kb", type=int, default=20, help="with --store: image size")
     args = parser.parse_args()
+    if args.store:
+        store_bench([int(s) for s in (args.sizes or "1000").split(",")], args.repeat, args.image_kb)
+        return
+    args.sizes = args.sizes or "10000,100000"
     rows = []
     for n in (int(s) for s in args.sizes.split(",")):
         folder = Path("output") / f"bench-export-{n}"
