@@ -124,7 +124,8 @@ def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str |
                               "imbalance": round(shards.imbalance, 4)}
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
-        print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused))
+        print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused,
+                          output=shown))
         if shards is not None:
             from batchgen.cli.render import render_shards
 

@@ -413,7 +413,8 @@ def render_shards(count: int, jobs: list[int], index: int | None, source: str | 
 
 
 def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Target | None = None,
-                current: Target | None = None, refused: str | None = None) -> str:
+                current: Target | None = None, refused: str | None = None,
+                output: str | None = None) -> str:
     """``batchgen plan`` as text: the summary a person reads before spending money.
 
     With ``folder`` (the manifest compared with the batch folder's ledger), what is done, new
@@ -431,7 +432,7 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
         f"batch       {m.name}",
         f"model       {m.model} on {m.provider} ({m.endpoint})",
         f"api key     ${key} ({key_note})",
-        f"output      {folder.ledger.folder if folder is not None else m.output}",
+        f"output      {output or (folder.ledger.folder if folder is not None else m.output)}",
         f"axes        {axes}",
     ]
     for ax in m.axes:

@@ -116,3 +116,19 @@ def test_shards_on_machines_of_their_own_share_one_prefix_and_a_third_finishes(
     # Machine b runs its shard again: the store's copy of the whole-batch ledger tells it all.
     again = on("b", Shard(1, 2))
     assert again.done == again.planned and sim.stats.tasks_created == jobs
+
+
+def test_plan_against_a_store_compares_with_its_ledger_copies(
+        s3_server: S3Server, s3_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from batchgen.cli.main import main
+
+    manifest = write_manifest(tmp_path, manifest_text("planned", 10, fmt="webp"))
+    sim = Simulator(SimConfig(task_seconds=0.05, task_jitter=0))
+    options = fast_options(tmp_path / "state", writer=ObjectStoreWriter(s3_url), max_jobs=4,
+                           mirror=LedgerMirror(s3_url), location=s3_url, **simulated(sim))
+    run_batch(manifest, options)
+    assert main(["plan", str(manifest), "--output", s3_url, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["done"] == 4 and data["new"] == 6 and data["output"] == s3_url
+    assert main(["plan", str(manifest), "--output", s3_url]) == 0
+    assert f"output      {s3_url}" in capsys.readouterr().out
