@@ -71,6 +71,18 @@ def _env_name(value: Any) -> Any:
     return value
 
 
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+
+
+def _output(value: Any) -> Any:
+    """A local folder. An object store URL here would make a local folder named ``s3:``, so
+    it is refused with where it goes instead."""
+    if isinstance(value, str) and _URL.match(value) and not value.startswith("file://"):
+        raise ValueError(f"must be a local folder (got {excerpt(value)}); give an object store "
+                         f"on the command line: batchgen run MANIFEST --output {value}")
+    return value
+
+
 def _batch_name(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"must be text (got {describe(value)})")
@@ -232,7 +244,7 @@ class ManifestSpec(_Doc):
     concurrency: int = Field(8, ge=1, le=MAX_CONCURRENCY, description="tasks in flight at the provider")
     rate_limit: int | None = Field(None, ge=1, description="submits per minute (none: no limit of our own)")
     task_timeout: float = Field(1800, gt=0, description="seconds a task may stay unfinished before we stop polling")
-    output: str | None = Field(None, min_length=1, description="batch folder; default ./output/<name>; "
+    output: Annotated[str | None, BeforeValidator(_output)] = Field(None, min_length=1, description="batch folder; default ./output/<name>; "
                                                                "relative to the current directory")
     filename: Annotated[str, BeforeValidator(_filename)] = Field(
         DEFAULT_FILENAME, description="file name template under images/ (no extension); '/' makes "
