@@ -3,7 +3,7 @@
 A job's own failure (the task failed, the URL expired for good, the bytes are not an image)
 is recorded in the ledger as data and never raised; only what stops the whole batch (the key
 refused, the disk full) propagates. Nothing is recorded done before its files are in place
-and on disk (the Committer writes and fsyncs them in groups, in its worker thread). An image of another size than the one asked for is
+and on disk (the Committer's group fsync). An image of another size than the one asked for is
 kept, and said so in its sidecar, the ledger and the summary. Image URLs expire: a URL is
 fetched the moment it is handed out (download turns go to the URL that expires first), and one
 that has expired, or would before it can be fetched, is renewed by asking for the task result
@@ -32,6 +32,7 @@ from batchgen.errors import (
 from batchgen.job import Failed, Failure, Job
 from batchgen.provider.base import Provider
 from batchgen.provider.imagecheck import CheckedImage
+from batchgen.provider.offload import off_loop
 from batchgen.provider.wire import TaskResult
 from batchgen.storage.ledger import Ledger
 from batchgen.storage.sidecar import ImageInfo, ProviderInfo, Sidecar, Timings
@@ -165,8 +166,10 @@ class Collector:
             size_got = sidecar.image.size
             sidecar.warnings.append(f"the provider returned an image of {size_got}, not the "
                                     f"{sidecar.image.requested} the request asked for")
-        # Written, made durable and recorded done by the group commit, off the event loop.
-        await self.committer.add(Saved(job, checked.data, sidecar, size_got))
+        saved = await off_loop(len(checked.data), self.writer.save, job, checked.data, sidecar)
+        if size_got is not None:
+            self.stats.wrong_size(f"{saved.file}: asked {sidecar.image.requested}, got {size_got}")
+        await self.committer.add(Saved(job.job_id, saved, size_got))
         return True
 
     async def _fetch(self, task_id: str, result: TaskResult, clock: TaskClock, fmt: str,
