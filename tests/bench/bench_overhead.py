@@ -8,6 +8,8 @@ poll, download, full decode check, atomic image and sidecar writes) against ``fl
 Clients, each pair doing the same durability:
 
 - ``floor`` / ``batchgen``: over httpx, nothing fsynced (``RunOptions(durable=False)``);
+  ``floor-1submit`` keeps batchgen's rule of one submit on the wire at a time (a crash can
+  cost at most one task), which bounds submits to one per round trip;
 - ``floor-aiohttp`` / ``batchgen-aiohttp``: the same over aiohttp (batchgen's provider with
   aiohttp channels, ``aiohttp_provider.py``), to see what the HTTP layer itself costs;
 - ``floor-durable`` / ``batchgen-durable``: files fsynced in groups before their ledger line
@@ -44,10 +46,13 @@ from batchgen.manifest.loader import load_manifest
 from batchgen.simulator import SimConfig
 
 KEY = "bench-key-0123456789abcdef"
-CLIENTS = ["floor", "batchgen", "floor-aiohttp", "batchgen-aiohttp", "floor-durable",
-           "batchgen-durable", "batchgen-bar"]
-FLOOR_OF = {"batchgen": "floor", "batchgen-aiohttp": "floor-aiohttp",
-            "batchgen-durable": "floor-durable", "batchgen-bar": "floor"}
+CLIENTS = ["floor", "floor-1submit", "batchgen", "floor-aiohttp", "floor-aiohttp-1submit",
+           "batchgen-aiohttp", "floor-durable", "batchgen-durable", "batchgen-bar"]
+# Each batchgen client against the floor that keeps its rule of one submit on the wire at a
+# time (so a crash can cost at most one task) when that floor ran, else the plain floor.
+FLOOR_OF = {"batchgen": ["floor-1submit", "floor"],
+            "batchgen-aiohttp": ["floor-aiohttp-1submit", "floor-aiohttp"],
+            "batchgen-durable": ["floor-durable"], "batchgen-bar": ["floor-1submit", "floor"]}
 
 
 def cpu_seconds() -> float:
@@ -92,11 +97,11 @@ def batchgen_run(sim: SimProcess, jobs: int, concurrency: int, fmt: str, base64:
 
 
 def floor_run(sim: SimProcess, jobs: int, concurrency: int, fmt: str, http: str = "httpx",
-              durable: bool = False) -> dict:
+              durable: bool = False, submits_at_once: int | None = None) -> dict:
     with scratch_dir() as tmp:
         return measure(lambda: anyio.run(lambda: run_floor(
             sim.api_base_url, KEY, jobs, concurrency, Path(tmp) / "out", fmt, http=http,
-            durable=durable)), jobs, sim)
+            durable=durable, submits_at_once=submits_at_once)), jobs, sim)
 
 
 def run_client(name: str, sim: SimProcess, args: argparse.Namespace, fmt: str, base64: bool) -> dict:
@@ -105,7 +110,8 @@ def run_client(name: str, sim: SimProcess, args: argparse.Namespace, fmt: str, b
     if name.startswith("floor"):
         if base64:
             return {"rate": float("nan"), "cpu_ms": float("nan"), "sim_ms": float("nan")}
-        return floor_run(sim, args.jobs, args.concurrency, fmt, http, durable)
+        return floor_run(sim, args.jobs, args.concurrency, fmt, http, durable,
+                         1 if name.endswith("1submit") else None)
     return batchgen_run(sim, args.jobs, args.concurrency, fmt, base64, durable, http,
                         bar=name == "batchgen-bar")
 
@@ -145,10 +151,11 @@ def main() -> None:
                     rows[name].append(run_client(name, sim, args, fmt, base64))
             label = f"{fmt}, {'base64' if base64 else 'URL download'}"
             for name in clients:
-                floor = FLOOR_OF.get(name)
+                floor = next((f for f in FLOOR_OF.get(name, []) if f in rows), None)
                 share = ""
-                if floor in rows and not base64:
-                    share = cell([o["rate"] / f["rate"] for o, f in zip(rows[name], rows[floor])], 2)
+                if floor is not None and not base64:
+                    share = cell([o["rate"] / f["rate"] for o, f in zip(rows[name], rows[floor])],
+                                 2) + f" of {floor}"
                 if base64 and name.startswith("floor"):
                     continue
                 r = rows[name]
