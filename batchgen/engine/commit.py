@@ -146,9 +146,22 @@ class Committer:
         if not group:
             return
         self.stats.syncs += 1
+        full: OutputError | None = None
         for item in group:
             f = item.files
-            self.ledger.done(item.job_id, f.file, f.size, f.sha256, f.sidecar_size,
-                             size_got=item.size_got)
+            try:
+                self.ledger.done(item.job_id, f.file, f.size, f.sha256, f.sidecar_size,
+                                 size_got=item.size_got)
+            except OutputError as exc:
+                # A full disk: the ledger still writes into its reserve (and says so each
+                # time), so every durable job of the group gets its line before the batch stops.
+                full = full or exc
+                continue
             self.stats.done += 1
             self.stats.bytes += f.size
+        if full is not None and self._failed is None:
+            self._failed = full
+            if self.on_error is not None:
+                self.on_error(full)
+            else:
+                raise full

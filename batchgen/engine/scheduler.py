@@ -10,6 +10,7 @@ anything depends on it; a job's own failure is recorded, never raised.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -204,7 +205,14 @@ class Scheduler:
             # a long wait must not look like a task that may exist without its id.
             nonlocal recorded
             if not recorded:
-                self.ledger.submitting(job)
+                try:
+                    self.ledger.submitting(job)
+                except OutputError:
+                    # A full disk: the line may be written (into the ledger's reserve), yet
+                    # nothing is sent, so the job goes back to pending, not 'maybe created'.
+                    with contextlib.suppress(OutputError):
+                        self.ledger.reset(job.job_id)
+                    raise
                 recorded = True
 
         try:

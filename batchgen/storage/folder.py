@@ -5,11 +5,16 @@ place, so no partial file is ever visible under its final name. Names come from 
 template and are checked once more here: nothing is ever written outside ``images/``.
 ``sync()`` makes every file saved since the last call durable at once (one group of fsyncs,
 files then folders), so the engine records jobs done only once their bytes are on disk.
+At hundreds of jobs per second the filesystem calls are the cost, so each folder is made and
+checked once per run, and temp files are named by a counter.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
+import itertools
 import os
 import shutil
 import threading
@@ -73,8 +78,14 @@ class BatchFolder:
         self.tmp = self.root / ".tmp"
         self.durable = durable
         self._images_resolved: Path | None = None
-        self._unsynced: list[Path] = []  # saved, not yet fsynced; saves may run in threads
+        self._unsynced: list[str] = []  # saved, not yet fsynced; saves may run in threads
         self._lock = threading.Lock()
+        # Folders made (or found) and checked to be inside images/ in this run: one mkdir and
+        # one resolve per folder, not per file. A set's add and a counter's next are atomic,
+        # so saves in worker threads share them safely.
+        self._made: set[str] = set()
+        self._tmp_names = itertools.count()
+        self._tmp_prefix = ""
 
     def prepare(self) -> None:
         """Create the folders, prove a file can be put in place in ``images/`` the way every
@@ -95,6 +106,10 @@ class BatchFolder:
             where = self.images if self.tmp.is_dir() else self.root
             raise OutputError.from_os_error(f"in {where}", exc) from exc
         self._images_resolved = self.images.resolve()
+        self._made = set()
+        # The temp folder is emptied above and the ledger's lock keeps other runs out, so a
+        # counter is a unique name; the pid only guards against a lock broken by hand.
+        self._tmp_prefix = os.path.join(self.tmp, f"{os.getpid()}-")
 
     def relative(self, job: Job, suffix: str) -> str:
         """Path of one of the job's files, relative to the batch folder."""
@@ -103,12 +118,22 @@ class BatchFolder:
     def image_file(self, job: Job) -> str:
         return image_path(job)
 
-    def _target(self, relative: str) -> Path:
-        path = self.root / relative
+    def _target(self, relative: str) -> str:
+        """The path to write ``relative`` to, its folder made; OutputError if it is outside
+        ``images/``. The folder is made and resolved (symlinks followed) the first time it is
+        seen; the file itself is replaced by a rename, which never follows a link there."""
+        path = os.path.join(self.root, relative)
+        folder, name = os.path.split(path)
+        if name in ("", ".", ".."):
+            raise OutputError(f"refusing to write {relative}: it is not a file name")
+        if folder in self._made:
+            return path
         images = self._images_resolved or self.images.resolve()
-        resolved = path.resolve()
-        if images not in resolved.parents:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        resolved = Path(folder).resolve()
+        if resolved != images and images not in resolved.parents:
             raise OutputError(f"refusing to write {relative}: it is outside {self.images}")
+        self._made.add(folder)
         return path
 
     def has_result(self, file: str, size: int, sidecar_size: int = 0) -> bool:
@@ -139,13 +164,14 @@ class BatchFolder:
         if job.caption is not None:
             files.append((self.relative(job, "txt"), job.caption.encode()))
         files.append((self.relative(job, "json"), side))
-        written: list[Path] = []
+        written: list[str] = []
         try:
             for relative, content in files:
                 written.append(self._write(relative, content))
         except OSError as exc:
             for path in written:  # never leave an image without its sidecar
-                path.unlink(missing_ok=True)
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
             raise OutputError.from_os_error(f"in {self.root}", exc) from exc
         if self.durable:
             with self._lock:
@@ -159,7 +185,7 @@ class BatchFolder:
             paths, self._unsynced = self._unsynced, []
         if not paths:
             return
-        folders: dict[Path, None] = {}
+        folders: dict[str, None] = {}
         try:
             for path in paths:
                 try:
@@ -170,7 +196,7 @@ class BatchFolder:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                folders[path.parent] = None
+                folders[os.path.dirname(path)] = None
             for folder in folders:
                 fd = os.open(folder, os.O_RDONLY)
                 try:
@@ -180,16 +206,31 @@ class BatchFolder:
         except OSError as exc:
             raise OutputError.from_os_error(f"in {self.root}", exc) from exc
 
-    def _write(self, relative: str, data: bytes) -> Path:
+    def _write(self, relative: str, data: bytes) -> str:
         target = self._target(relative)
-        tmp = self.tmp / uuid.uuid4().hex
+        if not self._tmp_prefix:   # saved without prepare() (a folder made by hand)
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            self._tmp_prefix = os.path.join(self.tmp, f"{os.getpid()}-")
+        tmp = f"{self._tmp_prefix}{next(self._tmp_names)}"
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, target)
+            # os.open and os.write: no buffered file object for bytes written in one call.
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            try:
+                view = memoryview(data)
+                while view:
+                    wrote = os.write(fd, view)
+                    if not wrote:
+                        raise OSError(errno.ENOSPC, "no byte written")
+                    view = view[wrote:]
+            finally:
+                os.close(fd)
+            try:
+                os.replace(tmp, target)
+            except FileNotFoundError:   # its folder was removed since it was made: make it again
+                self._made.discard(os.path.dirname(target))
+                os.replace(tmp, self._target(relative))
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
             raise
         return target
-

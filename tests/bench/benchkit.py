@@ -4,6 +4,7 @@ never shares a GIL with it), and scratch folders where batches really write."""
 from __future__ import annotations
 
 import multiprocessing as mp
+import resource
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,9 @@ def _serve(config: SimConfig, conn: Any) -> None:
             if message == "stats":
                 with sim.state.lock:
                     conn.send(sim.stats)
+            elif message == "cpu":
+                usage = resource.getrusage(resource.RUSAGE_SELF)
+                conn.send(usage.ru_utime + usage.ru_stime)
             else:
                 return
 
@@ -39,6 +43,12 @@ class SimProcess:
     @property
     def stats(self) -> SimStats:
         self._conn.send("stats")
+        return self._conn.recv()
+
+    @property
+    def cpu_seconds(self) -> float:
+        """CPU seconds (user + system, all threads) the simulator's process has used so far."""
+        self._conn.send("cpu")
         return self._conn.recv()
 
     def __exit__(self, *exc: object) -> None:

@@ -111,16 +111,23 @@ async def test_a_url_is_renewed_for_as_long_as_the_task_is_there_not_a_fixed_twi
     assert 4 <= r.stats.refreshed_urls <= 12      # renewed with growing pauses, not hammered
 
 
-@VIRTUAL_TIME
-async def test_download_turns_go_to_the_url_that_expires_first() -> None:
-    turns = DownloadTurns(1)
-    order: list[str] = []
+def downloader(turns: DownloadTurns, order: list[str]):
+    """A download that waits ``delay``, then holds a turn for one second, noting its name."""
 
     async def download(name: str, expires: float, delay: float) -> None:
         await anyio.sleep(delay)
         async with turns.turn(expires):
             order.append(name)
             await anyio.sleep(1)
+
+    return download
+
+
+@VIRTUAL_TIME
+async def test_download_turns_go_to_the_url_that_expires_first() -> None:
+    turns = DownloadTurns(1)
+    order: list[str] = []
+    download = downloader(turns, order)
 
     async with anyio.create_task_group() as group:
         group.start_soon(download, "first", 100.0, 0.0)     # holds the only turn for a second
@@ -135,12 +142,7 @@ async def test_download_turns_go_to_the_url_that_expires_first() -> None:
 async def test_a_cancelled_wait_for_a_download_turn_hands_nothing_out_of_order() -> None:
     turns = DownloadTurns(1)
     order: list[str] = []
-
-    async def download(name: str, expires: float, delay: float) -> None:
-        await anyio.sleep(delay)
-        async with turns.turn(expires):
-            order.append(name)
-            await anyio.sleep(1)
+    download = downloader(turns, order)
 
     async with anyio.create_task_group() as group:
         group.start_soon(download, "first", 100.0, 0.0)
