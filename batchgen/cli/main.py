@@ -215,7 +215,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             api_key=args.key, balance=args.balance, task_seconds=args.task_seconds,
             task_jitter=args.task_jitter, workers=args.workers, max_in_flight=args.max_in_flight,
             rpm=args.rpm, retry_after=args.retry_after, url_ttl=args.url_ttl,
-            download_seconds=args.download_seconds,
+            download_seconds=args.download_seconds, api_seconds=args.api_seconds,
             result_ttl=args.result_ttl, hints=not args.no_hints, seed_style=args.seed_style,
             base64_prefix=args.base64_prefix, fault_seed=args.fault_seed, **options)
     except ValueError as exc:
@@ -258,7 +258,8 @@ def _output(args: argparse.Namespace, parts: dict) -> Path | None:
     from batchgen.storage.objectstore import ObjectStoreWriter
 
     url = args.output.rstrip("/")
-    parts.update(writer=ObjectStoreWriter(url), mirror=LedgerMirror(url), location=url)
+    writer = ObjectStoreWriter(url)  # one filesystem (one connection pool) for both
+    parts.update(writer=writer, mirror=LedgerMirror(url, filesystem=writer.fs), location=url)
     return Path(args.state) if args.state is not None else state_folder(url)
 
 
@@ -505,6 +506,9 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="image URL lifetime in seconds (default 3600)")
     p.add_argument("--download-seconds", type=float, default=0.0, metavar="S",
                    help="latency of the image host for each download (default 0)")
+    p.add_argument("--api-seconds", type=float, default=0.0, metavar="S",
+                   help="round trip of the API host: each answer leaves S after its request "
+                        "(default 0; a real provider is some 0.1-0.3 s away)")
     p.add_argument("--result-ttl", type=float, default=None, metavar="S",
                    help="task results are forgotten this long after completion (default never)")
     p.add_argument("--no-hints", action="store_true", help="leave eta and progress_percent at 0")

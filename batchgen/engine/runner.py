@@ -42,7 +42,7 @@ from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.manifest.plan import plan_steps
 from batchgen.manifest.shards import Shard
-from batchgen.provider.client import ClientOptions, ProviderClient
+from batchgen.provider.client import ClientOptions, ProviderClient, submits_for
 from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
 from batchgen.storage.diff import FolderDiff
@@ -251,7 +251,8 @@ class Batch:
             created_before = ledger.stats.tasks_created
             maybe_before = ledger.stats.maybe_duplicated
             limits = Limits(concurrency, rate_limit, now=clock.now,
-                            parallel=(o.client or ClientOptions()).parallel_submits)
+                            parallel=(o.client or ClientOptions()).parallel_submits
+                            or submits_for(concurrency))
             stats.pace = limits
             downloads = DownloadTurns(max(4, min(64, concurrency)))
             async with self._provider(target, key, clock, limits, downloads.slots) as provider:

@@ -260,9 +260,11 @@ def validate_fields(model: str, data: Any, banned_words: list[str]) -> _Submit:
 class _AsgiApp:
     """Adapts a synchronous handler to ASGI 3 (HTTP and lifespan)."""
 
-    def __init__(self, handle: Callable[[_Request], Reply], name: str) -> None:
+    def __init__(self, handle: Callable[[_Request], Reply], name: str,
+                 latency: Callable[[], float] = lambda: 0.0) -> None:
         self._handle = handle
         self.name = name
+        self._latency = latency
 
     def __repr__(self) -> str:
         return f"<batchgen simulator {self.name} app>"
@@ -296,8 +298,9 @@ class _AsgiApp:
         request = _Request(scope["method"], scope["path"], raw_path + b"?" + query if query else raw_path,
                            query, scope["headers"], b"".join(chunks))
         reply = self._handle(request)
-        if reply.delay > 0:
-            await anyio.sleep(reply.delay)
+        delay = reply.delay + self._latency()
+        if delay > 0:
+            await anyio.sleep(delay)
         headers = reply.headers
         if reply.action != "stream":
             headers = headers + [(b"content-length", str(len(reply.body)).encode())]
@@ -356,7 +359,7 @@ class Simulator:
         self.state = SimState(self.config, clock)
         self.api_base_url = api_base_url
         self.image_base_url = image_base_url
-        self.api_app = _AsgiApp(self._handle_api, "API")
+        self.api_app = _AsgiApp(self._handle_api, "API", lambda: self.config.api_seconds)
         self.image_app = _AsgiApp(self._handle_image_host, "image")
         self._learned_keys: list[bytes] = []
 

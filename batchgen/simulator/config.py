@@ -54,6 +54,8 @@ class SimConfig:
     balance_style: BalanceStyle = "balance"  # "balance": 403 NOT_ENOUGH_BALANCE; "billing": 400 BILLING_BALANCE_NOT_ENOUGH
     # --- work ---
     task_seconds: float = 1.0           # mean processing time; 0: done at the first poll
+    api_seconds: float = 0.0            # each API answer leaves this long after the request came
+                                        # (a provider's round trip; the request acts at once)
     task_jitter: float = 0.3            # standard deviation (normal, truncated at 0.05 s)
     workers: int = 10_000               # parallel processing slots; beyond them tasks queue FIFO
     # --- limits ---
@@ -113,6 +115,8 @@ class SimConfig:
             problems.append("url_ttl must be > 0")
         if self.download_seconds < 0:
             problems.append("download_seconds must be >= 0")
+        if self.api_seconds < 0:
+            problems.append("api_seconds must be >= 0")
         if self.result_ttl is not None and self.result_ttl < 0:
             problems.append("result_ttl must be None or >= 0")
         if self.retry_after not in RETRY_AFTER_STYLES:

@@ -15,6 +15,7 @@ without it nothing is fsynced, to set beside ``RunOptions(durable=False)``.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -74,6 +75,7 @@ async def run_floor(api_base: str, key: str, jobs: int, workers: int, folder: Pa
     tmp = folder / ".tmp"
     tmp.mkdir(exist_ok=True)
     ledger = os.open(folder / "ledger.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    made: set[Path] = set()
     headers = [("Authorization", f"Bearer {key}"), ("Content-Type", "application/json")]
     client = _Httpx(connections) if http == "httpx" else _Aiohttp(connections)
     gate = anyio.Semaphore(connections)
@@ -106,15 +108,21 @@ async def run_floor(api_base: str, key: str, jobs: int, workers: int, folder: Pa
         with Image.open(io.BytesIO(data)) as image:
             image.load()
             size = image.size
-        name = f"{n:06d}"
+        name = hashlib.sha256(body).hexdigest()[:16]
+        # The folder layout batchgen's default gives (4,096 folders by the name's first three
+        # hex digits, so no folder grows past about a thousand files), each made once.
+        where = folder / name[:3]
+        if where not in made:
+            where.mkdir(exist_ok=True)
+            made.add(where)
         paths = []
         for suffix, payload in ((fmt, data), ("json", json.dumps(
                 {"job": n, "task_id": task_id, "width": size[0], "height": size[1],
                  "bytes": len(data)}).encode())):
             part = tmp / f"{name}.{suffix}"
             part.write_bytes(payload)
-            os.replace(part, folder / f"{name}.{suffix}")
-            paths.append(str(folder / f"{name}.{suffix}"))
+            os.replace(part, where / f"{name}.{suffix}")
+            paths.append(str(where / f"{name}.{suffix}"))
         line = json.dumps({"job": n, "state": "done", "task_id": task_id}).encode() + b"\n"
         if durable:
             unsynced.append((paths, line))
@@ -122,14 +130,17 @@ async def run_floor(api_base: str, key: str, jobs: int, workers: int, folder: Pa
             os.write(ledger, line)
 
     def fsync_group(group: list[tuple[list[str], bytes]]) -> None:
+        parents: set[str] = set()
         for paths, _ in group:
             for path in paths:
                 fd = os.open(path, os.O_RDONLY)
                 os.fsync(fd)
                 os.close(fd)
-        fd = os.open(folder, os.O_RDONLY)
-        os.fsync(fd)
-        os.close(fd)
+                parents.add(os.path.dirname(path))
+        for parent in parents:  # the renames last too, as batchgen's group commit does
+            fd = os.open(parent, os.O_RDONLY)
+            os.fsync(fd)
+            os.close(fd)
 
     async def committer() -> None:
         written = 0

@@ -20,7 +20,7 @@ from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Scheduler
 from batchgen.engine.stats import RunStats
 from batchgen.job import Job
-from batchgen.provider.client import ClientOptions, ProviderClient
+from batchgen.provider.client import ClientOptions, ProviderClient, submits_for
 from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, resolve_target
 from batchgen.simulator import SimConfig, Simulator
@@ -60,7 +60,8 @@ async def rig(tmp_path: Path, config: SimConfig, *, concurrency: int = 8, task_t
     folder.prepare()
     stats = RunStats()
     target = resolve_target("jiekou", sim.api_base_url, "JIEKOU_API_KEY")
-    limits = Limits(concurrency, rpm, now=clock.now, parallel=(options or ClientOptions()).parallel_submits)
+    limits = Limits(concurrency, rpm, now=clock.now,
+                    parallel=(options or ClientOptions()).parallel_submits or submits_for(concurrency))
     stats.pace = limits
     downloads = DownloadTurns(max(4, min(64, concurrency)))
     client = ProviderClient(target, ApiKey("k"), options=options or ClientOptions(
