@@ -117,7 +117,7 @@ class ObjectStoreWriter:
         images: dict[str, int] = {}
         sidecars: set[str] = set()
 
-        def take(name: str, size: int) -> None:
+        def take(name: str, size: int, etag: str = "") -> None:
             stem, dot, suffix = name.rpartition(".")
             if suffix == "json":
                 sidecars.add(stem)
@@ -176,7 +176,7 @@ class ObjectStoreWriter:
             raise _output_error(what, f"{self.protocol}://{key}", exc) from exc
 
 
-def _sync_s3_listing(fs: Any, base: str, take: Callable[[str, int], None]) -> None:
+def _sync_s3_listing(fs: Any, base: str, take: Callable[[str, int, str], None]) -> None:
     """``take(name under base, bytes)`` for every object under ``base``, page by page.
 
     Straight from the client's ListObjectsV2 paginator: s3fs's ``find`` would first build a
@@ -187,14 +187,16 @@ def _sync_s3_listing(fs: Any, base: str, take: Callable[[str, int], None]) -> No
     sync(fs.loop, _s3_listing, fs, base, take)
 
 
-async def _s3_listing(fs: Any, base: str, take: Callable[[str, int], None]) -> None:
+async def _s3_listing(fs: Any, base: str, take: Callable[[str, int, str], None]) -> None:
+    """``take(name under base, bytes, ETag)`` for every object under ``base``, page by page,
+    straight from the ListObjectsV2 paginator (no dict of fields per object)."""
     client = await fs.set_session()
     bucket, _, prefix = base.partition("/")
     prefix += "/"
     cut = len(prefix)
     async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
         for item in page.get("Contents", ()):
-            take(item["Key"][cut:], item["Size"])
+            take(item["Key"][cut:], item["Size"], item.get("ETag", ""))
 
 
 def open_store(url: str, filesystem: Any = None,

@@ -26,7 +26,7 @@ from typing import Any
 
 from batchgen.errors import UsageError
 from batchgen.storage.ledger import Ledger
-from batchgen.storage.objectstore import _output_error, is_store_url, open_store
+from batchgen.storage.objectstore import _output_error, _s3_listing, is_store_url, open_store
 
 __all__ = ["LedgerCopy", "StoreBatch", "is_store_url", "open_store_batch"]
 
@@ -202,18 +202,6 @@ def open_store_batch(url: str, *, filesystem: Any = None,
         shutil.rmtree(folder, ignore_errors=True)
     copies = [LedgerCopy(relative, size, at) for relative, (size, at) in sorted(mirror.copies.items())]
     return StoreBatch(url, filesystem, root, ledger, copies)
-
-
-async def _s3_listing(fs: Any, base: str, take: Callable[[str, int, str], None]) -> None:
-    """``take(name under base, bytes, ETag)`` for every object under ``base``, page by page,
-    straight from the ListObjectsV2 paginator (no dict of fields per object)."""
-    client = await fs.set_session()
-    bucket, _, prefix = base.partition("/")
-    prefix += "/"
-    cut = len(prefix)
-    async for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-        for item in page.get("Contents", ()):
-            take(item["Key"][cut:], item["Size"], item.get("ETag", ""))
 
 
 async def _cat_all(fs: Any, keys: Iterable[str], extra: Mapping[str, Any]) -> list[Any]:
