@@ -80,7 +80,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str | None) -> int:
     from batchgen.cli.render import render_plan
     from batchgen.manifest import plan_manifest
-    from batchgen.storage.ledger import Ledger, fetched_copies, has_ledger
+    from batchgen.storage.ledger import Ledger, has_ledger
 
     from batchgen.errors import NotABatchFolder
     from batchgen.storage.folder import check_batch_folder
@@ -91,7 +91,7 @@ def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str |
         check_batch_folder(folder)
     except NotABatchFolder as exc:
         refused = str(exc)
-    if has_ledger(folder) or fetched_copies(folder):
+    if has_ledger(folder):
         from batchgen.storage.diff import FolderDiff
 
         ledger = Ledger.read(folder)
@@ -119,9 +119,9 @@ def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str |
         data["target_matches"] = None if recorded is None else recorded == current
         data["folder_refused"] = refused
         if shards is not None:
-            data["shards"] = {"count": shards.count, "jobs": list(shards.jobs),
+            data["shards"] = {"count": shards.count, "jobs": list(shards.tally.jobs),
                               "this": shards.index, "source": shards.source,
-                              "imbalance": round(shards.imbalance, 4)}
+                              "imbalance": round(shards.tally.imbalance, 4)}
         print(json.dumps(data, indent=2, ensure_ascii=False))
     else:
         print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused,
@@ -129,7 +129,7 @@ def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str |
         if shards is not None:
             from batchgen.cli.render import render_shards
 
-            print(render_shards(shards.count, shards.jobs, shards.index, shards.source))
+            print(render_shards(shards.tally, shards.index, shards.source))
     return 0
 
 
@@ -154,23 +154,17 @@ class _PlanShards:
                 raise
         else:
             self.count, self.index, self.source = shard.count, shard.index, shard.source.value
-        self.jobs = [0] * self.count
+        self.counter = None
 
     def observer(self, then):
-        from batchgen.manifest.shards import shard_of
+        from batchgen.manifest.shards import ShardCounter
 
-        jobs, count = self.jobs, self.count
-
-        def observe(job) -> None:
-            if then is not None:
-                then(job)
-            jobs[shard_of(job.job_id, count)] += 1
-        return observe
+        self.counter = ShardCounter(self.count, then)
+        return self.counter.observe
 
     @property
-    def imbalance(self) -> float:
-        total = sum(self.jobs)
-        return max(self.jobs) * self.count / total if total else 1.0
+    def tally(self):
+        return self.counter.tally
 
 
 def _target_of(manifest, args: argparse.Namespace):

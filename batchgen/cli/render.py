@@ -23,6 +23,7 @@ from batchgen.export.base import ExportFormat
 from batchgen.export.exporter import ExportPhase, ExportReport
 from batchgen.export.scan import Problem
 from batchgen.manifest.plan import Plan
+from batchgen.manifest.shards import ShardTally
 from batchgen.storage.diff import FolderDiff
 from batchgen.storage.identity import Target
 from batchgen.storage.status import RATE_WINDOW, StatusReport
@@ -393,11 +394,11 @@ def _status_hint(r: StatusReport) -> str | None:
 
 # -- plan ------------------------------------------------------------------------------------
 
-def render_shards(count: int, jobs: list[int], index: int | None, source: str | None) -> str:
+def render_shards(tally: ShardTally, index: int | None, source: str | None) -> str:
     """``plan --shard``: each shard's job count (the largest decides how long the array runs)."""
-    total = sum(jobs)
-    worst = max(jobs) * count / total if total else 1.0
-    lines = [f"shards      {count} (the largest takes {worst:.3f}x the mean of {total / count:,.1f} jobs)"]
+    count, jobs = tally.count, tally.jobs
+    lines = [f"shards      {count} (the largest takes {tally.imbalance:.3f}x the mean of "
+             f"{tally.total / count:,.1f} jobs)"]
     shown = range(count) if count <= 16 else sorted({*range(4), *range(count - 2, count),
                                                       *([index] if index is not None else [])})
     last = -1

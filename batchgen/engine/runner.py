@@ -41,7 +41,7 @@ from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputE
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.manifest.plan import plan_steps
-from batchgen.manifest.shards import Shard
+from batchgen.manifest.shards import Shard, ShardCounter
 from batchgen.provider.client import ClientOptions, ProviderClient, submits_for
 from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
@@ -189,21 +189,21 @@ class Batch:
         shard = o.shard if o.shard is not None and o.shard.count > 1 else None
         ledger = adopted = diff = None
         summary: RunSummary | None = None
-        mirrors = None
-        if o.mirror is not None:  # the store's copies, from the last run anywhere
-            mirrors = await anyio.to_thread.run_sync(o.mirror.fetch, self.folder)
-        if has_ledger(self.folder) or mirrors:  # a big one takes seconds: Ctrl-C gets in
+        if o.mirror is not None:  # the store's copies, from the last run anywhere, in .store/
+            await anyio.to_thread.run_sync(o.mirror.fetch, self.folder)
+        if has_ledger(self.folder):  # a big one takes seconds: Ctrl-C gets in
             ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=clock.wall,
-                                                    shard=shard, mirrors=mirrors))
+                                                    shard=shard))
         try:
             if ledger is not None:
                 adopted = self._check_target(ledger, identity)  # before the long check
                 diff = FolderDiff(ledger, writer.image_file)
-            mine = _ShardCount(shard, diff.add if diff is not None else None)
+            observe = diff.add if diff is not None else None
+            counter = ShardCounter(shard.count, observe) if shard is not None else None
             # The whole manifest is valid, and no job writes over another's file, before
             # anything is sent.
-            plan = await _in_steps(plan_steps(m, observe=mine.observe))
-            planned = mine.jobs if shard is not None else plan.jobs
+            plan = await _in_steps(plan_steps(m, observe=counter.observe if counter else observe))
+            planned = counter.tally.jobs[shard.index] if shard is not None else plan.jobs
             if ledger is None:
                 ledger = Ledger.open(self.folder, m.name, wall=clock.wall, shard=shard)
             if diff is not None:
@@ -473,22 +473,6 @@ class Batch:
             s.stop_kind = why.kind
         s.output_failed = isinstance(scheduler.fatal, OutputError)
         return s
-
-
-class _ShardCount:
-    """Rides the plan's pass: counts the shard's jobs, and hands every job to ``then``."""
-
-    def __init__(self, shard: Shard | None, then) -> None:
-        self.shard = shard
-        self.then = then
-        self.jobs = 0
-        self.observe = self._observe if shard is not None or then is not None else None
-
-    def _observe(self, job: Job) -> None:
-        if self.then is not None:
-            self.then(job)
-        if self.shard is not None and self.shard.holds(job.job_id):
-            self.jobs += 1
 
 
 async def _in_steps(steps: Generator[int, None, T]) -> T:

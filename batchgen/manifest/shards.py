@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -22,6 +22,7 @@ from batchgen.job import Job
 
 __all__ = [
     "Shard",
+    "ShardCounter",
     "ShardSource",
     "ShardTally",
     "parse_shard",
@@ -235,11 +236,30 @@ class ShardTally:
         return max(self.jobs) * self.count / total if total else 1.0
 
 
+class ShardCounter:
+    """Each of ``count`` shards' jobs, counted as a pass over the jobs sees them: ``observe``
+    rides the plan's own pass (nothing is expanded twice), handing every job on to ``then``."""
+
+    def __init__(self, count: int, then: Callable[[Job], None] | None = None) -> None:
+        if count < 1:
+            raise UsageError(f"--shard auto/{count}: there must be at least 1 shard")
+        self.count = count
+        self._then = then
+        self._jobs = [0] * count
+
+    def observe(self, job: Job | str) -> None:
+        if self._then is not None:
+            self._then(job)  # type: ignore[arg-type]
+        self._jobs[shard_of(job if isinstance(job, str) else job.job_id, self.count)] += 1
+
+    @property
+    def tally(self) -> ShardTally:
+        return ShardTally(self.count, tuple(self._jobs))
+
+
 def tally_shards(jobs: Iterable[Job] | Iterable[str], count: int) -> ShardTally:
     """Count each shard's jobs in one streaming pass over jobs (or job ids); for ``plan``."""
-    if count < 1:
-        raise UsageError(f"--shard auto/{count}: there must be at least 1 shard")
-    counts = [0] * count
+    counter = ShardCounter(count)
     for job in jobs:
-        counts[shard_of(job if isinstance(job, str) else job.job_id, count)] += 1
-    return ShardTally(count, tuple(counts))
+        counter.observe(job)
+    return counter.tally

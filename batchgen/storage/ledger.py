@@ -24,7 +24,7 @@ import os
 import socket
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Generator, Iterator, Mapping
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -94,8 +94,9 @@ def fetched_copies(folder: Path) -> dict[str, Path]:
 
 
 def has_ledger(folder: Path) -> bool:
-    """True when the folder holds a batch's ledger (its own, or a shard's)."""
-    return bool(ledger_files(folder))
+    """True when the folder holds a batch's ledger (its own, a shard's, or an object store's
+    copies fetched into it)."""
+    return bool(ledger_files(folder)) or bool(fetched_copies(folder))
 
 
 def lock_files(folder: Path) -> list[tuple[str | None, Path]]:
@@ -126,8 +127,7 @@ class Ledger:
     """A batch folder's ledger. ``Ledger.open`` for a run (locks), ``Ledger.read`` to look."""
 
     def __init__(self, folder: Path, batch: str | None,
-                 wall: Callable[[], float] = time.time, shard: ShardPart | None = None,
-                 mirrors: Mapping[str, Path] | None = None) -> None:
+                 wall: Callable[[], float] = time.time, shard: ShardPart | None = None) -> None:
         self.folder = folder
         self._wall = wall  # the run's clock, so ledger times and sidecar times agree
         self.shard = shard if shard is not None and shard.count > 1 else None
@@ -137,9 +137,9 @@ class Ledger:
         else:
             self.path = folder / LEDGERS_DIR / f"{_stem(self.shard)}.jsonl"
             self.lock_path = folder / LEDGERS_DIR / f"{_stem(self.shard)}.lock"
-        #: copies of ledgers kept elsewhere (an object store's), by their path in the folder;
-        #: read as more of the folder's ledgers
-        self.mirrors = dict(mirrors or {})
+        #: an object store's copies of the batch's ledgers, fetched into the folder's
+        #: ``.store/`` (a state folder's), by their path in the folder: read as more ledgers
+        self.mirrors = fetched_copies(folder)
         self.batch = batch
         self.records: dict[str, JobRecord] = {}
         self.stats = LedgerStats()  # this ledger file's (a reader's: every ledger's together)
@@ -164,15 +164,14 @@ class Ledger:
 
     @classmethod
     def open(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time,
-             shard: ShardPart | None = None, mirrors: Mapping[str, Path] | None = None) -> Ledger:
+             shard: ShardPart | None = None) -> Ledger:
         """Lock the folder (or this shard of it) for this process, replay the folder's
         ledgers and get ready to append."""
-        return _drain(cls.opening(folder, batch, wall, shard, mirrors))
+        return _drain(cls.opening(folder, batch, wall, shard))
 
     @classmethod
     def opening(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time,
-                shard: ShardPart | None = None,
-                mirrors: Mapping[str, Path] | None = None) -> Generator[int, None, Ledger]:
+                shard: ShardPart | None = None) -> Generator[int, None, Ledger]:
         """``open`` in steps: yields the lines replayed so far every ``REPLAY_STEP`` lines and
         returns the Ledger, so a caller on an event loop lets a Ctrl-C in during the replay of
         a big ledger (closing the generator early releases the lock).
@@ -181,7 +180,7 @@ class Ledger:
         folder's own lock is held shared: shards of one count run side by side, while a run
         of the whole folder, or of shards of another count, is refused until they end."""
         folder = Path(folder)
-        ledger = cls(folder, batch, wall, shard, mirrors)
+        ledger = cls(folder, batch, wall, shard)
         try:
             ledger.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -199,15 +198,13 @@ class Ledger:
         return ledger
 
     @classmethod
-    def read(cls, folder: Path, mirrors: Mapping[str, Path] | None = None) -> Ledger:
+    def read(cls, folder: Path) -> Ledger:
         """Replay every ledger of a folder as one, without locking or writing (status can
         look at a running batch, and at shards running on other machines)."""
         folder = Path(folder)
-        if not has_ledger(folder) and not mirrors and not fetched_copies(folder):
+        if not has_ledger(folder):
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
-        if mirrors is None:  # a state folder: the store's copies, as its last run fetched them
-            mirrors = fetched_copies(folder)
-        ledger = cls(folder, None, mirrors=mirrors)
+        ledger = cls(folder, None)
         _drain(ledger._replay(expect_batch=None))
         if ledger.batch is None and not ledger.records:
             raise UsageError(f"no batch in {folder}: its {LEDGER_FILE} records no batch "

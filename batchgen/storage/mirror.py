@@ -71,8 +71,6 @@ class LedgerMirror:
     def __init__(self, url: str, *, filesystem: Any = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
         self.url, self.protocol, self.fs, self.root = open_store(url, filesystem, storage_options)
-        self.pushes = 0
-        self.push_errors = 0
         self.last_error: OutputError | None = None
         self._pushed: dict[str, _Pushed] = {}
         #: what the last ``fetch`` found: relative path -> (bytes, when its newest part was
@@ -133,10 +131,8 @@ class LedgerMirror:
                 mine.seq += 1
                 mine.parts_bytes += len(data)
         except OutputError as exc:
-            self.push_errors += 1
             self.last_error = exc
             return False
-        self.pushes += 1
         return True
 
     # -- the store's side -------------------------------------------------------------------

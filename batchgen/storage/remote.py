@@ -218,26 +218,6 @@ async def _cat_all(fs: Any, keys: Iterable[str], extra: Mapping[str, Any]) -> li
     return await asyncio.gather(*(one(k) for k in keys))
 
 
-def _get_all(fs: Any, pairs: Sequence[tuple[str, str]]) -> None:
-    """Download each (key, local path), streamed to disk: no listing or HEAD of its own."""
-    if getattr(fs, "async_impl", False):
-        from fsspec.asyn import sync
-
-        async def fetch() -> None:
-            gate = asyncio.Semaphore(CONCURRENCY)
-
-            async def one(key: str, local: str) -> None:
-                async with gate:
-                    await fs._get_file(key, local)
-
-            await asyncio.gather(*(one(k, p) for k, p in pairs))
-
-        sync(fs.loop, fetch)
-    else:
-        for key, local in pairs:
-            fs.get_file(key, local)
-
-
 def _or_error(func: Callable[[str], bytes], key: str) -> Any:
     try:
         return func(key)

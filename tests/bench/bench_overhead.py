@@ -47,14 +47,12 @@ from batchgen.simulator import SimConfig
 
 KEY = "bench-key-0123456789abcdef"
 CLIENTS = ["floor", "floor-1submit", "batchgen", "floor-aiohttp", "floor-aiohttp-1submit",
-           "batchgen-aiohttp", "floor-durable", "batchgen-durable", "batchgen-bar",
-           "batchgen-4submits", "batchgen-durable-4submits"]
+           "batchgen-aiohttp", "floor-durable", "batchgen-durable", "batchgen-bar"]
 # Each batchgen client against the floor doing the same (batchgen sends several submits at
 # once above 8 tasks in flight; the one-submit floors stand beside ``parallel_submits=1``).
 FLOOR_OF = {"batchgen": ["floor"],
             "batchgen-aiohttp": ["floor-aiohttp-1submit", "floor-aiohttp"],
-            "batchgen-durable": ["floor-durable"], "batchgen-bar": ["floor-1submit", "floor"],
-            "batchgen-4submits": ["floor"], "batchgen-durable-4submits": ["floor-durable"]}
+            "batchgen-durable": ["floor-durable"], "batchgen-bar": ["floor-1submit", "floor"]}
 
 
 def cpu_seconds() -> float:
@@ -72,8 +70,7 @@ def measure(func: Callable[[], object], jobs: int, sim: SimProcess) -> dict:
 
 
 def batchgen_run(sim: SimProcess, jobs: int, concurrency: int, fmt: str, base64: bool,
-                 durable: bool = False, http: str = "httpx", bar: bool = False,
-                 submits: int | None = None) -> dict:
+                 durable: bool = False, http: str = "httpx", bar: bool = False) -> dict:
     with scratch_dir() as tmp:
         path = Path(tmp) / "m.yaml"
         path.write_text(
@@ -85,13 +82,8 @@ def batchgen_run(sim: SimProcess, jobs: int, concurrency: int, fmt: str, base64:
             from batchgen.cli.progress import ProgressMode, ProgressReporter
 
             reporter = ProgressReporter(mode=ProgressMode.LIVE, stream=io.StringIO())
-        client = None
-        if submits is not None:
-            from batchgen.provider.client import ClientOptions
-
-            client = ClientOptions(parallel_submits=submits)
         options = RunOptions(output=Path(tmp) / "out", environ={"JIEKOU_API_KEY": KEY},
-                             durable=durable, reporter=reporter, client=client)
+                             durable=durable, reporter=reporter)
         if http == "aiohttp":
             from aiohttp_provider import AiohttpBatch
 
@@ -121,8 +113,7 @@ def run_client(name: str, sim: SimProcess, args: argparse.Namespace, fmt: str, b
         return floor_run(sim, args.jobs, args.concurrency, fmt, http, durable,
                          1 if name.endswith("1submit") else None)
     return batchgen_run(sim, args.jobs, args.concurrency, fmt, base64, durable, http,
-                        bar=name == "batchgen-bar",
-                        submits=4 if name.endswith("4submits") else None)
+                        bar=name == "batchgen-bar")
 
 
 def cell(values: list[float], digits: int) -> str:
