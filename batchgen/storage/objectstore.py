@@ -224,7 +224,13 @@ def _open(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:
         options.setdefault("skip_instance_cache", True)
         options.setdefault("use_listings_cache", False)
     try:
-        fs, root = fsspec.core.url_to_fs(url, **options)
+        if protocol in _S3:
+            from batchgen.storage.s3session import s3_filesystem
+
+            fs = s3_filesystem(**options)
+            root = fs._strip_protocol(url)
+        else:
+            fs, root = fsspec.core.url_to_fs(url, **options)
     except ImportError as exc:
         extra = "s3" if protocol in _S3 else protocol
         raise UsageError(f"writing to {protocol}:// needs a package that is not installed "

@@ -63,11 +63,11 @@ class S3Server:
 
     def filesystem(self):  # type: ignore[no-untyped-def]
         """A fresh s3fs filesystem on this server (no listing cache shared with anyone)."""
-        import s3fs
+        from batchgen.storage.s3session import s3_filesystem
 
-        return s3fs.S3FileSystem(key=self.access_key, secret=self.secret_key,
-                                 endpoint_url=self.endpoint, client_kwargs={"region_name": self.region},
-                                 skip_instance_cache=True, use_listings_cache=False)
+        return s3_filesystem(key=self.access_key, secret=self.secret_key,
+                             endpoint_url=self.endpoint, client_kwargs={"region_name": self.region},
+                             skip_instance_cache=True, use_listings_cache=False)
 
 
 def _free_ports(count: int) -> list[int]:

@@ -7,6 +7,8 @@ written to s3:// whose objects never hold the API key.
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import hashlib
 import io
 import json
@@ -16,6 +18,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import pytest
 from PIL import Image
 
@@ -23,6 +26,7 @@ from batchgen.errors import OutputError, UsageError
 from batchgen.provider.targets import ApiKey
 from batchgen.simulator import SimConfig, Simulator
 from batchgen.storage.ledger import Ledger
+from batchgen.storage.mirror import LedgerMirror
 from batchgen.storage.objectstore import ObjectStoreWriter, is_store_url
 from cluster.s3server import S3Server
 from cluster.tcpproxy import Proxy
@@ -206,3 +210,22 @@ def test_a_batch_written_to_s3_has_every_image_whole_and_never_the_api_key(
             image.load()
     assert all(secret.encode() not in body for body in objects.values())
     assert secret.encode() not in wire                         # not in any request to the store
+
+
+@pytest.mark.anyio
+async def test_a_store_dropped_inside_a_running_loop_closes_its_client_on_its_own_loop(
+        s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
+    # s3fs's client lives on fsspec's loop; its own finalizer closed it on whichever loop ran in
+    # the collecting thread, and a task of that loop (here: the test's) failed.
+    failures: list[dict[str, object]] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, context: failures.append(context))
+    writer = ObjectStoreWriter(s3_url)
+    writer.prepare()
+    writer.save(job("a"), b"image", sidecar(job("a")))
+    LedgerMirror(s3_url).fetch(tmp_path / "copies")
+    s3_server.filesystem().ls(s3_server.bucket)
+    del writer
+    gc.collect()
+    for _ in range(5):
+        await anyio.sleep(0.01)  # let any close scheduled on this loop run
+    assert failures == []

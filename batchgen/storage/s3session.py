@@ -1,0 +1,54 @@
+"""s3fs filesystems whose client is closed on its own event loop when they are collected.
+
+s3fs runs its aiobotocore client on fsspec's I/O loop, in a thread of its own, and registers a
+finalizer that closes the client when the filesystem is garbage-collected. That finalizer
+schedules the close on whichever asyncio loop is running in the collecting thread. batchgen's
+own loop runs in the main thread, so a filesystem collected there (a writer, a mirror or a store
+reader dropped after use) had its connections closed on the wrong loop, and an unrelated task of
+the run failed with "attached to a different loop". Here the close always goes to the client's
+own loop. s3fs loads only when a store is opened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from typing import Any
+
+__all__ = ["s3_filesystem"]
+
+
+def s3_filesystem(**options: Any) -> Any:
+    """An s3fs filesystem made with ``options``; ImportError without s3fs installed."""
+    return _filesystem_class()(**options)
+
+
+@functools.cache
+def _filesystem_class() -> type:
+    import s3fs
+    from fsspec.asyn import sync
+
+    class S3FileSystem(s3fs.S3FileSystem):  # type: ignore[misc]  # s3fs is untyped
+        """s3fs's filesystem with a finalizer that closes the client on the client's loop."""
+
+        @staticmethod
+        def close_session(loop: Any, s3: Any) -> None:
+            if loop is not None and loop.is_running():
+                try:
+                    on_own_loop = asyncio.get_running_loop() is loop
+                except RuntimeError:
+                    on_own_loop = False
+                if on_own_loop:  # collected inside fsspec's own loop: close there, later
+                    loop.create_task(s3.__aexit__(None, None, None))
+                    return
+                try:
+                    sync(loop, s3.__aexit__, None, None, None, timeout=0.1)
+                    return
+                except Exception:  # noqa: BLE001 - a finalizer: fall back to closing the socket
+                    pass
+            try:
+                s3._client._endpoint.http_session._connector._close()
+            except AttributeError:  # at interpreter exit it may be gone already
+                pass
+
+    return S3FileSystem
