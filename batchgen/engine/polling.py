@@ -6,6 +6,10 @@ them), makes the first poll when the quickest tenth of tasks would be done, and 
 the finish estimated from ``progress_percent``; without progress, at the middle of the learned
 durations still possible (narrowed by ``eta``, whole seconds rounded up by the provider), and
 with nothing learned yet it backs off exponentially. No task is polled past its deadline.
+
+With nothing learned yet, a task's first poll comes after a quarter second: a provider that
+finishes at once is seen at once (a full second there left every slot idle for that second),
+and a slow one costs a few early polls of the first tasks only, until durations are learned.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ class TaskClock:
 class PollPlanner:
     """Shared by every task of a run; ``first_delay`` and ``next_delay`` return seconds."""
 
-    def __init__(self, *, min_delay: float = 0.05, max_delay: float = 10.0, cold_first: float = 1.0,
+    def __init__(self, *, min_delay: float = 0.05, max_delay: float = 10.0, cold_first: float = 0.25,
                  first_quantile: float = 0.1, backoff_start: float = 0.5, backoff_factor: float = 1.5,
                  margin: float = 0.015, lateness: float = 0.005, window: int = 256) -> None:
         self.min_delay = min_delay

@@ -78,6 +78,7 @@ class BatchFolder:
         self.tmp = self.root / ".tmp"
         self.durable = durable
         self._images_resolved: Path | None = None
+        self._images_path = os.path.join(self.root, "images")
         self._unsynced: list[str] = []  # saved, not yet fsynced; saves may run in threads
         self._lock = threading.Lock()
         # Folders made (or found) and checked to be inside images/ in this run: one mkdir and
@@ -128,6 +129,14 @@ class BatchFolder:
             raise OutputError(f"refusing to write {relative}: it is not a file name")
         if folder in self._made:
             return path
+        if os.path.dirname(folder) == self._images_path:
+            try:
+                os.mkdir(folder)
+            except OSError:
+                pass  # there already (perhaps a link), or no parent yet: the full check below
+            else:  # made just now, directly in images/: a real folder inside it, no check needed
+                self._made.add(folder)
+                return path
         images = self._images_resolved or self.images.resolve()
         Path(folder).mkdir(parents=True, exist_ok=True)
         resolved = Path(folder).resolve()

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import anyio
 import pytest
+from trio.testing import MockClock
 
 from batchgen.engine.polling import PollPlanner, TaskClock
 from batchgen.provider.wire import parse_task_result
+from batchgen.simulator import SimConfig, Simulator
+from faultkit import fast_options, manifest_text, run_batch, simulated, write_manifest
 
 
 def answer(status: str = "TASK_STATUS_PROCESSING", eta=None, progress=None):
@@ -55,3 +61,16 @@ def test_without_hints_the_delay_backs_off_and_stays_bounded() -> None:
     assert delays[0] == 0.5 and delays[1] == 0.75
     assert all(b >= a for a, b in zip(delays, delays[1:]))
     assert max(delays) == 10.0
+
+
+def test_a_provider_that_finishes_at_once_is_not_left_idle_by_the_first_poll(tmp_path: Path) -> None:
+    # In virtual time, tasks done at once: the first 32 wait only for the cold first poll
+    # (a quarter second; a full second left every slot idle that long), the rest for the
+    # learned durations.
+    manifest = write_manifest(tmp_path, manifest_text("instant", 96, fmt="webp", concurrency=32))
+    sim = Simulator(SimConfig(task_seconds=0.0, task_jitter=0.0), clock=anyio.current_time)
+    summary = run_batch(manifest, fast_options(tmp_path / "out", **simulated(sim), poll=PollPlanner()),
+                        clock=MockClock(autojump_threshold=0))
+    assert summary.done == 96
+    assert summary.elapsed < 0.5
+    assert sim.stats.polls <= 96 * 1.1
