@@ -183,10 +183,10 @@ class Batch:
         target, key = self._target()  # no key: refused before anything exists on disk
         identity = Target(target.provider, target.host, m.model, o.simulated)
         reporter = o.reporter or Silent()
-        writer = o.writer or BatchFolder(self.folder, durable=o.durable)
+        shard = o.shard if o.shard is not None and o.shard.count > 1 else None
+        writer = o.writer or BatchFolder(self.folder, durable=o.durable, shard=shard)
         check_batch_folder(self.folder)  # somebody else's files are never written into
         reporter.notice(Checking(str(m.path), m.size))
-        shard = o.shard if o.shard is not None and o.shard.count > 1 else None
         ledger = adopted = diff = None
         summary: RunSummary | None = None
         if o.mirror is not None:  # the store's copies, from the last run anywhere, in .store/

@@ -24,7 +24,8 @@ from pathlib import Path
 from batchgen.errors import NotABatchFolder, OutputError
 from batchgen.job import Job
 from batchgen.storage.live import STATUS_FILE
-from batchgen.storage.ledger import LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, has_ledger
+from batchgen.storage.ledger import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, ShardPart,
+                                     has_ledger, shard_stem)
 from batchgen.storage.sidecar import Sidecar
 from batchgen.storage.writer import SavedFiles
 
@@ -70,12 +71,18 @@ class BatchFolder:
 
     ``durable`` (the default) makes ``sync()`` fsync what was saved; off, files are left to
     the OS (a benchmark's baseline, or a throwaway folder).
+
+    ``shard``: the run is one shard of several, running beside the others in this folder. Its
+    temp files are then in ``.tmp/shard-I-of-N/`` and its probes carry that name, so that
+    ``prepare`` drops only what a crashed run of the same shard left: every other shard may be
+    writing at that moment. A whole-batch run holds the folder alone and clears all of ``.tmp/``.
     """
 
-    def __init__(self, root: Path, durable: bool = True) -> None:
+    def __init__(self, root: Path, durable: bool = True, shard: ShardPart | None = None) -> None:
         self.root = Path(root)
         self.images = self.root / "images"
-        self.tmp = self.root / ".tmp"
+        self._own = "" if shard is None else shard_stem(shard)
+        self.tmp = self.root / ".tmp" / self._own if self._own else self.root / ".tmp"
         self.durable = durable
         self._images_resolved: Path | None = None
         self._images_path = os.path.join(self.root, "images")
@@ -91,16 +98,18 @@ class BatchFolder:
     def prepare(self) -> None:
         """Create the folders, prove a file can be put in place in ``images/`` the way every
         result is (written in ``.tmp/``, renamed), and drop temp files of a crashed run."""
+        probes = f".probe-{self._own}-" if self._own else ".probe-"
         try:
             self.images.mkdir(parents=True, exist_ok=True)
             if self.tmp.exists():
                 shutil.rmtree(self.tmp)
-            self.tmp.mkdir(exist_ok=True)
-            for left in self.images.glob(".probe-*"):  # a crash right in the last probe
-                left.unlink()
+            self.tmp.mkdir(parents=True, exist_ok=True)
+            for left in self.images.glob(f"{probes}*"):  # a crash right in the last probe
+                with contextlib.suppress(FileNotFoundError):
+                    left.unlink()
             probe = self.tmp / "probe"
             probe.write_bytes(b"ok")
-            placed = self.images / f".probe-{uuid.uuid4().hex}"
+            placed = self.images / f"{probes}{uuid.uuid4().hex}"
             os.replace(probe, placed)
             placed.unlink()
         except OSError as exc:
@@ -108,8 +117,8 @@ class BatchFolder:
             raise OutputError.from_os_error(f"in {where}", exc) from exc
         self._images_resolved = self.images.resolve()
         self._made = set()
-        # The temp folder is emptied above and the ledger's lock keeps other runs out, so a
-        # counter is a unique name; the pid only guards against a lock broken by hand.
+        # The temp folder is emptied above and the ledger's lock keeps other runs of it out,
+        # so a counter is a unique name; the pid only guards against a lock broken by hand.
         self._tmp_prefix = os.path.join(self.tmp, f"{os.getpid()}-")
 
     def relative(self, job: Job, suffix: str) -> str:

@@ -70,7 +70,8 @@ class ShardPart(Protocol):
     def holds(self, job_id: str) -> bool: ...
 
 
-def _stem(shard: ShardPart) -> str:
+def shard_stem(shard: ShardPart) -> str:
+    """``shard-I-of-N``: the name of a shard's ledger, lock and temp folder."""
     return f"shard-{shard.index}-of-{shard.count}"
 
 
@@ -135,8 +136,8 @@ class Ledger:
             self.path = folder / LEDGER_FILE
             self.lock_path = folder / LOCK_FILE
         else:
-            self.path = folder / LEDGERS_DIR / f"{_stem(self.shard)}.jsonl"
-            self.lock_path = folder / LEDGERS_DIR / f"{_stem(self.shard)}.lock"
+            self.path = folder / LEDGERS_DIR / f"{shard_stem(self.shard)}.jsonl"
+            self.lock_path = folder / LEDGERS_DIR / f"{shard_stem(self.shard)}.lock"
         #: an object store's copies of the batch's ledgers, fetched into the folder's
         #: ``.store/`` (a state folder's), by their path in the folder: read as more ledgers
         self.mirrors = fetched_copies(folder)
@@ -376,12 +377,14 @@ class Ledger:
                 records[job_id] = rec
     def _replay_file(self, path: Path, records: dict[str, JobRecord], stats: LedgerStats,
                      expect_batch: str | None, own: bool) -> Generator[int, None, None]:
-        if not path.exists():
+        try:
+            fh = open(path, "rb")
+        except FileNotFoundError:  # not there (yet), or a store copy removed by a fetch
             return
         self._file_run = None
         header_seen = False
         loads = orjson.loads
-        with open(path, "rb") as fh:
+        with fh:
             for raw in fh:
                 stats.lines += 1
                 if not stats.lines % REPLAY_STEP:

@@ -25,17 +25,17 @@ API key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from batchgen.errors import OutputError
-from batchgen.storage.ledger import MIRROR_DIR
+from batchgen.storage.ledger import MIRROR_DIR, ledger_files
 from batchgen.storage.objectstore import _output_error, open_store
 
 __all__ = ["MIRROR_DIR", "LedgerMirror", "state_folder"]
@@ -83,23 +83,33 @@ class LedgerMirror:
     def fetch(self, folder: Path) -> dict[str, Path]:
         """Download the store's ledger copies into ``folder/.store/`` (one listing, then the
         newest whole generation of each ledger, its parts fetched together); returns them by
-        relative path, for ``Ledger``."""
+        relative path, for ``Ledger``.
+
+        Shards on one machine may share a state folder, and each fetches while the others
+        read: every copy is written under a name of this process's and renamed into place, so
+        a reader sees a whole older copy or a whole newer one, and only copies the store no
+        longer holds are removed."""
         target = Path(folder) / MIRROR_DIR
-        shutil.rmtree(target, ignore_errors=True)
         target.mkdir(parents=True, exist_ok=True)
         found: dict[str, Path] = {}
         self.copies = {}
-        for relative, parts in self._newest().items():
+        for number, (relative, parts) in enumerate(self._newest().items()):
             keys = [key for key, _ in parts]
             data = self._call("read", relative, self.fs.cat, keys, **self._whole)
             local = target / relative
             local.parent.mkdir(parents=True, exist_ok=True)
-            with open(local, "wb") as fh:
+            part = local.with_name(f".fetch-{os.getpid()}-{number}")
+            with open(part, "wb") as fh:
                 for key in keys:  # in order; a part's last line is always whole
                     fh.write(data[key] if key in data else data[self.fs._strip_protocol(key)])
+            os.replace(part, local)
             found[relative] = local
             times = [at for _, at in parts if at is not None]
             self.copies[relative] = (local.stat().st_size, max(times) if times else None)
+        for path in ledger_files(target):
+            if path.relative_to(target).as_posix() not in found:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
         return found
 
     def push(self, ledger_file: Path, relative: str) -> bool:

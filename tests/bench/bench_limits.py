@@ -182,7 +182,7 @@ def expiry(repeat: int) -> list[str]:
     return ["image URLs live 2 s, downloads 0.5 s each, 3 kill -9s (48 jobs, 16 in flight)",
             "never lose a job to expiry", "", "", "",
             f"jobs lost: {sum(lost)} in {repeat} runs; tasks beyond one per job: {cell(extra, '{:.0f}')} "
-            f"(a kill may cost the one submit on the wire)"]
+            f"(a kill may cost each submit then on the wire: up to 4 at 16 in flight)"]
 
 
 def overhead(repeat: int) -> list[str]:

@@ -97,3 +97,33 @@ def test_files_keep_the_umask_permissions_a_plain_open_gives(tmp_path: Path) -> 
     os.umask(mask)
     assert (folder.root / saved.file).stat().st_mode & 0o777 == 0o666 & ~mask
     assert folder._unsynced == []   # not durable: nothing queued for fsync
+
+
+class Part:
+    def __init__(self, index: int, count: int) -> None:
+        self.index, self.count = index, count
+
+    def holds(self, job_id: str) -> bool:
+        return True
+
+
+def test_a_shard_starting_beside_another_leaves_its_temp_files_and_probes_alone(tmp_path: Path) -> None:
+    # Shards share the folder; each one's prepare used to empty all of .tmp/ (and remove every
+    # probe), so a shard starting late broke the saves of one already writing.
+    first = BatchFolder(tmp_path / "out", shard=Part(0, 8))
+    first.prepare()
+    writing = first.tmp / "in-the-middle-of-a-save"
+    writing.write_bytes(b"half")
+    probe = first.images / ".probe-shard-0-of-8-abc"   # a probe between its rename and unlink
+    probe.write_bytes(b"ok")
+    second = BatchFolder(tmp_path / "out", shard=Part(1, 8))
+    second.prepare()
+    assert writing.read_bytes() == b"half" and probe.exists()
+    one = job("a/x", 1)
+    assert first.save(one, b"image", sidecar(one)).file == "images/a/x.png"
+    BatchFolder(tmp_path / "out", shard=Part(0, 8)).prepare()   # the same shard again: its own leftovers go
+    assert not writing.exists() and not probe.exists()
+    stray = second.tmp / "left"
+    stray.write_bytes(b"x")
+    BatchFolder(tmp_path / "out").prepare()   # a whole-batch run holds the folder alone: all of .tmp/
+    assert not stray.exists() and not (tmp_path / "out" / ".tmp" / "shard-1-of-8").exists()

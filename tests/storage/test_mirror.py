@@ -4,8 +4,10 @@ whole lines only, the newest whole generation read back, older ones removed."""
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
+from batchgen.storage.ledger import fetched_copies
 from batchgen.storage.mirror import COPIES, LedgerMirror, state_folder
 from cluster.s3server import S3Server
 
@@ -81,3 +83,26 @@ def test_the_state_folder_is_one_per_url_under_xdg_state_home(tmp_path: Path) ->
     a = state_folder("s3://bucket/a", env)
     assert a == state_folder("s3://bucket/a/", env) and a != state_folder("s3://bucket/b", env)
     assert a.parent == tmp_path / "batchgen" and a.name.startswith("bucket_a-")
+
+
+def test_a_fetch_replaces_each_copy_whole_and_removes_only_copies_the_store_no_longer_has(
+        s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
+    # Shards on one machine share a state folder, and each fetches while the others read it.
+    ledger = tmp_path / "ledger.jsonl"
+    ledger.write_bytes(b'{"a":1}\n' * 1000)
+    LedgerMirror(s3_url).push(ledger, "ledger.jsonl")
+    state = tmp_path / "state"
+    LedgerMirror(s3_url).fetch(state)
+    gone = state / ".store" / "ledgers" / "shard-3-of-4.jsonl"
+    gone.parent.mkdir()
+    gone.write_bytes(b"a ledger the store no longer has\n")
+    fetcher = threading.Thread(target=lambda: [LedgerMirror(s3_url).fetch(state) for _ in range(5)])
+    fetcher.start()
+    seen = 0
+    while fetcher.is_alive() or not seen:
+        copies = fetched_copies(state)   # what a shard's ledger reads meanwhile
+        assert copies["ledger.jsonl"].read_bytes() == ledger.read_bytes()
+        seen += 1
+    fetcher.join()
+    assert not gone.exists()
+    assert sorted(p.name for p in (state / ".store").rglob("*") if p.is_file()) == ["ledger.jsonl"]
