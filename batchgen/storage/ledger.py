@@ -27,7 +27,7 @@ from collections import Counter, deque
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 
@@ -40,7 +40,10 @@ from batchgen.storage.record import (JobRecord, LockHolder, compact_event, diges
 
 __all__ = ["LEDGERS_DIR", "LEDGER_FILE", "MIRROR_DIR", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats",
            "LockHolder", "ShardPart", "fetched_copies", "has_ledger", "ledger_files", "lock_files", "read_holder",
+           "shard_stem",
            "read_run_note", "read_run_notes"]
+
+T = TypeVar("T")
 
 LEDGER_FILE = "ledger.jsonl"
 LOCK_FILE = ".batchgen.lock"
@@ -225,12 +228,7 @@ class Ledger:
     @staticmethod
     def holders(folder: Path) -> list[tuple[str | None, LockHolder]]:
         """Who each lock file of the folder names: (None or the shard "I/N", holder)."""
-        found = []
-        for shard, path in lock_files(folder):
-            holder = read_holder(path)
-            if holder is not None:
-                found.append((shard, holder))
-        return found
+        return _per_lock(folder, read_holder)
 
     def _lock(self) -> None:
         import fcntl
@@ -796,11 +794,17 @@ def read_holder(lock: Path) -> LockHolder | None:
 def read_run_notes(folder: Path) -> list[tuple[str | None, dict[str, Any]]]:
     """The live notes of every run holding a part of ``folder``: (None or the shard "I/N",
     note), for the whole folder's run or each shard's."""
+    return _per_lock(folder, read_run_note)
+
+
+def _per_lock(folder: Path, read: Callable[[Path], T | None]) -> list[tuple[str | None, T]]:
+    """(None or the shard "I/N", what ``read`` finds) for each lock file of the folder that
+    has something to read."""
     found = []
     for shard, path in lock_files(folder):
-        note = read_run_note(path)
-        if note is not None:
-            found.append((shard, note))
+        value = read(path)
+        if value is not None:
+            found.append((shard, value))
     return found
 
 

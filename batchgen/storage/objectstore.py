@@ -219,15 +219,12 @@ def _open(url: str, protocol: str, options: dict[str, Any]) -> tuple[Any, str]:
         import fsspec
     except ImportError:
         raise UsageError("writing to an object store needs fsspec: pip install 'batchgen[s3]'") from None
-    if protocol in _S3:
-        # Listings must be fresh and environment changes seen: no cached instance or listing.
-        options.setdefault("skip_instance_cache", True)
-        options.setdefault("use_listings_cache", False)
     try:
         if protocol in _S3:
             from batchgen.storage.s3session import s3_filesystem
 
-            fs = s3_filesystem(**options)
+            # Listings must be fresh and environment changes seen: no cached instance or listing.
+            fs = s3_filesystem(**{"skip_instance_cache": True, "use_listings_cache": False, **options})
             root = fs._strip_protocol(url)
         else:
             fs, root = fsspec.core.url_to_fs(url, **options)
