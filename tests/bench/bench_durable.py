@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import time
 from pathlib import Path
 
 import anyio
-from benchkit import SimProcess, scratch_dir
+from benchkit import SimProcess, cpu_seconds, scratch_dir
 
 from batchgen.engine.runner import Batch, RunOptions
 from batchgen.manifest.loader import load_manifest
@@ -27,10 +26,6 @@ from batchgen.simulator import SimConfig
 
 KEY = "bench-key-0123456789abcdef"
 
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def run(sim: SimProcess, jobs: int, concurrency: int, size: str, durable: bool) -> dict:

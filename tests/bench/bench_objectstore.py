@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import statistics
 import sys
 import time
@@ -22,7 +21,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parents[1] / "storage")]
 
-from benchkit import scratch_dir  # noqa: E402
+from benchkit import cpu_of, cpu_seconds, scratch_dir  # noqa: E402
 from cluster.s3server import running_s3_server  # noqa: E402
 from storekit import job, sidecar  # noqa: E402
 
@@ -32,28 +31,18 @@ from batchgen.storage.objectstore import ObjectStoreWriter  # noqa: E402
 SIZES = {"256*256 webp (20 KB)": 20_000, "1024*1024 png (1.5 MB)": 1_500_000}
 
 
-def cpu_self() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def save_all(writer, jobs: int, size: int, threads: int, tag: str) -> tuple[float, float]:  # type: ignore[no-untyped-def]
     """Wall seconds and client CPU seconds to save ``jobs`` images of ``size`` bytes."""
     payload = os.urandom(size)
     items = [job(f"{tag}/{n:06d}", n) for n in range(jobs)]
-    wall, cpu = time.perf_counter(), cpu_self()
+    wall, cpu = time.perf_counter(), cpu_seconds()
     if threads == 1:
         for one in items:
             writer.save(one, payload, sidecar(one))
     else:
         with ThreadPoolExecutor(threads) as pool:
             list(pool.map(lambda one: writer.save(one, payload, sidecar(one)), items))
-    return time.perf_counter() - wall, cpu_self() - cpu
+    return time.perf_counter() - wall, cpu_seconds() - cpu
 
 
 def main() -> None:

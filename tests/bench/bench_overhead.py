@@ -31,14 +31,13 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import resource
 import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import anyio
-from benchkit import SimProcess, scratch_dir
+from benchkit import SimProcess, cpu_seconds, scratch_dir
 from floor import run_floor
 
 from batchgen.engine.runner import Batch, RunOptions
@@ -54,10 +53,6 @@ FLOOR_OF = {"batchgen": ["floor"],
             "batchgen-aiohttp": ["floor-aiohttp-1submit", "floor-aiohttp"],
             "batchgen-durable": ["floor-durable"], "batchgen-bar": ["floor-1submit", "floor"]}
 
-
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 def measure(func: Callable[[], object], jobs: int, sim: SimProcess) -> dict:

@@ -24,21 +24,11 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).parents[1]), str(Path(__file__).parent)]
 
-from benchkit import SimProcess, scratch_dir  # noqa: E402
+from benchkit import SimProcess, cpu_of, cpu_seconds, scratch_dir  # noqa: E402
 from cluster.s3server import running_s3_server  # noqa: E402
 from faultkit import manifest_text  # noqa: E402
 
 from batchgen.simulator import SimConfig  # noqa: E402
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_of(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_layout(manifest: Path, shards: int, output: str, base_url: str, env: dict[str, str]) -> float:
@@ -82,9 +72,9 @@ def main() -> None:
                 with SimProcess(config) as sim:
                     tag = uuid.uuid4().hex[:8]
                     output = store.url(f"bench-{tag}") if where == "s3" else str(root / f"out-{tag}")
-                    cpu_before, weed_before = children_cpu(), cpu_of(store.pid)
+                    cpu_before, weed_before = cpu_seconds(resource.RUSAGE_CHILDREN), cpu_of(store.pid)
                     wall = run_layout(manifest, shards, output, sim.api_base_url, env)
-                    cpu = children_cpu() - cpu_before
+                    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu_before
                     weed = cpu_of(store.pid) - weed_before
                     created = sim.stats.tasks_created
                 results[(shards, where)].append((wall, created / args.jobs, cpu * 1000 / args.jobs,

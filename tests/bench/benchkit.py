@@ -1,9 +1,10 @@
 """Shared by the benchmarks: the simulator in a process of its own (so the client measured
-never shares a GIL with it), and scratch folders where batches really write."""
+never shares a GIL with it), scratch folders where batches really write, and CPU clocks."""
 
 from __future__ import annotations
 
 import multiprocessing as mp
+import os
 import resource
 import tempfile
 from pathlib import Path
@@ -21,8 +22,7 @@ def _serve(config: SimConfig, conn: Any) -> None:
                 with sim.state.lock:
                     conn.send(sim.stats)
             elif message == "cpu":
-                usage = resource.getrusage(resource.RUSAGE_SELF)
-                conn.send(usage.ru_utime + usage.ru_stime)
+                conn.send(cpu_seconds())
             else:
                 return
 
@@ -61,3 +61,16 @@ def scratch_dir() -> tempfile.TemporaryDirectory:
     root = Path("output")
     root.mkdir(exist_ok=True)
     return tempfile.TemporaryDirectory(prefix="bench-", dir=root)
+
+
+def cpu_seconds(who: int = resource.RUSAGE_SELF) -> float:
+    """User + system CPU seconds of this process (all threads), or with
+    ``resource.RUSAGE_CHILDREN`` of its children that have ended."""
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def cpu_of(pid: int) -> float:
+    """User + system CPU seconds another running process has used so far (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
