@@ -12,8 +12,10 @@ import hashlib
 import inspect
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,6 +83,37 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([*prefix, sys.executable, "-m", "batchgen", *args], env=full_env,
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], limit: float = 60.0) -> None:
+    """Return once ``ready()`` holds or ``proc`` has ended (checked every 5 ms); AssertionError
+    when neither happens within ``limit`` real seconds (a guard against a hang, never a measure)."""
+    deadline = time.monotonic() + limit
+    while not ready() and proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise AssertionError("the run made no progress")
+        time.sleep(0.005)
+
+
+def wait_running(proc: subprocess.Popen, ready: Callable[[], bool], limit: float = 30.0) -> None:
+    """Return once ``ready()`` holds, ``proc`` still running; AssertionError with its output
+    when it ends first or ``limit`` real seconds pass (a guard, never a measure)."""
+    deadline = time.monotonic() + limit
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"the run ended or hung first: {proc.communicate(timeout=30)}")
+        time.sleep(0.005)
+
+
+def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], limit: float = 60.0) -> bool:
+    """SIGKILL ``proc`` as soon as ``ready()`` holds (``wait_until``), and reap it; False when
+    it had ended first."""
+    wait_until(proc, ready, limit)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    return killed
 
 
 @dataclass

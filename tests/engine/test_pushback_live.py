@@ -26,7 +26,8 @@ from batchgen.provider.client import ClientOptions
 from batchgen.provider.targets import ApiKey
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from batchgen.storage.ledger import Ledger
-from faultkit import check_folder, cli, fast_options, manifest_text, run_batch, simulated, write_manifest
+from faultkit import (check_folder, cli, fast_options, kill_when, manifest_text, run_batch, simulated,
+                      wait_running, write_manifest)
 
 KEY = "sk-pushback-0123456789abcdef"
 
@@ -93,10 +94,7 @@ def test_sigterm_inside_a_pause_is_out_within_10_seconds_and_submits_nothing_mor
                                  sim.api_base_url, "--output", str(out)], env=env,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 30
-            while not sim.stats.submits_by_outcome["RATE_LIMIT_EXCEEDED"]:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-                time.sleep(0.01)
+            wait_running(proc, lambda: sim.stats.submits_by_outcome["RATE_LIMIT_EXCEEDED"] > 0)
             time.sleep(0.3)                   # inside the pause the 429 asked for
             submits = sim.stats.submits
             proc.send_signal(signal.SIGTERM)
@@ -132,14 +130,7 @@ def test_kill_9_under_expiring_urls_and_slow_downloads_loses_no_job_and_pays_onc
                 "--output", str(out), "--quiet"]
         for wait_for in (10, 22, 34):
             proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            deadline = time.monotonic() + 30
-            while sim.stats.downloads_by_outcome["ok"] < wait_for and proc.poll() is None:
-                assert time.monotonic() < deadline
-                time.sleep(0.01)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.communicate(timeout=30)
+            kills += kill_when(proc, lambda: sim.stats.downloads_by_outcome["ok"] >= wait_for, limit=30)
         final = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         assert final.returncode == 0, final.stdout + final.stderr
         created = sim.stats.tasks_created

@@ -15,6 +15,7 @@ import pytest
 from PIL import Image
 
 from batchgen.simulator import SimConfig, running_simulator
+from faultkit import kill_when, wait_until
 
 KEY = "sk-resume-test-key-0123456789"
 MANIFEST = """\
@@ -47,12 +48,8 @@ def ledger_lines(tmp_path: Path) -> int:
         return 0
 
 
-def wait_for_lines(tmp_path: Path, count: int, proc: subprocess.Popen, limit: float = 60.0) -> None:
-    deadline = time.monotonic() + limit
-    while ledger_lines(tmp_path) < count and proc.poll() is None:
-        if time.monotonic() > deadline:
-            raise AssertionError("the run made no progress")
-        time.sleep(0.005)
+def wait_for_lines(tmp_path: Path, count: int, proc: subprocess.Popen) -> None:
+    wait_until(proc, lambda: ledger_lines(tmp_path) >= count)
 
 
 def check_outputs(tmp_path: Path, expected: int) -> None:
@@ -81,11 +78,8 @@ def test_sigkill_at_random_moments_then_resume_finishes_without_paying_twice(tmp
         for _ in range(5):
             lines = ledger_lines(tmp_path)
             proc = start(tmp_path, sim.api_base_url, "--quiet")
-            wait_for_lines(tmp_path, lines + rng.randint(1, 40), proc)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.communicate(timeout=30)
+            target = lines + rng.randint(1, 40)
+            kills += kill_when(proc, lambda: ledger_lines(tmp_path) >= target)
         final = start(tmp_path, sim.api_base_url, "--quiet")
         out, err = final.communicate(timeout=120)
         assert final.returncode == 0, out + err

@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from batchgen.manifest.loader import load_manifest
 from batchgen.manifest.shards import shard_of
 from batchgen.simulator import SimConfig, running_simulator
 from batchgen.storage.ledger import LEDGERS_DIR, Ledger
-from faultkit import check_folder, manifest_text, write_manifest
+from faultkit import check_folder, kill_when, manifest_text, write_manifest
 
 KEY = "sk-shard-test-key-0123456789"
 SHARDS = 3
@@ -56,13 +54,7 @@ def test_shard_processes_killed_and_started_again_pay_once_per_job(tmp_path: Pat
         for i, proc in procs.items():  # each killed once, at a random point of its progress
             ledger = out / LEDGERS_DIR / f"shard-{i}-of-{SHARDS}.jsonl"
             target = rng.randint(4, 30)
-            deadline = time.monotonic() + 60
-            while lines(ledger) < target and proc.poll() is None and time.monotonic() < deadline:
-                time.sleep(0.005)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait(timeout=30)
+            kills += kill_when(proc, lambda: lines(ledger) >= target)
         again = {i: start(manifest, out, sim.api_base_url, f"{i}/{SHARDS}") for i in range(SHARDS)}
         for proc in again.values():
             stdout, stderr = proc.communicate(timeout=120)

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import anyio
@@ -21,7 +20,7 @@ import httpx
 from batchgen.cli.exitcodes import exit_code
 from batchgen.storage.ledger import Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
-from faultkit import simulated, Rewriter, check_folder, cli, fast_options, manifest_text, run_batch, write_manifest
+from faultkit import simulated, Rewriter, check_folder, cli, fast_options, manifest_text, run_batch, wait_running, write_manifest
 
 KEY = "sk-stops-0123456789abcdef"
 
@@ -65,10 +64,7 @@ def test_a_key_revoked_mid_batch_stops_keeps_every_task_id_and_resumes(tmp_path:
                 "--output", str(out), "--quiet"]
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 30
-            while sim.stats.tasks_created < 10:
-                assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-                time.sleep(0.005)
+            wait_running(proc, lambda: sim.stats.tasks_created >= 10)
             sim.config.api_key = "sk-someone-else-entirely-000"  # revoked
             stdout, stderr = proc.communicate(timeout=60)
         finally:

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +21,7 @@ from batchgen.cli.render import render_status, render_summary
 from batchgen.storage.ledger import LEDGER_FILE, Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from batchgen.storage.status import batch_status
-from faultkit import simulated, check_folder, cli, fast_options, manifest_text, run_batch, write_manifest
+from faultkit import simulated, check_folder, cli, fast_options, manifest_text, run_batch, wait_running, write_manifest
 
 JOBS = 12
 KEY = "sk-crash-0123456789abcdef"
@@ -184,10 +183,7 @@ def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None
                 "--output", str(out), "--quiet"]
         first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 30
-            while sim.stats.tasks_created < 2:  # the first run holds the folder and is working
-                assert first.poll() is None and time.monotonic() < deadline, first.stderr.read()
-                time.sleep(0.01)
+            wait_running(first, lambda: sim.stats.tasks_created >= 2)  # it holds the folder, working
             second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
             during = cli("status", str(out), "--json")
             out1, err1 = first.communicate(timeout=60)

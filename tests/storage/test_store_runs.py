@@ -8,10 +8,8 @@ import io
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +22,7 @@ from batchgen.storage.objectstore import ObjectStoreWriter
 from batchgen.storage.status import batch_status
 from batchgen.manifest.shards import Shard
 from cluster.s3server import S3Server
-from faultkit import fast_options, manifest_text, run_batch, simulated, write_manifest
+from faultkit import fast_options, kill_when, manifest_text, run_batch, simulated, write_manifest
 
 KEY = "sk-store-run-key-0123456789"
 
@@ -60,15 +58,8 @@ def test_a_store_batch_killed_and_run_again_then_run_on_another_machine(
         for target in random.Random(3).sample(range(6, 60), 2):   # two kill -9s mid-run
             proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
                                     stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + 60
             ledger = state / "ledger.jsonl"
-            while proc.poll() is None and time.monotonic() < deadline and (
-                    not ledger.exists() or ledger.read_bytes().count(b"\n") < target):
-                time.sleep(0.005)
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGKILL)
-                kills += 1
-            proc.wait(timeout=30)
+            kills += kill_when(proc, lambda: ledger.exists() and ledger.read_bytes().count(b"\n") >= target)
         done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert f"{jobs}/{jobs} images done in {s3_url}/images" in done.stdout
