@@ -237,22 +237,18 @@ class Ledger:
             self._hold_folder_shared()
         path = self.lock_path
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
+            fd, holder = self._flock(path, fcntl.LOCK_EX)
+        except OutputError:
             self._release_shared()
-            raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0]
-            os.close(fd)
+            raise
+        if fd is None:
             self._release_shared()
             if self.shard is not None:
                 raise UsageError(
                     f"shard {self.shard.index}/{self.shard.count} of this batch is already "
                     f"running ({holder or 'another process'}) in {self.folder}; wait for it to "
-                    f"finish or stop it, then run again") from None
-            raise UsageError(self._busy_message(holder)) from None
+                    f"finish or stop it, then run again")
+            raise UsageError(self._busy_message(holder))
         try:
             os.ftruncate(fd, 0)
             holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
@@ -288,20 +284,29 @@ class Ledger:
         by side, and a run of the whole folder waits for them all."""
         import fcntl
 
-        path = self.folder / LOCK_FILE
+        fd, holder = self._flock(self.folder / LOCK_FILE, fcntl.LOCK_SH)
+        if fd is None:
+            raise UsageError(
+                f"another batchgen ({holder or 'another process'}) is running the whole batch "
+                f"in {self.folder}; run the shards once it has stopped")
+        self._shared_fd = fd
+
+    def _flock(self, path: Path, mode: int) -> tuple[int | None, str]:
+        """(the open file of ``path``, locked with ``mode`` at once, "") or, when another
+        process holds it, (None, the holder line it wrote); OutputError if it cannot be opened."""
+        import fcntl
+
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         except OSError as exc:
             raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0]
             os.close(fd)
-            raise UsageError(
-                f"another batchgen ({holder or 'another process'}) is running the whole batch "
-                f"in {self.folder}; run the shards once it has stopped") from None
-        self._shared_fd = fd
+            return None, holder
+        return fd, ""
 
     def _refuse_other_counts(self) -> None:
         """Shards of another count split the jobs another way, so two processes could take one
