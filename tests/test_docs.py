@@ -38,14 +38,18 @@ def _prose(text: str) -> str:
     return FENCE.sub(lambda m: "\n" * m.group(0).count("\n"), text)
 
 
-def _yaml_blocks() -> list[tuple[str, str]]:
+def _yaml_blocks() -> list[tuple[str, str, int | None]]:
+    """Each YAML block with where it is and the job count the paragraph before it states."""
     blocks = []
     for path in DOCS:
         text = _text(path)
         for m in FENCE.finditer(text):
             if m.group(1) in ("yaml", "yml"):
                 line = text.count("\n", 0, m.start()) + 1
-                blocks.append((f"{path.relative_to(ROOT)}:{line}", m.group(2)))
+                paragraph = text[:m.start()].rstrip().rsplit("\n\n", 1)[-1]
+                said = re.search(r"\b(\d[\d,]*) jobs\b", paragraph)
+                count = int(said.group(1).replace(",", "")) if said else None
+                blocks.append((f"{path.relative_to(ROOT)}:{line}", m.group(2), count))
     return blocks
 
 
@@ -53,11 +57,13 @@ YAML_BLOCKS = _yaml_blocks()
 
 
 def test_the_docs_have_yaml_examples():
-    assert len(YAML_BLOCKS) >= 5, [where for where, _ in YAML_BLOCKS]
+    assert len(YAML_BLOCKS) >= 5, [where for where, _, _ in YAML_BLOCKS]
+    assert sum(count is not None for _, _, count in YAML_BLOCKS) >= 3  # the counts are read
 
 
-@pytest.mark.parametrize("where,block", YAML_BLOCKS, ids=[where for where, _ in YAML_BLOCKS])
-def test_every_yaml_example_plans(where, block, tmp_path):
+@pytest.mark.parametrize("where,block,count", YAML_BLOCKS, ids=[where for where, _, _ in YAML_BLOCKS])
+def test_every_yaml_example_plans(where, block, count, tmp_path):
+    """Planned as a manifest; where the paragraph before it says "N jobs", it plans N."""
     if block.startswith("# fragment"):
         yaml.safe_load(block)  # a fragment need not plan, but must be YAML
         return
@@ -69,17 +75,14 @@ def test_every_yaml_example_plans(where, block, tmp_path):
     path.write_text(block, encoding="utf-8")
     plan = plan_manifest(load_manifest(path))
     assert plan.jobs > 0, f"{where} plans no job"
+    if count is not None:
+        assert plan.jobs == count, f"{where}: the text says {count} jobs, plan makes {plan.jobs}"
 
 
-def test_the_readme_manifest_plans_the_jobs_it_says():
-    """The README's example states its job count; the plan must agree."""
-    readme = _text(ROOT / "README.md")
-    said = re.search(r"This one is (\d+) jobs", readme)
-    assert said, "the README's manifest example no longer states its job count"
-    block = next(b for where, b in YAML_BLOCKS if where.startswith("README.md"))
-    path = Path(ROOT / "manifests" / "castle-sweep.yaml")
-    assert yaml.safe_load(block) == yaml.safe_load(_text(path))
-    assert plan_manifest(load_manifest(path)).jobs == int(said.group(1))
+def test_the_readme_example_is_a_bundled_manifest():
+    """The README's manifest is castle-sweep.yaml, so `batchgen plan manifests/castle-sweep.yaml` shows it."""
+    block = next(b for where, b, _ in YAML_BLOCKS if where.startswith("README.md"))
+    assert yaml.safe_load(block) == yaml.safe_load(_text(MANIFESTS / "castle-sweep.yaml"))
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:
