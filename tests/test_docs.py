@@ -168,3 +168,14 @@ def test_the_readme_is_a_front_door():
         "python3 -m venv .venv && .venv/bin/pip install -e . && .venv/bin/batchgen run manifests/demo.yaml --simulate",
         test_command,
     ]
+
+
+def test_every_declared_dependency_says_why_in_the_readme():
+    project = tomllib.loads(_text(ROOT / "pyproject.toml"))["project"]
+    declared = [*project["dependencies"], *(d for ds in project["optional-dependencies"].values() for d in ds)]
+    names = {re.match(r"[A-Za-z0-9_.-]+", d).group(0).lower() for d in declared}
+    readme = _text(ROOT / "README.md")
+    why = readme[readme.index("## Dependencies"):]
+    table = {m.lower() for row in why.splitlines() if row.startswith("| `")
+             for m in re.findall(r"`([A-Za-z0-9_.-]+)`", row.split("|")[1])}
+    assert names <= table, f"declared but not in the README's Dependencies: {sorted(names - table)}"
