@@ -173,6 +173,7 @@ def test_leftovers_of_a_crash_in_tmp_and_a_cut_compaction_are_cleaned(tmp_path: 
     check_folder(out)
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None:
     jobs = 40
     path = write_manifest(tmp_path, manifest_text("twice", jobs, concurrency=4))
