@@ -1,12 +1,44 @@
 """Shared test fixtures: async tests run on asyncio through anyio's pytest plugin (tests of
 timing choose virtual time instead: see ``vclock``); a real S3 API server on loopback for any
-folder that asks for ``s3_server``, ``s3_env`` or ``s3_url`` (see ``cluster/s3server.py``)."""
+folder that asks for ``s3_server``, ``s3_env`` or ``s3_url`` (see ``cluster/s3server.py``).
+
+Temporary folders live in memory (``/dev/shm``) where the machine has it, unless ``--basetemp``
+is given: batchgen fsyncs every file it saves, and on a disk those waits were a large share of
+the suite's time without testing anything a test can observe (no test can cut the power)."""
 
 from __future__ import annotations
+
+import os
+import shutil
+import tempfile
 
 import pytest
 
 from cluster.s3server import s3_env, s3_server, s3_url  # noqa: F401 - fixtures for every test folder
+
+_MEMORY = "/dev/shm"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.option.basetemp or hasattr(config, "workerinput"):  # given, or set by the controller
+        return
+    if os.path.isdir(_MEMORY) and os.access(_MEMORY, os.W_OK):
+        config.option.basetemp = tempfile.mkdtemp(prefix="batchgen-tests-", dir=_MEMORY)
+        config.stash[_made] = config.option.basetemp
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    made = config.stash.get(_made, None)
+    if made is not None and not config.stash.get(_failed, False):
+        shutil.rmtree(made, ignore_errors=True)  # memory is scarce; a failed run's folders are kept
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_failed] = exitstatus != 0
+
+
+_made = pytest.StashKey[str]()
+_failed = pytest.StashKey[bool]()
 
 
 @pytest.fixture

@@ -116,6 +116,28 @@ def kill_when(proc: subprocess.Popen, ready: Callable[[], bool], limit: float = 
     return killed
 
 
+class PausedClock:
+    """A simulator clock that can stand still: while paused, no task the simulator holds moves on,
+    so a test can keep a real run busy for exactly as long as it needs (however slow the machine)."""
+
+    def __init__(self) -> None:
+        self._lost = 0.0
+        self._paused_at: float | None = None
+
+    def __call__(self) -> float:
+        paused_at = self._paused_at
+        return (time.monotonic() if paused_at is None else paused_at) - self._lost
+
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._lost += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+
 @dataclass
 class FolderReport:
     """What ``check_folder`` found; it has already asserted the invariants."""

@@ -56,6 +56,7 @@ def scan_folder(folder: Path) -> int:
     return len(files)
 
 
+@pytest.mark.slow
 def test_the_key_appears_nowhere_but_the_authorization_header(tmp_path: Path, caplog) -> None:
     path = write_manifest(tmp_path, manifest_text("secret", JOBS, concurrency=4, extra=EXTRA))
     env = {"JIEKOU_API_KEY": KEY}

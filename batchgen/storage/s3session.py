@@ -7,6 +7,10 @@ own loop runs in the main thread, so a filesystem collected there (a writer, a m
 reader dropped after use) had its connections closed on the wrong loop, and an unrelated task of
 the run failed with "attached to a different loop". Here the close always goes to the client's
 own loop. s3fs loads only when a store is opened.
+
+Every filesystem of a process also shares one botocore data loader: each new session otherwise
+parses botocore's S3 service model and endpoint rules from JSON again (a few hundred ms of CPU),
+and a run opens several stores (results, ledger copies, the reader).
 """
 
 from __future__ import annotations
@@ -20,7 +24,27 @@ __all__ = ["s3_filesystem"]
 
 def s3_filesystem(**options: Any) -> Any:
     """An s3fs filesystem made with ``options``; ImportError without s3fs installed."""
-    return _filesystem_class()(**options)
+    cls = _filesystem_class()
+    if "session" not in options:
+        options["session"] = _session()
+    return cls(**options)
+
+
+def _session() -> Any:
+    """A fresh aiobotocore session (credentials and settings are per filesystem) on the shared loader."""
+    from aiobotocore.session import AioSession
+
+    session = AioSession()
+    session.register_component("data_loader", _data_loader())
+    return session
+
+
+@functools.cache
+def _data_loader() -> Any:
+    """botocore's loader, made once: it caches every model it has parsed."""
+    from botocore.loaders import create_loader
+
+    return create_loader()
 
 
 @functools.cache

@@ -175,6 +175,7 @@ def test_a_learned_window_with_retry_after_is_honoured_for_everyone(tmp_path: Pa
 
 # -- sporadic overload ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_random_429s_slow_the_batch_little_and_stall_no_one(tmp_path: Path) -> None:
     def pace(folder: Path, **config) -> tuple[float, RunSummary, Simulator]:
         sim = vsim(**config)

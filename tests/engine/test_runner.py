@@ -196,6 +196,7 @@ def test_rejected_requests_are_not_retried_unless_asked(tmp_path: Path) -> None:
     assert sim.stats.submits == 2 * JOBS and forced.failed == JOBS
 
 
+@pytest.mark.slow
 def test_a_task_that_never_ends_times_out_and_collect_picks_it_up_later(tmp_path: Path) -> None:
     # The default task_timeout of 30 minutes, twice over, in virtual time.
     path = write_manifest(tmp_path)

@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 import anyio
+import pytest
 from PIL import Image
 from trio.testing import MockClock
 
@@ -124,6 +125,7 @@ def test_soak_in_process_every_fault_at_once(tmp_path: Path) -> None:
     assert numbers["faults"].get("fault_task_failed", 0) > 0 and numbers["runs"] >= 2
 
 
+@pytest.mark.slow
 def test_soak_over_loopback_every_fault_at_once(tmp_path: Path) -> None:
     config = SimConfig(task_seconds=0.03, task_jitter=0.01, fault_seed=5, retry_after="mixed",
                        **EVERY_FAULT)

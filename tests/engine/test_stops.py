@@ -12,6 +12,8 @@ import json
 import os
 import subprocess
 import sys
+
+import pytest
 from pathlib import Path
 
 import anyio
@@ -25,6 +27,7 @@ from faultkit import simulated, Rewriter, check_folder, cli, fast_options, manif
 KEY = "sk-stops-0123456789abcdef"
 
 
+@pytest.mark.slow
 def test_balance_runs_out_mid_batch_then_a_top_up_finishes(tmp_path: Path) -> None:
     # 400 BILLING_BALANCE_NOT_ENOUGH here; test_runner.py meets the 403 NOT_ENOUGH_BALANCE form.
     jobs, balance = 30, 11
@@ -54,6 +57,7 @@ def test_balance_runs_out_mid_batch_then_a_top_up_finishes(tmp_path: Path) -> No
     assert check_folder(out).states == {"done": jobs}
 
 
+@pytest.mark.slow
 def test_a_key_revoked_mid_batch_stops_keeps_every_task_id_and_resumes(tmp_path: Path) -> None:
     jobs = 40
     path = write_manifest(tmp_path, manifest_text("revoked", jobs, concurrency=6))

@@ -72,6 +72,7 @@ def test_each_format_exports_from_the_store_and_loads_back(
     assert (repeat.kept, repeat.written, repeat.downloaded) == (1, 0, 0) and before == 6
 
 
+@pytest.mark.slow
 def test_an_image_changed_in_the_store_is_left_out(s3_server: S3Server, s3_url: str,
                                                    tmp_path: Path, capsys) -> None:
     _, folder = run_sweep(tmp_path / "sweep")

@@ -161,6 +161,7 @@ async def run_batch(order: list[int], concurrent: bool, seed: int = 7):
     return counts, {content: sorted(seen) for content, seen in by_content.items()}
 
 
+@pytest.mark.slow
 async def test_same_seed_same_faults_in_any_order():
     jobs = list(range(len(BODIES)))
     shuffled = jobs[:]

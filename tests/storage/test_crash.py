@@ -21,7 +21,7 @@ from batchgen.cli.render import render_status, render_summary
 from batchgen.storage.ledger import LEDGER_FILE, Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from batchgen.storage.status import batch_status
-from faultkit import simulated, check_folder, cli, fast_options, manifest_text, run_batch, wait_running, write_manifest
+from faultkit import PausedClock, simulated, check_folder, cli, fast_options, manifest_text, run_batch, wait_running, write_manifest
 
 JOBS = 12
 KEY = "sk-crash-0123456789abcdef"
@@ -173,19 +173,23 @@ def test_leftovers_of_a_crash_in_tmp_and_a_cut_compaction_are_cleaned(tmp_path: 
     check_folder(out)
 
 
+@pytest.mark.slow
 def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None:
     jobs = 40
     path = write_manifest(tmp_path, manifest_text("twice", jobs, concurrency=4))
     out = tmp_path / "out"
     env = {**os.environ, "JIEKOU_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
-    with running_simulator(SimConfig(task_seconds=0.15, task_jitter=0.02)) as sim:
+    clock = PausedClock()
+    with running_simulator(SimConfig(task_seconds=0.15, task_jitter=0.02), clock=clock) as sim:
         argv = [sys.executable, "-m", "batchgen", "run", str(path), "--base-url", sim.api_base_url,
                 "--output", str(out), "--quiet"]
         first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
             wait_running(first, lambda: sim.stats.tasks_created >= 2)  # it holds the folder, working
+            clock.pause()  # no task finishes, so the first run still holds the folder however slow the second is
             second = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
             during = cli("status", str(out), "--json")
+            clock.resume()
             out1, err1 = first.communicate(timeout=60)
         finally:
             if first.poll() is None:

@@ -64,6 +64,7 @@ def test_an_output_path_below_a_regular_file_stops_with_exit_4(tmp_path: Path) -
     assert (tmp_path / "plain-file").read_text() == "I am not a folder"
 
 
+@pytest.mark.slow
 @needs_mounts
 def test_a_read_only_output_folder_stops_with_exit_4_and_status_still_reads_it(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, manifest_text("disk", 4))
@@ -89,6 +90,7 @@ def test_a_read_only_output_folder_stops_with_exit_4_and_status_still_reads_it(t
     assert (out / LEDGER_FILE).read_bytes() == before
 
 
+@pytest.mark.slow
 @needs_mounts
 @pytest.mark.parametrize("size_k", [120, 260])
 def test_a_full_disk_stops_with_exit_4_and_the_next_run_pays_nothing_twice(

@@ -7,6 +7,8 @@ import os
 import threading
 from pathlib import Path
 
+import pytest
+
 from batchgen.storage.ledger import fetched_copies
 from batchgen.storage.mirror import COPIES, LedgerMirror, state_folder
 from cluster.s3server import S3Server
@@ -85,6 +87,7 @@ def test_the_state_folder_is_one_per_url_under_xdg_state_home(tmp_path: Path) ->
     assert a.parent == tmp_path / "batchgen" and a.name.startswith("bucket_a-")
 
 
+@pytest.mark.slow
 def test_a_fetch_replaces_each_copy_whole_and_removes_only_copies_the_store_no_longer_has(
         s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
     # Shards on one machine share a state folder, and each fetches while the others read it.

@@ -56,6 +56,7 @@ def test_shard_ledgers_in_the_store_give_one_merged_status(s3_server: S3Server, 
     assert report.tasks_created == 18  # each shard's tasks counted once
 
 
+@pytest.mark.slow
 def test_an_unfinished_batch_in_the_store_is_not_complete(s3_server: S3Server, s3_url: str,
                                                          tmp_path: Path, capsys) -> None:
     out = run_into(tmp_path / "a", 12, shard=Shard(0, 2))  # one shard of two has run
@@ -88,6 +89,7 @@ def test_no_batch_under_the_url_is_a_clear_usage_error(s3_server: S3Server, s3_u
     assert not (tmp_path / "ds").exists() or not any((tmp_path / "ds").rglob("*.parquet"))
 
 
+@pytest.mark.slow
 def test_the_ledger_copies_are_found_with_listings_not_a_head_per_file(
         s3_server: S3Server, s3_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     for index in range(4):

@@ -80,6 +80,7 @@ def test_a_store_batch_killed_and_run_again_then_run_on_another_machine(
     assert report.complete and report.done == jobs
 
 
+@pytest.mark.slow
 def test_shards_on_machines_of_their_own_share_one_prefix_and_a_third_finishes(
         s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
     jobs = 24
