@@ -506,6 +506,12 @@ def _approx(seconds: float) -> str:
     return f"~{hours:.0f} h {rest / 60:.0f} min"
 
 
+def render_grid_progress(phase: object, done: int, total: int | None) -> str:
+    """One line of grid progress, for output that is not a terminal."""
+    share = f" ({done / total:.0%})" if total else ""
+    return f"batchgen grid: {phase}: {done:,}" + (f"/{total:,} cells{share}" if total else " cells")
+
+
 def render_grid(result: GridResult, command: list[str]) -> str:
     """``batchgen grid`` as text: the files written, then what had to give way and why."""
     from batchgen.view.grid import (Downscaled, Duplicates, MissingGlyphs, Split, Unplaced,
