@@ -523,8 +523,9 @@ def render_grid(result: GridResult, command: list[str]) -> str:
         return f"{sweep.axes[i].name} ({len(choice.kept[i])})" if i is not None else "none"
 
     pages = ", ".join(role(i) for i in choice.pages) or "none"
+    z = f", Z {role(choice.z)} side by side" if choice.z is not None else ""
     lines = [f"{len(result.sheets)} sheet(s) of {sweep.batch or sweep.folder}: X {role(choice.x)}, "
-             f"Y {role(choice.y)}, pages {pages}"]
+             f"Y {role(choice.y)}{z}, pages {pages}"]
     for sheet in result.sheets:
         lines.append(f"  {sheet.file}  ({sheet.width} x {sheet.height}, {len(sheet.columns)} x "
                      f"{len(sheet.rows)} cells of {sheet.cell[0]} x {sheet.cell[1]})")

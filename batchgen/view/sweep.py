@@ -203,6 +203,8 @@ class _Builder:
         self.values: dict[str, dict[str, Any]] = {}  # axis -> key -> raw
         self.first: dict[str, dict[str, tuple[float, int]]] = {}  # axis -> key -> (job index, seen)
         self.written: dict[str, dict[str, int]] = {}  # axis -> key -> place in the manifest
+        self.first_when: tuple[float, int] = (math.inf, 0)
+        self.first_names: tuple[str, ...] = ()  # the axes of the first job (by job index)
         self.rows: list[tuple[dict[str, str], Cell]] = []
         self.seen = 0
         self._keys: dict[str, str] = {}  # interned canonical keys of scalar values
@@ -251,13 +253,15 @@ class _Builder:
             elif when < self.first[name][key]:
                 self.first[name][key] = when
             keys[name] = key
+        if when < self.first_when:
+            self.first_when, self.first_names = when, tuple(keys)
         cell = _cell(result, self.folder)
         if self.details:
             cell.details = _details(result, self.folder)
         self.rows.append((keys, cell))
 
     def finish(self, batch: str | None, target: Path, from_manifest: bool) -> Sweep:
-        names = list(self.names)
+        names = self._folded(list(self.names))
         if any(REPLICA_AXIS in keys for keys, _ in self.rows):
             self.values.setdefault(REPLICA_AXIS, {})[self._key(0)] = 0
         unset = self._key(None)
@@ -287,6 +291,18 @@ class _Builder:
         return Sweep(batch=batch, folder=self.folder, target=target, from_manifest=from_manifest,
                      axes=axes, cells=cells, duplicates=duplicates)
 
+
+    def _folded(self, names: list[str]) -> list[str]:
+        """The axes without those only include cells set (a value each, unset everywhere
+        else): as axes they would lay the sweep out on mostly empty sheets. They are folded
+        away only when every job still has a place of its own."""
+        matrix = set(self.written) if self.written else set(self.first_names)
+        extra = [n for n in names if n not in matrix and n != REPLICA_AXIS]
+        if not extra or len(extra) == len(names):
+            return names
+        kept = [n for n in names if n not in extra]
+        places = {tuple(keys.get(n) for n in kept) for keys, _ in self.rows}
+        return kept if len(places) == len(self.rows) else names
 
     def _order(self, name: str) -> Any:
         """Written values in their written place, the rest where their first job puts them,
