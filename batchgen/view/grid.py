@@ -5,8 +5,8 @@ to do (downscale, split, draw a glyph the font lacks) as typed warnings for the 
 
 Decoding cells and encoding sheets are most of the time, and Pillow does both without holding
 the GIL: cells are opened and reduced by a few threads while the sheet is pasted in order, and
-each sheet is encoded on a writer thread while the next is drawn. At most two sheets (the one
-being drawn, the one being written) and one sheet's cells are in memory at a time.
+sheets are encoded on writer threads while the next is drawn. At most ``_WRITERS`` + 1 sheets
+(the one being drawn, those being written) and one sheet's cells are in memory at a time.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ class GridResult:
 #: Called with (cells drawn, cells in all sheets) as the sheets are drawn.
 GridProgress = Callable[[int, int], None]
 _DECODERS = max(1, min(4, os.cpu_count() or 1))
+_WRITERS = 2
 
 
 def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions | None = None,
@@ -137,15 +138,15 @@ def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions |
 
     if progress is not None:
         progress(0, total)
-    with ThreadPoolExecutor(_DECODERS) as decoders, ThreadPoolExecutor(1) as writer:
-        writing: Future[None] | None = None
+    with ThreadPoolExecutor(_DECODERS) as decoders, ThreadPoolExecutor(_WRITERS) as writer:
+        writing: list[Future[None]] = []
         for sheet in sheets:
             image = draw_sheet(sheet, sweep.folder, result.warnings, decoders, cell_done)
-            if writing is not None:
-                writing.result()  # one sheet written at a time: memory stays two sheets
-            writing = writer.submit(save, image, sheet.file)
-        if writing is not None:
-            writing.result()
+            if len(writing) >= _WRITERS:
+                writing.pop(0).result()  # bounded: memory stays a few sheets
+            writing.append(writer.submit(save, image, sheet.file))
+        for future in writing:
+            future.result()
     return result
 
 
