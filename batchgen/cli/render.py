@@ -428,6 +428,9 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
                 "set but empty: a real run would refuse it" if self.key_is_empty else
                 "not set in this environment: needed for a real run, not for --simulate")
     axes = " x ".join(f"{ax.name} {ax.size}" for ax in m.axes) or "(no matrix)"
+    includes = len(m.expansion.includes)
+    if includes:
+        axes += f", + {includes} include cell(s)"
     lines = [
         f"manifest    {m.path}",
         f"batch       {m.name}",
@@ -439,7 +442,7 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
     for ax in m.axes:
         lines.append(f"  {ax.name:<12} {ax.size:>9,}  {ax.description}")
     repeat = f" (each cell x{m.repeat})" if m.repeat > 1 else ""
-    lines.append(f"jobs        {self.jobs:,}{repeat}")
+    lines.append(f"jobs        {self.jobs:,}{repeat}{_job_sources(m, self.jobs)}")
     dup = f"{self.duplicates:,}"
     if self.duplicates:
         parts = []
@@ -504,6 +507,25 @@ def _approx(seconds: float) -> str:
         return f"~{seconds / 60:.0f} min"
     hours, rest = divmod(seconds, 3600)
     return f"~{hours:.0f} h {rest / 60:.0f} min"
+
+
+def _job_sources(m: Any, jobs: int) -> str:
+    """Where the jobs come from when it is not just the product of the axes: the include
+    cells and the excluded cells, named."""
+    product = 1
+    for ax in m.axes:
+        product *= ax.size
+    if not m.axes:
+        product = 0 if m.expansion.includes else 1
+    includes = len(m.expansion.includes)
+    excluded = product + includes - jobs // max(1, m.repeat)
+    if not includes and excluded <= 0:
+        return ""
+    parts = [f"{product - max(excluded, 0):,} from the matrix"
+             + (f" ({excluded:,} excluded)" if excluded > 0 else "")]
+    if includes:
+        parts.append(f"{includes:,} from include")
+    return f" ({' + '.join(parts)})"
 
 
 def render_grid_progress(phase: object, done: int, total: int | None) -> str:

@@ -151,6 +151,8 @@ def _natural_cell(grid: list[list[Cell | None]]) -> tuple[int, int]:
 def _frame(sweep: Sweep, choice: Choice, options: GridOptions, cell: tuple[int, int],
            columns: list[str], rows: list[str]) -> _Frame:
     size = options.font_size or max(14, min(36, round(min(cell) / 9)))
+    if not options.font_size:
+        size = _fitting_size(options.font, size, cell, columns)
     font = LabelFont(options.font, size)
     title = LabelFont(options.font, round(size * 1.25))
     margin, gap, pad = size, max(2, size // 6), max(2, size // 4)
@@ -163,6 +165,30 @@ def _frame(sweep: Sweep, choice: Choice, options: GridOptions, cell: tuple[int, 
     lines = max(len(font.wrap(label, cell[0] - 2 * pad, _COLUMN_LABEL_LINES)) for label in columns)
     head = (font.line_height if choice.x is not None else 0) + lines * font.line_height + 2 * pad
     return _Frame(cell, font, title, margin, gap, left, head, 0)
+
+
+#: The smallest label size a small cell may bring (a label is never cut mid-number above it).
+_MIN_FONT = 8
+_PLACEHOLDER_TEST = "pending\nnot run yet"
+
+
+def _fitting_size(path: str | None, size: int, cell: tuple[int, int], columns: list[str]) -> int:
+    """The label size, made smaller for small cells until every word of a column label fits
+    a column (a seed is not wrapped mid-number) and a placeholder's words fit a cell (no
+    "not run..."), never below ``_MIN_FONT``."""
+    words = {w for label in columns for w in label.split(" ")}
+    longest = max(words, key=len, default="")
+    while size > _MIN_FONT:
+        font = LabelFont(path, size)
+        pad = max(2, size // 4)
+        inner_w, inner_h = cell[0] - 2 * pad, cell[1] - 2 * pad
+        word_fits = max((font.width(w) for w in words if len(w) >= len(longest) - 2), default=0) <= inner_w
+        lines = font.wrap(_PLACEHOLDER_TEST, inner_w, 99)
+        words_fit = len(lines) * font.line_height <= inner_h and max(font.width(x) for x in lines) <= inner_w
+        if word_fits and words_fit:
+            break
+        size -= 1
+    return size
 
 
 def _scaled(cell: tuple[int, int], long_side: float) -> tuple[int, int]:

@@ -171,3 +171,56 @@ def test_the_cli_draws_z_and_stays_quiet_when_asked(tmp_path: Path, capsys) -> N
                  "--y", "detail_scale", "--z", "seed", "--cell-size", "96", "--quiet"])
     out = capsys.readouterr()
     assert code == 0 and "Z seed (2) side by side" in out.out and out.err == ""
+
+
+U2 = """\
+name: u2
+output: {out}
+prompt: "a {{subject}}"
+matrix:
+  subject: [fox, lighthouse, ramen, knight]
+  seed: {{random: 4, base: 7}}
+"""
+
+
+def test_labels_fit_small_cells_whole(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, U2.format(out=tmp_path / "out"))
+    result = make_grid(manifest, tmp_path / "g.png", GridOptions(x="seed", y="subject", cell_size=64))
+    (sheet,) = result.sheets
+    assert all(len(label) >= 9 for label in sheet.columns)  # ten-digit seeds
+    lines = {line for t in sheet.texts for line in t.lines}
+    assert set(sheet.columns) <= lines  # each seed on one line, not cut mid-number
+    for box in sheet.cells:
+        assert box.text is not None and box.text.lines == ["pending", "not run yet"]
+        x0, y0, x1, y1 = box.box
+        tx0, ty0, tx1, ty1 = box.text.box
+        assert x0 <= tx0 and tx1 <= x1 and y0 <= ty0 and ty1 <= y1  # the words fit inside
+
+
+def test_a_default_y_gives_way_on_the_command_line(tmp_path: Path, capsys) -> None:
+    manifest = write_manifest(tmp_path, U2.format(out=tmp_path / "out"))
+    code = main(["grid", str(manifest), "--to", str(tmp_path / "g.png"), "--x", "seed", "--page", "subject",
+                 "--cell-size", "64", "--quiet"])
+    out = capsys.readouterr().out
+    assert code == 0 and "X seed (4), Y none, pages subject (4)" in out
+    assert len(list(tmp_path.glob("g-subject_*.png"))) == 4
+
+
+def test_plan_names_the_include_cells(tmp_path: Path, capsys) -> None:
+    manifest = write_manifest(tmp_path, """\
+name: i2i
+prompt: "the village in {season}"
+image_url: "https://example.com/v.png"
+matrix:
+  season: [winter, autumn]
+  strength: {from: 0.3, to: 0.9, step: 0.3}
+exclude:
+  - {season: autumn, strength: 0.9}
+include:
+  - prompt: "the village under a starry sky"
+    strength: 0.85
+""")
+    assert main(["plan", str(manifest)]) == 0
+    out = capsys.readouterr().out
+    assert "axes        season 2 x strength 3, + 1 include cell(s)" in out
+    assert "jobs        6 (5 from the matrix (1 excluded) + 1 from include)" in out
