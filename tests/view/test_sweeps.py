@@ -224,3 +224,18 @@ include:
     out = capsys.readouterr().out
     assert "axes        season 2 x strength 3, + 1 include cell(s)" in out
     assert "jobs        6 (5 from the matrix (1 excluded) + 1 from include)" in out
+
+
+def test_sidecars_and_export_know_a_scale_axis_by_name(tmp_path: Path, capsys) -> None:
+    import json
+
+    manifest = run_bundled(tmp_path)
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out" / "images").rglob("*.json")]
+    assert len(sidecars) == 18
+    for sidecar in sidecars:
+        scales = [item["scale"] for item in sidecar["request"]["loras"]]
+        assert scales == [sidecar["axes"]["style_scale"], sidecar["axes"]["detail_scale"]]
+    code = main(["export", str(manifest), "--format", "imagefolder", "--where", "style_scale=0.5",
+                 "--to", str(tmp_path / "ds")])
+    out = capsys.readouterr().out
+    assert code == 0 and "exported 6 image(s)" in out
