@@ -9,6 +9,7 @@ its own labels, instead of failing as an over-large grid would.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -125,9 +126,10 @@ def lay_out(sweep: Sweep, choice: Choice, options: GridOptions, to: Path) -> lis
             if z_sheet is not None:
                 sheets.append(z_sheet)
                 continue
+            as_pages = dataclasses.replace(choice, z=None)
             for label, grid in blocks:  # too many to fit one image: one file per Z value
                 name, _, value = label.partition(": ")
-                sheets.extend(_page_sheets(sweep, choice, options, to, page + [(name, value)],
+                sheets.extend(_page_sheets(sweep, as_pages, options, to, page + [(name, value)],
                                            grid, columns, rows, True))
             continue
         sheets.extend(_page_sheets(sweep, choice, options, to, page, blocks[0][1], columns, rows,

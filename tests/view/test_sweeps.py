@@ -239,3 +239,14 @@ def test_sidecars_and_export_know_a_scale_axis_by_name(tmp_path: Path, capsys) -
                  "--to", str(tmp_path / "ds")])
     out = capsys.readouterr().out
     assert code == 0 and "exported 6 image(s)" in out
+
+
+def test_z_that_cannot_fit_one_image_becomes_one_file_per_value(tmp_path: Path) -> None:
+    manifest = run_bundled(tmp_path)
+    result = make_grid(manifest, tmp_path / "g.png",
+                       GridOptions(x="style_scale", y="detail_scale", z="seed", max_size=2048,
+                                   cell_size=512, min_cell=512))
+    assert [s.page for s in result.sheets] == [[("seed", "42")], [("seed", "7")]]
+    assert all(len(s.cells) == 9 and s.width <= 2048 and s.part == (1, 1) for s in result.sheets)
+    words = {line for s in result.sheets for t in s.texts for line in t.lines}
+    assert "one grid per seed" not in words
