@@ -385,7 +385,8 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     Axis names and values go on the top and left edges, the values every cell shares in a
     title block, and a placeholder naming the reason stands in for a failed, pending or
     missing cell. By default X is the LoRA axis (or the last varying one), Y the varying axis
-    before it, and every other varying axis makes one file per value. Sheets stay within
+    before it, and every other varying axis makes one file per value (--z AXIS draws one
+    labelled sub-grid per value side by side in one image instead). Sheets stay within
     --max-size pixels: cells are downscaled first, then pages split into parts.
 
     Example: batchgen grid manifests/lora-sweep.yaml --to sweep.png --y subject --page seed
