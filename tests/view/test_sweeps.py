@@ -17,7 +17,6 @@ from batchgen.engine.runner import Batch
 from batchgen.manifest import load_manifest
 from batchgen.simulator import SimConfig, Simulator
 from batchgen.view.grid import GridOptions, make_grid
-from batchgen.view.layout import placeholder_words
 from batchgen.view.sweep import CellState, load_sweep
 from faultkit import fast_options, simulated, write_manifest
 from vclock import run_virtual
