@@ -385,18 +385,23 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     Axis names and values go on the top and left edges, the values every cell shares in a
     title block, and a placeholder naming the reason stands in for a failed, pending or
     missing cell. By default X is the LoRA axis (or the last varying one), Y the varying axis
-    before it, and every other varying axis makes one file per value. Sheets stay within
+    before it, and every other varying axis makes one file per value (--z AXIS draws one
+    labelled sub-grid per value side by side in one image instead). Sheets stay within
     --max-size pixels: cells are downscaled first, then pages split into parts.
 
     Example: batchgen grid manifests/lora-sweep.yaml --to sweep.png --y subject --page seed
     """
-    from batchgen.cli.render import render_grid
+    from batchgen.cli.progress import ExportProgressView, ProgressMode
+    from batchgen.cli.render import render_grid, render_grid_progress
     from batchgen.view.grid import GridOptions, make_grid
 
-    options = GridOptions(x=args.x, y=args.y, pages=args.page, where=args.where or [],
+    options = GridOptions(x=args.x, y=args.y, pages=args.page, z=args.z, where=args.where or [],
                           cell_size=args.cell_size, max_size=args.max_size, font=args.font,
                           font_size=args.font_size)
-    result = make_grid(args.target, args.to, options)
+    mode = ProgressMode.QUIET if args.quiet else ProgressMode.AUTO
+    with ExportProgressView(mode, sys.stderr, interval=5.0, render=render_grid_progress) as view:
+        result = make_grid(args.target, args.to, options,
+                           progress=lambda done, total: view.update("drawing", done, total))
     print(render_grid(result, ["batchgen", "grid", *args.argv]))
     return 0
 
@@ -572,8 +577,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--y", metavar="AXIS", help="the axis down (default: the varying axis before X)")
     p.add_argument("--page", action="append", metavar="AXIS",
                    help="one file per value of this axis (repeat for more; default: the rest)")
+    p.add_argument("--z", metavar="AXIS", help="one labelled sub-grid per value of this axis, "
+                   "side by side (wrapped) in one image")
     p.add_argument("--where", action="append", type=_where, metavar="AXIS=VALUE",
                    help="keep only this value of an axis (repeat to keep several)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--cell-size", type=_positive_int, metavar="PX",
                    help="long side of a cell (default: the images' own size)")
     p.add_argument("--max-size", type=_positive_int, default=8192, metavar="PX",

@@ -135,8 +135,10 @@ class ExportProgressView:
     """
 
     def __init__(self, mode: ProgressMode = ProgressMode.AUTO, stream: TextIO | None = None,
-                 interval: float = 10.0) -> None:
+                 interval: float = 10.0,
+                 render: Callable[[object, int, int | None], str] | None = None) -> None:
         self.stream = stream or sys.stdout
+        self._render = render  # the plain line (default: an export's)
         self.mode = _resolve(mode, self.stream)
         self.interval = interval
         self._last = 0.0
@@ -165,7 +167,8 @@ class ExportProgressView:
         if self.mode is ProgressMode.LINES:
             if now - self._last >= self.interval:
                 self._last = now
-                print(render_export_progress(phase, done, total), file=self.stream, flush=True)
+                line = (self._render or render_export_progress)(phase, done, total)  # type: ignore[arg-type]
+                print(line, file=self.stream, flush=True)
         elif self._progress is not None and (now - self._last >= 0.25 or done == total):
             self._last = now
             task = self._tasks.get(phase)

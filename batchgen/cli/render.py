@@ -428,6 +428,9 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
                 "set but empty: a real run would refuse it" if self.key_is_empty else
                 "not set in this environment: needed for a real run, not for --simulate")
     axes = " x ".join(f"{ax.name} {ax.size}" for ax in m.axes) or "(no matrix)"
+    includes = len(m.expansion.includes)
+    if includes:
+        axes += f", + {includes} include cell(s)"
     lines = [
         f"manifest    {m.path}",
         f"batch       {m.name}",
@@ -439,7 +442,7 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
     for ax in m.axes:
         lines.append(f"  {ax.name:<12} {ax.size:>9,}  {ax.description}")
     repeat = f" (each cell x{m.repeat})" if m.repeat > 1 else ""
-    lines.append(f"jobs        {self.jobs:,}{repeat}")
+    lines.append(f"jobs        {self.jobs:,}{repeat}{_job_sources(m, self.jobs)}")
     dup = f"{self.duplicates:,}"
     if self.duplicates:
         parts = []
@@ -506,6 +509,31 @@ def _approx(seconds: float) -> str:
     return f"~{hours:.0f} h {rest / 60:.0f} min"
 
 
+def _job_sources(m: Any, jobs: int) -> str:
+    """Where the jobs come from when it is not just the product of the axes: the include
+    cells and the excluded cells, named."""
+    product = 1
+    for ax in m.axes:
+        product *= ax.size
+    if not m.axes:
+        product = 0 if m.expansion.includes else 1
+    includes = len(m.expansion.includes)
+    excluded = product + includes - jobs // max(1, m.repeat)
+    if not includes and excluded <= 0:
+        return ""
+    parts = [f"{product - max(excluded, 0):,} from the matrix"
+             + (f" ({excluded:,} excluded)" if excluded > 0 else "")]
+    if includes:
+        parts.append(f"{includes:,} from include")
+    return f" ({' + '.join(parts)})"
+
+
+def render_grid_progress(phase: object, done: int, total: int | None) -> str:
+    """One line of grid progress, for output that is not a terminal."""
+    share = f" ({done / total:.0%})" if total else ""
+    return f"batchgen grid: {phase}: {done:,}" + (f"/{total:,} cells{share}" if total else " cells")
+
+
 def render_grid(result: GridResult, command: list[str]) -> str:
     """``batchgen grid`` as text: the files written, then what had to give way and why."""
     from batchgen.view.grid import (Downscaled, Duplicates, MissingGlyphs, Split, Unplaced,
@@ -517,8 +545,9 @@ def render_grid(result: GridResult, command: list[str]) -> str:
         return f"{sweep.axes[i].name} ({len(choice.kept[i])})" if i is not None else "none"
 
     pages = ", ".join(role(i) for i in choice.pages) or "none"
+    z = f", Z {role(choice.z)} side by side" if choice.z is not None else ""
     lines = [f"{len(result.sheets)} sheet(s) of {sweep.batch or sweep.folder}: X {role(choice.x)}, "
-             f"Y {role(choice.y)}, pages {pages}"]
+             f"Y {role(choice.y)}{z}, pages {pages}"]
     for sheet in result.sheets:
         lines.append(f"  {sheet.file}  ({sheet.width} x {sheet.height}, {len(sheet.columns)} x "
                      f"{len(sheet.rows)} cells of {sheet.cell[0]} x {sheet.cell[1]})")

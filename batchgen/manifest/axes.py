@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from batchgen.manifest.datafiles import BadLine, read_records
 from batchgen.errors import Problem
-from batchgen.manifest.fields import FIELD_CHECKS, describe, from_text
+from batchgen.manifest.fields import FIELD_CHECKS, check_scale, describe, from_text
 from batchgen.manifest.source import YamlPath
 
 __all__ = ["NO_LORAS", "RESERVED", "Axis", "Entry", "ListAxis", "LoraSet", "RandomAxis",
@@ -32,11 +32,45 @@ _SMALL_FILE = 256 * 1024
 
 @dataclass(frozen=True, slots=True)
 class LoraSet:
-    """One resolved LoRA set: label for display and file names, name for exclude, the items."""
+    """One resolved LoRA set: label for display and file names, name for exclude, the items.
+
+    A scale may be the name of a variable (``scale: "{style_scale}"``, held as that text):
+    each job then takes the scale from its own value of the variable (``resolve``), so two
+    LoRAs' scales can be two axes of a sweep.
+    """
 
     label: str
     name: str
-    items: tuple[tuple[str, float], ...]
+    items: tuple[tuple[str, float | str], ...]
+    named: bool = False
+
+    @property
+    def variables(self) -> tuple[str, ...]:
+        """The variables this set's scales are taken from (none for a set of numbers)."""
+        return tuple(s for _, s in self.items if isinstance(s, str))
+
+    def resolve(self, values: dict[str, Any]) -> LoraSet:
+        """The set with every variable scale replaced by its value in ``values``; a missing
+        or out-of-range value raises ValueError saying which."""
+        items = []
+        for path, scale in self.items:
+            if isinstance(scale, str):
+                if scale not in values:
+                    raise ValueError(f"the scale of {stem(path)} takes {{{scale}}}, "
+                                     f"which this job has no value for")
+                value = values[scale]
+                if isinstance(value, str):  # from a text file: "0.5"
+                    try:
+                        value = float(value.strip())
+                    except ValueError:
+                        pass
+                try:
+                    scale = check_scale(value)
+                except ValueError as exc:
+                    raise ValueError(f"{{{scale}}} as the scale of {stem(path)}: {exc}") from None
+            items.append((path, scale))
+        return LoraSet(lora_label(items, self.name if self.named else None), self.name,
+                       tuple(items), self.named)
 
     def as_request(self) -> list[dict[str, Any]]:
         """The submit body's `loras` value (a fresh list: jobs must not share mutable state)."""
@@ -52,7 +86,9 @@ class LoraSet:
 NO_LORAS = LoraSet("none", "none", ())
 
 
-def _num(x: float) -> str:
+def _num(x: float | str) -> str:
+    if isinstance(x, str):
+        return f"{{{x}}}"  # a scale taken from a variable
     text = repr(float(x))
     return text[:-2] if text.endswith(".0") else text
 
@@ -62,7 +98,7 @@ def stem(path: str) -> str:
     return PurePosixPath(local.rstrip("/")).stem or "lora"
 
 
-def lora_label(items: Iterable[tuple[str, float]], name: str | None = None) -> str:
+def lora_label(items: Iterable[tuple[str, float | str]], name: str | None = None) -> str:
     """`none`; `stem@scale+stem@scale` per LoRA; or `name@scale[+scale...]` for a named set."""
     items = list(items)
     if not items:

@@ -20,7 +20,7 @@ from batchgen.manifest.axes import (RESERVED, Axis, Entry, ListAxis, LoraSet, Ra
                            RowFileAxis, TextFileAxis, lora_label, scalar, stem)
 from batchgen.manifest.datafiles import BadLine, count_records, first_columns, kind_of
 from batchgen.errors import Problem
-from batchgen.manifest.fields import (FIELD_CHECKS, MAX_LORAS, REQUEST_FIELDS, TEMPLATED_FIELDS,
+from batchgen.manifest.fields import (FIELD_CHECKS, MAX_LORAS, REQUEST_FIELDS, SCALE_MAX, TEMPLATED_FIELDS,
                              check_scale, describe, did_you_mean, excerpt)
 from batchgen.manifest.schema import (SECRET_KEYS, DynamicSpec, FileSpec, LoraItem, NamedLoraSet,
                                      RandomSpec, RangeSpec, ZipSpec, check_url_template,
@@ -31,6 +31,7 @@ from batchgen.manifest.source import Source, YamlPath
 __all__ = ["AxisBuilder"]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SCALE_VARIABLE = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
 
 
 def _preview(values: Iterable[Any], limit: int = 60) -> str:
@@ -58,6 +59,8 @@ class AxisBuilder:
         self.problems = problems
         #: every manifest-written template, with where it is, for the field check after load
         self.templates = templates
+        #: variables LoRA scales are taken from, with where each is named (checked after load)
+        self.scale_variables: list[tuple[str, YamlPath]] = []
 
     def fail(self, path: YamlPath, message: str, *, key: bool = False) -> None:
         self.problems.append(self.src.problem(path, message, key=key))
@@ -134,11 +137,21 @@ class AxisBuilder:
         for combo in itertools.product(*choices):
             label = lora_label(combo, name)
             sets.append(LoraSet(label, name or (label if not combo else
-                                                "+".join(stem(p) for p, _ in combo)), combo))
+                                                "+".join(stem(p) for p, _ in combo)), combo,
+                                named=name is not None))
         return sets
 
-    def scales(self, raw: Any, path: YamlPath) -> list[float] | None:
-        """A scale: a number, a list of numbers, or a range mapping."""
+    def scales(self, raw: Any, path: YamlPath) -> list[float | str] | None:
+        """A scale: a number, a list of numbers, a range mapping, or ``"{variable}"`` (held
+        as the variable's name: each job's own value of it, checked once the axes are known)."""
+        if isinstance(raw, str):
+            match = _SCALE_VARIABLE.fullmatch(raw.strip())
+            if match is None:
+                self.fail(path, f"a scale is a number in [0, {SCALE_MAX:g}], a list or range of "
+                                f"them, or a variable in braces like \"{{style_scale}}\" (got {raw!r})")
+                return None
+            self.scale_variables.append((match[1], path))
+            return [match[1]]
         if isinstance(raw, dict):
             rng = self._range_numbers(raw, path)
             if rng is None:
@@ -159,7 +172,7 @@ class AxisBuilder:
         if not listed:
             self.fail(path, "has no values")
             return None
-        out = []
+        out: list[float | str] = []
         for i, v in enumerate(listed):
             try:
                 out.append(check_scale(v))

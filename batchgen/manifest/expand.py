@@ -197,7 +197,15 @@ class Expansion:
                 continue
             request: dict[str, Any] = {"prompt": prompt, "seed": ctx["seed"], "size": ctx["size"]}
             if takes_loras:
-                request["loras"] = ctx["loras"].as_request()
+                lset = ctx["loras"]
+                if lset.variables:  # scales taken from this cell's variables
+                    try:
+                        lset = lset.resolve(ctx)
+                    except ValueError as exc:
+                        yield self._problem(lset.variables[0], rec, f"job {index}: {exc}")
+                        continue
+                    ctx = {**ctx, "loras": lset}
+                request["loras"] = lset.as_request()
             url, strength, mask = ctx["image_url"], ctx["strength"], ctx["mask"]
             bad: Problem | None = None
             for key in ("image_url", "mask"):

@@ -16,10 +16,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from batchgen.manifest.axes import NO_LORAS, RESERVED, Axis
+from batchgen.manifest.axes import NO_LORAS, RESERVED, Axis, ListAxis, RangeAxis
 from batchgen.manifest.builder import AxisBuilder
 from batchgen.errors import ManifestError, Problem
-from batchgen.manifest.fields import LORA_MODEL, REQUEST_FIELDS, TEMPLATED_FIELDS, describe, did_you_mean
+from batchgen.manifest.fields import (LORA_MODEL, REQUEST_FIELDS, TEMPLATED_FIELDS, check_scale, describe,
+                                      did_you_mean)
 from batchgen.job import Job
 from batchgen.manifest.combos import parse_excludes, parse_includes
 from batchgen.manifest.expand import Expansion
@@ -162,10 +163,11 @@ class _Loader:
             caption = self._template(Template, spec.caption, ("caption",))
         out_templates = [t for t in (filename, caption) if isinstance(t, (Template, FileNameTemplate))]
         variables = set(vars_) | {n for n in set_by if n not in REQUEST_FIELDS}
+        self._check_scale_variables(builder, set_by, vars_)
         self._check_template_fields(variables, out_templates)
         self._check_prompt_and_images(base, set_by, includes, data)
         self._check_includes(includes, base, set_by, vars_, out_templates)
-        unused = self._unused_axes(axes, out_templates)
+        unused = self._unused_axes(axes, out_templates, {n for n, _ in builder.scale_variables})
         expansion = None
         if not self.problems:
             expansion = Expansion(
@@ -318,6 +320,45 @@ class _Loader:
 
     # ---- cross checks ----------------------------------------------------------------
 
+    def _check_scale_variables(self, builder: AxisBuilder, set_by: dict[str, Axis],
+                               vars_: dict[str, Any]) -> None:
+        """A LoRA scale written ``"{name}"`` needs a matrix variable or a vars entry of that
+        name whose values are scales; values written in the manifest are checked here, values
+        from data files as each job is made."""
+        checked: set[str] = set()
+        for name, path in builder.scale_variables:
+            if name in self.unsure or self.unsure_all:
+                continue
+            axis = set_by.get(name)
+            if name in REQUEST_FIELDS or (axis is None and name not in vars_):
+                known = sorted(set(vars_) | {n for n in set_by if n not in REQUEST_FIELDS})
+                self.fail(path, f"a LoRA scale takes {{{name}}}, but no matrix axis or vars entry "
+                                f"is called {name!r}" + did_you_mean(name, known)
+                          + (f" (variables: {', '.join(known)})" if known else
+                             "; add it under matrix:, e.g. " + name + ": [0.5, 1.0]"))
+                continue
+            if name in checked:
+                continue
+            checked.add(name)
+            if axis is None:
+                self._check_scale_value(vars_[name], ("vars", name))
+            elif isinstance(axis, RangeAxis):
+                last = axis.start + (axis.size - 1) * axis.step
+                self._check_scale_value(axis.start, axis.path + ("from",))
+                self._check_scale_value(round(last, 10), axis.path + ("to",))
+            elif isinstance(axis, ListAxis) and axis.name == name:
+                for i, (assign, _) in enumerate(axis.entries):
+                    if not self._check_scale_value(assign.get(name), axis.path + (i,)):
+                        break
+
+    def _check_scale_value(self, value: Any, path: YamlPath) -> bool:
+        try:
+            check_scale(value)
+        except ValueError as exc:
+            self.fail(path, f"used as a LoRA scale: {exc}")
+            return False
+        return True
+
     def _check_template_fields(self, variables: set[str],
                                out_templates: list[Template | FileNameTemplate]) -> None:
         """Every `{field}` must be something a job has; say where it is not."""
@@ -369,19 +410,20 @@ class _Loader:
                         break
             templates = [cell[k] for k in TEMPLATED_FIELDS if isinstance(cell[k], Template)]
             needed = {n for t in templates + out_templates for n in t.fields}
+            needed |= set(cell["loras"].variables)  # a LoRA scale taken from a variable
             missing = sorted(n for n in needed - set(cell) - _OUTPUT_ONLY if n in set_by)
             if self.unsure_all:
                 continue
             if missing:
                 self.fail(inc.path, f"this include gives no value for {', '.join(missing)}, "
-                                    "which a template uses; add it to the entry")
+                                    "which a template or LoRA scale uses; add it to the entry")
 
-    def _unused_axes(self, axes: list[Axis],
-                     out_templates: list[Template | FileNameTemplate]) -> list[tuple[str, str]]:
+    def _unused_axes(self, axes: list[Axis], out_templates: list[Template | FileNameTemplate],
+                     scale_variables: set[str]) -> list[tuple[str, str]]:
         """Axes whose values never reach a request make identical requests: say so (or fail,
         when the name looks like a misspelt request field)."""
         in_request = {n for _, t in self.templates if not any(t is o for o in out_templates)
-                      for n in t.fields}
+                      for n in t.fields} | scale_variables
         in_output = {n for t in out_templates for n in t.fields}
         unused = []
         for axis in axes:

@@ -193,8 +193,9 @@ class LoraItem(_Doc):
     """One LoRA in a set."""
 
     path: str = Field(min_length=1, description="URL (or provider path) of the LoRA weights")
-    scale: SkipValidation[float | list[float] | RangeSpec] = Field(
-        1.0, description=f"strength in [0, {SCALE_MAX:g}]; a list or range sweeps it (matrix only)")
+    scale: SkipValidation[float | list[float] | RangeSpec | str] = Field(
+        1.0, description=f"strength in [0, {SCALE_MAX:g}]; a list or range sweeps it (matrix only); "
+                         "\"{variable}\" takes it from a matrix axis or vars")
 
 
 class NamedLoraSet(_Doc):

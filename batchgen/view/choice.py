@@ -2,7 +2,8 @@
 
 The rules that fit a sweep, shared by the contact sheets and the viewer's first view: X is the
 LoRA axis when it varies (else the last varying axis), Y the varying axis just before X in
-matrix order, pages every other varying axis. Pure data: no Pillow, no files.
+matrix order, pages every other varying axis; an axis the user names for Z or the pages is
+never taken for a default X or Y. Pure data: no Pillow, no files.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ class GridOptions:
     x: str | None = None
     y: str | None = None
     pages: list[str] | None = None
+    z: str | None = None             # sub-grids side by side in one image, one per value
     where: list[tuple[str, str]] = field(default_factory=list)
     cell_size: int | None = None     # long side of a cell in pixels (default: the images' own)
     max_size: int = 8192             # no sheet is wider or taller than this
@@ -39,6 +41,7 @@ class Choice:
     pages: list[int]
     kept: list[list[int]]
     fixed: list[tuple[str, str]]
+    z: int | None = None
 
 
 def choose_axes(sweep: Sweep, options: GridOptions) -> Choice:
@@ -55,30 +58,36 @@ def choose_axes(sweep: Sweep, options: GridOptions) -> Choice:
     varying = [i for i in range(len(sweep.axes)) if len(kept[i]) > 1]
     pick = sweep.axis_index
     x = pick(options.x) if options.x else None
-    if x is None and varying:
-        lora = [i for i in varying if sweep.axes[i].name == LORA_AXIS]
-        x = lora[0] if lora else varying[-1]
     y = pick(options.y) if options.y else None
-    if y is None:
-        before = [i for i in varying if i != x]
+    z = pick(options.z) if options.z else None
+    asked_pages = [pick(name) for name in options.pages] if options.pages is not None else []
+    taken = {i for i in (x, y, z) if i is not None} | set(asked_pages)  # named by the user
+    if x is None and varying:
+        free = [i for i in varying if i not in taken]
+        lora = [i for i in free if sweep.axes[i].name == LORA_AXIS]
+        x = lora[0] if lora else (free[-1] if free else None)
+    if y is None:  # a default: it gives way to an axis the user put on Z or the pages
+        before = [i for i in varying if i != x and i not in taken]
         y = before[-1] if before else None
     if x is not None and x == y:
         raise UsageError(f"--x and --y are both {sweep.axes[x].name!r}; give two different axes")
+    if z is not None and z in (x, y):
+        raise UsageError(f"axis {sweep.axes[z].name!r} is already on X or Y; it cannot also be Z")
     if options.pages is not None:
-        pages = [pick(name) for name in options.pages]
+        pages = asked_pages
         for i in pages:
-            if i in (x, y):
-                raise UsageError(f"axis {sweep.axes[i].name!r} is already on X or Y; it cannot "
-                                 f"also make the pages")
+            if i in (x, y, z):
+                raise UsageError(f"axis {sweep.axes[i].name!r} is already on X, Y or Z; it "
+                                 f"cannot also make the pages")
     else:
-        pages = [i for i in varying if i not in (x, y)]
+        pages = [i for i in varying if i not in (x, y, z)]
     for i in varying:
-        if i not in pages and i not in (x, y):
+        if i not in pages and i not in (x, y, z):
             name = sweep.axes[i].name
             raise UsageError(
-                f"axis {name!r} has {len(kept[i])} values but is not on X, Y or a page: add "
-                f"--page {name}, or keep one value with --where {name}="
+                f"axis {name!r} has {len(kept[i])} values but is not on X, Y, Z or a page: add "
+                f"--page {name} or --z {name}, or keep one value with --where {name}="
                 f"{sweep.axes[i].values[kept[i][0]].label}")
     fixed = [(axis.name, axis.values[kept[i][0]].label) for i, axis in enumerate(sweep.axes)
-             if i not in (x, y) and i not in pages and len(kept[i]) == 1]
-    return Choice(x, y, pages, kept, fixed)
+             if i not in (x, y, z) and i not in pages and len(kept[i]) == 1]
+    return Choice(x, y, pages, kept, fixed, z)

@@ -1,12 +1,19 @@
 """``batchgen grid``: labelled contact sheets of a sweep, drawn with Pillow from the files on disk.
 
-The layout (``layout.py``) decides every box first; this module draws it, one sheet in memory
-at a time, each cell's image opened, reduced and let go before the next, and says what it had
+The layout (``layout.py``) decides every box first; this module draws it and says what it had
 to do (downscale, split, draw a glyph the font lacks) as typed warnings for the CLI to word.
+
+Decoding cells and encoding sheets are most of the time, and Pillow does both without holding
+the GIL: cells are opened and reduced by a few threads while the sheet is pasted in order, and
+sheets are encoded on writer threads while the next is drawn. At most ``_WRITERS`` + 1 sheets
+(the one being drawn, those being written) and one sheet's cells are in memory at a time.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,12 +25,15 @@ from batchgen.view.labels import LabelFont, installed_fallback
 from batchgen.view.layout import Sheet, TextBox, lay_out
 from batchgen.view.sweep import CellState, Sweep, load_sweep
 
-__all__ = ["Downscaled", "Duplicates", "GridOptions", "GridResult", "GridWarning", "MissingGlyphs",
+__all__ = ["Downscaled", "Duplicates", "GridOptions", "GridProgress", "GridResult", "GridWarning",
+           "MissingGlyphs",
            "Split", "Unplaced", "Unreadable", "draw_sheet", "make_grid"]
 
 BACKGROUND = (255, 255, 255)
 PLACEHOLDER = (236, 236, 236)
-_FORMATS = {".png": ("PNG", {"compress_level": 6}), ".webp": ("WEBP", {"quality": 90}),
+#: PNG at zlib level 1: a sheet is for looking at, and level 6 took twice as long to write
+#: for files a third smaller.
+_FORMATS = {".png": ("PNG", {"compress_level": 1}), ".webp": ("WEBP", {"quality": 90}),
             ".jpg": ("JPEG", {"quality": 90}), ".jpeg": ("JPEG", {"quality": 90})}
 
 
@@ -82,9 +92,17 @@ class GridResult:
         return [sheet.file for sheet in self.sheets]
 
 
-def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions | None = None) -> GridResult:
+#: Called with (cells drawn, cells in all sheets) as the sheets are drawn.
+GridProgress = Callable[[int, int], None]
+_DECODERS = max(1, min(4, os.cpu_count() or 1))
+_WRITERS = 2
+
+
+def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions | None = None,
+              progress: GridProgress | None = None) -> GridResult:
     """Draw the contact sheets of a batch (a manifest, a batch folder or a loaded Sweep) to
-    ``to`` (``.png``, ``.webp`` or ``.jpg``); several pages or parts get suffixed names."""
+    ``to`` (``.png``, ``.webp`` or ``.jpg``); several pages or parts get suffixed names.
+    ``progress`` hears how many cells are drawn, after each cell."""
     options = options or GridOptions()
     to = Path(to)
     if to.suffix.lower() not in _FORMATS:
@@ -102,38 +120,68 @@ def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions |
     except OSError as exc:
         raise OutputError.from_os_error(str(to.parent), exc) from exc
     pil_format, save_args = _FORMATS[to.suffix.lower()]
-    for sheet in sheets:
-        image = draw_sheet(sheet, sweep.folder, result.warnings)
+    total = sum(len(sheet.cells) for sheet in sheets)
+    drawn = [0]
+
+    def cell_done() -> None:
+        drawn[0] += 1
+        if progress is not None:
+            progress(drawn[0], total)
+
+    def save(image: Image.Image, file: Path) -> None:
         try:
-            image.save(sheet.file, format=pil_format, **save_args)
+            image.save(file, format=pil_format, **save_args)
         except OSError as exc:
-            raise OutputError.from_os_error(str(sheet.file), exc) from exc
+            raise OutputError.from_os_error(str(file), exc) from exc
         finally:
             image.close()
+
+    if progress is not None:
+        progress(0, total)
+    with ThreadPoolExecutor(_DECODERS) as decoders, ThreadPoolExecutor(_WRITERS) as writer:
+        writing: list[Future[None]] = []
+        for sheet in sheets:
+            image = draw_sheet(sheet, sweep.folder, result.warnings, decoders, cell_done)
+            if len(writing) >= _WRITERS:
+                writing.pop(0).result()  # bounded: memory stays a few sheets
+            writing.append(writer.submit(save, image, sheet.file))
+        for future in writing:
+            future.result()
     return result
 
 
-def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = None) -> Image.Image:
+def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = None,
+               decoders: ThreadPoolExecutor | None = None,
+               cell_done: Callable[[], None] | None = None) -> Image.Image:
     """The sheet as an image: words where the layout put them, each cell's image fitted into
-    its box, placeholders for the rest."""
+    its box, placeholders for the rest. ``decoders`` opens the cells' images in parallel."""
     image = Image.new("RGB", (sheet.width, sheet.height), BACKGROUND)
     draw = ImageDraw.Draw(image)
     for text in sheet.texts:
         draw_text(draw, text)
-    for box in sheet.cells:
+    wanted = [(folder / box.cell.file, box.box) if box.state == CellState.DONE and box.cell is not None
+              and box.cell.file else None for box in sheet.cells]
+    loaded = (decoders.map(_load_job, wanted) if decoders is not None
+              else map(_load_job, wanted))
+    for box, got in zip(sheet.cells, loaded, strict=True):
         x0, y0, x1, y1 = box.box
-        if box.state == CellState.DONE and box.cell is not None and box.cell.file:
-            why = _paste(image, folder / box.cell.file, box.box)
-            if why is None:
-                continue
+        if isinstance(got, Image.Image):
+            image.paste(got, (x0 + (x1 - x0 - got.width) // 2, y0 + (y1 - y0 - got.height) // 2))
+            got.close()
+            if cell_done is not None:
+                cell_done()
+            continue
+        if got is not None and box.cell is not None:
             if warnings is not None:
-                warnings.append(Unreadable(box.cell.file, why))
+                warnings.append(Unreadable(box.cell.file or "", got))
             font = _cell_font(sheet)
-            box.text = TextBox(font.wrap(f"cannot read the image: {why}", x1 - x0 - 8, 4),
+            box.text = TextBox(font.wrap(f"cannot read the image: {got}", x1 - x0 - 8, 4),
                                x0 + 4, y0 + 4, font, (176, 96, 0))
         draw.rectangle((x0, y0, x1 - 1, y1 - 1), fill=PLACEHOLDER, outline=(200, 200, 200))
         if box.text is not None:
             draw_text(draw, box.text)
+        if cell_done is not None:
+            cell_done()
     return image
 
 
@@ -149,18 +197,21 @@ def _cell_font(sheet: Sheet) -> LabelFont:
     return sheet.texts[1].font if len(sheet.texts) > 1 else sheet.texts[0].font
 
 
-def _paste(sheet: Image.Image, path: Path, box: tuple[int, int, int, int]) -> str | None:
+def _load_job(job: tuple[Path, tuple[int, int, int, int]] | None) -> Image.Image | str | None:
+    return None if job is None else _load(*job)
+
+
+def _load(path: Path, box: tuple[int, int, int, int]) -> Image.Image | str:
+    """The image reduced to fit its box, or why it cannot be read."""
     x0, y0, x1, y1 = box
     try:
         with Image.open(path) as img:
             img.draft("RGB", (x1 - x0, y1 - y0))  # JPEG decodes at a reduced size, others ignore it
             img = img.convert("RGB")
             img.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            return img
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         return str(exc)[:120] or type(exc).__name__
-    sheet.paste(img, (x0 + (x1 - x0 - img.width) // 2, y0 + (y1 - y0 - img.height) // 2))
-    img.close()
-    return None
 
 
 def _unique_names(sheets: list[Sheet]) -> None:

@@ -9,6 +9,7 @@ its own labels, instead of failing as an over-large grid would.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from dataclasses import dataclass, field
@@ -82,33 +83,62 @@ class _Frame:
 
 
 def lay_out(sweep: Sweep, choice: Choice, options: GridOptions, to: Path) -> list[Sheet]:
-    """Every sheet of the grid: one per combination of page values, split in parts if need be."""
+    """Every sheet of the grid: one per combination of page values that has a job, split in
+    parts if need be; with a Z axis, a page holds one labelled sub-grid per Z value."""
     axes = sweep.axes
     index = {cell.coords: cell for cell in sweep.cells}
     xs = choice.kept[choice.x] if choice.x is not None else [None]
     ys = choice.kept[choice.y] if choice.y is not None else [None]
+    zs = choice.kept[choice.z] if choice.z is not None else [None]
     base = [kept[0] for kept in choice.kept]
     pages = list(itertools.product(*(choice.kept[i] for i in choice.pages)))
+    columns = [axes[choice.x].values[v].label for v in xs] if choice.x is not None else [""]
+    rows = [axes[choice.y].values[v].label for v in ys] if choice.y is not None else [""]
     sheets: list[Sheet] = []
     for page_values in pages:
         coords = list(base)
         for axis_i, value_i in zip(choice.pages, page_values, strict=True):
             coords[axis_i] = value_i
         page = [(axes[a].name, axes[a].values[v].label) for a, v in zip(choice.pages, page_values, strict=True)]
-        grid: list[list[Cell | None]] = []
-        for yv in ys:
-            row = []
-            for xv in xs:
-                here = list(coords)
-                if choice.x is not None:
-                    here[choice.x] = xv
-                if choice.y is not None:
-                    here[choice.y] = yv
-                row.append(index.get(tuple(here)))
-            grid.append(row)
-        columns = [axes[choice.x].values[v].label for v in xs] if choice.x is not None else [""]
-        rows = [axes[choice.y].values[v].label for v in ys] if choice.y is not None else [""]
-        sheets.extend(_page_sheets(sweep, choice, options, to, page, grid, columns, rows,
+        blocks: list[tuple[str, list[list[Cell | None]]]] = []
+        for zv in zs:
+            grid: list[list[Cell | None]] = []
+            for yv in ys:
+                row = []
+                for xv in xs:
+                    here = list(coords)
+                    if choice.x is not None:
+                        here[choice.x] = xv
+                    if choice.y is not None:
+                        here[choice.y] = yv
+                    if choice.z is not None:
+                        here[choice.z] = zv
+                    row.append(index.get(tuple(here)))
+                grid.append(row)
+            if choice.z is None or any(c is not None for r in grid for c in r):
+                label = f"{axes[choice.z].name}: {axes[choice.z].values[zv].label}" if zv is not None else ""
+                blocks.append((label, grid))
+        if len(pages) > 1 and not any(c is not None for _, g in blocks for r in g for c in r):
+            continue  # no job has these page values (include cells, a sparse batch)
+        if choice.z is not None:
+            z_sheet = _z_sheet(sweep, choice, options, to, page, blocks, columns, rows,
+                               len(pages) > 1)
+            if z_sheet is not None:
+                sheets.append(z_sheet)
+                continue
+            as_pages = dataclasses.replace(choice, z=None)
+            for label, grid in blocks:  # too many to fit one image: one file per Z value
+                name, _, value = label.partition(": ")
+                sheets.extend(_page_sheets(sweep, as_pages, options, to, page + [(name, value)],
+                                           grid, columns, rows, True))
+            continue
+        sheets.extend(_page_sheets(sweep, choice, options, to, page, blocks[0][1], columns, rows,
+                                   len(pages) > 1))
+    if not sheets and pages:  # nothing at all: one sheet that says so
+        page_values = pages[0]
+        page = [(axes[a].name, axes[a].values[v].label) for a, v in zip(choice.pages, page_values, strict=True)]
+        empty: list[list[Cell | None]] = [[None] * len(columns) for _ in rows]
+        sheets.extend(_page_sheets(sweep, choice, options, to, page, empty, columns, rows,
                                    len(pages) > 1))
     return sheets
 
@@ -123,6 +153,8 @@ def _natural_cell(grid: list[list[Cell | None]]) -> tuple[int, int]:
 def _frame(sweep: Sweep, choice: Choice, options: GridOptions, cell: tuple[int, int],
            columns: list[str], rows: list[str]) -> _Frame:
     size = options.font_size or max(14, min(36, round(min(cell) / 9)))
+    if not options.font_size:
+        size = _fitting_size(options.font, size, cell, columns)
     font = LabelFont(options.font, size)
     title = LabelFont(options.font, round(size * 1.25))
     margin, gap, pad = size, max(2, size // 6), max(2, size // 4)
@@ -135,6 +167,30 @@ def _frame(sweep: Sweep, choice: Choice, options: GridOptions, cell: tuple[int, 
     lines = max(len(font.wrap(label, cell[0] - 2 * pad, _COLUMN_LABEL_LINES)) for label in columns)
     head = (font.line_height if choice.x is not None else 0) + lines * font.line_height + 2 * pad
     return _Frame(cell, font, title, margin, gap, left, head, 0)
+
+
+#: The smallest label size a small cell may bring (a label is never cut mid-number above it).
+_MIN_FONT = 8
+_PLACEHOLDER_TEST = "pending\nnot run yet"
+
+
+def _fitting_size(path: str | None, size: int, cell: tuple[int, int], columns: list[str]) -> int:
+    """The label size, made smaller for small cells until every word of a column label fits
+    a column (a seed is not wrapped mid-number) and a placeholder's words fit a cell (no
+    "not run..."), never below ``_MIN_FONT``."""
+    words = {w for label in columns for w in label.split(" ")}
+    longest = max(words, key=len, default="")
+    while size > _MIN_FONT:
+        font = LabelFont(path, size)
+        pad = max(2, size // 4)
+        inner_w, inner_h = cell[0] - 2 * pad, cell[1] - 2 * pad
+        word_fits = max((font.width(w) for w in words if len(w) >= len(longest) - 2), default=0) <= inner_w
+        lines = font.wrap(_PLACEHOLDER_TEST, inner_w, 99)
+        words_fit = len(lines) * font.line_height <= inner_h and max(font.width(x) for x in lines) <= inner_w
+        if word_fits and words_fit:
+            break
+        size -= 1
+    return size
 
 
 def _scaled(cell: tuple[int, int], long_side: float) -> tuple[int, int]:
@@ -186,6 +242,8 @@ def _title_lines(sweep: Sweep, choice: Choice, page: list[tuple[str, str]],
         lines.append(f"{name}: {label}")
     for name, label in choice.fixed:
         lines.append(f"{name}: {label}")
+    if choice.z is not None:
+        lines.append(f"one grid per {sweep.axes[choice.z].name}")
     if part[1] > 1 and span is not None:
         r0, r1, c0, c1 = span
         lines.append(f"part {part[0]} of {part[1]}: rows {r0 + 1}-{r1}, columns {c0 + 1}-{c1}")
@@ -207,18 +265,38 @@ def _title_height(sweep: Sweep, choice: Choice, frame: _Frame, page, cap: int) -
 def _sheet(sweep: Sweep, choice: Choice, frame: _Frame, file: Path, page, grid, columns, rows,
            span: tuple[int, int, int, int], part: tuple[int, int]) -> Sheet:
     r0, r1, c0, c1 = span
-    font, title, m, gap = frame.font, frame.title, frame.margin, frame.gap
-    pad = max(2, font.size // 4)
+    m, gap = frame.margin, frame.gap
     cw, ch = frame.cell
     width = max(2 * m + frame.left + gap + (c1 - c0) * (cw + gap), _title_width(frame) + 2 * m)
     texts: list[TextBox] = []
+    y = _title(texts, _title_lines(sweep, choice, page, part, span), frame, width)
+    cells: list[CellBox] = []
+    bottom = _block(sweep, choice, frame, grid, columns, rows, span, m, y, texts, cells)
+    return Sheet(file, width, bottom + m, (cw, ch), texts, cells, page, part,
+                 columns[c0:c1], rows[r0:r1])
+
+
+def _title(texts: list[TextBox], lines: list[str], frame: _Frame, width: int) -> int:
+    """The title block at the top; returns where what follows starts."""
+    m, gap, title = frame.margin, frame.gap, frame.title
     y = m
-    for i, line in enumerate(_title_lines(sweep, choice, page, part, span)):
+    for i, line in enumerate(lines):
         wrapped = title.wrap(line, width - 2 * m, 3)
         texts.append(TextBox(wrapped, m, y, title, INK if i == 0 else MUTED))
         y += title.line_height * len(wrapped)
-    y += 2 * gap
-    grid_x = m + frame.left + gap
+    return y + 2 * gap
+
+
+def _block(sweep: Sweep, choice: Choice, frame: _Frame, grid, columns, rows,
+           span: tuple[int, int, int, int], left: int, y: int, texts: list[TextBox],
+           cells: list[CellBox]) -> int:
+    """One grid with its column and row labels, its top-left corner at (left, y); returns
+    its bottom edge."""
+    r0, r1, c0, c1 = span
+    font, gap = frame.font, frame.gap
+    pad = max(2, font.size // 4)
+    cw, ch = frame.cell
+    grid_x = left + frame.left + gap
     head_top = y
     if choice.x is not None:
         texts.append(TextBox([sweep.axes[choice.x].name], grid_x + pad, y, font, MUTED))
@@ -228,17 +306,16 @@ def _sheet(sweep: Sweep, choice: Choice, frame: _Frame, file: Path, page, grid, 
         texts.append(TextBox(lines, grid_x + (c - c0) * (cw + gap) + pad, y + pad, font))
     if choice.y is not None:
         name_lines = font.wrap(sweep.axes[choice.y].name, frame.left - 2 * pad, 2)
-        texts.append(TextBox(name_lines, m + pad, head_top + frame.head - pad
+        texts.append(TextBox(name_lines, left + pad, head_top + frame.head - pad
                              - font.line_height * len(name_lines), font, MUTED))
     top = head_top + frame.head
     row_lines = max(1, ch // font.line_height)
-    cells: list[CellBox] = []
     for r in range(r0, r1):
         cy = top + (r - r0) * (ch + gap)
         if choice.y is not None:
             lines = font.wrap(rows[r], frame.left - 2 * pad, row_lines)
             ty = cy + max(0, (ch - font.line_height * len(lines)) // 2)
-            texts.append(TextBox(lines, m + pad, ty, font))
+            texts.append(TextBox(lines, left + pad, ty, font))
         for c in range(c0, c1):
             cx = grid_x + (c - c0) * (cw + gap)
             cell = grid[r][c]
@@ -250,9 +327,61 @@ def _sheet(sweep: Sweep, choice: Choice, frame: _Frame, file: Path, page, grid, 
                 lines = font.wrap(words, cw - 2 * pad, max(1, (ch - 2 * pad) // font.line_height))
                 text = TextBox(lines, cx + pad, cy + pad, font, STATE_INK[state])
             cells.append(CellBox(box, cell, state, text))
-    height = top + (r1 - r0) * (ch + gap) + m
-    return Sheet(file, width, height, (cw, ch), texts, cells, page, part,
-                 columns[c0:c1], rows[r0:r1])
+    return top + (r1 - r0) * (ch + gap)
+
+
+def _z_sheet(sweep: Sweep, choice: Choice, options: GridOptions, to: Path,
+             page: list[tuple[str, str]], blocks: list[tuple[str, list[list[Cell | None]]]],
+             columns: list[str], rows: list[str], paged: bool) -> Sheet | None:
+    """One image of sub-grids, one per Z value, in lines of about the square root of their
+    number; cells are downscaled (never below ``min_cell``) to stay within the size cap, and
+    None when even that cannot fit (the caller then writes one file per Z value)."""
+    natural = _natural_cell([row for _, grid in blocks for row in grid])
+    cell = _scaled(natural, options.cell_size) if options.cell_size else natural
+    cap, ncols, nrows, count = options.max_size, len(columns), len(rows), len(blocks)
+    floor = min(options.min_cell, max(cell))
+    per_line = max(1, math.ceil(math.sqrt(count)))
+    frame = _frame(sweep, choice, options, cell, columns, rows)
+
+    def extent(frame: _Frame) -> tuple[int, int, int, int, int]:
+        m, gap = frame.margin, frame.gap
+        label_h = frame.title.line_height + gap
+        block_w = frame.left + gap + ncols * (frame.cell[0] + gap)
+        block_h = label_h + frame.head + nrows * (frame.cell[1] + gap)
+        lines = math.ceil(count / per_line)
+        width = max(2 * m + per_line * block_w + (per_line - 1) * 2 * m, _title_width(frame) + 2 * m)
+        height = (2 * m + _title_height(sweep, choice, frame, page, cap)
+                  + lines * block_h + (lines - 1) * m)
+        return width, height, block_w, block_h, label_h
+
+    for _ in range(6):
+        width, height, *_ = extent(frame)
+        if width <= cap and height <= cap:
+            break
+        if max(frame.cell) <= floor:
+            return None
+        scale = min(cap / width, cap / height)
+        cell = _scaled(frame.cell, max(math.floor(max(frame.cell) * scale * 0.98), floor))
+        frame = _frame(sweep, choice, options, cell, columns, rows)
+    else:
+        return None
+    width, height, block_w, block_h, label_h = extent(frame)
+    if width > cap or height > cap:
+        return None
+    m = frame.margin
+    texts: list[TextBox] = []
+    y0 = _title(texts, _title_lines(sweep, choice, page, (1, 1), None), frame, width)
+    cells: list[CellBox] = []
+    for n, (label, grid) in enumerate(blocks):
+        line, col = divmod(n, per_line)
+        bx, by = m + col * (block_w + 2 * m), y0 + line * (block_h + m)
+        texts.append(TextBox(frame.title.wrap(label, block_w, 1), bx, by, frame.title, INK))
+        _block(sweep, choice, frame, grid, columns, rows, (0, nrows, 0, ncols), bx, by + label_h,
+               texts, cells)
+    sheet = Sheet(_file_name(to, page if paged else [], 0), width, height, frame.cell, texts,
+                  cells, page, (1, 1), columns, rows)
+    sheet.natural = _scaled(natural, options.cell_size) if options.cell_size else natural
+    return sheet
 
 
 def placeholder_words(cell: Cell | None, state: CellState, from_manifest: bool) -> list[str]:

@@ -1,15 +1,18 @@
-"""A batch seen as a sweep: every job placed on its axes, each axis's values in numeric order.
+"""A batch seen as a sweep: every job placed on its axes, each axis's values in the order written.
 
 The axes are the names in the jobs' ``axes`` records (what the matrix varied), plus
-``replica`` when a request was asked for more than once. Values sort as a person reads them:
-numbers by value, text with numbers in it by those numbers (``ghibli@0.25`` before
-``ghibli@1.5``, ``768*1344`` before ``1024*1024``), ``none`` first on the LoRA axis. Given a
-manifest, every job it expands to is a cell (pending ones too); given only a batch folder,
-the jobs its ledger records. Reads only: never locks, never writes.
+``replica`` when a request was asked for more than once. Values keep the order the sweep was
+written in, as its author chose it: a list as listed, a range as it runs, a data file in file
+order. Given a manifest, that order is read from its axes (so an exclude cannot disturb it),
+and every job it expands to is a cell (pending ones too); given only a batch folder, the jobs
+its ledger records, each value where the first job (by job index) that has it puts it. Values
+only an include cell has come after the written ones, unset last. Reads only: never locks,
+never writes.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -30,7 +33,6 @@ __all__ = ["LORA_AXIS", "Cell", "CellState", "Sweep", "SweepAxis", "Value", "loa
 LORA_AXIS = "loras"
 REPLICA_AXIS = "replica"
 _SIZE = re.compile(r"(\d+)\*(\d+)")
-_NUMBER = re.compile(r"(\d+(?:\.\d+)?)")
 
 
 class CellState(StrEnum):
@@ -180,6 +182,8 @@ def load_sweep(target: str | Path, *, details: bool = False) -> Sweep:
         results = recorded(folder, ledger)
         total = len(ledger.records)
     builder = _Builder(folder, details)
+    if manifest is not None:
+        builder.written_order(manifest.axes)
     for result in results:
         builder.add(result)
     sweep = builder.finish(batch, path, manifest is not None)
@@ -190,13 +194,17 @@ def load_sweep(target: str | Path, *, details: bool = False) -> Sweep:
 
 
 class _Builder:
-    """Collects cells with raw values first, then sorts each axis and numbers the cells."""
+    """Collects cells with raw values first, then orders each axis and numbers the cells."""
 
     def __init__(self, folder: Path, details: bool) -> None:
         self.folder = folder
         self.details = details
         self.names: dict[str, None] = {}          # axis names in first-seen (matrix) order
         self.values: dict[str, dict[str, Any]] = {}  # axis -> key -> raw
+        self.first: dict[str, dict[str, tuple[float, int]]] = {}  # axis -> key -> (job index, seen)
+        self.written: dict[str, dict[str, int]] = {}  # axis -> key -> place in the manifest
+        self.first_when: tuple[float, int] = (math.inf, 0)
+        self.first_names: tuple[str, ...] = ()  # the axes of the first job (by job index)
         self.rows: list[tuple[dict[str, str], Cell]] = []
         self.seen = 0
         self._keys: dict[str, str] = {}  # interned canonical keys of scalar values
@@ -210,9 +218,23 @@ class _Builder:
             key = self._keys[simple] = orjson.dumps(raw).decode()
         return key
 
+    def written_order(self, axes: Iterable[Any]) -> None:
+        """Each axis's values as its manifest writes them (one pass over each axis alone,
+        never the product)."""
+        for axis in axes:
+            for entry in axis:
+                if not isinstance(entry, tuple):
+                    continue  # a bad data line: the job pass reports it
+                for name, raw in entry[1].items():
+                    if name.endswith("_source"):
+                        continue
+                    order = self.written.setdefault(name, {})
+                    order.setdefault(self._key(raw), len(order))
+
     def add(self, result: JobResult) -> None:
         self.seen += 1
         job = result.job
+        when = (job.index if job.index >= 0 else math.inf, self.seen)
         axes = {k: v for k, v in job.axes.items()
                 if not (k.endswith("_source") and k[:-7] in job.axes)}
         if job.replica:
@@ -221,15 +243,25 @@ class _Builder:
         for name, raw in axes.items():
             self.names.setdefault(name, None)
             key = self._key(raw)
-            self.values.setdefault(name, {}).setdefault(key, raw)
+            values = self.values.get(name)
+            if values is None:
+                values = self.values[name] = {}
+                self.first[name] = {}
+            if key not in values:
+                values[key] = raw
+                self.first[name][key] = when
+            elif when < self.first[name][key]:
+                self.first[name][key] = when
             keys[name] = key
+        if when < self.first_when:
+            self.first_when, self.first_names = when, tuple(keys)
         cell = _cell(result, self.folder)
         if self.details:
             cell.details = _details(result, self.folder)
         self.rows.append((keys, cell))
 
     def finish(self, batch: str | None, target: Path, from_manifest: bool) -> Sweep:
-        names = list(self.names)
+        names = self._folded(list(self.names))
         if any(REPLICA_AXIS in keys for keys, _ in self.rows):
             self.values.setdefault(REPLICA_AXIS, {})[self._key(0)] = 0
         unset = self._key(None)
@@ -238,7 +270,7 @@ class _Builder:
             seen = self.values[name]
             if name != REPLICA_AXIS and any(name not in keys for keys, _ in self.rows):
                 seen.setdefault(unset, None)  # an include cell that does not set this axis
-            ordered = sorted(seen.items(), key=lambda kv: _sort_key(name, kv[1]))
+            ordered = sorted(seen.items(), key=self._order(name))
             axes.append(SweepAxis(name, [Value(k, value_label(raw), raw) for k, raw in ordered]))
         position = [{v.key: i for i, v in enumerate(axis.values)} for axis in axes]
         zero = self._key(0)
@@ -258,6 +290,36 @@ class _Builder:
         cells.sort(key=lambda c: c.coords)
         return Sweep(batch=batch, folder=self.folder, target=target, from_manifest=from_manifest,
                      axes=axes, cells=cells, duplicates=duplicates)
+
+
+    def _folded(self, names: list[str]) -> list[str]:
+        """The axes without those only include cells set (a value each, unset everywhere
+        else): as axes they would lay the sweep out on mostly empty sheets. They are folded
+        away only when every job still has a place of its own."""
+        matrix = set(self.written) if self.written else set(self.first_names)
+        extra = [n for n in names if n not in matrix and n != REPLICA_AXIS]
+        if not extra or len(extra) == len(names):
+            return names
+        kept = [n for n in names if n not in extra]
+        places = {tuple(keys.get(n) for n in kept) for keys, _ in self.rows}
+        return kept if len(places) == len(self.rows) else names
+
+    def _order(self, name: str) -> Any:
+        """Written values in their written place, the rest where their first job puts them,
+        unset last; replicas by number."""
+        written = self.written.get(name, {})
+        first = self.first.get(name, {})
+        inf = (math.inf, 0)
+
+        def key(kv: tuple[str, Any]) -> tuple:
+            k, raw = kv
+            if name == REPLICA_AXIS:
+                return (0, raw or 0, inf)
+            if raw is None:
+                return (2, 0, inf)
+            place = written.get(k)
+            return (0, place, inf) if place is not None else (1, 0, first.get(k, inf))
+        return key
 
 
 def _cell(result: JobResult, folder: Path) -> Cell:
@@ -318,24 +380,3 @@ def _as_number(value: Any) -> float | None:
         except ValueError:
             return None
     return None
-
-
-def _natural(text: str) -> tuple:
-    parts = _NUMBER.split(text)
-    return tuple((1, "", float(p)) if i % 2 else (0, p.casefold(), 0.0)
-                 for i, p in enumerate(parts) if p)
-
-
-def _sort_key(axis: str, raw: Any) -> tuple:
-    """Numbers by value; text by its words and the numbers in it; unset last; ``none`` first
-    on the LoRA axis (the baseline a sweep compares against)."""
-    if raw is None:
-        return (4,)
-    if axis == LORA_AXIS and raw == "none":
-        return (0,)
-    number = _as_number(raw) if not isinstance(raw, str) else None
-    if number is not None:
-        return (1, number)
-    if isinstance(raw, str):
-        return (2, _natural(raw))
-    return (3, _natural(value_label(raw)))

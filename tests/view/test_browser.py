@@ -109,12 +109,12 @@ def test_the_cells_are_the_chosen_axes_sizes(page, viewer) -> None:
     assert Select(page.find_element(By.ID, "y-axis")).first_selected_option.text == "style"
     assert Select(page.find_element(By.ID, "super2-axis")).first_selected_option.text == "subject"
     assert len(cells(page)) == 5 * 2 * 3
-    assert [c.get_attribute("data-x") for c in cells(page)[:5]] == LORAS  # numeric order
+    assert [c.get_attribute("data-x") for c in cells(page)[:5]] == LORAS  # the order written
     Select(page.find_element(By.ID, "y-axis")).select_by_visible_text("(none)")
     assert len(cells(page)) == 5 * 3  # style is now one value picked, not a row each
     chip = page.find_element(By.CSS_SELECTOR, '.axis[data-axis="loras"] .chip:nth-child(2)')
-    chip.click()  # hide ghibli@0.25
-    assert len(cells(page)) == 4 * 3 and "ghibli@0.25" not in {c.get_attribute("data-x") for c in cells(page)}
+    chip.click()  # hide the second value written
+    assert len(cells(page)) == 4 * 3 and LORAS[1] not in {c.get_attribute("data-x") for c in cells(page)}
     assert errors(page) == []
 
 
@@ -142,22 +142,22 @@ def test_switching_axes_puts_the_right_job_in_each_cell(page, viewer) -> None:
 def test_full_screen_moves_with_the_arrow_keys(page, viewer) -> None:
     _, result = viewer
     open_viewer(page, result.index)
-    target = cells(page)[10]  # the second grid (subject fox), first row (ink), first column (none)
-    assert (target.get_attribute("data-x"), target.get_attribute("data-y")) == ("none", "ink")
+    target = cells(page)[10]  # the second grid (subject owl), first row (oil), first column (none)
+    assert (target.get_attribute("data-x"), target.get_attribute("data-y")) == ("none", "oil")
     target.click()
     full = page.find_element(By.ID, "full")
     assert "open" in full.get_attribute("class") and full.get_attribute("data-job") == target.get_attribute("data-job")
     body = page.find_element(By.TAG_NAME, "body")
     expected = cells(page)
     body.send_keys(Keys.ARROW_RIGHT)
-    assert full.get_attribute("data-job") == expected[11].get_attribute("data-job")  # ghibli@0.25, ink
+    assert full.get_attribute("data-job") == expected[11].get_attribute("data-job")  # ghibli@1.5, oil
     body.send_keys(Keys.ARROW_DOWN)
-    assert full.get_attribute("data-job") == expected[16].get_attribute("data-job")  # ghibli@0.25, oil
-    assert "ghibli@0.25" in page.find_element(By.ID, "full-info").text
+    assert full.get_attribute("data-job") == expected[16].get_attribute("data-job")  # ghibli@1.5, ink
+    assert "ghibli@1.5" in page.find_element(By.ID, "full-info").text
     body.send_keys(Keys.ARROW_DOWN)  # the last row: stays
     assert full.get_attribute("data-job") == expected[16].get_attribute("data-job")
     img = page.find_element(By.CSS_SELECTOR, "#full-stage img")
-    assert img.get_attribute("src").endswith("images/fox/oil/ghibli_0p25.png")
+    assert img.get_attribute("src").endswith("images/owl/ink/ghibli_1p5.png")
     WebDriverWait(page, 5).until(lambda d: d.execute_script("return document.querySelector('#full-stage img').naturalWidth") == 256)
     page.save_screenshot(str(result.folder.parent.parent / "full-screen.png"))
     body.send_keys(Keys.ESCAPE)
@@ -202,4 +202,44 @@ def test_the_page_fills_in_while_the_batch_runs(page, tmp_path: Path) -> None:
     assert "19/29 done" in page.find_element(By.ID, "counts").text
     assert "run finished" in page.find_element(By.ID, "live").text
     time.sleep(0.2)  # one more poll: nothing changes, nothing breaks
+    assert errors(page) == []
+
+
+def test_a_run_shows_within_two_seconds_at_the_default_refresh(page, tmp_path: Path) -> None:
+    text = SWEEP.replace("name: sweep", f"name: sweep\noutput: {tmp_path / 'out'}")
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(text)
+    result = make_viewer(manifest)
+    open_viewer(page, result.index)  # no ?refresh: the default
+    time.sleep(1.5)  # the page has polled and seen no run: it must keep polling often
+    sim = Simulator(SimConfig(task_seconds=2, task_jitter=0.5), clock=anyio.current_time)
+    batch = Batch(load_manifest(manifest), fast_options(tmp_path / "out", **simulated(sim)))
+    run_virtual(batch.run, clock=MockClock(autojump_threshold=0))
+    ended = time.monotonic()
+    WebDriverWait(page, 2, poll_frequency=0.05).until(
+        lambda d: len(d.find_elements(By.CSS_SELECTOR, "#grid .cell img")) == 19)
+    assert time.monotonic() - ended <= 2.0
+    assert "19/29 done" in page.find_element(By.ID, "counts").text
+    assert errors(page) == []
+
+
+def test_the_details_pane_takes_no_room_until_a_cell_is_hovered(page, viewer) -> None:
+    from selenium.webdriver import ActionChains
+
+    _, result = viewer
+    open_viewer(page, result.index)
+    ActionChains(page).move_to_element(page.find_element(By.ID, "title")).perform()
+    details, scroll = page.find_element(By.ID, "details"), page.find_element(By.ID, "scroll")
+    shown = lambda: page.execute_script("return document.getElementById('details').offsetHeight")  # noqa: E731
+    assert shown() == 0 and details.text == ""
+    height = page.execute_script("return window.innerHeight")
+    bar = page.find_element(By.ID, "bar").size["height"]
+    assert scroll.size["height"] >= height - bar - 2  # the grid has the whole window below the bar
+    cell = cells(page)[1]
+    before = cell.location
+    ActionChains(page).move_to_element(cell).perform()
+    assert "prompt" in details.text and 0 < shown() <= 0.3 * height + 1
+    assert cell.location == before and scroll.size["height"] >= height - bar - 2  # nothing moved
+    ActionChains(page).move_to_element(page.find_element(By.ID, "title")).perform()
+    assert shown() == 0
     assert errors(page) == []

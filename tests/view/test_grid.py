@@ -1,5 +1,5 @@
 """Contact sheets: cells, labels checked on the picture itself, pages, the size cap,
-placeholders, numeric order and labels in other scripts."""
+placeholders, the order written and labels in other scripts."""
 
 from __future__ import annotations
 
@@ -42,10 +42,10 @@ def test_one_sheet_per_page_value_with_every_cell(tmp_path: Path) -> None:
     result = make_grid(batch.manifest, tmp_path / "grid.png", GridOptions(cell_size=128))
     c = result.choice
     assert (result.sweep.axes[c.x].name, result.sweep.axes[c.y].name) == ("loras", "style")
-    assert [p.name for p in result.files] == ["grid-subject_forbidden_fruit.png", "grid-subject_fox.png",
-                                             "grid-subject_owl.png"]
+    assert [p.name for p in result.files] == ["grid-subject_fox.png", "grid-subject_owl.png",
+                                             "grid-subject_forbidden_fruit.png"]
     for sheet in result.sheets:
-        assert len(sheet.cells) == 5 * 2 and sheet.columns == LORAS and sheet.rows == ["ink", "oil"]
+        assert len(sheet.cells) == 5 * 2 and sheet.columns == LORAS and sheet.rows == ["oil", "ink"]
         with Image.open(sheet.file) as img:
             assert img.size == (sheet.width, sheet.height)
     states = [box.state for sheet in result.sheets for box in sheet.cells]
@@ -118,17 +118,17 @@ def test_a_sheet_over_the_cap_gets_smaller_cells_then_parts(tmp_path: Path) -> N
             assert max(img.size) <= 1024
 
 
-def test_numbers_sort_by_value(tmp_path: Path) -> None:
+def test_numbers_keep_the_order_written(tmp_path: Path) -> None:
     text = SWEEP.replace("style: [oil, ink]", "seed: [1234, 42, 7]").replace("{style}", "{seed}") \
         .replace("/{style}/", "/{seed}/").replace("style: ink", "seed: 42")
     batch = run_sweep(tmp_path, text)
     result = make_grid(batch.manifest, tmp_path / "g.png", GridOptions(cell_size=96, where=[("subject", "fox")]))
-    assert result.sheets[0].rows == ["7", "42", "1234"] and result.sheets[0].columns == LORAS
+    assert result.sheets[0].rows == ["1234", "42", "7"] and result.sheets[0].columns == LORAS
 
 
 def test_bad_choices_are_clear_errors(tmp_path: Path) -> None:
     batch = run_sweep(tmp_path)
-    with pytest.raises(UsageError, match="not on X, Y or a page"):
+    with pytest.raises(UsageError, match="not on X, Y, Z or a page"):
         make_grid(batch.manifest, tmp_path / "g.png", GridOptions(pages=[]))
     with pytest.raises(UsageError, match="both 'style'"):
         make_grid(batch.manifest, tmp_path / "g.png", GridOptions(x="style", y="style"))

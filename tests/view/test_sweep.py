@@ -1,4 +1,4 @@
-"""A batch as a sweep: axes and values in numeric order, states per cell, folder or manifest."""
+"""A batch as a sweep: axes in matrix order and values in the order written, states per cell, folder or manifest."""
 
 from __future__ import annotations
 
@@ -13,12 +13,13 @@ from batchgen.view.sweep import CellState, load_sweep, value_label
 from viewkit import LORAS, SWEEP, run_sweep
 
 
-def test_axes_come_in_matrix_order_with_values_in_numeric_order(tmp_path: Path) -> None:
+def test_axes_come_in_matrix_order_with_values_in_the_order_written(tmp_path: Path) -> None:
     batch = run_sweep(tmp_path)
     sweep = load_sweep(batch.manifest)
     assert [a.name for a in sweep.axes] == ["subject", "style", "loras"]
     assert [v.label for v in sweep.axes[2].values] == LORAS  # written 1.5, 0.25, 1, 0.5
-    assert [v.label for v in sweep.axes[0].values] == ["forbidden fruit", "fox", "owl"]
+    assert [v.label for v in sweep.axes[0].values] == ["fox", "owl", "forbidden fruit"]
+    assert [v.label for v in sweep.axes[1].values] == ["oil", "ink"]
     counts = sweep.counts()
     assert counts[CellState.DONE] == 19 and counts[CellState.FAILED] == 10 and len(sweep.cells) == 29
     failed = next(c for c in sweep.cells if c.state == CellState.FAILED)
@@ -73,8 +74,8 @@ def test_an_unknown_axis_or_value_is_a_clear_error(tmp_path: Path) -> None:
     sweep = load_sweep(run_sweep(tmp_path).manifest)
     with pytest.raises(UsageError, match="did you mean 'loras'"):
         sweep.axis_index("lora")
-    with pytest.raises(UsageError, match="its values: none, ghibli@0.25"):
+    with pytest.raises(UsageError, match="its values: none, ghibli@1.5, ghibli@0.25"):
         sweep.axes[2].find("ghibli@2")
-    assert sweep.axes[2].find("ghibli@0.5") == 2 and sweep.axes[1].find("oil") == 1
+    assert sweep.axes[2].find("ghibli@0.5") == 4 and sweep.axes[1].find("oil") == 0
     with pytest.raises(UsageError, match="no batch in"):
         load_sweep(tmp_path)

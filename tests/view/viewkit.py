@@ -34,7 +34,7 @@ matrix:
 exclude:
   - {subject: owl, style: ink, loras: none}
 """
-LORAS = ["none", "ghibli@0.25", "ghibli@0.5", "ghibli@1", "ghibli@1.5"]
+LORAS = ["none", "ghibli@1.5", "ghibli@0.25", "ghibli@1", "ghibli@0.5"]  # as written
 
 
 @dataclass

@@ -1,0 +1,77 @@
+"""Benchmark `grid` alone at several sweep sizes (default 3,000 and 10,000 cells).
+
+Run by hand: `.venv/bin/python tests/bench/bench_grid.py [--cells 3000 10000] [--repeat 3]
+[--keep DIR]`. Each batch is made once on the in-process simulator with the manifest of
+bench_view.py (subjects x seeds x LoRA scales x styles of 256*256 PNGs), then `grid` with its
+defaults runs in a fresh subprocess per repeat (``--to`` a throwaway folder). Prints a markdown
+table of medians. Never part of the test suite.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from bench_view import make_batch, timed  # noqa: E402
+
+
+def manifest(folder: Path, cells: int) -> Path:
+    """About ``cells`` jobs: 10 subjects x N seeds x 10 LoRA scales x 10 styles."""
+    seeds = max(1, round(cells / 1000))
+    text = f"""name: bench-grid
+prompt: "a {{subject}} in {{style}}, soft light"
+size: "256*256"
+output_format: png
+concurrency: 64
+output: {folder / 'out'}
+filename: "{{subject}}/{{style}}/seed{{seed}}/{{loras}}"
+matrix:
+  subject: [{", ".join(f"subject {i}" for i in range(10))}]
+  seed: {{from: 1, to: {seeds}}}
+  loras:
+    - [{{path: "https://example.com/loras/ghibli.safetensors", scale: [{", ".join(f"{0.25 * i:g}" for i in range(10))}]}}]
+  style: [{", ".join(f"style {i}" for i in range(10))}]
+"""
+    path = folder / "sweep.yaml"
+    path.write_text(text)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", type=int, nargs="+", default=[3000, 10_000])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="make (or reuse) the batches under here")
+    args = parser.parse_args()
+    root = args.keep or Path(tempfile.mkdtemp(prefix="bench-grid-"))
+    rows = []
+    for cells in args.cells:
+        folder = root / str(cells)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = manifest(folder, cells)
+        if not (folder / "out" / "ledger.jsonl").is_file():
+            print(f"making the batch ({cells} jobs on the in-process simulator) ...", flush=True)
+            print(f"  {make_batch(path):.0f} s", flush=True)
+        runs = []
+        for _ in range(args.repeat):
+            shutil.rmtree(folder / "grid", ignore_errors=True)
+            runs.append(timed(["grid", str(path), "--to", str(folder / "grid" / "sheet.png")]))
+            print(f"  {cells} cells: {runs[-1][0]:.1f} s", flush=True)
+        sheets = len(list((folder / "grid").glob("*.png")))
+        rows.append((cells, sheets, statistics.median(r[0] for r in runs),
+                     statistics.median(r[1] for r in runs)))
+    print(f"\n`grid` with its defaults, 256*256 PNGs, median of {args.repeat} runs\n")
+    print("| cells | sheets | seconds | per cell | peak RSS |")
+    print("|---:|---:|---:|---:|---:|")
+    for cells, sheets, seconds, rss in rows:
+        print(f"| {cells:,} | {sheets} | {seconds:.1f} | {seconds / cells * 1000:.2f} ms | {rss:.0f} MB |")
+
+
+if __name__ == "__main__":
+    main()
