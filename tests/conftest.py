@@ -37,6 +37,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     session.config.stash[_failed] = exitstatus != 0
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Files with a slow test run first (each file kept whole, so module fixtures start once):
+    the workers start the long tests early and the short ones fill in around them, instead of
+    one worker ending the run alone on a long test."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within a file kept
+
+
 _made = pytest.StashKey[str]()
 _failed = pytest.StashKey[bool]()
 
