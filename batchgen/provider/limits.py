@@ -20,6 +20,8 @@ from enum import StrEnum
 
 import anyio
 
+from batchgen.provider.pacing import PaceReport
+
 __all__ = ["AdaptiveLimit", "Limits", "PaceReport", "PaceSnapshot", "RateWindow", "Refusal",
            "RetryBudget"]
 
@@ -220,20 +222,6 @@ class PaceSnapshot:
                 "paused_for": round(self.paused_for, 1), "window": self.window,
                 "window_learned": self.window_learned,
                 "outage_for": None if self.outage_for is None else round(self.outage_for, 1)}
-
-
-@dataclass(frozen=True, slots=True)
-class PaceReport:
-    """What the limits did over a run: for the summary and the benchmarks."""
-
-    ceiling: int
-    limit_min: int
-    limit_median: int
-    limit_max: int
-    refusals: dict[str, int]        # Refusal value -> count
-    window: int | None
-    window_learned: bool
-    retries: int                    # retries paid from the retry budget
 
 
 class _Waiter:

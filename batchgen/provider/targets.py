@@ -15,11 +15,11 @@ from urllib.parse import urlsplit
 
 from batchgen.errors import UsageError
 
-__all__ = ["PROVIDERS", "ApiKey", "ApiTarget", "Provider", "resolve_target"]
+__all__ = ["PROVIDERS", "ApiKey", "ApiTarget", "ProviderSpec", "resolve_target"]
 
 
 @dataclass(frozen=True)
-class Provider:
+class ProviderSpec:
     """A host serving the API of API.md, and the variable its key usually lives in."""
 
     name: str
@@ -27,9 +27,9 @@ class Provider:
     key_env: str
 
 
-PROVIDERS: dict[str, Provider] = {
-    "jiekou": Provider("jiekou", "https://api.jiekou.ai", "JIEKOU_API_KEY"),
-    "novita": Provider("novita", "https://api.novita.ai", "NOVITA_API_KEY"),
+PROVIDERS: dict[str, ProviderSpec] = {
+    "jiekou": ProviderSpec("jiekou", "https://api.jiekou.ai", "JIEKOU_API_KEY"),
+    "novita": ProviderSpec("novita", "https://api.novita.ai", "NOVITA_API_KEY"),
 }
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
