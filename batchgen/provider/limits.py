@@ -254,7 +254,6 @@ class Limits:
         self.tasks = AdaptiveLimit(ceiling)
         per_window = None if rate_per_minute is None else max(1, int(rate_per_minute * window_seconds / 60.0))
         self.window = RateWindow(per_window, window_seconds)
-        self.given_rate = per_window
         self.budget = budget or RetryBudget(now=now)
         self._tasks: set[str] = set()
         self.stopped = False

@@ -25,8 +25,8 @@ from batchgen.errors import OutputError, UsageError
 from batchgen.storage.layout import LOCK_FILE, ShardPart, lock_files
 from batchgen.storage.record import LockHolder
 
-__all__ = ["NOTE_BYTES", "NOTE_STALE", "RESERVE_BYTES", "FolderLock", "read_holder", "read_holders", "read_run_note",
-           "read_run_notes"]
+__all__ = ["NOTE_BYTES", "NOTE_STALE", "RESERVE_BYTES", "FolderLock", "read_holder", "read_holders",
+           "read_run_note", "read_run_notes"]
 
 T = TypeVar("T")
 
