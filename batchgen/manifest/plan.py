@@ -16,6 +16,7 @@ from typing import Any
 from batchgen.manifest.axes import lora_label
 from batchgen.errors import ManifestError, Problem
 from batchgen.job import MASK64, Job
+from batchgen.steps import drain
 from batchgen.manifest.loader import Manifest
 
 __all__ = ["DEFAULT_TASK_SECONDS", "Plan", "plan_manifest", "plan_steps"]
@@ -125,12 +126,7 @@ def plan_manifest(manifest: Manifest, task_seconds: float | None = None,
     along instead of expanding the manifest a second time). Raises ManifestError with up to
     20 problems (and how many more there were).
     """
-    steps = plan_steps(manifest, task_seconds, observe)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return drain(plan_steps(manifest, task_seconds, observe))
 
 
 def plan_steps(manifest: Manifest, task_seconds: float | None = None,

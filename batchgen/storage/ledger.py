@@ -36,6 +36,7 @@ import orjson
 from batchgen._version import __version__
 from batchgen.errors import LedgerError, OutputError, UsageError
 from batchgen.job import Failed, Failure, Job, JobState
+from batchgen.steps import drain
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.layout import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, ShardPart,
                                      fetched_copies, has_ledger, ledger_files, lock_files,
@@ -97,7 +98,7 @@ class Ledger:
              shard: ShardPart | None = None) -> Ledger:
         """Lock the folder (or this shard of it) for this process, replay the folder's
         ledgers and get ready to append."""
-        return _drain(cls.opening(folder, batch, wall, shard))
+        return drain(cls.opening(folder, batch, wall, shard))
 
     @classmethod
     def opening(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time,
@@ -135,7 +136,7 @@ class Ledger:
         if not has_ledger(folder):
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
         ledger = cls(folder, None)
-        _drain(Replay(ledger).replay(expect_batch=None))
+        drain(Replay(ledger).replay(expect_batch=None))
         if ledger.batch is None and not ledger.records:
             raise UsageError(f"no batch in {folder}: its {LEDGER_FILE} records no batch "
                              f"({ledger.stats.lines} line(s), none readable as a batch's)")
@@ -455,14 +456,6 @@ class Ledger:
             self._fd = None
             self._lock.release()
 
-
-
-def _drain(steps: Generator[int, None, Any]) -> Any:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -20,13 +20,12 @@ from typing import Any
 from batchgen.errors import OutputError
 from batchgen.job import Job
 from batchgen.storage.sidecar import Sidecar
-from batchgen.storage.store import Store, is_store_url, open_store
+from batchgen.storage.store import IMAGE_SUFFIXES, Store, is_store_url, open_store
 from batchgen.storage.writer import SavedFiles
 
 __all__ = ["ObjectStoreWriter", "is_store_url", "open_store"]
 
 _IMAGES = "images/"
-_IMAGE_SUFFIXES = frozenset({"webp", "png", "jpeg", "jpg"})
 
 
 class ObjectStoreWriter:
@@ -107,7 +106,7 @@ class ObjectStoreWriter:
             stem, dot, suffix = name.rpartition(".")
             if suffix == "json":
                 sidecars.add(stem)
-            elif dot and suffix in _IMAGE_SUFFIXES:
+            elif dot and suffix in IMAGE_SUFFIXES:
                 images[_IMAGES + name] = size
 
         self.store.list("images", take)

@@ -22,13 +22,15 @@ from typing import Any
 
 from batchgen.errors import OutputError, UsageError
 
-__all__ = ["CONCURRENCY", "Store", "is_store_url", "open_store", "store_error"]
+__all__ = ["CONCURRENCY", "IMAGE_SUFFIXES", "Store", "is_store_url", "open_store", "store_error"]
 
 _S3 = ("s3", "s3a")
 #: objects asked for at once by ``get_many`` (each its own request, in flight together)
 CONCURRENCY = 32
 _CONTENT_TYPES = {"webp": "image/webp", "png": "image/png", "jpeg": "image/jpeg",
                   "jpg": "image/jpeg", "json": "application/json", "txt": "text/plain; charset=utf-8"}
+#: the suffixes of the images a batch stores
+IMAGE_SUFFIXES = frozenset(s for s, kind in _CONTENT_TYPES.items() if kind.startswith("image/"))
 
 #: ``take(name under the prefix, bytes, ETag or another tag that changes with the object,
 #: the listing's own entry)``: called once per object listed
