@@ -19,8 +19,8 @@ to the last push, and the ledger merges them by time. What a copy holds that the
 lacks (another machine wrote it last) is merged into the local file before anything is pushed
 back, so a push never loses a record.
 
-fsspec is imported only when a mirror is made (the ``s3`` extra); this module never sees the
-API key.
+Every access goes through a ``Store`` (``store.py``), so fsspec is imported only when a
+mirror is made (the ``s3`` extra); this module never sees the API key.
 """
 
 from __future__ import annotations

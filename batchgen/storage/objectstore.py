@@ -3,10 +3,11 @@
 Each file is one PUT of its whole bytes, so no reader ever sees half an image; the sidecar goes
 last, so an image without one is not a result. What exists is learnt from one recursive
 listing of ``images/`` (built on the first need, kept up to date by ``save``), never a HEAD per
-job. fsspec and the store's client (s3fs for ``s3://``, the extra ``batchgen[s3]``) load only
-when a writer is made, so importing the storage package stays light. Credentials and the
-endpoint come from the store client's own configuration: for S3 the standard ``AWS_*``
-variables, ``AWS_ENDPOINT_URL`` included. This module never sees the API key.
+job. Every access goes through a ``Store`` (``store.py``: the URL opened, errors translated,
+keys checked); fsspec and the store's client (s3fs for ``s3://``, the extra ``batchgen[s3]``)
+load only when a writer is made, so importing the storage package stays light. Credentials
+and the endpoint come from the store client's own configuration: for S3 the standard
+``AWS_*`` variables, ``AWS_ENDPOINT_URL`` included. This module never sees the API key.
 """
 
 from __future__ import annotations
