@@ -7,15 +7,22 @@ outcomes the engine records, the ledger stores and the CLI renders: no code pars
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any
 
-__all__ = ["Failed", "Failure", "FailureInfo", "Job", "JobState"]
+__all__ = ["IDENTIFIER", "MASK64", "Failed", "Failure", "FailureInfo", "Job", "JobState"]
+
+#: A name a manifest or the environment gives: an axis, a template field, a key variable.
+IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: Hashes folded to 64 bits (file-name keys, the shard hash).
+MASK64 = (1 << 64) - 1
 
 
 class JobState(StrEnum):
-    """Where a job is (DESIGN.md's state machine); the value is what the ledger writes."""
+    """Where a job is (the state machine of docs/architecture.md, "Job states"); the value is
+    what the ledger writes."""
 
     PENDING = "pending"
     SUBMITTING = "submitting"

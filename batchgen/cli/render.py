@@ -17,13 +17,14 @@ from batchgen.cli.invocation import Invocation
 from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, Redo, Redoing,
                                     Starting, Stopping)
 from batchgen.engine.stats import RunStats
-from batchgen.engine.summary import Pacing, RunMode, RunSummary
+from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.export.base import ExportFormat
 from batchgen.export.exporter import ExportPhase, ExportReport
-from batchgen.export.scan import Problem
+from batchgen.export.scan import Omission
 from batchgen.manifest.plan import Plan
 from batchgen.manifest.shards import ShardTally
+from batchgen.provider.pacing import PaceReport
 from batchgen.storage.diff import FolderDiff
 from batchgen.storage.identity import Target
 from batchgen.storage.status import RATE_WINDOW, StatusReport
@@ -132,7 +133,7 @@ def render_progress(stats: RunStats, rate: float, count: bool = False) -> str:
     return f"{text}, {detail}"
 
 
-def _render_pacing(pacing: Pacing, how: Invocation, mode: RunMode) -> list[str]:
+def _render_pacing(pacing: PaceReport, how: Invocation, mode: RunMode) -> list[str]:
     lines: list[str] = []
     refused = sum(pacing.refusals.values())
     command = "run" if mode is RunMode.COLLECT else mode.value
@@ -643,10 +644,10 @@ def render_error(exc: BatchgenError, how: Invocation | None = None,
 # -- export ----------------------------------------------------------------------------------
 
 _LEFT_OUT = {
-    Problem.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
+    Omission.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
                        "{rerun} fetches them again"),
-    Problem.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
-    Problem.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
+    Omission.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
+    Omission.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
                       "delete those images and {rerun} fetches them again"),
 }
 

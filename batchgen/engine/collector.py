@@ -168,7 +168,7 @@ class Collector:
             size_got = sidecar.image.size
             sidecar.warnings.append(f"the provider returned an image of {size_got}, not the "
                                     f"{sidecar.image.requested} the request asked for")
-        if getattr(self.writer, "remote", False):  # an object store: a PUT per file
+        if self.writer.remote:  # an object store: a PUT per file
             saved = await anyio.to_thread.run_sync(self.writer.save, job, checked.data, sidecar)
         else:
             saved = await off_loop(len(checked.data), self.writer.save, job, checked.data, sidecar)

@@ -36,7 +36,7 @@ from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
 from batchgen.engine.stream import JobStream, manifest_counts
-from batchgen.engine.summary import Pacing, RunMode, RunOutcome, RunSummary
+from batchgen.engine.summary import RunMode, RunOutcome, RunSummary
 from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
@@ -315,10 +315,7 @@ class Batch:
                 summary.renamed = diff.renamed
                 first = diff.renamed_sample[0]
                 summary.renamed_example = (first.old, first.new)
-            report = limits.report()
-            summary.pacing = Pacing(report.ceiling, report.limit_min, report.limit_median,
-                                    report.limit_max, report.refusals, report.window,
-                                    report.window_learned, report.retries)
+            summary.pacing = limits.report()
         finally:
             if ledger is not None:
                 ledger.close()

@@ -11,8 +11,9 @@ from enum import Enum, StrEnum
 from pathlib import Path
 
 from batchgen.errors import StopKind
+from batchgen.provider.pacing import PaceReport
 
-__all__ = ["Pacing", "RunMode", "RunOutcome", "RunSummary"]
+__all__ = ["RunMode", "RunOutcome", "RunSummary"]
 
 
 class RunMode(StrEnum):
@@ -29,25 +30,6 @@ class RunOutcome(Enum):
     INTERRUPTED = "interrupted"     # Ctrl-C or SIGTERM
     JOBS_FAILED = "failed"          # some jobs failed
     FINISHED = "finished"           # nothing failed (work may be left: see pending)
-
-
-@dataclass(frozen=True)
-class Pacing:
-    """What the provider's limits did to a run: the limit on tasks in flight (``concurrency``
-    is its ceiling) over the run, the 429s by what they were taken for, the rate window."""
-
-    ceiling: int
-    limit_min: int
-    limit_median: int
-    limit_max: int
-    refusals: dict[str, int] = field(default_factory=dict)   # "overload", "task cap", "rate window"
-    window: int | None = None          # submits per minute allowed, given or learned
-    window_learned: bool = False
-    retries: int = 0                   # retries paid from the retry budget
-
-    @property
-    def adapted(self) -> bool:
-        return self.limit_min < self.ceiling
 
 
 @dataclass
@@ -94,7 +76,7 @@ class RunSummary:
     shard: str | None = None    # "I/N" when this run took one shard; counts are the shard's
     location: str | None = None  # where the images went, when not in ``folder`` (a store URL)
     copy_failed: str | None = None  # the ledger's last copy to the store failed: why
-    pacing: Pacing | None = None
+    pacing: PaceReport | None = None
 
     @property
     def outcome(self) -> RunOutcome:

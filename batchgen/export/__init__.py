@@ -9,6 +9,6 @@ from __future__ import annotations
 
 from batchgen.export.base import ExportFormat
 from batchgen.export.exporter import ExportOptions, ExportPhase, ExportReport, export_batch
-from batchgen.export.scan import Problem
+from batchgen.export.scan import Omission
 
-__all__ = ["ExportFormat", "ExportOptions", "ExportPhase", "ExportReport", "Problem", "export_batch"]
+__all__ = ["ExportFormat", "ExportOptions", "ExportPhase", "ExportReport", "Omission", "export_batch"]

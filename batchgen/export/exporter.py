@@ -28,7 +28,7 @@ from batchgen.export.base import ExportFormat, FormatWriter, Unit, tmp_path
 from batchgen.export.imagefolder import FOLDER_SIZE, ImageFolderWriter
 from batchgen.export.images import ImageSource, LocalImages, StoreImages
 from batchgen.export.rows import Where
-from batchgen.export.scan import Entry, Item, Problem, Scan, check_where, scan
+from batchgen.export.scan import Entry, Item, Omission, Scan, check_where, scan
 from batchgen.export.state import ExportState, UnitRecord, on_disk
 from batchgen.export.webdataset import DEFAULT_SHARD_SIZE, WebDatasetWriter
 from batchgen.job import JobState
@@ -74,8 +74,8 @@ class ExportReport:
     filtered_out: int = 0
     not_done: dict[str, int] = field(default_factory=dict)   # job state -> count
     not_in_manifest: int = 0
-    problems: dict[Problem, int] = field(default_factory=dict)
-    examples: dict[Problem, str] = field(default_factory=dict)
+    problems: dict[Omission, int] = field(default_factory=dict)
+    examples: dict[Omission, str] = field(default_factory=dict)
     units: int = 0
     kept: int = 0
     written: int = 0
@@ -298,7 +298,7 @@ def _place(unit: Unit, units: int, chunk: Iterator[Entry], found: Scan,
         report.written += 1
     changed = unit.rows - rows
     if changed:
-        report.problems[Problem.CHANGED] = report.problems.get(Problem.CHANGED, 0) + changed
-        report.examples.setdefault(Problem.CHANGED, names[0])
+        report.problems[Omission.CHANGED] = report.problems.get(Omission.CHANGED, 0) + changed
+        report.examples.setdefault(Omission.CHANGED, names[0])
     report.exported += rows
     new.units.append(UnitRecord(unit.digest, {n: on_disk(root, n) or 0 for n in names}, rows))

@@ -116,7 +116,6 @@ class Columns:
     def __init__(self) -> None:
         self.types: dict[str, ColumnType | None] = {}
         self.captions = False
-        self.lora_slots = 0
         self.formats: set[str] = set()
 
     def learn(self, row: dict[str, Any]) -> None:

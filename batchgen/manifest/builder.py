@@ -2,14 +2,13 @@
 
 Every manifest-written value is validated here, once, at its YAML position, so expansion never
 re-checks it per job; a data file is only opened to count its records and read its header.
-It never expands the matrix and never decides how axes combine (that is matrix.py).
+It never expands the matrix and never decides how axes combine (that is combos.py and expand.py).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-import re
 from collections.abc import Callable, Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -20,6 +19,7 @@ from batchgen.manifest.axes import (RESERVED, Axis, Entry, ListAxis, LoraSet, Ra
                            RowFileAxis, TextFileAxis, lora_label, scalar, stem)
 from batchgen.manifest.datafiles import BadLine, count_records, first_columns, kind_of
 from batchgen.errors import Problem
+from batchgen.job import IDENTIFIER
 from batchgen.manifest.fields import (FIELD_CHECKS, MAX_LORAS, REQUEST_FIELDS, SCALE_MAX, TEMPLATED_FIELDS,
                              check_scale, describe, did_you_mean, excerpt)
 from batchgen.manifest.schema import (SECRET_KEYS, DynamicSpec, FileSpec, LoraItem, NamedLoraSet,
@@ -30,8 +30,7 @@ from batchgen.manifest.source import Source, YamlPath
 
 __all__ = ["AxisBuilder"]
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_SCALE_VARIABLE = re.compile(r"\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}")
+_SCALE_VARIABLE = re.compile(r"\{\s*(" + IDENTIFIER.pattern + r")\s*\}")
 
 
 def _preview(values: Iterable[Any], limit: int = 60) -> str:
@@ -216,7 +215,7 @@ class AxisBuilder:
             self.fail(path, "never put the API key in a manifest; export it and name the "
                             "variable in api_key_env", key=True)
             return None
-        if not _IDENT.fullmatch(name):
+        if not IDENTIFIER.fullmatch(name):
             self.fail(path, "an axis name is a request field or a variable name: letters, "
                             "digits and _, not starting with a digit", key=True)
             return None
@@ -422,7 +421,7 @@ class AxisBuilder:
             if col.lower() in SECRET_KEYS:
                 return bad("never put the API key in a manifest; export it and name the "
                            "variable in api_key_env")
-            if not _IDENT.fullmatch(col):
+            if not IDENTIFIER.fullmatch(col):
                 return bad(f"column {excerpt(col)} is not a usable name (letters, digits, _)")
             if col in RESERVED:
                 return bad(f"column '{col}' is filled in by batchgen; rename it")

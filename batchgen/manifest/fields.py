@@ -1,4 +1,4 @@
-"""The provider's rules for each submit-body field (reference/API.md), in one place.
+"""The provider's rules for each submit-body field (as its API documents them), in one place.
 
 Every value that can reach a request passes through these checks, whether it was written in
 the manifest or read from a data file, so a rule is never written twice. Each check returns
@@ -21,7 +21,6 @@ __all__ = [
     "MAX_CONCURRENCY",
     "MAX_LORAS",
     "MAX_SEED",
-    "MODELS",
     "OUTPUT_FORMATS",
     "REQUEST_FIELDS",
     "SCALE_MAX",
@@ -50,7 +49,6 @@ SIZE_MIN, SIZE_MAX = 256, 1536
 MAX_LORAS = 3
 SCALE_MAX = 4.0
 OUTPUT_FORMATS = ("jpeg", "png", "webp")
-MODELS = ("z-image-turbo-lora", "z-image-turbo")
 LORA_MODEL = "z-image-turbo-lora"
 REQUEST_FIELDS = ("prompt", "seed", "size", "loras", "image_url", "strength", "mask",
                   "output_format", "enable_base64_output")

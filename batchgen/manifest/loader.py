@@ -8,7 +8,6 @@ Loading never contacts the provider, never reads the API key, and never expands 
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,18 +20,16 @@ from batchgen.manifest.builder import AxisBuilder
 from batchgen.errors import ManifestError, Problem
 from batchgen.manifest.fields import (LORA_MODEL, REQUEST_FIELDS, TEMPLATED_FIELDS, check_scale, describe,
                                       did_you_mean)
-from batchgen.job import Job
+from batchgen.job import IDENTIFIER, Job
 from batchgen.manifest.combos import parse_excludes, parse_includes
 from batchgen.manifest.expand import Expansion
 from batchgen.provider.targets import PROVIDERS
-from batchgen.manifest.schema import SECRET_KEYS, ManifestSpec, validation_problems
+from batchgen.manifest.schema import BATCH_NAME, SECRET_KEYS, ManifestSpec, validation_problems
 from batchgen.manifest.templates import DEFAULT_FILENAME, FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath, load_yaml
 
 __all__ = ["Manifest", "ManifestSpec", "load_manifest", "manifest_json_schema"]
 
-_IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BATCH_NAME = re.compile(r"[A-Za-z0-9._-]+")
 _SECRET_MESSAGE = ("never put the API key in a manifest; export it and name the variable "
                    "in api_key_env")
 #: Request fields a prompt/URL template may use (the templated ones would be circular).
@@ -60,7 +57,6 @@ class Manifest:
     repeat: int
     expansion_limit: int
     vars: dict[str, Any]
-    spec: ManifestSpec = field(repr=False)
     expansion: Expansion = field(repr=False)
     #: (axis name, why) for axes whose values cannot change the request
     unused_axes: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -187,7 +183,7 @@ class _Loader:
             base_url=spec.base_url, api_key_env=spec.api_key_env, concurrency=spec.concurrency,
             rate_limit=spec.rate_limit, price_per_image=spec.price_per_image, task_timeout=float(spec.task_timeout),
             output=_output_folder(spec.output, name), filename=spec.filename, caption=spec.caption,
-            repeat=spec.repeat, expansion_limit=spec.expansion_limit, vars=vars_, spec=spec,
+            repeat=spec.repeat, expansion_limit=spec.expansion_limit, vars=vars_,
             expansion=expansion, unused_axes=unused)
 
     def _sorted(self) -> list[Problem]:
@@ -208,7 +204,7 @@ class _Loader:
             elif key not in allowed:
                 self.unsure.add(key)
                 hint = did_you_mean(key, allowed)
-                if not hint and _IDENT.fullmatch(key):
+                if not hint and IDENTIFIER.fullmatch(key):
                     hint = (f"; to vary {key}, put it under matrix:; for one value in templates, "
                             "put it under vars:")
                 self.fail((key,), f"unknown key '{key}'{hint}", key=True)
@@ -226,7 +222,7 @@ class _Loader:
         if spec.name is not None:
             return spec.name
         stem = self.path.stem
-        if not _BATCH_NAME.fullmatch(stem) or stem.strip(".") == "":
+        if not BATCH_NAME.fullmatch(stem) or stem.strip(".") == "":
             self.problems.append(Problem(self.src.file, 1, 1, "name",
                                          f"the file name {stem!r} cannot name the batch folder; "
                                          "add name: with letters, digits, . _ -"))
@@ -244,7 +240,7 @@ class _Loader:
             path = ("vars", key)
             if key.lower() in SECRET_KEYS:
                 self.fail(path, _SECRET_MESSAGE, key=True)
-            elif not _IDENT.fullmatch(key):
+            elif not IDENTIFIER.fullmatch(key):
                 self.fail(path, "a variable name is letters, digits and _, not starting with a digit",
                           key=True)
             elif key in RESERVED or key in REQUEST_FIELDS:

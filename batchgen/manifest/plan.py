@@ -15,7 +15,8 @@ from typing import Any
 
 from batchgen.manifest.axes import lora_label
 from batchgen.errors import ManifestError, Problem
-from batchgen.job import Job
+from batchgen.job import MASK64, Job
+from batchgen.steps import drain
 from batchgen.manifest.loader import Manifest
 
 __all__ = ["DEFAULT_TASK_SECONDS", "Plan", "plan_manifest", "plan_steps"]
@@ -125,12 +126,7 @@ def plan_manifest(manifest: Manifest, task_seconds: float | None = None,
     along instead of expanding the manifest a second time). Raises ManifestError with up to
     20 problems (and how many more there were).
     """
-    steps = plan_steps(manifest, task_seconds, observe)
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
+    return drain(plan_steps(manifest, task_seconds, observe))
 
 
 def plan_steps(manifest: Manifest, task_seconds: float | None = None,
@@ -167,7 +163,7 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
             preview.append(item)
         if check_names:
             # Case-folded: "Cat" and "cat" are the same file on macOS and Windows.
-            names.append(hash(item.name.lower()) & _MASK64)
+            names.append(hash(item.name.lower()) & MASK64)
     clashes = _repeated(names)
     del names
     if clashes and not problems:
@@ -191,8 +187,6 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
                 task_seconds_assumed=task_seconds is None, warnings=warnings)
 
 
-_MASK64 = 2**64 - 1
-
 
 def _repeated(keys: array) -> set[int]:
     """Values that occur more than once (sorting a copy keeps memory at ~2 ints per key)."""
@@ -207,7 +201,7 @@ def _collisions(manifest: Manifest, clashes: set[int]) -> list[Problem]:
     where = manifest.expansion.filename.path or ("filename",)
     for job in manifest.jobs():
         folded = job.name.lower()
-        if hash(folded) & _MASK64 not in clashes:
+        if hash(folded) & MASK64 not in clashes:
             continue
         if folded in first:
             out.append(manifest.expansion.src.problem(

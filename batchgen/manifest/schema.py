@@ -1,7 +1,7 @@
 """The manifest document as pydantic v2 models: what a user may write, with descriptions.
 
 These models are the single source of the JSON Schema (`batchgen schema`) and validate the
-plain settings; the matrix, include and exclude are checked by axes.py / matrix.py, which need
+plain settings; the matrix, include and exclude are checked by builder.py / combos.py, which need
 positions and cross-field knowledge, so here they are typed for the schema only. This module
 also turns pydantic's errors into located, plain-worded Problems. It never reads files.
 """
@@ -16,6 +16,7 @@ from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SkipValidat
                       ValidationError)
 
 from batchgen.errors import Problem
+from batchgen.job import IDENTIFIER
 from batchgen.provider.targets import PROVIDERS
 from batchgen.manifest.fields import (MAX_CONCURRENCY, MAX_LORAS, MAX_SEED, OUTPUT_FORMATS, SCALE_MAX, SIZE_MAX, SIZE_MIN,
                              check_bool, check_choice, check_output_format, check_prompt,
@@ -43,8 +44,7 @@ __all__ = [
 #: Top-level keys that can only mean someone is about to commit their key to a manifest.
 SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "key", "token", "api_token", "secret",
                          "access_token", "bearer", "authorization", "password"})
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_BATCH_NAME = re.compile(r"[A-Za-z0-9._-]+")
+BATCH_NAME = re.compile(r"[A-Za-z0-9._-]+")
 
 
 def _looks_secret(value: str) -> bool:
@@ -62,10 +62,10 @@ def _env_name(value: Any) -> Any:
         return None
     if not isinstance(value, str):
         raise ValueError(f"must be the name of an environment variable (got {describe(value)})")
-    if _looks_secret(value) or (not _ENV_NAME.fullmatch(value) and len(value) >= 16):
+    if _looks_secret(value) or (not IDENTIFIER.fullmatch(value) and len(value) >= 16):
         raise ValueError("api_key_env must name an environment variable, not hold the key; "
                          "export the key and put the variable's name here, like JIEKOU_API_KEY")
-    if not _ENV_NAME.fullmatch(value):
+    if not IDENTIFIER.fullmatch(value):
         raise ValueError("must be an environment variable name: letters, digits and _, "
                          "like JIEKOU_API_KEY")
     return value
@@ -86,7 +86,7 @@ def _output(value: Any) -> Any:
 def _batch_name(value: Any) -> Any:
     if not isinstance(value, str):
         raise ValueError(f"must be text (got {describe(value)})")
-    if not _BATCH_NAME.fullmatch(value) or value.strip(".") == "" or len(value) > 100:
+    if not BATCH_NAME.fullmatch(value) or value.strip(".") == "" or len(value) > 100:
         raise ValueError(f"must be 1-100 of A-Z a-z 0-9 . _ - and not only dots "
                          f"(got {excerpt(value)}); it names the output folder")
     return value

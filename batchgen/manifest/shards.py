@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from batchgen.errors import UsageError
-from batchgen.job import Job
+from batchgen.job import MASK64, Job
 
 __all__ = [
     "Shard",
@@ -32,7 +32,6 @@ __all__ = [
     "tally_shards",
 ]
 
-_MASK64 = (1 << 64) - 1
 _FORMS = "write I/N (0-based: 0/8 is the first of 8 shards), auto, or auto/N"
 
 
@@ -55,7 +54,7 @@ def jump_hash(key: int, buckets: int) -> int:
     bucket, jump = -1, 0
     while jump < buckets:
         bucket = jump
-        key = (key * 2862933555777941757 + 1) & _MASK64
+        key = (key * 2862933555777941757 + 1) & MASK64
         jump = int((bucket + 1) * (float(1 << 31) / float((key >> 33) + 1)))
     return bucket
 

@@ -15,6 +15,8 @@ import string
 from collections.abc import Mapping
 from typing import Any
 
+from batchgen.job import IDENTIFIER
+
 __all__ = ["DEFAULT_FILENAME", "FileNameTemplate", "Template", "sanitize", "tidy_name"]
 
 #: The default `filename:`: 4,096 folders by the first three hex digits of the job id, so a
@@ -25,7 +27,6 @@ FLAT_FILENAME = "{job_id}"
 FANOUT = 3
 
 _FORMATTER = string.Formatter()
-_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DECIMAL_POINT = re.compile(r"(?<=[0-9])\.(?=[0-9])")
 _LITERAL_OK = re.compile(r"[A-Za-z0-9._/-]*")
@@ -45,7 +46,7 @@ def _parse(source: str) -> list[tuple[str, str | None, str, str | None]]:
         if field is not None:
             if field == "" or field.isdigit():
                 raise ValueError("empty {} in template: name the field, like {style}")
-            if not _NAME.fullmatch(field):
+            if not IDENTIFIER.fullmatch(field):
                 raise ValueError(f"{{{field}}}: template fields are plain names like {{style}} "
                                  "(no dots, brackets or spaces)")
             if "{" in (spec or ""):

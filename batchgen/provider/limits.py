@@ -20,6 +20,8 @@ from enum import StrEnum
 
 import anyio
 
+from batchgen.provider.pacing import PaceReport
+
 __all__ = ["AdaptiveLimit", "Limits", "PaceReport", "PaceSnapshot", "RateWindow", "Refusal",
            "RetryBudget"]
 
@@ -222,20 +224,6 @@ class PaceSnapshot:
                 "outage_for": None if self.outage_for is None else round(self.outage_for, 1)}
 
 
-@dataclass(frozen=True, slots=True)
-class PaceReport:
-    """What the limits did over a run: for the summary and the benchmarks."""
-
-    ceiling: int
-    limit_min: int
-    limit_median: int
-    limit_max: int
-    refusals: dict[str, int]        # Refusal value -> count
-    window: int | None
-    window_learned: bool
-    retries: int                    # retries paid from the retry budget
-
-
 class _Waiter:
     __slots__ = ("event",)
 
@@ -266,7 +254,6 @@ class Limits:
         self.tasks = AdaptiveLimit(ceiling)
         per_window = None if rate_per_minute is None else max(1, int(rate_per_minute * window_seconds / 60.0))
         self.window = RateWindow(per_window, window_seconds)
-        self.given_rate = per_window
         self.budget = budget or RetryBudget(now=now)
         self._tasks: set[str] = set()
         self.stopped = False

@@ -9,30 +9,29 @@ it; only the client's Authorization header to the API host ever sees the raw val
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from batchgen.errors import UsageError
+from batchgen.job import IDENTIFIER
 
-__all__ = ["PROVIDERS", "ApiKey", "ApiTarget", "Provider", "resolve_target"]
+__all__ = ["PROVIDERS", "ApiKey", "ApiTarget", "ProviderSpec", "resolve_target"]
 
 
 @dataclass(frozen=True)
-class Provider:
-    """A host serving the API of API.md, and the variable its key usually lives in."""
+class ProviderSpec:
+    """A known provider: its host serving the async image API, and the variable its key usually
+    lives in."""
 
     name: str
     base_url: str
     key_env: str
 
 
-PROVIDERS: dict[str, Provider] = {
-    "jiekou": Provider("jiekou", "https://api.jiekou.ai", "JIEKOU_API_KEY"),
-    "novita": Provider("novita", "https://api.novita.ai", "NOVITA_API_KEY"),
+PROVIDERS: dict[str, ProviderSpec] = {
+    "jiekou": ProviderSpec("jiekou", "https://api.jiekou.ai", "JIEKOU_API_KEY"),
+    "novita": ProviderSpec("novita", "https://api.novita.ai", "NOVITA_API_KEY"),
 }
-
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
 class ApiKey:
@@ -103,7 +102,7 @@ def resolve_target(provider: str = "jiekou", base_url: str | None = None,
     if parts.scheme not in ("http", "https") or not parts.netloc:
         raise UsageError(f"base URL {url!r} is not an http(s) URL")
     env_name = key_env or known.key_env
-    if not _ENV_NAME.match(env_name):
+    if not IDENTIFIER.fullmatch(env_name):
         raise UsageError("api_key_env must name an environment variable, not hold the key")
     if base_url:
         where = origin or "base_url"

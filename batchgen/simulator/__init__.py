@@ -1,4 +1,4 @@
-"""A faithful simulator of the provider's API (reference/API.md), for trying, testing, benchmarking.
+"""A faithful simulator of the provider's async image API, for trying, testing, benchmarking.
 
     sim = Simulator(SimConfig(task_seconds=0))               # in-process: sim.api_transport()
     with running_simulator(SimConfig()) as sim: ...           # real HTTP on loopback ports

@@ -1,7 +1,7 @@
 """The simulator's two ASGI apps (API host, image host) over one shared state.
 
 Handlers are synchronous and run under the state lock: parse, decide, answer. They follow
-reference/API.md to the letter, ugly parts included (string seeds, empty debug fields, unknown
+the provider's API documentation to the letter, ugly parts included (string seeds, empty debug fields, unknown
 extra fields, expiring URLs on another host). They never sleep and never call out. Every random
 choice is a fault-dice draw keyed by what the request is about (its body, its task) and how
 many times that was asked before, so the same requests get the same answers in any order.
@@ -153,13 +153,9 @@ def body_digest(path: str, data: Any, body: bytes) -> bytes:
     return hashlib.blake2b(path.encode() + b"\0" + body, digest_size=16, person=b"submit-raw").digest()
 
 
-def validate_submit(model: str, body: bytes, banned_words: list[str]) -> _Submit:
-    """Check a submit body as the provider does; raise Rejection for the first problem."""
-    return validate_fields(model, parse_body(body), banned_words)
-
-
 def validate_fields(model: str, data: Any, banned_words: list[str]) -> _Submit:
-    """``validate_submit`` on a body already parsed by ``parse_body``."""
+    """Check a submit body (parsed by ``parse_body``) as the provider does; raise Rejection
+    for the first problem."""
     bad = _bad
     if not isinstance(data, dict):
         raise bad("request body must be a JSON object")

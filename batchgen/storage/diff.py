@@ -17,13 +17,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from batchgen.errors import FileClash
-from batchgen.job import Job, JobState
+from batchgen.job import MASK64, Job, JobState
 from batchgen.storage.folder import image_path
 from batchgen.storage.ledger import JobRecord, Ledger
 
 __all__ = ["Clash", "FolderDiff", "Renamed"]
 
-_MASK64 = 2**64 - 1
 _KEEP_HITS = 1000
 
 
@@ -107,7 +106,7 @@ class FolderDiff:
         index = self._index
         if not index:
             return
-        key = hash(file.lower()) & _MASK64
+        key = hash(file.lower()) & MASK64
         at = bisect_left(index, key)
         if at < len(index) and index[at] == key:
             if len(self._hits) < _KEEP_HITS:
@@ -120,11 +119,11 @@ class FolderDiff:
         records = self.ledger.records
         self.vanished = sum(1 for rec in records.values() if not rec.seen)
         if self._hits:
-            wanted = {hash(file.lower()) & _MASK64 for _, _, file in self._hits}
+            wanted = {hash(file.lower()) & MASK64 for _, _, file in self._hits}
             owners: dict[str, tuple[str, JobRecord]] = {}
             for job_id, rec in records.items():
                 destined = self._destined(job_id, rec)
-                if destined is not None and hash(destined.lower()) & _MASK64 in wanted:
+                if destined is not None and hash(destined.lower()) & MASK64 in wanted:
                     owners[destined.lower()] = (job_id, rec)
             found = []
             for job_id, index, file in self._hits:
@@ -177,5 +176,5 @@ class FolderDiff:
         for job_id, rec in self.ledger.records.items():
             destined = self._destined(job_id, rec)
             if destined is not None:
-                keys.append(hash(destined.lower()) & _MASK64)
+                keys.append(hash(destined.lower()) & MASK64)
         return array("Q", sorted(keys))

@@ -78,6 +78,8 @@ class BatchFolder:
     writing at that moment. A whole-batch run holds the folder alone and clears all of ``.tmp/``.
     """
 
+    remote = False  # a local disk: saves run inline, big ones off the loop
+
     def __init__(self, root: Path, durable: bool = True, shard: ShardPart | None = None) -> None:
         self.root = Path(root)
         self.images = self.root / "images"

@@ -14,6 +14,10 @@ file. Every ledger of a folder is read as one: where two know the same job, the 
 latest event is later wins. Event times come from a clock that never goes back behind any time
 already in the folder's ledgers (a hybrid logical clock), so a run that takes over another's
 job always writes the later time, even on a machine whose clock is behind.
+
+Here: appending, folding each event into its job's record, compaction. The lock (with its disk
+reserve and run note) is ``lock.py``; reading several ledgers as one is ``replay.py``; the
+names of a folder's ledgers and locks are ``layout.py``. Their public names are re-exported.
 """
 
 from __future__ import annotations
@@ -21,110 +25,35 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any
 
 import orjson
 
 from batchgen._version import __version__
 from batchgen.errors import LedgerError, OutputError, UsageError
 from batchgen.job import Failed, Failure, Job, JobState
+from batchgen.steps import drain
 from batchgen.storage.identity import RunRecord, Target
-from batchgen.storage.record import (JobRecord, LockHolder, compact_event, digest, restore,
-                                     spec_of)
+from batchgen.storage.layout import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, ShardPart,
+                                     fetched_copies, has_ledger, ledger_files, lock_files,
+                                     shard_stem)
+from batchgen.storage.lock import (RESERVE_BYTES, FolderLock, read_holder, read_holders,
+                                   read_run_note, read_run_notes)
+from batchgen.storage.record import JobRecord, LockHolder, compact_event, digest, restore, spec_of
+from batchgen.storage.replay import REPLAY_STEP, STATE_NAMES, LedgerStats, Replay
 
-__all__ = ["LEDGERS_DIR", "LEDGER_FILE", "MIRROR_DIR", "LOCK_FILE", "STATES", "JobRecord", "Ledger", "LedgerStats",
-           "LockHolder", "ShardPart", "fetched_copies", "has_ledger", "ledger_files", "lock_files", "read_holder",
-           "shard_stem",
-           "read_run_note", "read_run_notes"]
+__all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "MIRROR_DIR", "REPLAY_STEP", "RESERVE_BYTES",
+           "STATES", "JobRecord", "Ledger", "LedgerStats", "LockHolder", "ShardPart",
+           "fetched_copies", "has_ledger", "ledger_files", "lock_files", "read_holder",
+           "read_run_note", "read_run_notes", "shard_stem"]
 
-T = TypeVar("T")
-
-LEDGER_FILE = "ledger.jsonl"
-LOCK_FILE = ".batchgen.lock"
-LEDGERS_DIR = "ledgers"  # one ledger and one lock per shard: shard-I-of-N.jsonl, .lock
-MIRROR_DIR = ".store"    # in a state folder: an object store's copies of the ledgers
 FORMAT = 1
-# Disk kept in the lock file while a batch runs, and given back when the disk fills up, so the
-# line that met the full disk and the task ids of submits still in flight can be recorded.
-RESERVE_BYTES = 64 * 1024
-# The head of the lock file: "pid N", then a JSON line of what the run is doing now (its
-# limits), rewritten in place every second so ``status`` can show a running batch's pace.
-NOTE_BYTES = 1024
-NOTE_STALE = 30.0
 STATES = tuple(state.value for state in JobState)
-#: Lines replayed between two yields of ``Ledger.opening``: an event loop stays responsive.
-REPLAY_STEP = 65536
 OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
-_STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
-
-
-class ShardPart(Protocol):
-    """The shard a ledger is written for (``batchgen.manifest.shards.Shard`` is one)."""
-
-    index: int
-    count: int
-
-    def holds(self, job_id: str) -> bool: ...
-
-
-def shard_stem(shard: ShardPart) -> str:
-    """``shard-I-of-N``: the name of a shard's ledger, lock and temp folder."""
-    return f"shard-{shard.index}-of-{shard.count}"
-
-
-def ledger_files(folder: Path) -> list[Path]:
-    """Every ledger of a batch folder: its own, then one per shard, in name order."""
-    folder = Path(folder)
-    found = [folder / LEDGER_FILE] if (folder / LEDGER_FILE).is_file() else []
-    shards = folder / LEDGERS_DIR
-    if shards.is_dir():
-        found.extend(sorted(shards.glob("shard-*-of-*.jsonl")))
-    return found
-
-
-def fetched_copies(folder: Path) -> dict[str, Path]:
-    """The object store's copies of a state folder's ledgers, as its last run fetched them
-    (``.store/``), by their path in the folder."""
-    base = Path(folder) / MIRROR_DIR
-    if not base.is_dir():
-        return {}
-    return {path.relative_to(base).as_posix(): path for path in ledger_files(base)}
-
-
-def has_ledger(folder: Path) -> bool:
-    """True when the folder holds a batch's ledger (its own, a shard's, or an object store's
-    copies fetched into it)."""
-    return bool(ledger_files(folder)) or bool(fetched_copies(folder))
-
-
-def lock_files(folder: Path) -> list[tuple[str | None, Path]]:
-    """Every lock file of a batch folder: (None, the folder's own), then ("I/N", a shard's)."""
-    folder = Path(folder)
-    found: list[tuple[str | None, Path]] = [(None, folder / LOCK_FILE)]
-    shards = folder / LEDGERS_DIR
-    if shards.is_dir():
-        for path in sorted(shards.glob("shard-*-of-*.lock")):
-            parts = path.stem.split("-")
-            if len(parts) == 4 and parts[1].isdigit() and parts[3].isdigit():
-                found.append((f"{parts[1]}/{parts[3]}", path))
-    return found
-
-
-@dataclass
-class LedgerStats:
-    """Counts gathered while replaying and appending, for status and the run summary."""
-
-    lines: int = 0
-    bad_lines: int = 0
-    tasks_created: int = 0
-    maybe_duplicated: int = 0
-    recent_done: deque[float] = field(default_factory=lambda: deque(maxlen=2000))
 
 
 class Ledger:
@@ -148,10 +77,8 @@ class Ledger:
         self.records: dict[str, JobRecord] = {}
         self.stats = LedgerStats()  # this ledger file's (a reader's: every ledger's together)
         self.others = LedgerStats()  # what the folder's other ledgers counted (a writer's view)
-        self._floor = 0.0  # the latest event time in any of the folder's ledgers
-        self._writing = False
-        self._shared_fd: int | None = None  # a shard's shared hold on the folder's own lock
-        self._file_run: RunRecord | None = None  # the latest run of the file being replayed
+        self.floor = 0.0  # the latest event time in any of the folder's ledgers
+        self.writing = False  # opened to append (a reader counts every ledger as its own)
         #: a store's copy of this very ledger held records the local file lacked: compact, so
         #: the file holds them all before it is copied back
         self.absorbed = False
@@ -159,7 +86,7 @@ class Ledger:
         self.last_run: RunRecord | None = None  # the latest run recorded: target, planned jobs
         self.runs = 0
         self._fd: int | None = None
-        self._lock_fd: int | None = None
+        self._lock = FolderLock(folder, self.lock_path, self.shard)
         self._dirty = False
         self._broken: OutputError | None = None
         self._full: OutputError | None = None  # the reserve is in use: record, then stop the batch
@@ -171,7 +98,7 @@ class Ledger:
              shard: ShardPart | None = None) -> Ledger:
         """Lock the folder (or this shard of it) for this process, replay the folder's
         ledgers and get ready to append."""
-        return _drain(cls.opening(folder, batch, wall, shard))
+        return drain(cls.opening(folder, batch, wall, shard))
 
     @classmethod
     def opening(cls, folder: Path, batch: str, wall: Callable[[], float] = time.time,
@@ -189,12 +116,12 @@ class Ledger:
             ledger.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create the batch folder {folder}: {exc.strerror}") from exc
-        ledger._writing = True
-        ledger._lock()
+        ledger.writing = True
+        ledger._lock.acquire()
         try:
             with contextlib.suppress(OSError):  # left by a compaction that was cut short
                 os.unlink(ledger.path.with_name(ledger.path.name + ".tmp"))
-            yield from ledger._replay(expect_batch=batch)
+            yield from Replay(ledger).replay(expect_batch=batch)
             ledger._open_for_append()
         except BaseException:
             ledger.close()
@@ -209,7 +136,7 @@ class Ledger:
         if not has_ledger(folder):
             raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there")
         ledger = cls(folder, None)
-        _drain(ledger._replay(expect_batch=None))
+        drain(Replay(ledger).replay(expect_batch=None))
         if ledger.batch is None and not ledger.records:
             raise UsageError(f"no batch in {folder}: its {LEDGER_FILE} records no batch "
                              f"({ledger.stats.lines} line(s), none readable as a batch's)")
@@ -228,239 +155,9 @@ class Ledger:
     @staticmethod
     def holders(folder: Path) -> list[tuple[str | None, LockHolder]]:
         """Who each lock file of the folder names: (None or the shard "I/N", holder)."""
-        return _per_lock(folder, read_holder)
+        return read_holders(folder)
 
-    def _lock(self) -> None:
-        import fcntl
-
-        if self.shard is not None:
-            self._hold_folder_shared()
-        path = self.lock_path
-        try:
-            fd, holder = self._flock(path, fcntl.LOCK_EX)
-        except OutputError:
-            self._release_shared()
-            raise
-        if fd is None:
-            self._release_shared()
-            if self.shard is not None:
-                raise UsageError(
-                    f"shard {self.shard.index}/{self.shard.count} of this batch is already "
-                    f"running ({holder or 'another process'}) in {self.folder}; wait for it to "
-                    f"finish or stop it, then run again")
-            raise UsageError(self._busy_message(holder))
-        try:
-            os.ftruncate(fd, 0)
-            holder = f"pid {os.getpid()} on {socket.gethostname()}\n".encode()
-            if os.pwrite(fd, holder.ljust(RESERVE_BYTES), 0) < RESERVE_BYTES:
-                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.ftruncate(fd, 0)
-            os.close(fd)
-            self._release_shared()
-            raise OutputError.from_os_error(str(path), exc) from exc
-        self._lock_fd = fd
-        if self.shard is not None:
-            try:
-                self._refuse_other_counts()
-            except BaseException:
-                self.close()
-                raise
-
-    def _busy_message(self, holder: str) -> str:
-        if holder:
-            return (f"another batchgen ({holder}) is already running this batch in {self.folder}; "
-                    f"wait for it to finish or stop it, then run again")
-        running = [f"{shard} ({h.describe()})" for shard, h in self.holders(self.folder)
-                   if shard is not None and h.alive is not False]
-        named = ", ".join(running[:4]) + (f" and {len(running) - 4} more" if len(running) > 4 else "")
-        return (f"shards of this batch are running in {self.folder}"
-                f"{' (' + named + ')' if named else ''}; a run of the whole batch starts once "
-                f"every shard has stopped")
-
-    def _hold_folder_shared(self) -> None:
-        """A shard holds the folder's own lock shared for as long as it runs: shards run side
-        by side, and a run of the whole folder waits for them all."""
-        import fcntl
-
-        fd, holder = self._flock(self.folder / LOCK_FILE, fcntl.LOCK_SH)
-        if fd is None:
-            raise UsageError(
-                f"another batchgen ({holder or 'another process'}) is running the whole batch "
-                f"in {self.folder}; run the shards once it has stopped")
-        self._shared_fd = fd
-
-    def _flock(self, path: Path, mode: int) -> tuple[int | None, str]:
-        """(the open file of ``path``, locked with ``mode`` at once, "") or, when another
-        process holds it, (None, the holder line it wrote); OutputError if it cannot be opened."""
-        import fcntl
-
-        try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
-        try:
-            fcntl.flock(fd, mode | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip().split("\n")[0]
-            os.close(fd)
-            return None, holder
-        return fd, ""
-
-    def _refuse_other_counts(self) -> None:
-        """Shards of another count split the jobs another way, so two processes could take one
-        job: a shard of another count that is running stops this one. (This shard's lock is
-        held first: of two starting at once, at least one sees the other.)"""
-        import fcntl
-
-        assert self.shard is not None
-        for shard, path in lock_files(self.folder):
-            if shard is None or shard.endswith(f"/{self.shard.count}"):
-                continue
-            try:
-                fd = os.open(path, os.O_RDONLY)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise UsageError(
-                    f"shard {shard} of this batch is running in {self.folder}: shards that run "
-                    f"at the same time must all split the batch the same way (--shard "
-                    f"I/{shard.split('/')[1]}, not I/{self.shard.count})") from None
-            finally:
-                os.close(fd)
-
-    def _release_shared(self) -> None:
-        if self._shared_fd is not None:
-            os.close(self._shared_fd)
-            self._shared_fd = None
-
-    def _replay(self, expect_batch: str | None) -> Generator[int, None, None]:
-        """Replay this ledger, then the folder's others and any mirrors, merged by time.
-
-        A writer keeps only its shard's jobs, and counts the others' tasks apart (its own
-        header counts only its own); a reader counts every ledger's. A mirror's copy of a
-        ledger the folder also holds adds its records (the later wins) but not its counts."""
-        own_existed = self.path.is_file()
-        yield from self._replay_file(self.path, self.records, self.stats, expect_batch, own=True)
-        counted = {self.path}
-        elsewhere = self.others if self._writing else self.stats
-        sources: list[tuple[Path, LedgerStats]] = [(p, elsewhere) for p in ledger_files(self.folder)
-                                                   if p != self.path]
-        own = self.path.relative_to(self.folder).as_posix()
-        for relative, copy in sorted(self.mirrors.items()):
-            if relative == own:
-                if own_existed and _is_prefix(copy, self.path):
-                    continue  # what this machine copied there itself: nothing new
-                # Another machine wrote this ledger last (or this one never had it): merged
-                # in, and the ledger rewritten whole before it is copied back.
-                self.absorbed = True
-                sources.append((copy, self.stats if not own_existed else LedgerStats()))
-            else:
-                counts = (self.folder / relative).is_file()  # the folder's own file counted it
-                sources.append((copy, LedgerStats() if counts else elsewhere))
-        for path, into in sources:
-            if path in counted:
-                continue
-            counted.add(path)
-            part: dict[str, JobRecord] = {}
-            yield from self._replay_file(path, part, into, expect_batch, own=False)
-            self._merge(part)
-
-    def _merge(self, part: dict[str, JobRecord]) -> None:
-        records = self.records
-        holds = self.shard.holds if self.shard is not None else None
-        for job_id, rec in part.items():
-            if holds is not None and not holds(job_id):
-                continue
-            mine = records.get(job_id)
-            if mine is None or rec.at > mine.at:
-                records[job_id] = rec
-    def _replay_file(self, path: Path, records: dict[str, JobRecord], stats: LedgerStats,
-                     expect_batch: str | None, own: bool) -> Generator[int, None, None]:
-        try:
-            fh = open(path, "rb")
-        except FileNotFoundError:  # not there (yet), or a store copy removed by a fetch
-            return
-        self._file_run = None
-        header_seen = False
-        loads = orjson.loads
-        with fh:
-            for raw in fh:
-                stats.lines += 1
-                if not stats.lines % REPLAY_STEP:
-                    yield stats.lines
-                try:
-                    event = loads(raw)
-                except orjson.JSONDecodeError:
-                    stats.bad_lines += 1
-                    continue
-                if not isinstance(event, dict):
-                    stats.bad_lines += 1
-                    continue
-                job_id = event.get("job")
-                if job_id is None:
-                    if "batchgen_ledger" in event:
-                        header_seen = True
-                        self._header(event, expect_batch, stats, own, path)
-                    elif "batchgen_run" in event and self._run(event, own):
-                        pass
-                    else:
-                        stats.bad_lines += 1
-                    continue
-                state = event.get("state")
-                if state is None and "in_manifest" in event and isinstance(job_id, str):
-                    rec = records.get(job_id)
-                    if rec is not None:
-                        rec.gone = not event["in_manifest"]
-                    continue
-                if not isinstance(job_id, str) or not isinstance(state, str) or state not in _STATE_NAMES:
-                    stats.bad_lines += 1
-                    continue
-                self._apply(job_id, event, records, stats)
-        run = self._file_run
-        if run is not None and (self.last_run is None or own or run.at > self.last_run.at):
-            self.last_run = run  # across ledgers, the latest run by time
-        if own and not header_seen and records and expect_batch is not None:
-            # A ledger whose header was lost still belongs here; compaction restores one.
-            self.batch = expect_batch
-
-    def _header(self, event: dict[str, Any], expect_batch: str | None, stats: LedgerStats,
-                own: bool, path: Path) -> None:
-        batch = event.get("batch")
-        if expect_batch is not None and batch != expect_batch:
-            raise LedgerError(
-                f"{path} belongs to batch {batch!r}, not {expect_batch!r}. Use another output "
-                f"folder (--output) for this manifest, or give it the name {batch!r}.")
-        if self.batch is None or own:
-            self.batch = batch
-        created = event.get("created_at")
-        if isinstance(created, (int, float)) and (self.created_at is None or created < self.created_at):
-            self.created_at = float(created)
-        counts = event.get("counts")
-        if isinstance(counts, dict):
-            stats.tasks_created += int(counts.get("tasks_created", 0) or 0)
-            stats.maybe_duplicated += int(counts.get("maybe_duplicated", 0) or 0)
-        last = event.get("last_run")
-        if isinstance(last, dict):
-            self._run(last, own)
-        runs = event.get("runs")
-        if own and isinstance(runs, int) and runs > self.runs:
-            self.runs = runs
-
-    def _run(self, event: dict[str, Any], own: bool = True) -> bool:
-        """A run record: the latest of every ledger's is the folder's last run."""
-        run = RunRecord.from_json(event)
-        if run is None:
-            return False
-        self._file_run = run  # in one file, the last line is the latest run
-        if run.at > self._floor:
-            self._floor = run.at
-        if own:
-            self.runs += 1
-        return True
+    # -- appending --------------------------------------------------------------------------
 
     def _open_for_append(self) -> None:
         try:
@@ -480,7 +177,7 @@ class Ledger:
 
     # -- state ------------------------------------------------------------------------------
 
-    def _apply(self, job_id: str, event: dict[str, Any], records: dict[str, JobRecord] | None = None,
+    def fold(self, job_id: str, event: dict[str, Any], records: dict[str, JobRecord] | None = None,
                stats: LedgerStats | None = None) -> JobRecord:
         """Fold one event into the job's record; the same code serves replay and appends
         (``records`` and ``stats``: another ledger's, while it is replayed to be merged)."""
@@ -491,13 +188,13 @@ class Ledger:
         rec = records.get(job_id)
         if rec is None:
             rec = records[job_id] = JobRecord()
-        state = _STATE_NAMES[event["state"]]
+        state = STATE_NAMES[event["state"]]
         rec.state = state
         at = event.get("at")
         if isinstance(at, (int, float)):
             rec.at = at
-            if at > self._floor:
-                self._floor = at
+            if at > self.floor:
+                self.floor = at
         if event.get("compact"):
             return restore(rec, event)
         if state == "submitting":
@@ -633,9 +330,9 @@ class Ledger:
         """The time of an event written now: never behind any time already in the folder's
         ledgers, so a record written here is later than every copy it takes over."""
         now = round(self._wall(), 3)
-        if now <= self._floor:
-            now = round(self._floor + 0.001, 3)
-        self._floor = now
+        if now <= self.floor:
+            now = round(self.floor + 0.001, 3)
+        self.floor = now
         return now
 
     def record_run(self, run: RunRecord) -> None:
@@ -661,7 +358,7 @@ class Ledger:
 
     def _record(self, event: dict[str, Any]) -> JobRecord:
         self._write_event(event)
-        return self._apply(event["job"], event)
+        return self.fold(event["job"], event)
 
     def _write_event(self, event: dict[str, Any]) -> None:
         self._write(orjson.dumps(event, option=orjson.OPT_APPEND_NEWLINE))
@@ -677,7 +374,7 @@ class Ledger:
             try:
                 written = os.write(self._fd, view)
             except OSError as exc:
-                if exc.errno == errno.ENOSPC and self._full is None and self._free_reserve():
+                if exc.errno == errno.ENOSPC and self._full is None and self._lock.free_reserve():
                     self._full = OutputError.from_os_error(str(self.path), exc)
                     continue
                 self._broken = OutputError.from_os_error(str(self.path), exc)
@@ -687,14 +384,6 @@ class Ledger:
         if self._full is not None:
             raise self._full  # recorded, but the disk is full: the batch must stop
 
-    def _free_reserve(self) -> bool:
-        if self._lock_fd is None:
-            return False
-        try:
-            os.ftruncate(self._lock_fd, 32)
-        except OSError:
-            return False
-        return True
 
     def sync(self) -> None:
         """fsync what was appended since the last call; cheap when nothing was."""
@@ -706,19 +395,11 @@ class Ledger:
                 self._broken = OutputError.from_os_error(str(self.path), exc)
                 raise self._broken from exc
 
+
     def note_run(self, fields: dict[str, Any]) -> None:
         """Write what the run is doing now into the lock file, for ``status``; best effort."""
-        if self._lock_fd is None or self._full is not None:
-            return
-        pid = os.getpid()
-        note = orjson.dumps({"pid": pid, "at": round(self._wall(), 1), **fields})
-        data = f"pid {pid} on {socket.gethostname()}\n".encode() + note + b"\n"
-        if len(data) > NOTE_BYTES:
-            return
-        try:
-            os.pwrite(self._lock_fd, data.ljust(NOTE_BYTES), 0)
-        except OSError:
-            pass
+        if self._full is None:
+            self._lock.note(fields, self._wall())
 
     # -- compaction ---------------------------------------------------------------------------
 
@@ -773,101 +454,8 @@ class Ledger:
                 os.close(self._fd)
         finally:
             self._fd = None
-            if self._lock_fd is not None:
-                try:
-                    os.ftruncate(self._lock_fd, 0)  # give the reserve back
-                except OSError:
-                    pass
-                os.close(self._lock_fd)
-                self._lock_fd = None
-            self._release_shared()
+            self._lock.release()
 
-
-def read_holder(lock: Path) -> LockHolder | None:
-    """Who a lock file names (a run that ended empties it); read only, never locks."""
-    try:
-        text = Path(lock).read_bytes()[:200].decode(errors="replace")
-    except OSError:
-        return None
-    words = text.split()
-    if len(words) < 2 or words[0] != "pid" or not words[1].isdigit():
-        return None
-    host = words[3] if len(words) >= 4 and words[2] == "on" else ""
-    return LockHolder(int(words[1]), host)
-
-
-def read_run_notes(folder: Path) -> list[tuple[str | None, dict[str, Any]]]:
-    """The live notes of every run holding a part of ``folder``: (None or the shard "I/N",
-    note), for the whole folder's run or each shard's."""
-    return _per_lock(folder, read_run_note)
-
-
-def _per_lock(folder: Path, read: Callable[[Path], T | None]) -> list[tuple[str | None, T]]:
-    """(None or the shard "I/N", what ``read`` finds) for each lock file of the folder that
-    has something to read."""
-    found = []
-    for shard, path in lock_files(folder):
-        value = read(path)
-        if value is not None:
-            found.append((shard, value))
-    return found
-
-
-def read_run_note(folder: Path) -> dict[str, Any] | None:
-    """What a run holding ``folder`` (or the lock file given) wrote about itself lately, or
-    None when no live run did (none running, or a killed run's leftover: its process is gone
-    or the note is stale)."""
-    path = Path(folder)
-    if path.is_dir():
-        path = path / LOCK_FILE
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(NOTE_BYTES)
-    except OSError:
-        return None
-    lines = head.split(b"\n")
-    if len(lines) < 2:
-        return None
-    try:
-        note = orjson.loads(lines[1].strip() or b"null")
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(note, dict) or not isinstance(note.get("pid"), int):
-        return None
-    at = note.get("at")
-    if not isinstance(at, (int, float)) or time.time() - at > NOTE_STALE:
-        return None
-    try:
-        os.kill(note["pid"], 0)
-    except ProcessLookupError:
-        return None
-    except OSError:
-        pass  # alive, owned by someone else
-    return note
-
-
-def _is_prefix(copy: Path, path: Path, tail: int = 4096) -> bool:
-    """True when the file at ``copy`` is (by its last ``tail`` bytes) the start of ``path``:
-    the copy is an earlier upload of the same file, which has only grown since."""
-    try:
-        size = copy.stat().st_size
-        if size > path.stat().st_size:
-            return False
-        start = max(0, size - tail)
-        with open(copy, "rb") as a, open(path, "rb") as b:
-            a.seek(start)
-            b.seek(start)
-            return a.read(tail) == b.read(size - start)
-    except OSError:
-        return False
-
-
-def _drain(steps: Generator[int, None, Any]) -> Any:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
 
 
 def _fsync_dir(folder: Path) -> None:

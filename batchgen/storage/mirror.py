@@ -19,8 +19,8 @@ to the last push, and the ledger merges them by time. What a copy holds that the
 lacks (another machine wrote it last) is merged into the local file before anything is pushed
 back, so a push never loses a record.
 
-fsspec is imported only when a mirror is made (the ``s3`` extra); this module never sees the
-API key.
+Every access goes through a ``Store`` (``store.py``), so fsspec is imported only when a
+mirror is made (the ``s3`` extra); this module never sees the API key.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from batchgen.errors import OutputError
-from batchgen.storage.ledger import MIRROR_DIR, ledger_files
-from batchgen.storage.objectstore import _output_error, open_store
+from batchgen.storage.layout import MIRROR_DIR, ledger_files
+from batchgen.storage.store import Store, store_error
 
 __all__ = ["MIRROR_DIR", "LedgerMirror", "state_folder"]
 
@@ -70,7 +70,8 @@ class LedgerMirror:
 
     def __init__(self, url: str, *, filesystem: Any = None,
                  storage_options: Mapping[str, Any] | None = None) -> None:
-        self.url, self.protocol, self.fs, self.root = open_store(url, filesystem, storage_options)
+        self.store = Store(url, filesystem=filesystem, storage_options=storage_options)
+        self.url = self.store.url
         self.last_error: OutputError | None = None
         self._pushed: dict[str, _Pushed] = {}
         #: what the last ``fetch`` found: relative path -> (bytes, when its newest part was
@@ -95,13 +96,16 @@ class LedgerMirror:
         self.copies = {}
         for number, (relative, parts) in enumerate(self._newest().items()):
             keys = [key for key, _ in parts]
-            data = self._call("read", relative, self.fs.cat, keys, **self._whole)
+            data = self.store.get_many(keys)
+            if None in data:  # removed since the listing: read the newer generation next time
+                missing = keys[data.index(None)]
+                raise store_error("read", f"{self.store.protocol}://{missing}", FileNotFoundError(missing))
             local = target / relative
             local.parent.mkdir(parents=True, exist_ok=True)
             part = local.with_name(f".fetch-{os.getpid()}-{number}")
             with open(part, "wb") as fh:
-                for key in keys:  # in order; a part's last line is always whole
-                    fh.write(data[key] if key in data else data[self.fs._strip_protocol(key)])
+                for chunk in data:  # in order; a part's last line is always whole
+                    fh.write(chunk)
             os.replace(part, local)
             found[relative] = local
             times = [at for _, at in parts if at is not None]
@@ -148,32 +152,23 @@ class LedgerMirror:
     # -- the store's side -------------------------------------------------------------------
 
     def _put(self, relative: str, generation: str, seq: int, data: bytes) -> None:
-        key = f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl"
-        self._call("copy the ledger to", relative, self.fs.pipe_file, key, data)
+        key = self.store.key(f"{COPIES}/{relative}/{generation}/{seq:06d}.jsonl")
+        self.store.put(key, data, "copy the ledger to")
 
     def _listing(self) -> dict[str, dict[str, dict[int, float | None]]]:
         """Every copy under ``ledger/``: relative path -> generation -> part number -> when
         it was put (one recursive listing)."""
-        base = f"{self.root}/{COPIES}"
-        try:
-            self.fs.invalidate_cache(base)
-        except Exception:  # noqa: BLE001 - a filesystem without a cache
-            pass
-        try:
-            listed = self.fs.find(base, detail=True)
-        except FileNotFoundError:
-            return {}
-        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
-            raise _output_error("list", f"{self.url}/{COPIES}", exc) from exc
         copies: dict[str, dict[str, dict[int, float | None]]] = {}
-        for key, info in listed.items():
-            rest = str(key)[len(base) + 1:]
+
+        def take(rest: str, size: int, tag: str, entry: Mapping[str, Any]) -> None:
             relative, _, tail = rest.rpartition("/")
             relative, _, generation = relative.rpartition("/")
             part = _PART.fullmatch(tail)
             if part is None or not _LEDGER.fullmatch(relative) or not generation:
-                continue
-            copies.setdefault(relative, {}).setdefault(generation, {})[int(part.group(1))] = _put_at(info)
+                return
+            copies.setdefault(relative, {}).setdefault(generation, {})[int(part.group(1))] = _put_at(entry)
+
+        self.store.list(COPIES, take)
         return copies
 
     def _newest(self) -> dict[str, list[tuple[str, float | None]]]:
@@ -188,7 +183,7 @@ class LedgerMirror:
                 seq = 0
                 found = []
                 while seq in parts:
-                    found.append((f"{self.root}/{COPIES}/{relative}/{generation}/{seq:06d}.jsonl",
+                    found.append((self.store.key(f"{COPIES}/{relative}/{generation}/{seq:06d}.jsonl"),
                                   parts[seq]))
                     seq += 1
                 chosen[relative] = found
@@ -199,22 +194,11 @@ class LedgerMirror:
         """Remove the generations before ``generation`` (best effort: readers take the newest)."""
         try:
             generations = self._listing().get(relative, {})
-            for old in generations:
-                if old < generation:
-                    self.fs.rm(f"{self.root}/{COPIES}/{relative}/{old}", recursive=True)
-        except Exception:  # noqa: BLE001 - leftovers cost space, never correctness
-            pass
-
-    @property
-    def _whole(self) -> dict[str, Any]:
-        # s3fs asks for an object's size (a HEAD) to fetch it in ranges; a copy's part is small
-        return {"max_concurrency": 1} if self.protocol in ("s3", "s3a") else {}
-
-    def _call(self, what: str, relative: str, func: Any, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
-            raise _output_error(what, f"{self.url}/{relative}", exc) from exc
+        except OutputError:
+            return  # leftovers cost space, never correctness
+        for old in generations:
+            if old < generation:
+                self.store.remove(self.store.key(f"{COPIES}/{relative}/{old}"), recursive=True)
 
 
 def _put_at(info: Mapping[str, Any]) -> float | None:

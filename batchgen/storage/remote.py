@@ -14,25 +14,19 @@ the standard ``AWS_*`` variables). It reads only: nothing is ever written to the
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import tempfile
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from batchgen.errors import UsageError
 from batchgen.storage.ledger import Ledger
-from batchgen.storage.objectstore import _output_error, _s3_listing, is_store_url, open_store
+from batchgen.storage.store import CONCURRENCY, Store, is_store_url
 
-__all__ = ["LedgerCopy", "StoreBatch", "is_store_url", "open_store_batch"]
-
-_S3 = ("s3", "s3a")
-#: objects asked for at once (each its own request, in flight together)
-CONCURRENCY = 32
+__all__ = ["CONCURRENCY", "LedgerCopy", "StoreBatch", "is_store_url", "open_store_batch"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,12 +44,10 @@ class StoreBatch:
 
     Every method is blocking network I/O; failures of the store become ``OutputError``."""
 
-    def __init__(self, url: str, fs: Any, root: str, ledger: Ledger,
-                 copies: Sequence[LedgerCopy]) -> None:
-        self.url = url
-        self.fs = fs
-        self.root = root
-        self.protocol = url.partition("://")[0]
+    def __init__(self, store: Store, ledger: Ledger, copies: Sequence[LedgerCopy]) -> None:
+        self.store = store
+        self.url = store.url
+        self.root = store.root
         self.ledger = ledger
         self.copies = list(copies)
         self._images: dict[str, int] | None = None
@@ -89,74 +81,30 @@ class StoreBatch:
     def _list_images(self) -> dict[str, int]:
         """Every object under ``images/`` -> bytes << 32 | crc32(ETag), from one paged listing
         (one short string and one integer per file, whatever the batch's size)."""
-        base = f"{self.root}/images"
         found: dict[str, int] = {}
 
-        def take(name: str, size: int, tag: str) -> None:
+        def take(name: str, size: int, tag: str, entry: Mapping[str, Any]) -> None:
             found["images/" + name] = (int(size) << 32) | zlib.crc32(tag.encode())
 
-        if self.protocol in _S3:
-            from fsspec.asyn import sync
-
-            self._call("list", base, sync, self.fs.loop, _s3_listing, self.fs, base, take)
-        else:
-            try:
-                listed = self.fs.find(base, detail=True)
-            except FileNotFoundError:
-                listed = {}
-            except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
-                raise _output_error("list", f"{self.protocol}://{base}", exc) from exc
-            for path, info in listed.items():
-                if str(path).startswith(base + "/"):
-                    tag = str(info.get("ETag") or info.get("mtime") or info.get("created") or "")
-                    take(str(path)[len(base) + 1:], int(info.get("size") or 0), tag)
+        self.store.list("images", take)
         return found
 
     # -- reading ----------------------------------------------------------------------------
 
     def key(self, relative: str) -> str:
-        parts = relative.split("/")
-        if relative.startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise UsageError(f"refusing to read {relative}: it is outside {self.url}")
-        return f"{self.root}/{relative}"
+        try:
+            return self.store.key(relative)
+        except ValueError:
+            raise UsageError(f"refusing to read {relative}: it is outside {self.url}") from None
 
     def read_bytes(self, relative: str) -> bytes:
         """One file's bytes; FileNotFoundError when it is not there."""
-        key = self.key(relative)
-        try:
-            return self.fs.cat_file(key, **({"max_concurrency": 1} if self.protocol in _S3 else {}))
-        except FileNotFoundError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
-            raise _output_error("read", f"{self.protocol}://{key}", exc) from exc
+        return self.store.get(self.key(relative))
 
     def read_many(self, relatives: Sequence[str]) -> dict[str, bytes | None]:
         """Many files at once, ``CONCURRENCY`` requests in flight (None: not there)."""
-        if not relatives:
-            return {}
-        keys = [self.key(r) for r in relatives]
-        try:
-            if getattr(self.fs, "async_impl", False):
-                from fsspec.asyn import sync
-
-                # s3fs asks for an object's size (a HEAD) before a GET it could split up:
-                # these are small, and one GET each is all they need
-                extra = {"max_concurrency": 1} if self.protocol in _S3 else {}
-                got = sync(self.fs.loop, _cat_all, self.fs, keys, extra)
-            else:
-                with ThreadPoolExecutor(min(CONCURRENCY, len(keys))) as pool:
-                    got = list(pool.map(lambda k: _or_error(self.fs.cat_file, k), keys))
-        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
-            raise _output_error("read", self.url, exc) from exc
-        out: dict[str, bytes | None] = {}
-        for relative, key, value in zip(relatives, keys, got, strict=True):
-            if isinstance(value, FileNotFoundError):
-                out[relative] = None
-            elif isinstance(value, BaseException):
-                raise _output_error("read", f"{self.protocol}://{key}", value) from value
-            else:
-                out[relative] = value
-        return out
+        got = self.store.get_many([self.key(r) for r in relatives])
+        return dict(zip(relatives, got, strict=True))
 
     def download(self, relative: str, target: Path) -> bool:
         """Copy one file to a local path (False: not in the store)."""
@@ -166,14 +114,6 @@ class StoreBatch:
             return False
         Path(target).write_bytes(data)
         return True
-
-    def _call(self, what: str, key: str, func: Callable[..., Any], *args: Any) -> Any:
-        try:
-            return func(*args)
-        except FileNotFoundError:
-            return None  # nothing under the prefix: an empty listing
-        except Exception as exc:  # noqa: BLE001 - the store client's errors are its own tree
-            raise _output_error(what, f"{self.protocol}://{key}", exc) from exc
 
 
 def open_store_batch(url: str, *, filesystem: Any = None,
@@ -186,8 +126,9 @@ def open_store_batch(url: str, *, filesystem: Any = None,
     callers holding a configured filesystem)."""
     from batchgen.storage.mirror import COPIES, LedgerMirror
 
-    url, _, filesystem, root = open_store(url, filesystem, storage_options)
-    mirror = LedgerMirror(url, filesystem=filesystem)
+    store = Store(url, filesystem=filesystem, storage_options=storage_options)
+    url = store.url
+    mirror = LedgerMirror(url, filesystem=store.fs)
     folder = Path(tempfile.mkdtemp(prefix="batchgen-store-"))
     try:
         if not mirror.fetch(folder):
@@ -201,25 +142,4 @@ def open_store_batch(url: str, *, filesystem: Any = None,
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     copies = [LedgerCopy(relative, size, at) for relative, (size, at) in sorted(mirror.copies.items())]
-    return StoreBatch(url, filesystem, root, ledger, copies)
-
-
-async def _cat_all(fs: Any, keys: Iterable[str], extra: Mapping[str, Any]) -> list[Any]:
-    """Every key's bytes (or its exception), at most ``CONCURRENCY`` requests at a time."""
-    gate = asyncio.Semaphore(CONCURRENCY)
-
-    async def one(key: str) -> Any:
-        async with gate:
-            try:
-                return await fs._cat_file(key, **extra)
-            except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per key
-                return exc
-
-    return await asyncio.gather(*(one(k) for k in keys))
-
-
-def _or_error(func: Callable[[str], bytes], key: str) -> Any:
-    try:
-        return func(key)
-    except Exception as exc:  # noqa: BLE001 - sorted out by the caller, per key
-        return exc
+    return StoreBatch(store, ledger, copies)

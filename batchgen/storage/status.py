@@ -19,13 +19,12 @@ from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import (STATES, JobRecord, Ledger, LockHolder, ledger_files,
                                      read_run_note, read_run_notes)
+from batchgen.storage.mirror import EVERY as UPLOAD_EVERY  # how often a run uploads its copies
 from batchgen.storage.results import join, vanished
 
 __all__ = ["StatusReport", "batch_status", "store_status"]
 
 RATE_WINDOW = 600.0
-#: a run writing to a store uploads its ledger copies this often (and when it ends)
-UPLOAD_EVERY = 30.0
 
 
 @dataclass

@@ -28,11 +28,11 @@ class SavedFiles:
 
 
 class Writer(Protocol):
-    """Stores one job's image, caption and sidecar; never leaves a half-written file visible.
+    """Stores one job's image, caption and sidecar; never leaves a half-written file visible."""
 
-    A Writer whose calls are network I/O says so with a class attribute ``remote = True``:
-    the engine then calls ``prepare`` and ``save`` in a worker thread.
-    """
+    #: True when the calls are network I/O (an object store): the engine then calls
+    #: ``prepare`` and ``save`` in a worker thread; False for a local disk
+    remote: bool
 
     def prepare(self) -> None:
         """Create what is needed and prove it is writable, before anything is paid for."""

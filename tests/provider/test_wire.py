@@ -8,7 +8,7 @@ import pytest
 
 from batchgen.provider.wire import parse_task_result
 
-# The response example of API.md section 2, verbatim.
+# The response example of the provider's API documentation (getting a task's result), verbatim.
 API_MD_EXAMPLE = """
 {
   "extra": {"seed": "158881667", "enable_nsfw_detection": false,

@@ -1,4 +1,4 @@
-"""The simulator in-process: every endpoint, error reason, state, limit and fault of API.md.
+"""The simulator in-process: every endpoint, error reason, state, limit and fault of the provider's API.
 
 Raw httpx requests only (no batchgen client); time is driven by hand through an injected clock.
 """
