@@ -59,125 +59,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     Example: batchgen plan manifests/lora-sweep.yaml --json
     """
-    from batchgen.manifest import load_manifest
-    from batchgen.storage.objectstore import is_store_url
+    from batchgen.cli.render import render_plan, render_shards
+    from batchgen.engine.preflight import plan_batch
 
-    manifest = load_manifest(args.manifest)
-    shards = _PlanShards(args.shard) if args.shard else None
-
-    if args.output is not None and is_store_url(args.output):
-        import tempfile
-
-        from batchgen.storage.mirror import LedgerMirror
-
-        with tempfile.TemporaryDirectory(prefix="batchgen-plan-") as copies:
-            LedgerMirror(args.output).fetch(Path(copies))  # the store's ledger copies
-            return _plan(args, manifest, shards, Path(copies), shown=args.output.rstrip("/"))
-    folder = Path(args.output) if args.output is not None else manifest.output
-    return _plan(args, manifest, shards, folder, shown=None)
-
-
-def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str | None) -> int:
-    from batchgen.cli.render import render_plan
-    from batchgen.manifest import plan_manifest
-    from batchgen.storage.ledger import Ledger, has_ledger
-
-    from batchgen.errors import NotABatchFolder
-    from batchgen.storage.folder import check_batch_folder
-
-    diff = recorded = current = None
-    refused = None
-    try:
-        check_batch_folder(folder)
-    except NotABatchFolder as exc:
-        refused = str(exc)
-    if has_ledger(folder):
-        from batchgen.storage.diff import FolderDiff
-
-        ledger = Ledger.read(folder)
-        diff = FolderDiff(ledger)
-        recorded = ledger.target
-        current = _target_of(manifest, args)
-    observe = diff.add if diff is not None else None
-    if shards is not None:
-        observe = shards.observer(observe)
-    plan = plan_manifest(manifest, task_seconds=args.task_seconds, observe=observe)
-    if diff is not None:
-        diff.finish()
-        diff.raise_for_clashes()
-    if args.json:
-        data = plan.to_json()
-        data["output"] = shown or str(folder)
-        data["ledger"] = diff is not None
-        work = diff.new if diff is not None else plan.jobs
-        data.update(diff.to_json() if diff is not None else
-                    {"done": 0, "new": plan.jobs, "failed": 0, "at_provider": 0, "vanished": 0,
-                     "renamed": 0, "clashes": 0})
-        data["new_estimate_seconds"] = round(plan.seconds_for(work), 1)
-        data["new_cost"] = plan.cost_for(work)
-        data["folder_target"] = recorded.to_json() if recorded is not None else None
-        data["target_matches"] = None if recorded is None else recorded == current
-        data["folder_refused"] = refused
-        if shards is not None:
-            data["shards"] = {"count": shards.count, "jobs": list(shards.tally.jobs),
-                              "this": shards.index, "source": shards.source,
-                              "imbalance": round(shards.tally.imbalance, 4)}
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused,
-                          output=shown))
-        if shards is not None:
-            from batchgen.cli.render import render_shards
-
-            print(render_shards(shards.tally, shards.index, shards.source))
-    return 0
-
-
-class _PlanShards:
-    """``plan --shard``: each shard's job count, counted in the plan's own pass. ``auto/N``
-    outside a job array still shows the N shards (which one is this process's is unknown)."""
-
-    def __init__(self, text: str) -> None:
-        from batchgen.errors import UsageError
-        from batchgen.manifest.shards import parse_shard
-
-        self.index: int | None = None
-        self.source: str | None = None
-        try:
-            shard = parse_shard(text)
-        except UsageError:
-            head, slash, tail = text.strip().partition("/")
-            if head.strip().lower() != "auto" or not slash or not tail.strip().isdigit():
-                raise
-            self.count = int(tail)
-            if self.count < 1:
-                raise
-        else:
-            self.count, self.index, self.source = shard.count, shard.index, shard.source.value
-        self.counter = None
-
-    def observer(self, then):
-        from batchgen.manifest.shards import ShardCounter
-
-        self.counter = ShardCounter(self.count, then)
-        return self.counter.observe
-
-    @property
-    def tally(self):
-        return self.counter.tally
-
-
-def _target_of(manifest, args: argparse.Namespace):
-    """The target a run with these options would record (plan compares it with the folder's)."""
-    from batchgen.provider.targets import resolve_target
-    from batchgen.storage.identity import Target
-
+    base_url = args.base_url
     if args.simulate:
         from batchgen.simulator.app import DEFAULT_API_BASE_URL as base_url
-    else:
-        base_url = args.base_url or manifest.base_url
-    target = resolve_target(manifest.provider, base_url, manifest.api_key_env)
-    return Target(target.provider, target.host, manifest.model, bool(args.simulate))
+    planned = plan_batch(args.manifest, output=args.output, shard=args.shard, base_url=base_url,
+                         simulated=args.simulate, task_seconds=args.task_seconds)
+    if args.json:
+        print(json.dumps(planned.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    print(render_plan(planned.plan, planned.diff, recorded=planned.recorded,
+                      current=planned.current, refused=planned.refused,
+                      output=planned.place.location))
+    if planned.check.tally is not None:
+        print(render_shards(planned.check.tally, planned.shard_index, planned.shard_source))
+    return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -351,20 +249,9 @@ def _cmd_status(args: argparse.Namespace) -> int:
     Example: batchgen status output/castle-sweep --json
     """
     from batchgen.cli.render import render_status
-    from batchgen.storage.objectstore import is_store_url
-    from batchgen.storage.status import batch_status, store_status
+    from batchgen.storage.batch import open_batch
 
-    if is_store_url(args.target):
-        if args.output is not None:
-            import shlex
-
-            from batchgen.errors import UsageError
-
-            raise UsageError(f"--output goes with a manifest; {args.target} names the batch "
-                             f"itself: {shlex.join(['batchgen', 'status', args.target])}")
-        report = store_status(args.target)
-    else:
-        report = batch_status(args.target, args.output)
+    report = open_batch(args.target, output=args.output).status()
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
@@ -559,13 +446,13 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="also retry requests the provider rejected as invalid")
 
     p = command("status", _cmd_status, "show a batch's progress and failures")
-    p.add_argument("target", help="the manifest, or the batch folder")
-    p.add_argument("--output", type=Path, metavar="DIR",
-                   help="with a manifest: its batch folder, if not the manifest's")
+    p.add_argument("target", help="the manifest, the batch folder, or its store URL")
+    p.add_argument("--output", metavar="DIR|URL",
+                   help="with a manifest: its batch folder or store URL, if not the manifest's")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
     p = command("grid", _cmd_grid, "draw labelled contact sheets of a sweep")
-    p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
+    p.add_argument("target", metavar="BATCH", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--to", type=Path, required=True, metavar="PATH",
                    help="the sheet to write (.png, .webp or .jpg); pages and parts add suffixes")
     p.add_argument("--x", metavar="AXIS", help="the axis across (default: loras, or the last varying)")
@@ -584,11 +471,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="label size (default: from the cell size, 14 to 36)")
 
     p = command("view", _cmd_view, "write a static offline viewer of a sweep")
-    p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
+    p.add_argument("target", metavar="BATCH", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--to", type=Path, metavar="DIR", help="the viewer's folder (default: BATCH/view/)")
 
     p = command("export", _cmd_export, "export done jobs as an ImageFolder, Parquet or WebDataset dataset")
-    p.add_argument("target", help="the manifest, or the batch folder")
+    p.add_argument("target", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--format", required=True, choices=["imagefolder", "parquet", "webdataset"],
                    help="the dataset layout")
     p.add_argument("--to", required=True, type=Path, metavar="DIR", help="the dataset folder")

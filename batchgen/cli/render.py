@@ -317,6 +317,9 @@ def render_status(report: StatusReport) -> str:
         out.append(f"  complete: {numbers}")
     else:
         out.append(f"  not complete: {numbers}")
+    if self.missing:
+        out.append(f"  {self.missing:,} done job(s) have no image file in the batch (deleted or "
+                   f"moved); a run fetches them again from their task")
     if self.shards_running:
         names = sorted(self.shards_running, key=lambda s: tuple(int(x) for x in s.split("/")))
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
@@ -387,7 +390,7 @@ def _status_hint(r: StatusReport) -> str | None:
         how = how.with_output(r.store)  # the run that finishes it writes to the same prefix
     if any(f["retryable"] for f in r.failures):
         return f"{_cmd(how, 'retry')} runs the retryable failures again"
-    if r.pending or r.at_provider:
+    if r.pending or r.at_provider or r.missing:
         return f"{_cmd(how, 'run')} finishes the batch"
     return None
 
