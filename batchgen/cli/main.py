@@ -135,24 +135,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output(args: argparse.Namespace, parts: dict) -> Path | None:
-    """``--output``: a folder, or an object store URL whose ledger lives in a state folder
-    (``--state``, or one per URL under $XDG_STATE_HOME/batchgen) and is copied to the store."""
-    from batchgen.errors import UsageError
-    from batchgen.storage.objectstore import is_store_url
+def _place(args: argparse.Namespace, parts: dict):
+    """Where the batch lives (``storage/batch.py``): ``--output`` a folder, or an object store
+    URL whose ledger lives in a state folder (``--state``, or one per URL under
+    $XDG_STATE_HOME/batchgen) and is copied to the store."""
+    from batchgen.storage.batch import place_of
 
-    if args.output is None or not is_store_url(args.output):
-        if args.state is not None:
-            raise UsageError("--state is for an object store output (--output s3://bucket/prefix); "
-                             "a local batch folder keeps its ledger inside it")
-        return Path(args.output) if args.output is not None else None
-    from batchgen.storage.mirror import LedgerMirror, state_folder
-    from batchgen.storage.objectstore import ObjectStoreWriter
+    place = place_of(args.manifest, output=args.output, state=args.state)
+    if place.in_store:
+        from batchgen.storage.mirror import LedgerMirror
+        from batchgen.storage.objectstore import ObjectStoreWriter
 
-    url = args.output.rstrip("/")
-    writer = ObjectStoreWriter(url)  # one filesystem (one connection pool) for both
-    parts.update(writer=writer, mirror=LedgerMirror(url, filesystem=writer.fs), location=url)
-    return Path(args.state) if args.state is not None else state_folder(url)
+        writer = ObjectStoreWriter(place.url)  # one filesystem (one connection pool) for both
+        parts.update(writer=writer, mirror=LedgerMirror(place.url, filesystem=writer.fs),
+                     location=place.url)
+    return place
 
 
 def _run_options(args: argparse.Namespace):
@@ -174,8 +171,9 @@ def _run_options(args: argparse.Namespace):
     from batchgen.manifest.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
-    output = _output(args, parts)
-    return RunOptions(output=output, concurrency=args.concurrency, shard=shard,
+    place = _place(args, parts)
+    output = place.folder if place.given_output else None
+    return place.manifest, RunOptions(output=output, concurrency=args.concurrency, shard=shard,
                       rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
                       max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
@@ -194,7 +192,7 @@ def _execute(args: argparse.Namespace, mode: str) -> int:
     from batchgen.cli.render import render_summary
     from batchgen.engine.runner import Batch
 
-    batch = Batch(args.manifest, _run_options(args))
+    batch = Batch(*_run_options(args))
     summary = anyio.run({"run": batch.run, "collect": batch.collect, "retry": batch.retry}[mode])
     print(render_summary(summary, Invocation.from_args(args)))
     return exit_code(summary)

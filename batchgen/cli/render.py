@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw 
     from batchgen.view.grid import GridResult
     from batchgen.view.viewer import ViewResult
 
-__all__ = ["CHECKING_SHOWN_FROM", "describe_target", "format_duration", "render_error",
+__all__ = ["CHECKING_SHOWN_FROM", "format_duration", "render_error",
            "render_export", "render_export_progress", "render_grid", "render_notice",
            "render_pace", "render_plan", "render_progress", "render_status", "render_summary",
            "render_view"]
@@ -52,11 +52,6 @@ def format_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
-
-
-def describe_target(target: Target) -> str:
-    where = "the simulator" if target.simulated else target.provider
-    return f"{target.model} on {where} ({target.host})"
 
 
 def _invocation(how: Invocation | str | Path) -> Invocation:
@@ -159,7 +154,7 @@ def _starting(n: Starting, how: Invocation | None) -> str:
             jobs += f", at most {n.concurrency} in flight"
     where = f"{n.location} (ledger in {n.folder})" if n.location else f"{n.folder}"
     lines = [f"batchgen {n.mode}: batch {n.batch}, {jobs}, in {where}, "
-             f"{describe_target(n.target)}"]
+             f"{n.target.describe()}"]
     work = f"  {n.done:,} done, {n.to_submit:,} to submit"
     if n.max_jobs is not None:
         work += f" (--max-jobs {n.max_jobs})"
@@ -169,7 +164,7 @@ def _starting(n: Starting, how: Invocation | None) -> str:
                                            if n.mode == RunMode.RUN else "")
     lines.append(work)
     if n.adopted is not None:
-        lines.append(f"  adopting the folder: it was made against {describe_target(n.adopted)}; "
+        lines.append(f"  adopting the folder: it was made against {n.adopted.describe()}; "
                      f"its images keep that provenance in their sidecars")
     if n.vanished:
         lines.append(f"  {n.vanished:,} job(s) in the ledger are no longer in the manifest; "
@@ -301,7 +296,7 @@ def render_status(report: StatusReport) -> str:
         head += f" (manifest {self.manifest})"
     out = [head]
     if self.target is not None:
-        out.append(f"  made with {describe_target(self.target)}")
+        out.append(f"  made with {self.target.describe()}")
     numbers = (f"{self.done:,}/{self.planned:,} done, {self.failed:,} failed, "
                f"{self.at_provider:,} at the provider, {self.pending:,} pending")
     if c.get("submitting"):
@@ -469,8 +464,8 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
         if folder.renamed > len(folder.renamed_sample):
             lines.append(f"            ... {folder.renamed:,} done job(s) in all keep an earlier name")
         if recorded is not None and current is not None and recorded != current:
-            lines.append(f"target      the folder was made with {describe_target(recorded)}, this "
-                         f"run would use {describe_target(current)}: run refuses it without --adopt")
+            lines.append(f"target      the folder was made with {recorded.describe()}, this "
+                         f"run would use {current.describe()}: run refuses it without --adopt")
     what = f"{work:,} {'new ' if folder is not None else ''}jobs"
     lines.append(f"estimate    {_approx(self.seconds_for(work))} wall time: {what} x "
                  f"{self.task_seconds:g} s / {m.concurrency} in flight"

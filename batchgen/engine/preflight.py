@@ -28,13 +28,7 @@ from batchgen.storage.folder import check_batch_folder, image_path
 from batchgen.storage.identity import Target
 from batchgen.storage.ledger import Ledger, has_ledger
 
-__all__ = ["BatchPlan", "Preflight", "describe_target", "plan_batch", "preflight", "target_of"]
-
-
-def describe_target(target: Target) -> str:
-    """A target as people read it: ``model on provider (host)``."""
-    where = "the simulator" if target.simulated else target.provider
-    return f"{target.model} on {where} ({target.host})"
+__all__ = ["BatchPlan", "Preflight", "plan_batch", "preflight", "target_of"]
 
 
 def target_of(manifest: Manifest, base_url: str | None, simulated: bool) -> Target:

@@ -15,6 +15,7 @@ periodic fsync and the two-stage stop (``Batch.stop``, which Ctrl-C and SIGTERM 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
 from collections import Counter
@@ -36,17 +37,17 @@ from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Re
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
-from batchgen.engine.preflight import Preflight, describe_target, preflight
+from batchgen.engine.preflight import Preflight, preflight
 from batchgen.engine.stream import JobStream
 from batchgen.engine.summary import Pacing, RunMode, RunOutcome, RunSummary
-from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
+from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError, UsageError
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.manifest.shards import Shard
 from batchgen.provider.client import ClientOptions, ProviderClient, submits_for
 from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
-from batchgen.storage.batch import JobCounts, count_jobs
+from batchgen.storage.batch import JobCounts, count_jobs, place_of
 from batchgen.storage.folder import BatchFolder, check_batch_folder
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import JobRecord, Ledger, has_ledger
@@ -113,7 +114,9 @@ class Batch:
     def __init__(self, manifest: Manifest | str | Path, options: RunOptions | None = None) -> None:
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.options = options or RunOptions()
-        self.folder = Path(self.options.output or self.manifest.output)
+        #: where the batch lives, as every command finds it (``storage/batch.py``)
+        self.place = place_of(self.manifest, output=self.options.output)
+        self.folder = self.place.folder
         self._running: _Running | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -209,6 +212,7 @@ class Batch:
 
     async def _open(self, run: _Run) -> None:
         m, o = self.manifest, self.options
+        self._refuse_a_second_batch()
         check_batch_folder(self.folder)  # somebody else's files are never written into
         run.reporter.notice(Checking(str(m.path), m.size))
         if o.mirror is not None:  # the store's copies, from the last run anywhere, in .store/
@@ -343,6 +347,24 @@ class Batch:
             if not copied and summary is not None and mirror.last_error is not None:
                 summary.copy_failed = str(mirror.last_error)
 
+    def _refuse_a_second_batch(self) -> None:
+        """A run that would start a new batch folder while this manifest's batch is in another
+        (the default output before it followed the manifest) is refused: it would pay for every
+        job again. An ``--output`` given on purpose is left alone."""
+        if self.options.output is not None:
+            return
+        other = self.place.elsewhere()
+        if other is None:
+            return
+        manifest = os.path.abspath(self.manifest.path)
+        raise UsageError(
+            f"this manifest's batch is in {other}, but its output is now {self.folder} (a "
+            f"manifest's default output follows the manifest, not the working directory): this "
+            f"run would start a second batch there and pay for every job again. Nothing was "
+            f"sent. Go on with the batch where it is: batchgen run {shlex.quote(manifest)} "
+            f"--output {shlex.quote(str(other))}; or move it: mv {shlex.quote(str(other))} "
+            f"{shlex.quote(str(self.folder))}")
+
     def _check_target(self, ledger: Ledger, current: Target) -> Target | None:
         """Refuse a folder made against another target, unless told to adopt it; returns the
         folder's old target when adopted."""
@@ -357,8 +379,8 @@ class Batch:
         done = ledger.counts()[JobState.DONE]
         fields = ", ".join(recorded.differences(current))
         raise FolderMismatch(
-            f"{self.folder} holds a batch made against {describe_target(recorded)}; this run targets "
-            f"{describe_target(current)} ({fields} differ). Its {done} done image(s) would pass for "
+            f"{self.folder} holds a batch made against {recorded.describe()}; this run targets "
+            f"{current.describe()} ({fields} differ). Its {done} done image(s) would pass for "
             f"this target's. Use another output folder, or adopt the folder if you mean it "
             f"(its images keep their own provenance in their sidecars).",
             folder=self.folder, recorded=recorded, current=current, done=done)

@@ -22,17 +22,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import orjson
+
 from batchgen.errors import UsageError
 from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord, Target
-from batchgen.storage.ledger import LEDGER_FILE, Ledger, has_ledger
+from batchgen.storage.ledger import LEDGER_FILE, Ledger, has_ledger, ledger_files
 from batchgen.storage.objectstore import is_store_url
 
 if TYPE_CHECKING:
     from batchgen.manifest import Manifest
     from batchgen.storage.remote import StoreBatch
 
-__all__ = ["BatchPlace", "JobCounts", "OpenBatch", "count_jobs", "open_batch", "place_of"]
+__all__ = ["BatchPlace", "JobCounts", "OpenBatch", "batch_in", "count_jobs", "open_batch",
+           "place_of"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,23 @@ class BatchPlace:
     def in_store(self) -> bool:
         return self.url is not None
 
+    def elsewhere(self) -> Path | None:
+        """Another folder that already holds this manifest's batch, when this place holds none
+        yet: a run here would start a second batch and pay for every job again. Looked for
+        cheaply (the first line of a ledger) in the manifest's own folder when ``--output``
+        named another, and in ``output/<name>`` under the working directory (where the default
+        output was before it followed the manifest)."""
+        m = self.manifest
+        if m is None or self.in_store or has_ledger(self.folder):
+            return None
+        candidates = [m.output] if self.given_output else []
+        candidates.append(Path.cwd() / "output" / m.name)
+        for folder in candidates:
+            folder = Path(os.path.abspath(folder))
+            if folder != self.folder and batch_in(folder) == m.name:
+                return folder
+        return None
+
 
 def place_of(target: str | os.PathLike[str] | Manifest, *, output: str | os.PathLike[str] | None = None,
              state: str | os.PathLike[str] | None = None) -> BatchPlace:
@@ -162,6 +182,19 @@ def place_of(target: str | os.PathLike[str] | Manifest, *, output: str | os.Path
     if output is not None:
         return BatchPlace(folder=Path(os.path.abspath(output)), manifest=manifest, given_output=True)
     return BatchPlace(folder=manifest.output, manifest=manifest)
+
+
+def batch_in(folder: Path) -> str | None:
+    """The batch name a folder's ledger was made for (its first line), or None: no ledger."""
+    for path in ledger_files(folder):
+        try:
+            with open(path, "rb") as f:
+                head = orjson.loads(f.readline() or b"null")
+        except (OSError, ValueError):
+            continue
+        if isinstance(head, dict) and isinstance(head.get("batch"), str):
+            return head["batch"]
+    return None
 
 
 def _only_with_manifest(target: str, output: Any, state: Any) -> None:
