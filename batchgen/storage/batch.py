@@ -254,10 +254,19 @@ class OpenBatch:
             return self.store.size(file) is not None
         return os.path.isfile(os.path.join(self.folder, file))
 
+    def _files_here(self) -> bool:
+        """The images can be looked for: in the folder, or in the store that was opened (a
+        store output's state folder holds only the ledger; its images are in the store)."""
+        if self.store is not None:
+            return True
+        run = self.last_run
+        return not (run is not None and run.output is not None and is_store_url(run.output))
+
     def counts(self, *, check_files: bool = True) -> JobCounts:
         """The batch's jobs by state; with a manifest, joined job by job with the ledger (its
         never-started jobs pending); ``check_files`` looks for every done job's image."""
-        if self._counts is None or (check_files and not self._counts.files_checked):
+        if self._counts is None or (check_files and not self._counts.files_checked
+                                    and self._files_here()):
             self._counts = self._count(check_files)
         return self._counts
 
@@ -266,7 +275,7 @@ class OpenBatch:
         if ledger is None:
             planned = sum(1 for _ in manifest.jobs()) if manifest is not None else 0
             return JobCounts(planned=planned, pending=planned, files_checked=check_files)
-        exists = self.image_exists if check_files else None
+        exists = self.image_exists if check_files and self._files_here() else None
         if manifest is None:
             return count_jobs(ledger, exists=exists)
         from batchgen.storage.results import join
