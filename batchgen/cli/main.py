@@ -257,6 +257,13 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _pasteable(path: str | Path) -> str:
+    """A path for a printed command: absolute, so it works pasted in any directory (a store
+    URL as it is)."""
+    text = str(path)
+    return text if "://" in text else os.path.abspath(text)
+
+
 def _where(text: str) -> tuple[str, str]:
     axis, sep, value = text.partition("=")
     if not sep or not axis.strip():
@@ -282,7 +289,14 @@ def _cmd_grid(args: argparse.Namespace) -> int:
                           cell_size=args.cell_size, max_size=args.max_size, font=args.font,
                           font_size=args.font_size)
     result = make_grid(args.target, args.to, options)
-    print(render_grid(result, ["batchgen", "grid", *args.argv]))
+    command = ["batchgen", "grid", _pasteable(args.target), "--to", _pasteable(args.to)]
+    for flag in ("x", "y", "cell_size", "max_size", "font", "font_size"):
+        value = getattr(args, flag)
+        if value is not None:
+            command += ["--" + flag.replace("_", "-"), _pasteable(value) if flag == "font" else str(value)]
+    command += [w for axis in args.page or () for w in ("--page", axis)]
+    command += [w for axis, value in args.where or () for w in ("--where", f"{axis}={value}")]
+    print(render_grid(result, command))
     return 0
 
 
@@ -322,7 +336,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                             shard_size=args.shard_size)
     with ExportProgressView(ProgressMode.QUIET if args.quiet else ProgressMode.AUTO) as view:
         report = export_batch(args.target, options, progress=view.update)
-    print(render_export(report, args.target))
+    print(render_export(report, _pasteable(args.target)))
     return 0
 
 

@@ -656,11 +656,11 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
     if r.not_done:
         left = ", ".join(f"{n:,} {state}" for state, n in sorted(r.not_done.items()))
-        lines.append(f"  not exported, not done: {left}. `batchgen status {target}` says why; "
+        lines.append(f"  not exported, not done: {left}. `{shlex.join(['batchgen', 'status', str(target)])}` says why; "
                      f"export again when they are done to add them.")
     if r.not_in_manifest:
         lines.append(f"  {r.not_in_manifest:,} done job(s) no longer in the manifest were left out "
-                     f"(export the batch folder {r.folder} to include them)")
+                     f"(they are no longer part of the batch)")
     if store:
         rerun = ("running the batch's manifest again "
                  f"(`{shlex.join(['batchgen', 'run', 'MANIFEST', '--output', str(r.folder)])}`)")
