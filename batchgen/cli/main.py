@@ -441,7 +441,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="after the first Ctrl-C or SIGTERM, leave at once SECONDS later even if "
                             "tasks are still in flight (set it below a Kubernetes or Slurm grace period)")
         p.add_argument("--output", metavar="DIR|URL",
-                       help="the batch folder (default: output/<name>/), or an object store URL "
+                       help="the batch folder (default: the manifest's output, or output/<name>/ "
+                            "beside the manifest), or an object store URL "
                             "such as s3://bucket/prefix (pip install 'batchgen[s3]')")
         p.add_argument("--state", metavar="DIR",
                        help="with --output s3://...: the local folder of the ledger (default: one "

@@ -316,6 +316,11 @@ def open_batch(target: str | os.PathLike[str] | Manifest, *, output: str | os.Pa
             return OpenBatch(place, None)
         return OpenBatch(place, store.ledger, store)
     if not has_ledger(place.folder):
+        other = place.elsewhere()
+        if other is not None:  # not an empty batch: one run before the output followed the manifest
+            raise UsageError(f"no batch in {place.folder}, but this manifest's batch is in "
+                             f"{other}: give that folder instead of the manifest, or move it "
+                             f"to {place.folder}")
         if place.manifest is not None and not need_ledger:
             return OpenBatch(place, None)
         if place.manifest is not None:

@@ -60,6 +60,9 @@ def test_a_run_that_would_start_a_second_batch_is_refused_before_paying(tmp_path
     err = capsys.readouterr().err
     assert f"this manifest's batch is in {old}" in err and "Nothing was sent" in err
     assert not (manifest.parent / "output").exists()
+    for command in ("status", "grid"):  # no command reads the empty place as the batch
+        assert main([command, str(manifest), *(["--to", "g.png"] if command == "grid" else [])]) == 2
+        assert f"this manifest's batch is in {old}" in capsys.readouterr().err
     hint = err.split("Go on with the batch where it is: ")[1].split(";")[0]
     monkeypatch.chdir(manifest.parent)  # the hint works from anywhere
     assert main(hint.split()[1:] + FAST) == 0
