@@ -257,6 +257,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+#: ``grid --max-size`` unless given: no sheet wider or taller
+_MAX_SHEET = 8192
+
+
 def _pasteable(path: str | Path) -> str:
     """A path for a printed command: absolute, so it works pasted in any directory (a store
     URL as it is)."""
@@ -292,7 +296,7 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     command = ["batchgen", "grid", _pasteable(args.target), "--to", _pasteable(args.to)]
     for flag in ("x", "y", "cell_size", "max_size", "font", "font_size"):
         value = getattr(args, flag)
-        if value is not None:
+        if value is not None and not (flag == "max_size" and value == _MAX_SHEET):
             command += ["--" + flag.replace("_", "-"), _pasteable(value) if flag == "font" else str(value)]
     command += [w for axis in args.page or () for w in ("--page", axis)]
     command += [w for axis, value in args.where or () for w in ("--where", f"{axis}={value}")]
@@ -476,7 +480,7 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="keep only this value of an axis (repeat to keep several)")
     p.add_argument("--cell-size", type=_positive_int, metavar="PX",
                    help="long side of a cell (default: the images' own size)")
-    p.add_argument("--max-size", type=_positive_int, default=8192, metavar="PX",
+    p.add_argument("--max-size", type=_positive_int, default=_MAX_SHEET, metavar="PX",
                    help="no sheet wider or taller than this (default 8192)")
     p.add_argument("--font", metavar="FILE", help="a TrueType/OpenType font for the labels "
                    "(default: Pillow's built-in font, ASCII only)")
