@@ -1,14 +1,15 @@
 """The command line a person typed, so every hint the CLI prints is a command that works.
 
 A hint that drops ``--output`` reads another folder, one that drops ``--simulate`` starts a
-paid run: ``Invocation.command`` keeps the manifest path as typed and the options that decide
-which batch and which API, quoted for a POSIX shell. ``from_run`` rebuilds one from what the
+paid run: ``Invocation.command`` keeps the manifest and the options that decide which batch and
+which API, with absolute paths (it works pasted in any directory), quoted for a POSIX shell. ``from_run`` rebuilds one from what the
 ledger recorded of a run, for hints printed from a folder alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from dataclasses import dataclass
 
@@ -38,12 +39,18 @@ class Invocation:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> Invocation:
+        """The command as typed, its paths made absolute: a hint pasted in another directory
+        names the same manifest and the same batch."""
         output = getattr(args, "output", None)
-        return cls(manifest=str(args.manifest), output=str(output) if output is not None else None,
+        if output is not None and "://" not in str(output):
+            output = os.path.abspath(output)
+        state = getattr(args, "state", None)
+        return cls(manifest=os.path.abspath(args.manifest),
+                   output=str(output) if output is not None else None,
                    base_url=getattr(args, "base_url", None),
                    simulate=bool(getattr(args, "simulate", False)),
                    shard=getattr(args, "shard", None) if name_runs(args) else None,
-                   state=getattr(args, "state", None) if name_runs(args) else None)
+                   state=os.path.abspath(state) if state is not None and name_runs(args) else None)
 
     @classmethod
     def from_run(cls, run: RunRecord) -> Invocation | None:

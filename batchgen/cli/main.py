@@ -59,125 +59,23 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
     Example: batchgen plan manifests/lora-sweep.yaml --json
     """
-    from batchgen.manifest import load_manifest
-    from batchgen.storage.objectstore import is_store_url
+    from batchgen.cli.render import render_plan, render_shards
+    from batchgen.engine.preflight import plan_batch
 
-    manifest = load_manifest(args.manifest)
-    shards = _PlanShards(args.shard) if args.shard else None
-
-    if args.output is not None and is_store_url(args.output):
-        import tempfile
-
-        from batchgen.storage.mirror import LedgerMirror
-
-        with tempfile.TemporaryDirectory(prefix="batchgen-plan-") as copies:
-            LedgerMirror(args.output).fetch(Path(copies))  # the store's ledger copies
-            return _plan(args, manifest, shards, Path(copies), shown=args.output.rstrip("/"))
-    folder = Path(args.output) if args.output is not None else manifest.output
-    return _plan(args, manifest, shards, folder, shown=None)
-
-
-def _plan(args: argparse.Namespace, manifest, shards, folder: Path, shown: str | None) -> int:
-    from batchgen.cli.render import render_plan
-    from batchgen.manifest import plan_manifest
-    from batchgen.storage.ledger import Ledger, has_ledger
-
-    from batchgen.errors import NotABatchFolder
-    from batchgen.storage.folder import check_batch_folder
-
-    diff = recorded = current = None
-    refused = None
-    try:
-        check_batch_folder(folder)
-    except NotABatchFolder as exc:
-        refused = str(exc)
-    if has_ledger(folder):
-        from batchgen.storage.diff import FolderDiff
-
-        ledger = Ledger.read(folder)
-        diff = FolderDiff(ledger)
-        recorded = ledger.target
-        current = _target_of(manifest, args)
-    observe = diff.add if diff is not None else None
-    if shards is not None:
-        observe = shards.observer(observe)
-    plan = plan_manifest(manifest, task_seconds=args.task_seconds, observe=observe)
-    if diff is not None:
-        diff.finish()
-        diff.raise_for_clashes()
-    if args.json:
-        data = plan.to_json()
-        data["output"] = shown or str(folder)
-        data["ledger"] = diff is not None
-        work = diff.new if diff is not None else plan.jobs
-        data.update(diff.to_json() if diff is not None else
-                    {"done": 0, "new": plan.jobs, "failed": 0, "at_provider": 0, "vanished": 0,
-                     "renamed": 0, "clashes": 0})
-        data["new_estimate_seconds"] = round(plan.seconds_for(work), 1)
-        data["new_cost"] = plan.cost_for(work)
-        data["folder_target"] = recorded.to_json() if recorded is not None else None
-        data["target_matches"] = None if recorded is None else recorded == current
-        data["folder_refused"] = refused
-        if shards is not None:
-            data["shards"] = {"count": shards.count, "jobs": list(shards.tally.jobs),
-                              "this": shards.index, "source": shards.source,
-                              "imbalance": round(shards.tally.imbalance, 4)}
-        print(json.dumps(data, indent=2, ensure_ascii=False))
-    else:
-        print(render_plan(plan, diff, recorded=recorded, current=current, refused=refused,
-                          output=shown))
-        if shards is not None:
-            from batchgen.cli.render import render_shards
-
-            print(render_shards(shards.tally, shards.index, shards.source))
-    return 0
-
-
-class _PlanShards:
-    """``plan --shard``: each shard's job count, counted in the plan's own pass. ``auto/N``
-    outside a job array still shows the N shards (which one is this process's is unknown)."""
-
-    def __init__(self, text: str) -> None:
-        from batchgen.errors import UsageError
-        from batchgen.manifest.shards import parse_shard
-
-        self.index: int | None = None
-        self.source: str | None = None
-        try:
-            shard = parse_shard(text)
-        except UsageError:
-            head, slash, tail = text.strip().partition("/")
-            if head.strip().lower() != "auto" or not slash or not tail.strip().isdigit():
-                raise
-            self.count = int(tail)
-            if self.count < 1:
-                raise
-        else:
-            self.count, self.index, self.source = shard.count, shard.index, shard.source.value
-        self.counter = None
-
-    def observer(self, then):
-        from batchgen.manifest.shards import ShardCounter
-
-        self.counter = ShardCounter(self.count, then)
-        return self.counter.observe
-
-    @property
-    def tally(self):
-        return self.counter.tally
-
-
-def _target_of(manifest, args: argparse.Namespace):
-    """The target a run with these options would record (plan compares it with the folder's)."""
-    from batchgen.provider.targets import resolve_target
-    from batchgen.storage.identity import Target
-
+    base_url = args.base_url
     if args.simulate:
         from batchgen.simulator.app import DEFAULT_API_BASE_URL as base_url
-    else:
-        base_url = args.base_url or manifest.base_url
-    target = resolve_target(manifest.provider, base_url, manifest.api_key_env)
-    return Target(target.provider, target.host, manifest.model, bool(args.simulate))
+    planned = plan_batch(args.manifest, output=args.output, shard=args.shard, base_url=base_url,
+                         simulated=args.simulate, task_seconds=args.task_seconds)
+    if args.json:
+        print(json.dumps(planned.to_json(), indent=2, ensure_ascii=False))
+        return 0
+    print(render_plan(planned.plan, planned.diff, recorded=planned.recorded,
+                      current=planned.current, refused=planned.refused,
+                      output=planned.place.location))
+    if planned.check.tally is not None:
+        print(render_shards(planned.check.tally, planned.shard_index, planned.shard_source))
+    return 0
 
 
 def _cmd_schema(args: argparse.Namespace) -> int:
@@ -237,24 +135,21 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output(args: argparse.Namespace, parts: dict) -> Path | None:
-    """``--output``: a folder, or an object store URL whose ledger lives in a state folder
-    (``--state``, or one per URL under $XDG_STATE_HOME/batchgen) and is copied to the store."""
-    from batchgen.errors import UsageError
-    from batchgen.storage.objectstore import is_store_url
+def _place(args: argparse.Namespace, parts: dict):
+    """Where the batch lives (``storage/batch.py``): ``--output`` a folder, or an object store
+    URL whose ledger lives in a state folder (``--state``, or one per URL under
+    $XDG_STATE_HOME/batchgen) and is copied to the store."""
+    from batchgen.storage.batch import place_of
 
-    if args.output is None or not is_store_url(args.output):
-        if args.state is not None:
-            raise UsageError("--state is for an object store output (--output s3://bucket/prefix); "
-                             "a local batch folder keeps its ledger inside it")
-        return Path(args.output) if args.output is not None else None
-    from batchgen.storage.mirror import LedgerMirror, state_folder
-    from batchgen.storage.objectstore import ObjectStoreWriter
+    place = place_of(args.manifest, output=args.output, state=args.state)
+    if place.in_store:
+        from batchgen.storage.mirror import LedgerMirror
+        from batchgen.storage.objectstore import ObjectStoreWriter
 
-    url = args.output.rstrip("/")
-    writer = ObjectStoreWriter(url)  # one filesystem (one connection pool) for both
-    parts.update(writer=writer, mirror=LedgerMirror(url, filesystem=writer.fs), location=url)
-    return Path(args.state) if args.state is not None else state_folder(url)
+        writer = ObjectStoreWriter(place.url)  # one filesystem (one connection pool) for both
+        parts.update(writer=writer, mirror=LedgerMirror(place.url, filesystem=writer.fs),
+                     location=place.url)
+    return place
 
 
 def _run_options(args: argparse.Namespace):
@@ -276,8 +171,9 @@ def _run_options(args: argparse.Namespace):
     from batchgen.manifest.shards import parse_shard
 
     shard = parse_shard(args.shard) if args.shard else None
-    output = _output(args, parts)
-    return RunOptions(output=output, concurrency=args.concurrency, shard=shard,
+    place = _place(args, parts)
+    output = place.folder if place.given_output else None
+    return place.manifest, RunOptions(output=output, concurrency=args.concurrency, shard=shard,
                       rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
                       max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
@@ -296,7 +192,7 @@ def _execute(args: argparse.Namespace, mode: str) -> int:
     from batchgen.cli.render import render_summary
     from batchgen.engine.runner import Batch
 
-    batch = Batch(args.manifest, _run_options(args))
+    batch = Batch(*_run_options(args))
     summary = anyio.run({"run": batch.run, "collect": batch.collect, "retry": batch.retry}[mode])
     print(render_summary(summary, Invocation.from_args(args)))
     return exit_code(summary)
@@ -351,25 +247,25 @@ def _cmd_status(args: argparse.Namespace) -> int:
     Example: batchgen status output/castle-sweep --json
     """
     from batchgen.cli.render import render_status
-    from batchgen.storage.objectstore import is_store_url
-    from batchgen.storage.status import batch_status, store_status
+    from batchgen.storage.batch import open_batch
 
-    if is_store_url(args.target):
-        if args.output is not None:
-            import shlex
-
-            from batchgen.errors import UsageError
-
-            raise UsageError(f"--output goes with a manifest; {args.target} names the batch "
-                             f"itself: {shlex.join(['batchgen', 'status', args.target])}")
-        report = store_status(args.target)
-    else:
-        report = batch_status(args.target, args.output)
+    report = open_batch(args.target, output=args.output).status()
     if args.json:
         print(json.dumps(report.to_json(), indent=2, ensure_ascii=False))
     else:
         print(render_status(report))
     return 0
+
+
+#: ``grid --max-size`` unless given: no sheet wider or taller
+_MAX_SHEET = 8192
+
+
+def _pasteable(path: str | Path) -> str:
+    """A path for a printed command: absolute, so it works pasted in any directory (a store
+    URL as it is)."""
+    text = str(path)
+    return text if "://" in text else os.path.abspath(text)
 
 
 def _where(text: str) -> tuple[str, str]:
@@ -402,7 +298,14 @@ def _cmd_grid(args: argparse.Namespace) -> int:
     with ExportProgressView(mode, sys.stderr, interval=5.0, render=render_grid_progress) as view:
         result = make_grid(args.target, args.to, options,
                            progress=lambda done, total: view.update("drawing", done, total))
-    print(render_grid(result, ["batchgen", "grid", *args.argv]))
+    command = ["batchgen", "grid", _pasteable(args.target), "--to", _pasteable(args.to)]
+    for flag in ("x", "y", "z", "cell_size", "max_size", "font", "font_size"):
+        value = getattr(args, flag)
+        if value is not None and not (flag == "max_size" and value == _MAX_SHEET):
+            command += ["--" + flag.replace("_", "-"), _pasteable(value) if flag == "font" else str(value)]
+    command += [w for axis in args.page or () for w in ("--page", axis)]
+    command += [w for axis, value in args.where or () for w in ("--where", f"{axis}={value}")]
+    print(render_grid(result, command))
     return 0
 
 
@@ -442,7 +345,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                             shard_size=args.shard_size)
     with ExportProgressView(ProgressMode.QUIET if args.quiet else ProgressMode.AUTO) as view:
         report = export_batch(args.target, options, progress=view.update)
-    print(render_export(report, args.target))
+    print(render_export(report, _pasteable(args.target)))
     return 0
 
 
@@ -547,7 +450,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="after the first Ctrl-C or SIGTERM, leave at once SECONDS later even if "
                             "tasks are still in flight (set it below a Kubernetes or Slurm grace period)")
         p.add_argument("--output", metavar="DIR|URL",
-                       help="the batch folder (default: output/<name>/), or an object store URL "
+                       help="the batch folder (default: the manifest's output, or output/<name>/ "
+                            "beside the manifest), or an object store URL "
                             "such as s3://bucket/prefix (pip install 'batchgen[s3]')")
         p.add_argument("--state", metavar="DIR",
                        help="with --output s3://...: the local folder of the ledger (default: one "
@@ -564,13 +468,13 @@ def _build_parser() -> argparse.ArgumentParser:
                            help="also retry requests the provider rejected as invalid")
 
     p = command("status", _cmd_status, "show a batch's progress and failures")
-    p.add_argument("target", help="the manifest, or the batch folder")
-    p.add_argument("--output", type=Path, metavar="DIR",
-                   help="with a manifest: its batch folder, if not the manifest's")
+    p.add_argument("target", help="the manifest, the batch folder, or its store URL")
+    p.add_argument("--output", metavar="DIR|URL",
+                   help="with a manifest: its batch folder or store URL, if not the manifest's")
     p.add_argument("--json", action="store_true", help="print a machine-readable report")
 
     p = command("grid", _cmd_grid, "draw labelled contact sheets of a sweep")
-    p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
+    p.add_argument("target", metavar="BATCH", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--to", type=Path, required=True, metavar="PATH",
                    help="the sheet to write (.png, .webp or .jpg); pages and parts add suffixes")
     p.add_argument("--x", metavar="AXIS", help="the axis across (default: loras, or the last varying)")
@@ -584,7 +488,7 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar or progress lines")
     p.add_argument("--cell-size", type=_positive_int, metavar="PX",
                    help="long side of a cell (default: the images' own size)")
-    p.add_argument("--max-size", type=_positive_int, default=8192, metavar="PX",
+    p.add_argument("--max-size", type=_positive_int, default=_MAX_SHEET, metavar="PX",
                    help="no sheet wider or taller than this (default 8192)")
     p.add_argument("--font", metavar="FILE", help="a TrueType/OpenType font for the labels "
                    "(default: Pillow's built-in font, ASCII only)")
@@ -592,11 +496,11 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="label size (default: from the cell size, 14 to 36)")
 
     p = command("view", _cmd_view, "write a static offline viewer of a sweep")
-    p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
+    p.add_argument("target", metavar="BATCH", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--to", type=Path, metavar="DIR", help="the viewer's folder (default: BATCH/view/)")
 
     p = command("export", _cmd_export, "export done jobs as an ImageFolder, Parquet or WebDataset dataset")
-    p.add_argument("target", help="the manifest, or the batch folder")
+    p.add_argument("target", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--format", required=True, choices=["imagefolder", "parquet", "webdataset"],
                    help="the dataset layout")
     p.add_argument("--to", required=True, type=Path, metavar="DIR", help="the dataset folder")

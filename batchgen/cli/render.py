@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw 
     from batchgen.view.grid import GridResult
     from batchgen.view.viewer import ViewResult
 
-__all__ = ["CHECKING_SHOWN_FROM", "describe_target", "format_duration", "render_error",
+__all__ = ["CHECKING_SHOWN_FROM", "format_duration", "render_error",
            "render_export", "render_export_progress", "render_grid", "render_notice",
            "render_pace", "render_plan", "render_progress", "render_status", "render_summary",
            "render_view"]
@@ -53,11 +53,6 @@ def format_duration(seconds: float | None) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
-
-
-def describe_target(target: Target) -> str:
-    where = "the simulator" if target.simulated else target.provider
-    return f"{target.model} on {where} ({target.host})"
 
 
 def _invocation(how: Invocation | str | Path) -> Invocation:
@@ -160,7 +155,7 @@ def _starting(n: Starting, how: Invocation | None) -> str:
             jobs += f", at most {n.concurrency} in flight"
     where = f"{n.location} (ledger in {n.folder})" if n.location else f"{n.folder}"
     lines = [f"batchgen {n.mode}: batch {n.batch}, {jobs}, in {where}, "
-             f"{describe_target(n.target)}"]
+             f"{n.target.describe()}"]
     work = f"  {n.done:,} done, {n.to_submit:,} to submit"
     if n.max_jobs is not None:
         work += f" (--max-jobs {n.max_jobs})"
@@ -170,7 +165,7 @@ def _starting(n: Starting, how: Invocation | None) -> str:
                                            if n.mode == RunMode.RUN else "")
     lines.append(work)
     if n.adopted is not None:
-        lines.append(f"  adopting the folder: it was made against {describe_target(n.adopted)}; "
+        lines.append(f"  adopting the folder: it was made against {n.adopted.describe()}; "
                      f"its images keep that provenance in their sidecars")
     if n.vanished:
         lines.append(f"  {n.vanished:,} job(s) in the ledger are no longer in the manifest; "
@@ -302,7 +297,7 @@ def render_status(report: StatusReport) -> str:
         head += f" (manifest {self.manifest})"
     out = [head]
     if self.target is not None:
-        out.append(f"  made with {describe_target(self.target)}")
+        out.append(f"  made with {self.target.describe()}")
     numbers = (f"{self.done:,}/{self.planned:,} done, {self.failed:,} failed, "
                f"{self.at_provider:,} at the provider, {self.pending:,} pending")
     if c.get("submitting"):
@@ -318,6 +313,9 @@ def render_status(report: StatusReport) -> str:
         out.append(f"  complete: {numbers}")
     else:
         out.append(f"  not complete: {numbers}")
+    if self.missing:
+        out.append(f"  {self.missing:,} done job(s) have no image file in the batch (deleted or "
+                   f"moved); a run fetches them again from their task")
     if self.shards_running:
         names = sorted(self.shards_running, key=lambda s: tuple(int(x) for x in s.split("/")))
         shown = ", ".join(names[:8]) + (f" and {len(names) - 8} more" if len(names) > 8 else "")
@@ -388,7 +386,7 @@ def _status_hint(r: StatusReport) -> str | None:
         how = how.with_output(r.store)  # the run that finishes it writes to the same prefix
     if any(f["retryable"] for f in r.failures):
         return f"{_cmd(how, 'retry')} runs the retryable failures again"
-    if r.pending or r.at_provider:
+    if r.pending or r.at_provider or r.missing:
         return f"{_cmd(how, 'run')} finishes the batch"
     return None
 
@@ -470,8 +468,8 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
         if folder.renamed > len(folder.renamed_sample):
             lines.append(f"            ... {folder.renamed:,} done job(s) in all keep an earlier name")
         if recorded is not None and current is not None and recorded != current:
-            lines.append(f"target      the folder was made with {describe_target(recorded)}, this "
-                         f"run would use {describe_target(current)}: run refuses it without --adopt")
+            lines.append(f"target      the folder was made with {recorded.describe()}, this "
+                         f"run would use {current.describe()}: run refuses it without --adopt")
     what = f"{work:,} {'new ' if folder is not None else ''}jobs"
     lines.append(f"estimate    {_approx(self.seconds_for(work))} wall time: {what} x "
                  f"{self.task_seconds:g} s / {m.concurrency} in flight"
@@ -688,11 +686,11 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
     if r.not_done:
         left = ", ".join(f"{n:,} {state}" for state, n in sorted(r.not_done.items()))
-        lines.append(f"  not exported, not done: {left}. `batchgen status {target}` says why; "
+        lines.append(f"  not exported, not done: {left}. `{shlex.join(['batchgen', 'status', str(target)])}` says why; "
                      f"export again when they are done to add them.")
     if r.not_in_manifest:
         lines.append(f"  {r.not_in_manifest:,} done job(s) no longer in the manifest were left out "
-                     f"(export the batch folder {r.folder} to include them)")
+                     f"(they are no longer part of the batch)")
     if store:
         rerun = ("running the batch's manifest again "
                  f"(`{shlex.join(['batchgen', 'run', 'MANIFEST', '--output', str(r.folder)])}`)")

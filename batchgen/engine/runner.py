@@ -15,8 +15,10 @@ periodic fsync and the two-stage stop (``Batch.stop``, which Ctrl-C and SIGTERM 
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import threading
+from collections import Counter
 from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,17 +37,17 @@ from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Re
 from batchgen.engine.polling import PollPlanner
 from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
-from batchgen.engine.stream import JobStream, manifest_counts
+from batchgen.engine.preflight import Preflight, preflight
+from batchgen.engine.stream import JobStream
 from batchgen.engine.summary import RunMode, RunOutcome, RunSummary
-from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
+from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError, UsageError
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
-from batchgen.manifest.plan import plan_steps
-from batchgen.manifest.shards import Shard, ShardCounter
+from batchgen.manifest.shards import Shard
 from batchgen.provider.client import ClientOptions, ProviderClient, submits_for
 from batchgen.provider.limits import Limits
 from batchgen.provider.targets import ApiKey, ApiTarget, resolve_target
-from batchgen.storage.diff import FolderDiff
+from batchgen.storage.batch import JobCounts, count_jobs, place_of
 from batchgen.storage.folder import BatchFolder, check_batch_folder
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import JobRecord, Ledger, has_ledger
@@ -112,7 +114,9 @@ class Batch:
     def __init__(self, manifest: Manifest | str | Path, options: RunOptions | None = None) -> None:
         self.manifest = manifest if isinstance(manifest, Manifest) else load_manifest(manifest)
         self.options = options or RunOptions()
-        self.folder = Path(self.options.output or self.manifest.output)
+        #: where the batch lives, as every command finds it (``storage/batch.py``)
+        self.place = place_of(self.manifest, output=self.options.output)
+        self.folder = self.place.folder
         self._running: _Running | None = None
 
     # -- public ---------------------------------------------------------------------------
@@ -177,156 +181,189 @@ class Batch:
     # -- the work -------------------------------------------------------------------------
 
     async def _execute(self, mode: RunMode) -> RunSummary:
-        m, o = self.manifest, self.options
-        clock = o.clock or LoopClock()
-        started = clock.now()
-        target, key = self._target()  # no key: refused before anything exists on disk
-        identity = Target(target.provider, target.host, m.model, o.simulated)
-        reporter = o.reporter or Silent()
-        shard = o.shard if o.shard is not None and o.shard.count > 1 else None
-        writer = o.writer or BatchFolder(self.folder, durable=o.durable, shard=shard)
-        check_batch_folder(self.folder)  # somebody else's files are never written into
-        reporter.notice(Checking(str(m.path), m.size))
-        ledger = adopted = diff = None
+        """A run, step by step: open the folder, check everything before anything is sent,
+        record and announce the run, do the work, then say what it did."""
+        run = _Run(mode, self.options.clock or LoopClock())
+        run.started = run.clock.now()
         summary: RunSummary | None = None
+        try:
+            self._resolve(run)            # target, key, writer: no key is refused here
+            await self._open(run)         # someone else's folder refused; the ledger replayed
+            await self._check(run)        # the folder's target; one pass over the manifest
+            await self._prepare(run)      # the writer, compaction, membership, failures put back
+            if mode is RunMode.RETRY and not run.stuck and not run.requeued:
+                return self._nothing_to_retry(run)
+            self._start(run)              # the run recorded in the folder and announced
+            await self._work(run)         # the task group: submit, follow, save, redo
+            summary = self._summary(run)
+        finally:
+            await self._close(run, summary)
+        if run.scheduler.fatal is not None and not isinstance(run.scheduler.fatal, BatchStopped):
+            raise run.scheduler.fatal
+        return summary
+
+    def _resolve(self, run: _Run) -> None:
+        m, o = self.manifest, self.options
+        run.target, run.key = self._target()
+        run.identity = Target(run.target.provider, run.target.host, m.model, o.simulated)
+        run.reporter = o.reporter or Silent()
+        run.shard = o.shard if o.shard is not None and o.shard.count > 1 else None
+        run.writer = o.writer or BatchFolder(self.folder, durable=o.durable, shard=run.shard)
+
+    async def _open(self, run: _Run) -> None:
+        m, o = self.manifest, self.options
+        self._refuse_a_second_batch()
+        check_batch_folder(self.folder)  # somebody else's files are never written into
+        run.reporter.notice(Checking(str(m.path), m.size))
         if o.mirror is not None:  # the store's copies, from the last run anywhere, in .store/
             await anyio.to_thread.run_sync(o.mirror.fetch, self.folder)
         if has_ledger(self.folder):  # a big one takes seconds: Ctrl-C gets in
-            ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=clock.wall,
-                                                    shard=shard))
-        try:
-            if ledger is not None:
-                adopted = self._check_target(ledger, identity)  # before the long check
-                diff = FolderDiff(ledger, writer.image_file)
-            observe = diff.add if diff is not None else None
-            counter = ShardCounter(shard.count, observe) if shard is not None else None
-            # The whole manifest is valid, and no job writes over another's file, before
-            # anything is sent.
-            plan = await _in_steps(plan_steps(m, observe=counter.observe if counter else observe))
-            planned = counter.tally.jobs[shard.index] if shard is not None else plan.jobs
-            if ledger is None:
-                ledger = Ledger.open(self.folder, m.name, wall=clock.wall, shard=shard)
-            if diff is not None:
-                diff.finish()
-                diff.raise_for_clashes()
-            if getattr(writer, "remote", False):
-                await anyio.to_thread.run_sync(writer.prepare)
-            else:
-                writer.prepare()
+            run.ledger = await _in_steps(Ledger.opening(self.folder, m.name, wall=run.clock.wall,
+                                                        shard=run.shard))
+
+    async def _check(self, run: _Run) -> None:
+        """The folder's target, then the whole manifest valid and no job writing over another's
+        file (``engine/preflight.py``), before anything is sent."""
+        if run.ledger is not None:
+            run.adopted = self._check_target(run.ledger, run.identity)  # before the long check
+        shard = run.shard
+        run.check = await _in_steps(preflight(
+            self.manifest, run.ledger, shards=shard.count if shard is not None else None,
+            shard_index=shard.index if shard is not None else None,
+            file_of=run.writer.image_file))
+        if run.ledger is None:
+            run.ledger = Ledger.open(self.folder, self.manifest.name, wall=run.clock.wall, shard=shard)
+
+    async def _prepare(self, run: _Run) -> None:
+        writer, ledger = run.writer, run.ledger
+        if writer.remote:
+            await anyio.to_thread.run_sync(writer.prepare)
+        else:
+            writer.prepare()
+        if ledger.needs_compaction():
+            ledger.compact()
+        if run.check.diff is not None:
+            ledger.record_membership()
+        run.stuck, run.requeued = self._requeue_failed(ledger, run.mode)
+        run.counts = run.check.counts(ledger)
+
+    def _start(self, run: _Run) -> None:
+        m, o, mode, shard, counts = self.manifest, self.options, run.mode, run.shard, run.counts
+        to_submit = 0 if mode is RunMode.COLLECT else counts.pending
+        if o.max_jobs is not None:
+            to_submit = min(to_submit, o.max_jobs)
+        run.goal = counts.done + counts.at_provider + to_submit
+        run.concurrency = o.concurrency or share_of(m.concurrency, shard)
+        run.rate_limit = o.rate_limit or (m.rate_limit / shard.count if shard is not None
+                                          and m.rate_limit else m.rate_limit)
+        plan, diff = run.check.plan, run.check.diff
+        # The folder's record is of the whole batch: a shard's run plans every job.
+        run.ledger.record_run(RunRecord(
+            at=run.clock.wall(), mode=mode.value, target=run.identity, planned=plan.jobs,
+            goal=run.goal if shard is None else plan.jobs,
+            manifest=os.path.abspath(m.path), output=o.location or os.path.abspath(self.folder),
+            base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
+            adopted=run.adopted, shard=str(shard) if shard is not None else None))
+        run.reporter.notice(Starting(
+            mode=mode.value, batch=m.name, folder=self.folder, target=run.identity,
+            planned=run.check.planned, done=counts.done, to_submit=to_submit,
+            to_collect=sum(1 for _ in run.ledger.outstanding()), failed=counts.failed,
+            vanished=diff.vanished if diff else 0, renamed=diff.renamed if diff else 0,
+            max_jobs=o.max_jobs, adopted=run.adopted,
+            shard=str(shard) if shard is not None else None,
+            shard_source=shard.source.value if shard is not None else None,
+            concurrency=run.concurrency if shard is not None else None, location=o.location))
+        run.possibly_created = counts.submitting
+        run.created_before = run.ledger.stats.tasks_created
+        run.maybe_before = run.ledger.stats.maybe_duplicated
+
+    async def _work(self, run: _Run) -> None:
+        """The task group: the tasks an earlier run left first, then the manifest's stream,
+        then the jobs whose task the provider forgot; beside them the group commit, the live
+        status, the progress display, the store's ledger copies and the two-stage stop."""
+        m, o, mode, ledger, writer, clock = (self.manifest, self.options, run.mode, run.ledger,
+                                             run.writer, run.clock)
+        stats = run.stats = RunStats(planned=run.check.planned, goal=run.goal,
+                                     already_done=run.counts.done, started=run.started)
+        live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
+        live.progress = stats
+        limits = run.limits = Limits(run.concurrency, run.rate_limit, now=clock.now,
+                                     parallel=(o.client or ClientOptions()).parallel_submits
+                                     or submits_for(run.concurrency))
+        stats.pace = limits
+        downloads = DownloadTurns(max(4, min(64, run.concurrency)))
+        async with self._provider(run.target, run.key, clock, limits, downloads.slots) as provider:
+            committer = Committer(ledger, writer, stats, clock)
+            collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
+                                  model=m.model, batch=m.name, task_timeout=m.task_timeout,
+                                  downloads=downloads, committer=committer)
+            scheduler = run.scheduler = Scheduler(
+                provider, ledger, collector, stats, limits=limits, model=m.model,
+                concurrency=run.concurrency, max_submits=o.max_jobs,
+                submit_grace=provider.options.timeout, renew=mode is RunMode.RETRY)
+            committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
+            stream = run.stream = JobStream(m, ledger, writer, stats,
+                                            submit=mode is not RunMode.COLLECT, shard=run.shard)
+            if run.possibly_created and mode is not RunMode.COLLECT:
+                run.reporter.notice(PossiblyCreated(run.possibly_created))
+            running = self._running = _Running(scheduler, run.reporter, anyio.Event())
+            try:
+                async with anyio.create_task_group() as group:
+                    group.start_soon(committer.run)  # and the ledger's fsync every second
+                    group.start_soon(_refresh_every, live, ledger, limits, clock, 1.0)
+                    group.start_soon(run.reporter.watch, stats)
+                    if o.mirror is not None:
+                        group.start_soon(_copy_every, o.mirror, ledger, clock, MIRROR_EVERY)
+                    if o.handle_signals and threading.current_thread() is threading.main_thread():
+                        group.start_soon(_two_stage_interrupt, self)
+                    if o.stop_after is not None:
+                        group.start_soon(self._leave_after, running, o.stop_after, clock)
+                    try:
+                        await scheduler.run(self._outstanding(ledger), stream)
+                        if mode is not RunMode.COLLECT:
+                            await self._redo(ledger, scheduler, stats, run.reporter,
+                                             run.stuck if mode is RunMode.RETRY else set(),
+                                             run.redone)
+                    finally:
+                        group.cancel_scope.cancel()
+            finally:
+                self._running = None
+                committer.close()  # the last saves made durable and recorded done
+                live.close()
+        with anyio.CancelScope(shield=True):
             if ledger.needs_compaction():
                 ledger.compact()
-            if diff is not None:
-                ledger.record_membership()
-            stuck, requeued = self._requeue_failed(ledger, mode)
-            counts = manifest_counts(ledger, planned)
-            if mode is RunMode.RETRY and not stuck and not requeued:
-                return self._nothing_to_retry(ledger, planned, clock.now() - started)
-            to_submit = 0 if mode is RunMode.COLLECT else counts.todo
-            if o.max_jobs is not None:
-                to_submit = min(to_submit, o.max_jobs)
-            goal = counts.done + counts.outstanding + to_submit
-            concurrency = o.concurrency or share_of(m.concurrency, shard)
-            rate_limit = o.rate_limit or (m.rate_limit / shard.count if shard is not None
-                                          and m.rate_limit else m.rate_limit)
-            # The folder's record is of the whole batch: a shard's run plans every job.
-            ledger.record_run(RunRecord(
-                at=clock.wall(), mode=mode.value, target=identity, planned=plan.jobs,
-                goal=goal if shard is None else plan.jobs,
-                manifest=os.path.abspath(m.path), output=o.location or os.path.abspath(self.folder),
-                base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
-                adopted=adopted, shard=str(shard) if shard is not None else None))
-            reporter.notice(Starting(
-                mode=mode.value, batch=m.name, folder=self.folder, target=identity,
-                planned=planned, done=counts.done, to_submit=to_submit,
-                to_collect=sum(1 for _ in ledger.outstanding()), failed=counts.failed,
-                vanished=diff.vanished if diff else 0, renamed=diff.renamed if diff else 0,
-                max_jobs=o.max_jobs, adopted=adopted,
-                shard=str(shard) if shard is not None else None,
-                shard_source=shard.source.value if shard is not None else None,
-                concurrency=concurrency if shard is not None else None, location=o.location))
-            possibly_created = counts.submitting
-            stats = RunStats(planned=planned, goal=goal, already_done=counts.done, started=started)
-            live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
-            live.progress = stats
-            created_before = ledger.stats.tasks_created
-            maybe_before = ledger.stats.maybe_duplicated
-            limits = Limits(concurrency, rate_limit, now=clock.now,
-                            parallel=(o.client or ClientOptions()).parallel_submits
-                            or submits_for(concurrency))
-            stats.pace = limits
-            downloads = DownloadTurns(max(4, min(64, concurrency)))
-            async with self._provider(target, key, clock, limits, downloads.slots) as provider:
-                committer = Committer(ledger, writer, stats, clock)
-                collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
-                                      model=m.model, batch=m.name, task_timeout=m.task_timeout,
-                                      downloads=downloads, committer=committer)
-                scheduler = Scheduler(provider, ledger, collector, stats, limits=limits, model=m.model,
-                                      concurrency=concurrency, max_submits=o.max_jobs,
-                                      submit_grace=provider.options.timeout,
-                                      renew=mode is RunMode.RETRY)
-                committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
-                stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT,
-                                   shard=shard)
-                if possibly_created and mode is not RunMode.COLLECT:
-                    reporter.notice(PossiblyCreated(possibly_created))
-                redone: dict[str, Redo] = {}
-                running = self._running = _Running(scheduler, reporter, anyio.Event())
-                try:
-                    async with anyio.create_task_group() as group:
-                        group.start_soon(committer.run)  # and the ledger's fsync every second
-                        group.start_soon(_refresh_every, live, ledger, limits, clock, 1.0)
-                        group.start_soon(reporter.watch, stats)
-                        if o.mirror is not None:
-                            group.start_soon(_copy_every, o.mirror, ledger, clock, MIRROR_EVERY)
-                        if o.handle_signals and threading.current_thread() is threading.main_thread():
-                            group.start_soon(_two_stage_interrupt, self)
-                        if o.stop_after is not None:
-                            group.start_soon(self._leave_after, running, o.stop_after, clock)
-                        try:
-                            await scheduler.run(self._outstanding(ledger), stream)
-                            if mode is not RunMode.COLLECT:
-                                await self._redo(ledger, scheduler, stats, reporter,
-                                                 stuck if mode is RunMode.RETRY else set(), redone)
-                        finally:
-                            group.cancel_scope.cancel()
-                finally:
-                    self._running = None
-                    committer.close()  # the last saves made durable and recorded done
-                    live.close()
+
+    async def _close(self, run: _Run, summary: RunSummary | None) -> None:
+        """The ledger closed and, with a store output, copied there one last time (the
+        store's readers see the end)."""
+        ledger, mirror = run.ledger, self.options.mirror
+        if ledger is None:
+            return
+        ledger.close()
+        if mirror is not None:
             with anyio.CancelScope(shield=True):
-                if ledger.needs_compaction():
-                    ledger.compact()
-            summary = self._summary(ledger, planned, stats, scheduler, stream, clock.now() - started)
-            summary.shard = str(shard) if shard is not None else None
-            summary.location = o.location
-            summary.possibly_created = possibly_created
-            summary.syncs, summary.sync_seconds = stats.syncs, stats.sync_seconds
-            summary.mode = mode
-            summary.goal = goal
-            summary.max_jobs = o.max_jobs
-            summary.adopted = adopted is not None
-            summary.redone = sum(why is Redo.FORGOTTEN for why in redone.values())
-            summary.resubmitted_stuck = sum(why is Redo.STUCK for why in redone.values())
-            summary.redownloaded = sum(1 for job_id in stream.repaired if job_id not in redone
-                                       and ledger.records[job_id].state == JobState.DONE)
-            summary.tasks_created = ledger.stats.tasks_created - created_before
-            summary.maybe_duplicated = ledger.stats.maybe_duplicated - maybe_before
-            if diff is not None and diff.renamed:
-                summary.renamed = diff.renamed
-                first = diff.renamed_sample[0]
-                summary.renamed_example = (first.old, first.new)
-            summary.pacing = limits.report()
-        finally:
-            if ledger is not None:
-                ledger.close()
-                if o.mirror is not None:  # the last copy: the store's readers see the end
-                    with anyio.CancelScope(shield=True):
-                        copied = await _copy_ledger(o.mirror, ledger)
-                    if not copied and summary is not None and o.mirror.last_error is not None:
-                        summary.copy_failed = str(o.mirror.last_error)
-        if scheduler.fatal is not None and not isinstance(scheduler.fatal, BatchStopped):
-            raise scheduler.fatal
-        return summary
+                copied = await _copy_ledger(mirror, ledger)
+            if not copied and summary is not None and mirror.last_error is not None:
+                summary.copy_failed = str(mirror.last_error)
+
+    def _refuse_a_second_batch(self) -> None:
+        """A run that would start a new batch folder while this manifest's batch is in another
+        (the default output before it followed the manifest) is refused: it would pay for every
+        job again. An ``--output`` given on purpose is left alone."""
+        if self.options.output is not None:
+            return
+        other = self.place.elsewhere()
+        if other is None:
+            return
+        manifest = os.path.abspath(self.manifest.path)
+        raise UsageError(
+            f"this manifest's batch is in {other}, but its output is now {self.folder} (a "
+            f"manifest's default output follows the manifest, not the working directory): this "
+            f"run would start a second batch there and pay for every job again. Nothing was "
+            f"sent. Go on with the batch where it is: batchgen run {shlex.quote(manifest)} "
+            f"--output {shlex.quote(str(other))}; or move it: mv {shlex.quote(str(other))} "
+            f"{shlex.quote(str(self.folder))}")
 
     def _check_target(self, ledger: Ledger, current: Target) -> Target | None:
         """Refuse a folder made against another target, unless told to adopt it; returns the
@@ -342,8 +379,8 @@ class Batch:
         done = ledger.counts()[JobState.DONE]
         fields = ", ".join(recorded.differences(current))
         raise FolderMismatch(
-            f"{self.folder} holds a batch made against {_describe(recorded)}; this run targets "
-            f"{_describe(current)} ({fields} differ). Its {done} done image(s) would pass for "
+            f"{self.folder} holds a batch made against {recorded.describe()}; this run targets "
+            f"{current.describe()} ({fields} differ). Its {done} done image(s) would pass for "
             f"this target's. Use another output folder, or adopt the folder if you mean it "
             f"(its images keep their own provenance in their sidecars).",
             folder=self.folder, recorded=recorded, current=current, done=done)
@@ -423,53 +460,67 @@ class Batch:
         if jobs:
             await scheduler.run([], jobs)
 
-    def _nothing_to_retry(self, ledger: Ledger, planned: int, elapsed: float) -> RunSummary:
+    def _nothing_to_retry(self, run: _Run) -> RunSummary:
         """``retry`` with no failed job to run again: says so, and sends nothing."""
-        counts = manifest_counts(ledger, planned)
-        shard = self.options.shard
-        s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=planned,
-                       shard=str(shard) if shard is not None and shard.count > 1 else None,
-                       done=counts.done, already_done=counts.done, outstanding=counts.outstanding,
-                       pending=counts.todo, mode=RunMode.RETRY, elapsed=elapsed,
-                       nothing_to_retry=True, goal=counts.done)
-        for rec in ledger.records.values():
-            if rec.seen and rec.state == JobState.FAILED:
-                s.failed += 1
-                s.failures[rec.label] += 1
-                s.retryable_failed += bool(rec.get("retryable", True))
-        return s
+        counts, shard = run.counts, run.shard
+        failures, retryable, _ = _failures(run.ledger)
+        return RunSummary(
+            batch=self.manifest.name, folder=self.folder, planned=run.check.planned,
+            shard=str(shard) if shard is not None else None, done=counts.done,
+            already_done=counts.done, outstanding=counts.at_provider, pending=counts.pending,
+            failed=counts.failed, failures=failures, retryable_failed=retryable,
+            mode=RunMode.RETRY, elapsed=run.clock.now() - run.started, nothing_to_retry=True,
+            goal=counts.done)
 
-    def _summary(self, ledger: Ledger, planned: int, stats: RunStats, scheduler: Scheduler,
-                 stream: JobStream, elapsed: float) -> RunSummary:
-        s = RunSummary(batch=self.manifest.name, folder=self.folder, planned=planned,
-                       submitted=stats.submitted + stats.refused, refused=stats.refused,
-                       collected=stats.done, already_done=stats.already_done,
-                       interrupted=scheduler.interrupted, elapsed=elapsed,
-                       size_mismatched=stats.size_mismatched, size_example=stats.size_example)
-        counted = 0
-        for job_id, rec in ledger.records.items():
-            if not rec.seen:  # no longer in the manifest: reported, never counted
-                s.vanished += 1
-                if len(s.vanished_sample) < 3:
-                    s.vanished_sample.append(job_id)
-                continue
-            counted += rec.state != JobState.PENDING
-            if rec.state == JobState.DONE:
-                s.done += 1
-            elif rec.state == JobState.FAILED:
-                s.failed += 1
-                s.failures[rec.label] += 1
-                s.retryable_failed += bool(rec.get("retryable", True))
-            elif rec.state.outstanding:
-                s.outstanding += 1
-        s.pending = max(0, planned - counted)
+    def _summary(self, run: _Run) -> RunSummary:
+        """What the run did and what is left, built once from the ledger's one count."""
+        o, ledger, stats, scheduler, diff = self.options, run.ledger, run.stats, run.scheduler, run.check.diff
+        counts = count_jobs(ledger, run.check.planned, passed=True)
+        failures, retryable, sample = _failures(ledger)
         why: BatchgenError | None = scheduler.stopped or scheduler.fatal
-        if why is not None:
-            s.stopped = str(why)
-        if isinstance(why, BatchStopped):
-            s.stop_kind = why.kind
-        s.output_failed = isinstance(scheduler.fatal, OutputError)
-        return s
+        report = run.limits.report()
+        redone = run.redone
+        return RunSummary(
+            batch=self.manifest.name, folder=self.folder, planned=run.check.planned,
+            done=counts.done, failed=counts.failed, pending=counts.pending,
+            outstanding=counts.at_provider, submitted=stats.submitted + stats.refused,
+            refused=stats.refused, collected=stats.done, already_done=stats.already_done,
+            failures=failures, retryable_failed=retryable,
+            tasks_created=ledger.stats.tasks_created - run.created_before,
+            maybe_duplicated=ledger.stats.maybe_duplicated - run.maybe_before,
+            possibly_created=run.possibly_created,
+            redownloaded=sum(1 for job_id in run.stream.repaired if job_id not in redone
+                             and ledger.records[job_id].state == JobState.DONE),
+            redone=sum(why is Redo.FORGOTTEN for why in redone.values()),
+            resubmitted_stuck=sum(why is Redo.STUCK for why in redone.values()),
+            size_mismatched=stats.size_mismatched, size_example=stats.size_example,
+            renamed=diff.renamed if diff is not None else 0,
+            renamed_example=((diff.renamed_sample[0].old, diff.renamed_sample[0].new)
+                             if diff is not None and diff.renamed else None),
+            adopted=run.adopted is not None, goal=run.goal, max_jobs=o.max_jobs,
+            vanished=counts.vanished, vanished_sample=sample,
+            stopped=str(why) if why is not None else None,
+            stop_kind=why.kind if isinstance(why, BatchStopped) else None,
+            output_failed=isinstance(scheduler.fatal, OutputError),
+            interrupted=scheduler.interrupted, elapsed=run.clock.now() - run.started,
+            syncs=stats.syncs, sync_seconds=stats.sync_seconds, mode=run.mode,
+            shard=str(run.shard) if run.shard is not None else None, location=o.location,
+            pacing=report)
+
+
+def _failures(ledger: Ledger) -> tuple[Counter[str], int, list[str]]:
+    """The manifest's failed jobs by reason, how many are retryable, and a few vanished jobs."""
+    failures: Counter[str] = Counter()
+    retryable = 0
+    sample: list[str] = []
+    for job_id, rec in ledger.records.items():
+        if not rec.seen:
+            if len(sample) < 3:
+                sample.append(job_id)
+        elif rec.state == JobState.FAILED:
+            failures[rec.label] += 1
+            retryable += bool(rec.get("retryable", True))
+    return failures, retryable, sample
 
 
 async def _in_steps(steps: Generator[int, None, T]) -> T:
@@ -484,11 +535,6 @@ async def _in_steps(steps: Generator[int, None, T]) -> T:
             await checkpoint()
     finally:
         steps.close()
-
-
-def _describe(target: Target) -> str:
-    where = "the simulator" if target.simulated else target.provider
-    return f"{target.model} on {where} ({target.host})"
 
 
 async def _copy_ledger(mirror: LedgerMirror, ledger: Ledger) -> bool:
@@ -513,6 +559,38 @@ async def _refresh_every(live: LiveStatus, ledger: Ledger, limits: Limits, clock
         await clock.sleep(seconds)
         ledger.note_run(limits.snapshot().to_json())
         live.refresh()
+
+
+@dataclass
+class _Run:
+    """One run's state as its steps fill it in (``Batch._execute``)."""
+
+    mode: RunMode
+    clock: Clock
+    started: float = 0.0
+    target: ApiTarget | None = None
+    key: ApiKey | None = field(default=None, repr=False)
+    identity: Target | None = None
+    reporter: Reporter | None = None
+    shard: Shard | None = None
+    writer: Writer | None = None
+    ledger: Ledger | None = None
+    adopted: Target | None = None
+    check: Preflight | None = None
+    counts: JobCounts | None = None
+    stuck: set[str] = field(default_factory=set)
+    requeued: int = 0
+    goal: int = 0
+    concurrency: int = 0
+    rate_limit: float | None = None
+    possibly_created: int = 0
+    created_before: int = 0
+    maybe_before: int = 0
+    stats: RunStats | None = None
+    limits: Limits | None = None
+    scheduler: Scheduler | None = None
+    stream: JobStream | None = None
+    redone: dict[str, Redo] = field(default_factory=dict)
 
 
 @dataclass

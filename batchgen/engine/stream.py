@@ -2,14 +2,14 @@
 
 The runner hands this stream to the scheduler: each job of the manifest is submitted, left
 alone (done, failed, at the provider) or, when a done job's files are missing or broken,
-followed once more to fetch them again. ``manifest_counts`` says how much of each there is.
+followed once more to fetch them again. How much there is of each is the batch's one count
+(``storage/batch.py`` ``count_jobs``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 from batchgen.engine.scheduler import Outstanding
 from batchgen.engine.stats import RunStats
@@ -20,7 +20,7 @@ from batchgen.storage.ledger import Ledger
 from batchgen.storage.results import join
 from batchgen.storage.writer import Writer
 
-__all__ = ["JobStream", "ManifestCounts", "manifest_counts"]
+__all__ = ["JobStream"]
 
 
 class JobStream:
@@ -82,36 +82,3 @@ class JobStream:
             if self.writer.image_file(old) == file:
                 return old
         return job
-
-
-@dataclass
-class ManifestCounts:
-    """The manifest's jobs by state (``todo``: not started, pending or caught mid-submit)."""
-
-    done: int = 0
-    failed: int = 0
-    outstanding: int = 0
-    submitting: int = 0
-    todo: int = 0
-
-
-def manifest_counts(ledger: Ledger, planned: int) -> ManifestCounts:
-    """Count the manifest's jobs (records met by the last pass, plus jobs never started)."""
-    counts = ManifestCounts()
-    recorded = 0
-    for rec in ledger.records.values():
-        if not rec.seen:
-            continue
-        recorded += 1
-        state = rec.state
-        if state == JobState.DONE:
-            counts.done += 1
-        elif state == JobState.FAILED:
-            counts.failed += 1
-        elif state.outstanding:
-            counts.outstanding += 1
-        else:
-            counts.todo += 1
-            counts.submitting += state == JobState.SUBMITTING
-    counts.todo += max(0, planned - recorded)
-    return counts

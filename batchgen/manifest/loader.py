@@ -182,7 +182,7 @@ class _Loader:
             path=self.path, name=name, model=spec.model, provider=spec.provider,
             base_url=spec.base_url, api_key_env=spec.api_key_env, concurrency=spec.concurrency,
             rate_limit=spec.rate_limit, price_per_image=spec.price_per_image, task_timeout=float(spec.task_timeout),
-            output=_output_folder(spec.output, name), filename=spec.filename, caption=spec.caption,
+            output=_output_folder(spec.output, name, self.path), filename=spec.filename, caption=spec.caption,
             repeat=spec.repeat, expansion_limit=spec.expansion_limit, vars=vars_,
             expansion=expansion, unused_axes=unused)
 
@@ -440,9 +440,12 @@ class _Loader:
         return unused
 
 
-def _output_folder(output: str | None, name: str) -> Path:
-    """Like a CLI flag: a relative `output:` is relative to where batchgen runs."""
+def _output_folder(output: str | None, name: str, manifest: Path) -> Path:
+    """Where the manifest's batch lives: a relative `output:` and the default `output/<name>`
+    resolve against the manifest's own folder, so the same manifest finds the same batch from
+    any working directory (a second batch folder would pay for every job again). Only
+    ``--output`` on the command line is relative to where batchgen runs."""
+    base = manifest.parent.absolute()
     if output is None:
-        return Path.cwd() / "output" / name
-    return Path(os.path.abspath(os.path.expanduser(output)))
-
+        return Path(os.path.abspath(base / "output" / name))
+    return Path(os.path.abspath(base / os.path.expanduser(output)))

@@ -78,22 +78,10 @@ class FolderDiff:
         self.jobs += 1
         rec = self.ledger.records.get(job.job_id)
         own = None
-        if rec is None:
-            self.new += 1
-        else:
+        if rec is not None:
             rec.seen = True
-            state = rec.state
-            if state is JobState.DONE:  # the common case of a resumed batch, first
-                self.done += 1
-                own = rec.file
-            else:
-                if state is JobState.FAILED:
-                    self.failed += 1
-                elif state.outstanding:
-                    self.at_provider += 1
-                else:
-                    self.new += 1
-                own = self._destined(job.job_id, rec)
+            # a done job keeps its recorded file (the common case of a resumed batch, first)
+            own = rec.file if rec.state is JobState.DONE else self._destined(job.job_id, rec)
         file = self.file_of(job)
         if own is not None:
             if own != file and own.lower() != file.lower():  # it keeps its recorded file
@@ -115,9 +103,14 @@ class FolderDiff:
                 self._more_hits += 1
 
     def finish(self) -> FolderDiff:
-        """After the last ``add``: count vanished jobs and name the clashes exactly."""
+        """After the last ``add``: count the jobs by state (the batch's one count, from the
+        records the pass marked) and name the clashes exactly."""
+        from batchgen.storage.batch import count_jobs
+
         records = self.ledger.records
-        self.vanished = sum(1 for rec in records.values() if not rec.seen)
+        counts = count_jobs(self.ledger, self.jobs, passed=True)
+        self.done, self.failed, self.at_provider = counts.done, counts.failed, counts.at_provider
+        self.new, self.vanished = counts.pending, counts.vanished
         if self._hits:
             wanted = {hash(file.lower()) & MASK64 for _, _, file in self._hits}
             owners: dict[str, tuple[str, JobRecord]] = {}

@@ -39,6 +39,11 @@ class Target:
         except KeyError:
             return None
 
+    def describe(self) -> str:
+        """The target as people read it (errors, plan, status): ``model on provider (host)``."""
+        where = "the simulator" if self.simulated else self.provider
+        return f"{self.model} on {where} ({self.host})"
+
     def differences(self, other: Target) -> list[str]:
         """The fields (by name) in which ``other`` differs from this target."""
         return [name for name in ("provider", "host", "model", "simulated")

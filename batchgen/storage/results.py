@@ -19,6 +19,7 @@ from batchgen.storage.sidecar import Sidecar
 
 if TYPE_CHECKING:
     from batchgen.manifest import Manifest
+    from batchgen.storage.batch import JobCounts, OpenBatch
     from batchgen.storage.remote import StoreBatch
 
 __all__ = ["BatchResults", "JobResult", "StoredResult", "join", "open_results", "recorded",
@@ -120,8 +121,9 @@ class StoredResult:
 
 @dataclass
 class BatchResults:
-    """One batch's results, found from a manifest or from its folder alone (as ``status``
-    finds it). With a manifest, only the manifest's jobs count; without, every recorded job.
+    """One batch's results, opened as every command opens a batch (``storage/batch.py``).
+    With a manifest, only the manifest's jobs count; without, the jobs the latest run's
+    manifest still had (a job an edit dropped is not exported from the folder either).
 
     A batch read from an object store has ``store`` set: its files are read through it (by
     their path in the batch, as ``StoredResult.file``), and ``folder`` is only a name."""
@@ -129,8 +131,9 @@ class BatchResults:
     folder: Path
     ledger: Ledger
     manifest: Manifest | None = None
-    _counts: Counter[JobState] | None = field(default=None, repr=False)
     store: StoreBatch | None = None
+    opened: OpenBatch | None = field(default=None, repr=False)
+    _counted: bool = field(default=False, repr=False)
 
     @property
     def source(self) -> str:
@@ -144,13 +147,24 @@ class BatchResults:
         return self.ledger.batch or self.folder.name
 
     def counts(self) -> Counter[JobState]:
-        """Jobs by state; with a manifest, its never-started jobs count as pending."""
-        if self._counts is None:
-            if self.manifest is None:
-                self._counts = Counter(rec.state for rec in self.ledger.records.values())
-            else:
-                self._counts = Counter(r.state for r in join(self.manifest.jobs(), self.ledger))
-        return self._counts
+        """Jobs by state (the batch's one count: ``storage/batch.py``); never-started jobs
+        count as pending."""
+        jobs = self._jobs()
+        return Counter({JobState.DONE: jobs.done, JobState.FAILED: jobs.failed,
+                        JobState.SUBMITTED: jobs.at_provider, JobState.PENDING: jobs.pending})
+
+    def _jobs(self) -> JobCounts:
+        from batchgen.storage.batch import count_jobs
+
+        if self.opened is not None:
+            jobs = self.opened.counts(check_files=False)
+        elif self.manifest is not None:
+            planned = sum(1 for _ in join(self.manifest.jobs(), self.ledger))
+            jobs = count_jobs(self.ledger, planned, passed=True)
+        else:
+            jobs = count_jobs(self.ledger)
+        self._counted = True
+        return jobs
 
     def done(self) -> Iterator[StoredResult]:
         """Done jobs in ledger order (the order they were first submitted in), one at a time.
@@ -158,11 +172,11 @@ class BatchResults:
         Ledger order rather than manifest order: jobs finished by a later run come after the
         ones already there, so whatever is built from this stream in order (export shards)
         changes only at its end when a batch grows."""
-        if self.manifest is not None:
-            self.counts()  # the join marks which records the manifest still has
+        if self.manifest is not None and not self._counted:
+            self._jobs()  # the join marks which records the manifest still has
         only_seen = self.manifest is not None
         for job_id, rec in self.ledger.records.items():
-            if rec.state == JobState.DONE and rec.file and (rec.seen or not only_seen):
+            if rec.state == JobState.DONE and rec.file and (rec.seen if only_seen else not rec.gone):
                 yield StoredResult(job_id, rec)
 
 
@@ -170,17 +184,6 @@ def open_results(target: str | Path) -> BatchResults:
     """The results of the batch named by a manifest file, a batch folder, or an object-store
     URL such as ``s3://bucket/prefix`` (its ledger copies read, its files read from there);
     reads only."""
-    if isinstance(target, str) and "://" in target:
-        from batchgen.storage.remote import is_store_url, open_store_batch  # fsspec on demand
+    from batchgen.storage.batch import open_batch
 
-        if is_store_url(target):
-            store = open_store_batch(target)
-            return BatchResults(Path(store.url.rpartition("/")[2] or store.url), store.ledger,
-                                store=store)
-    path = Path(target)
-    if path.is_file():
-        from batchgen.manifest import load_manifest  # only a manifest target needs it
-
-        manifest = load_manifest(path)
-        return BatchResults(manifest.output, Ledger.read(manifest.output), manifest)
-    return BatchResults(path, Ledger.read(path))
+    return open_batch(target).results()

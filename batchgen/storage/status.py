@@ -13,16 +13,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import (STATES, JobRecord, Ledger, LockHolder, ledger_files,
                                      read_run_note, read_run_notes)
 from batchgen.storage.mirror import EVERY as UPLOAD_EVERY  # how often a run uploads its copies
-from batchgen.storage.results import join, vanished
 
-__all__ = ["StatusReport", "batch_status", "store_status"]
+if TYPE_CHECKING:
+    from batchgen.storage.batch import OpenBatch
+
+__all__ = ["StatusReport", "batch_status", "status_of", "store_status"]
 
 RATE_WINDOW = 600.0
 
@@ -48,6 +50,7 @@ class StatusReport:
     tasks_created: int = 0
     maybe_duplicated: int = 0
     vanished: int = 0
+    missing: int = 0              # done jobs whose image is not there (a stat each)
     size_mismatched: int = 0
     size_example: str | None = None
     unreadable_lines: int = 0
@@ -84,8 +87,9 @@ class StatusReport:
 
     @property
     def complete(self) -> bool:
-        """Every planned job is done."""
-        return self.planned > 0 and self.done >= self.planned and self.planned_known
+        """Every planned job is done, and every done job's image is there."""
+        return (self.planned > 0 and self.done >= self.planned and self.planned_known
+                and not self.missing)
 
     @property
     def remaining(self) -> int:
@@ -103,7 +107,8 @@ class StatusReport:
                 "last_run": run.to_json() if run is not None else None,
                 "counts": self.counts, "failures": self.failures,
                 "tasks_created": self.tasks_created, "maybe_duplicated": self.maybe_duplicated,
-                "vanished": self.vanished, "size_mismatched": self.size_mismatched,
+                "vanished": self.vanished, "missing": self.missing,
+                "size_mismatched": self.size_mismatched,
                 "unreadable_lines": self.unreadable_lines,
                 "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds,
                 "live": self.live, "ledgers": self.ledgers, "store": self.store,
@@ -115,16 +120,39 @@ class StatusReport:
 
 
 def batch_status(target: str | Path, output: str | Path | None = None) -> StatusReport:
-    """Status of the batch named by a manifest file (in ``output`` if given) or a folder."""
-    path = Path(target)
-    manifest = None
-    if path.is_file():
-        from batchgen.manifest import load_manifest  # only a manifest target needs it
+    """Status of the batch named by a manifest file (in ``output`` if given), a folder, or
+    an object-store URL."""
+    from batchgen.storage.batch import open_batch
 
-        manifest = load_manifest(path)
-    folder = Path(output) if output is not None else (manifest.output if manifest is not None else path)
-    ledger = Ledger.read(folder)
-    report = _counted(ledger, folder, manifest, path)
+    return status_of(open_batch(target, output=output))
+
+
+def store_status(url: str) -> StatusReport:
+    """Status of the batch under an object-store URL, from the ledger copies a run uploads."""
+    return batch_status(url)
+
+
+def status_of(batch: OpenBatch) -> StatusReport:
+    """The status of an opened batch (``storage/batch.py``): its one count of jobs, with a
+    stat of every done job's image (a done job whose image is gone is not complete).
+
+    From a store, the figures are as of the copies' upload (``copies``, ``uploaded``): a store
+    holds no lock, so a copy uploaded within the last few upload periods means a run may still
+    be going (``running`` None), and an unfinished batch is never called complete."""
+    ledger = batch.ledger
+    assert ledger is not None
+    report = _counted(batch)
+    if batch.store is not None:
+        store = batch.store
+        report.store = store.url
+        report.copies = {c.relative: c.uploaded for c in store.copies}
+        report.ledgers = len(store.copies)
+        newest = report.uploaded
+        recent = newest is not None and time.time() - newest < 3 * UPLOAD_EVERY
+        report.running = None if recent and not report.complete else False
+        _pace(report, ledger)
+        return report
+    folder = batch.folder
     report.ledgers = len(ledger_files(folder)) or 1
     report.holder = Ledger.lock_holder(folder)
     report.running = report.holder.alive if report.holder is not None else False
@@ -143,67 +171,35 @@ def batch_status(target: str | Path, output: str | Path | None = None) -> Status
     return report
 
 
-
-def store_status(url: str) -> StatusReport:
-    """Status of the batch under an object-store URL, from the ledger copies a run uploads.
-
-    The figures are as of the copies' upload (``copies``, ``uploaded``): a store holds no
-    lock, so a copy uploaded within the last few upload periods means a run may still be
-    going (``running`` None), and an unfinished batch is never called complete."""
-    from batchgen.storage.remote import open_store_batch  # fsspec only for a store
-
-    store = open_store_batch(url)
-    report = _counted(store.ledger, Path(store.root), None, None)
-    report.store = store.url
-    report.copies = {c.relative: c.uploaded for c in store.copies}
-    report.ledgers = len(store.copies)
-    newest = report.uploaded
-    recent = newest is not None and time.time() - newest < 3 * UPLOAD_EVERY
-    report.running = None if recent and not report.complete else False
-    _pace(report, store.ledger)
-    return report
-
-
 def _iso(at: float | None) -> str | None:
     if at is None:
         return None
     return datetime.fromtimestamp(at, timezone.utc).isoformat(timespec="seconds")
 
 
-def _counted(ledger: Ledger, folder: Path, manifest: Any, path: Path | None) -> StatusReport:
-    """The figures every status has, from a replayed ledger (and the manifest, if given)."""
-    counts: Counter[str] = Counter()
-    mine: list[tuple[str, JobRecord]] = []  # the records of jobs in the manifest
-    planned_known = True
-    if manifest is not None:
-        planned = 0
-        for result in join(manifest.jobs(), ledger):
-            planned += 1
-            counts[result.state] += 1
-            if result.record is not None:
-                mine.append((result.job.job_id, result.record))
-        gone = sum(1 for _ in vanished(ledger))
-    else:
-        mine = [(job_id, rec) for job_id, rec in ledger.records.items() if not rec.gone]
-        counts.update(rec.state for _, rec in mine)
-        gone = len(ledger.records) - len(mine)
-        if ledger.last_run is not None:
-            planned = ledger.last_run.planned
-            counts[JobState.PENDING] += max(0, planned - len(mine))
-        else:
-            planned, planned_known = len(mine), False
-    done = counts[JobState.DONE]
-    failed = counts[JobState.FAILED]
-    at_provider = counts[JobState.SUBMITTED] + counts[JobState.GENERATED]
+def _counted(batch: OpenBatch) -> StatusReport:
+    """The figures every status has: the batch's one count of jobs, and what the records of
+    its jobs say (failures by reason, sizes other than asked)."""
+    ledger = batch.ledger
+    assert ledger is not None
+    jobs = batch.counts(check_files=True)  # marks the manifest's records seen, with a manifest
+    by_state: Counter[str] = Counter()
+    mine: list[tuple[str, JobRecord]] = []  # the records of jobs the batch still has
+    member = (lambda rec: rec.seen) if batch.manifest is not None else (lambda rec: not rec.gone)
+    for job_id, rec in ledger.records.items():
+        if member(rec):
+            by_state[rec.state] += 1
+            mine.append((job_id, rec))
+    by_state[JobState.PENDING] += max(0, jobs.planned - len(mine))
     report = StatusReport(
-        batch=ledger.batch, folder=folder, planned=planned,
-        counts={state: counts.get(state, 0) for state in STATES}, done=done, failed=failed,
-        at_provider=at_provider, pending=max(0, planned - done - failed - at_provider),
+        batch=batch.batch, folder=batch.folder, planned=jobs.planned,
+        counts={state: by_state.get(state, 0) for state in STATES}, done=jobs.done,
+        failed=jobs.failed, at_provider=jobs.at_provider, pending=jobs.pending,
         tasks_created=ledger.stats.tasks_created + ledger.others.tasks_created,
         maybe_duplicated=ledger.stats.maybe_duplicated + ledger.others.maybe_duplicated,
-        vanished=gone, unreadable_lines=ledger.stats.bad_lines, target=ledger.target,
-        last_run=ledger.last_run, planned_known=planned_known,
-        manifest=str(path) if manifest is not None else (
+        vanished=jobs.vanished, missing=jobs.missing, unreadable_lines=ledger.stats.bad_lines,
+        target=ledger.target, last_run=ledger.last_run, planned_known=jobs.planned_known,
+        manifest=str(batch.manifest.path) if batch.manifest is not None else (
             ledger.last_run.manifest if ledger.last_run is not None else None))
     report.failures = _failures(((i, r) for i, r in mine if r.state == JobState.FAILED))
     for job_id, rec in mine:

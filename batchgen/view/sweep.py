@@ -24,7 +24,6 @@ import orjson
 
 from batchgen.errors import UsageError
 from batchgen.job import JobState
-from batchgen.storage.ledger import LEDGER_FILE, Ledger, has_ledger
 from batchgen.storage.results import JobResult, join, recorded
 
 __all__ = ["LORA_AXIS", "Cell", "CellState", "Sweep", "SweepAxis", "Value", "load_sweep",
@@ -99,7 +98,7 @@ class Sweep:
 
     batch: str | None
     folder: Path
-    target: Path
+    target: Path | str  # what named the batch: a manifest, a folder, or a store URL
     from_manifest: bool
     axes: list[SweepAxis]
     cells: list[Cell]
@@ -143,35 +142,22 @@ def value_label(raw: Any) -> str:
 
 
 def load_sweep(target: str | Path, *, details: bool = False) -> Sweep:
-    """The sweep of the batch named by a manifest file or a batch folder (as ``status`` finds it).
+    """The sweep of the batch named by a manifest file, a batch folder or an object-store
+    URL, opened as every command opens a batch (``storage/batch.py``).
 
     ``details`` also gathers what the viewer shows per cell (prompt, seeds, LoRAs, task id,
-    timings), reading each done job's sidecar.
+    timings), reading each done job's sidecar. A batch in a store has its done jobs' images
+    and sidecars fetched into a local cache folder first (``cached_copy``), kept between calls.
     """
-    path = Path(target)
-    manifest = None
-    if path.is_file():
-        from batchgen.manifest import load_manifest
+    from batchgen.storage.batch import open_batch
 
-        manifest = load_manifest(path)
-        folder = manifest.output
-        try:
-            ledger: Ledger | None = Ledger.read(folder)
-        except UsageError:
-            ledger = None  # nothing has run yet: every job is pending
-        batch = manifest.name
-    elif path.is_dir():
-        folder = path
-        if not has_ledger(folder):
-            raise UsageError(f"no batch in {folder}: there is no {LEDGER_FILE} there; give the "
-                             f"manifest or the batch folder (output/<name>/)")
-        ledger = Ledger.read(folder)
-        batch = ledger.batch
-    else:
-        raise UsageError(f"{path} is neither a manifest file nor a batch folder")
+    opened = open_batch(target, need_ledger=False)
+    manifest, ledger = opened.manifest, opened.ledger
+    folder = opened.folder if opened.store is None else cached_copy(opened)
     from batchgen.storage.live import read_status
 
-    status = read_status(folder)  # before the ledger's records are read: a viewer replays after it
+    # before the ledger's records are read: a viewer replays after it
+    status = read_status(folder) if opened.store is None else None
     if manifest is not None:
         results: Iterable[JobResult] = (
             join(manifest.jobs(), ledger) if ledger is not None
@@ -179,18 +165,49 @@ def load_sweep(target: str | Path, *, details: bool = False) -> Sweep:
         total = None
     else:
         assert ledger is not None
-        results = recorded(folder, ledger)
-        total = len(ledger.records)
+        results = (r for r in recorded(folder, ledger) if not r.record.gone)
+        total = sum(1 for rec in ledger.records.values() if not rec.gone)
     builder = _Builder(folder, details)
     if manifest is not None:
         builder.written_order(manifest.axes)
     for result in results:
         builder.add(result)
-    sweep = builder.finish(batch, path, manifest is not None)
+    shown = Path(target) if opened.store is None else opened.location  # a URL stays a URL
+    sweep = builder.finish(opened.batch, shown, manifest is not None)
     sweep.status = status
     if total is not None:
         sweep.unplaced = total - builder.seen
     return sweep
+
+
+def cached_copy(opened: Any) -> Path:
+    """A local copy of a store batch's done images and sidecars, for drawing and viewing:
+    ``$XDG_CACHE_HOME/batchgen/<url as a name>`` (``~/.cache`` without it). Files already
+    there at the listed size are not fetched again."""
+    import os
+
+    from batchgen.storage.mirror import state_folder
+
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = Path(cache) / "batchgen" / state_folder(opened.location, {"XDG_STATE_HOME": "."}).name
+    store, wanted = opened.store, []
+    for rec in opened.ledger.records.values():
+        if rec.state != JobState.DONE or not rec.file or rec.gone:
+            continue
+        size = store.size(rec.file)
+        if size is None:
+            continue  # not in the store: drawn as "file missing"
+        image = folder / rec.file
+        if not (image.is_file() and image.stat().st_size == size):
+            wanted += [rec.file, str(Path(rec.file).with_suffix(".json"))]
+    for start in range(0, len(wanted), 256):
+        for relative, data in store.read_many(wanted[start:start + 256]).items():
+            if data is not None:
+                path = folder / relative
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 class _Builder:
@@ -260,7 +277,7 @@ class _Builder:
             cell.details = _details(result, self.folder)
         self.rows.append((keys, cell))
 
-    def finish(self, batch: str | None, target: Path, from_manifest: bool) -> Sweep:
+    def finish(self, batch: str | None, target: Path | str, from_manifest: bool) -> Sweep:
         names = self._folded(list(self.names))
         if any(REPLICA_AXIS in keys for keys, _ in self.rows):
             self.values.setdefault(REPLICA_AXIS, {})[self._key(0)] = 0

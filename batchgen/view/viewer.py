@@ -57,7 +57,8 @@ def make_viewer(target: str | Path | Sweep, options: ViewOptions | None = None) 
     out = Path(options.to) if options.to is not None else sweep.folder / "view"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--to {out}: that is a file; give a folder for the viewer")
-    command = ["batchgen", "view", str(Path(sweep.target).resolve())]
+    command = ["batchgen", "view", sweep.target if isinstance(sweep.target, str)
+               else str(Path(sweep.target).resolve())]
     if options.to is not None:
         command += ["--to", str(out.resolve())]
     data = view_data(sweep, out, shlex.join(command))

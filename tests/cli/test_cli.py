@@ -116,6 +116,6 @@ def test_a_glyph_warning_offers_a_command_that_works(tmp_path: Path, capsys, mon
     out = capsys.readouterr().out
     hint = next(line for line in out.splitlines() if "no glyph for 'é'" in line)
     command = hint.split("With a font that has them: ", 1)[1]
-    assert command == f"batchgen grid m.yaml --to g.png --font {font}"
+    assert command == f"batchgen grid {tmp_path / 'm.yaml'} --to {tmp_path / 'g.png'} --font {font}"
     assert main(command.split()[1:]) == 0
     assert "no glyph" not in capsys.readouterr().out

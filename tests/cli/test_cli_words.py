@@ -65,12 +65,15 @@ def test_a_printed_hint_works_when_pasted(tmp_path: Path, capsys, monkeypatch) -
     assert main(["run", "rejects.yaml", *sim_args(Path("elsewhere"))]) == 1
     out = capsys.readouterr().out
     hints = [part for part in out.split("`") if part.startswith("batchgen ")]
-    assert any("--output elsewhere" in h and "--simulate" in h for h in hints), out
+    assert any(f"--output {tmp_path / 'elsewhere'}" in h and "--simulate" in h for h in hints), out
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")  # pasted in another directory: absolute paths
     for hint in hints:
         argv = shlex.split(hint)[1:]
         assert main(argv + (["--quiet"] if argv[0] in ("run", "retry", "collect") else [])) in (0, 1), hint
         capsys.readouterr()
     assert not Path("output").exists()  # no hint read or wrote the default folder instead
+    assert not (tmp_path / "output").exists()
 
 
 def test_a_run_starts_with_a_line_naming_batch_folder_and_work(tmp_path: Path, capsys) -> None:

@@ -67,7 +67,7 @@ def test_novita_default_key_variable(tmp_path: Path) -> None:
     assert (m.key_variable, m.endpoint) == ("NOVITA_API_KEY", "https://api.novita.ai")
 
 
-def test_relative_output_is_relative_to_cwd_but_data_files_to_the_manifest(
+def test_relative_output_and_data_files_are_relative_to_the_manifest(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     folder = tmp_path / "project"
     folder.mkdir()
@@ -81,8 +81,12 @@ def test_relative_output_is_relative_to_cwd_but_data_files_to_the_manifest(
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     m = load_manifest(path)
-    assert m.output == elsewhere / "out" / "here"
+    assert m.output == folder / "out" / "here"  # the same batch from any working directory
     assert [j.request["prompt"] for j in m.jobs()] == ["cat", "dog"]
+    default = load_manifest(write(folder, 'prompt: "a cat"\n', name="d.yaml"))
+    assert default.output == folder / "output" / "d"
+    monkeypatch.chdir(tmp_path)
+    assert load_manifest(Path("project/d.yaml")).output == folder / "output" / "d"
 
 
 def test_key_in_manifest_is_refused_without_echoing_it(tmp_path: Path) -> None:
