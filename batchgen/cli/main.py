@@ -595,9 +595,11 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="BATCH", help="the manifest, or the batch folder")
     p.add_argument("--to", type=Path, metavar="DIR", help="the viewer's folder (default: BATCH/view/)")
 
-    p = command("export", _cmd_export, "export done jobs as an ImageFolder, Parquet or WebDataset dataset")
+    p = command("export", _cmd_export, "export done jobs as a dataset (ImageFolder, Parquet, WebDataset)")
     p.add_argument("target", help="the manifest, or the batch folder")
-    p.add_argument("--format", required=True, choices=["imagefolder", "parquet", "webdataset"],
+    from batchgen.export.formats import layouts
+
+    p.add_argument("--format", required=True, choices=sorted(layouts()),
                    help="the dataset layout")
     p.add_argument("--to", required=True, type=Path, metavar="DIR", help="the dataset folder")
     p.add_argument("--split", default="train", help="split name (default train)")

@@ -19,9 +19,9 @@ from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, 
 from batchgen.engine.stats import RunStats
 from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
-from batchgen.export.base import ExportFormat
 from batchgen.export.exporter import ExportPhase, ExportReport
-from batchgen.export.scan import Omission
+from batchgen.export.formats import layout
+from batchgen.export.scan import LeftOut
 from batchgen.manifest.plan import Plan
 from batchgen.manifest.shards import ShardTally
 from batchgen.provider.pacing import PaceReport
@@ -644,17 +644,11 @@ def render_error(exc: BatchgenError, how: Invocation | None = None,
 # -- export ----------------------------------------------------------------------------------
 
 _LEFT_OUT = {
-    Omission.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
+    LeftOut.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
                        "{rerun} fetches them again"),
-    Omission.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
-    Omission.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
+    LeftOut.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
+    LeftOut.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
                       "delete those images and {rerun} fetches them again"),
-}
-
-_LOADERS = {
-    ExportFormat.IMAGEFOLDER: 'load_dataset("imagefolder", data_dir="{to}")',
-    ExportFormat.PARQUET: 'load_dataset("parquet", data_dir="{to}")',
-    ExportFormat.WEBDATASET: 'load_dataset("webdataset", data_dir="{to}")',
 }
 
 
@@ -668,9 +662,9 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     r = report
     where = f", only {' and '.join(r.where)}" if r.where else ""
     lines = [f"exported {r.exported:,} image(s) of batch {r.batch} to {r.to} "
-             f"({r.format.value}, split {r.split}{where}, {format_duration(r.elapsed)})"]
-    noun = {ExportFormat.IMAGEFOLDER: "folder", ExportFormat.PARQUET: "shard",
-            ExportFormat.WEBDATASET: "shard"}[r.format]
+             f"({r.format}, split {r.split}{where}, {format_duration(r.elapsed)})"]
+    kind = layout(r.format)
+    noun = kind.noun
     parts = [f"{r.written} {noun}(s) written"]
     if r.kept:
         parts.append(f"{r.kept} unchanged and kept")
@@ -678,9 +672,8 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         parts.append(f"{r.removed} stale file(s) removed")
     lines.append("  " + ", ".join(parts) + (f"; everything was rewritten: {r.rewrote_all}"
                                             if r.rewrote_all else ""))
-    if r.linked or r.copied:
-        lines.append(f"  images: {r.linked:,} hard-linked, {r.copied:,} copied "
-                     "(another filesystem)" if r.copied else f"  images: {r.linked:,} hard-linked")
+    if r.images:
+        lines.append("  images: " + ", ".join(f"{n:,} {how}" for how, n in sorted(r.images.items())))
     store = isinstance(r.folder, str)  # read from an object store
     if store:
         lines.append(f"  read from {r.folder}: {r.downloaded:,} image(s) downloaded")
@@ -707,5 +700,5 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         lines.append(f"  left out: {n:,} done job(s) {what}" + (f" (e.g. {example})" if example else "")
                      + f"; {fix.format(rerun=rerun)}")
     lines.append("  load it: from datasets import load_dataset; "
-                 + _LOADERS[r.format].format(to=r.to))
+                 + kind.loader.format(to=r.to))
     return "\n".join(lines)

@@ -24,13 +24,13 @@ from pathlib import Path
 import orjson
 
 from batchgen.errors import UsageError
-from batchgen.export.base import ExportFormat, FormatWriter, Unit, tmp_path
-from batchgen.export.imagefolder import FOLDER_SIZE, ImageFolderWriter
+from batchgen.export.base import (DEFAULT_SHARD_SIZE, MAX_SHARD_BYTES, Layout, LayoutOptions,
+                                  Unit, UnitRule, tmp_path)
+from batchgen.export.formats import ExportFormat, layout, layouts
 from batchgen.export.images import ImageSource, LocalImages, StoreImages
 from batchgen.export.rows import Where
-from batchgen.export.scan import Entry, Item, Omission, Scan, check_where, scan
+from batchgen.export.scan import Entry, Item, LeftOut, Scan, check_where, scan
 from batchgen.export.state import ExportState, UnitRecord, on_disk
-from batchgen.export.webdataset import DEFAULT_SHARD_SIZE, WebDatasetWriter
 from batchgen.job import JobState
 from batchgen.storage.results import BatchResults, open_results
 
@@ -51,13 +51,17 @@ Progress = Callable[[ExportPhase, int, "int | None"], None]
 class ExportOptions:
     """What to export and where. ``where`` holds ``AXIS=VALUE`` filters, as on the command line."""
 
-    format: ExportFormat
+    format: ExportFormat | str   # a registered layout's name
     to: Path
     split: str = "train"
     where: Sequence[str] = ()
     overwrite: bool = False
     shard_size: int = DEFAULT_SHARD_SIZE
-    parquet_shard_bytes: int = 500 * 1000 * 1000  # images per Parquet shard, at most
+    parquet_shard_bytes: int = MAX_SHARD_BYTES  # images per Parquet shard, at most
+
+    def layout_options(self) -> LayoutOptions:
+        return LayoutOptions(shard_size=self.shard_size,
+                             parquet_shard_bytes=self.parquet_shard_bytes)
 
 
 @dataclass
@@ -67,54 +71,31 @@ class ExportReport:
     batch: str
     folder: Path | str   # the batch folder, or the store URL the batch was read from
     to: Path
-    format: ExportFormat
+    format: str
     split: str
     where: list[str]
     exported: int = 0
     filtered_out: int = 0
     not_done: dict[str, int] = field(default_factory=dict)   # job state -> count
     not_in_manifest: int = 0
-    problems: dict[Omission, int] = field(default_factory=dict)
-    examples: dict[Omission, str] = field(default_factory=dict)
+    problems: dict[LeftOut, int] = field(default_factory=dict)
+    examples: dict[LeftOut, str] = field(default_factory=dict)
     units: int = 0
     kept: int = 0
     written: int = 0
     removed: int = 0
     rewrote_all: str | None = None   # why nothing could be kept from an earlier export
-    linked: int = 0
-    copied: int = 0
+    images: dict[str, int] = field(default_factory=dict)   # "copied", "hard-linked", ... -> count
     downloaded: int = 0   # images fetched from an object store
     elapsed: float = 0.0
     files: list[str] = field(default_factory=list)
 
 
-def _unit_rule(options: ExportOptions) -> Callable[[int, int, int], bool]:
-    """Whether a unit of ``rows`` rows and ``size`` image bytes is full before the next one."""
-    if options.format is ExportFormat.WEBDATASET:
-        shard_size = options.shard_size
-        return lambda rows, size, nxt: rows >= shard_size
-    if options.format is ExportFormat.PARQUET:
-        most = options.parquet_shard_bytes
-        return lambda rows, size, nxt: rows > 0 and size + nxt > most
-    return lambda rows, size, nxt: rows >= FOLDER_SIZE
-
-
-def _writer(options: ExportOptions, found: Scan, images: ImageSource) -> FormatWriter:
-    schema = found.columns.schema()
-    to, split = options.to, options.split
-    if options.format is ExportFormat.WEBDATASET:
-        if len(found.columns.formats) > 1:
-            kinds = ", ".join(sorted(found.columns.formats))
-            raise UsageError(f"this batch holds {kinds} images; a WebDataset sample has the same "
-                             f"members everywhere, so export one format at a time, e.g. "
-                             f"--where output_format={sorted(found.columns.formats)[0]}")
-        return WebDatasetWriter(to, split, schema, found.columns.captions, options.shard_size,
-                                images)
-    if options.format is ExportFormat.PARQUET:
-        from batchgen.export.parquet import ParquetWriter
-
-        return ParquetWriter(to, split, schema, images)
-    return ImageFolderWriter(to, split, schema, images)
+def _writer(options: ExportOptions, found: Scan, images: ImageSource) -> Layout:
+    kind = layout(options.format)
+    kind.check(found)
+    return kind(options.to, options.split, found.columns.schema(), found.columns.captions,
+                images, options.layout_options())
 
 
 def _check_target(results: BatchResults, options: ExportOptions) -> None:
@@ -132,7 +113,7 @@ def _check_target(results: BatchResults, options: ExportOptions) -> None:
         raise UsageError(f"--to {options.to} is a file, not a folder")
 
 
-def _previous(options: ExportOptions, new: ExportState, writer: FormatWriter,
+def _previous(options: ExportOptions, new: ExportState, writer: Layout,
               report: ExportReport, old: ExportState | None) -> ExportState | None:
     """The earlier export whose units may be kept, or None; refuses to clobber without
     --overwrite."""
@@ -163,7 +144,9 @@ def export_batch(target: str | Path, options: ExportOptions,
     """Export the done jobs of the batch named by a manifest, a batch folder or an object-store
     URL (``s3://bucket/prefix``: its ledger copies, sidecars and images read from there)."""
     started = time.monotonic()
-    options = dataclasses.replace(options, format=ExportFormat(options.format), to=Path(options.to))
+    if str(options.format) not in layouts():
+        raise UsageError(f"--format {options.format}: the formats are {', '.join(sorted(layouts()))}")
+    options = dataclasses.replace(options, format=str(options.format), to=Path(options.to))
     results = open_results(target)
     _check_target(results, options)
     where = Where.parse(options.where)
@@ -187,8 +170,7 @@ def export_batch(target: str | Path, options: ExportOptions,
         images = StoreImages(results.store) if results.store is not None else LocalImages()
         writer = _writer(options, found, images)
         _write(results, options, found, writer, report, progress)
-        if isinstance(images, StoreImages):
-            report.downloaded = images.fetched
+        report.downloaded = images.fetched
     finally:
         spill.unlink(missing_ok=True)
         shutil.rmtree(options.to / ".batchgen-tmp", ignore_errors=True)
@@ -205,18 +187,18 @@ def _nothing(report: ExportReport, done: int) -> str:
     return f"nothing to export: no job of batch {report.batch} is done yet ({left})"
 
 
-def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: FormatWriter,
+def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: Layout,
            report: ExportReport, progress: Progress | None) -> None:
     schema = found.columns.schema()
-    layout = orjson.dumps([options.format.value, options.shard_size, options.parquet_shard_bytes,
+    layout = orjson.dumps([options.format, options.shard_size, options.parquet_shard_bytes,
                            [[k, v.value] for k, v in schema.items()]])
-    new = ExportState(format=options.format.value, split=options.split, where=report.where,
+    new = ExportState(format=options.format, split=options.split, where=report.where,
                       columns=hashlib.sha256(layout).hexdigest()[:16], batch=results.batch,
                       source=results.source if results.store is not None
                       else str(results.folder.absolute()))
     recorded = ExportState.load(options.to, options.split)
     old = _previous(options, new, writer, report, recorded)
-    units = _plan(found, _unit_rule(options), new.columns)
+    units = _plan(found, writer.unit_rule(options.layout_options()), new.columns)
     report.units = len(units)
     fit = found.columns.fit
     writer.begin()
@@ -233,8 +215,7 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: F
         ok = True
     finally:
         new.extra = writer.finish(ok)
-    if isinstance(writer, ImageFolderWriter):
-        report.linked, report.copied = writer.linked, writer.copied
+    report.images = dict(writer.counts)
     keep = new.files()
     stale = ({str(p.relative_to(options.to)) for p in writer.owned()}
              | (recorded.files() if recorded is not None else set())) - keep
@@ -249,7 +230,7 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: F
     report.files = sorted(keep)
 
 
-def _plan(found: Scan, rule: Callable[[int, int, int], bool], columns: str) -> list[Unit]:
+def _plan(found: Scan, rule: UnitRule, columns: str) -> list[Unit]:
     """Cut the rows into units and digest each, reading the spill without parsing a row."""
     units: list[Unit] = []
     rows = size = 0
@@ -268,7 +249,7 @@ def _plan(found: Scan, rule: Callable[[int, int, int], bool], columns: str) -> l
 
 
 def _place(unit: Unit, units: int, chunk: Iterator[Entry], found: Scan,
-           fit: Callable[[dict, dict], dict], schema: dict, writer: FormatWriter,
+           fit: Callable[[dict, dict], dict], schema: dict, writer: Layout,
            old: ExportState | None, new: ExportState, root: Path, report: ExportReport) -> None:
     """Keep the unit from the earlier export when its rows are the same, else write it."""
     names = writer.unit_files(unit.index, units)
@@ -298,7 +279,7 @@ def _place(unit: Unit, units: int, chunk: Iterator[Entry], found: Scan,
         report.written += 1
     changed = unit.rows - rows
     if changed:
-        report.problems[Omission.CHANGED] = report.problems.get(Omission.CHANGED, 0) + changed
-        report.examples.setdefault(Omission.CHANGED, names[0])
+        report.problems[LeftOut.CHANGED] = report.problems.get(LeftOut.CHANGED, 0) + changed
+        report.examples.setdefault(LeftOut.CHANGED, names[0])
     report.exported += rows
     new.units.append(UnitRecord(unit.digest, {n: on_disk(root, n) or 0 for n in names}, rows))

@@ -15,15 +15,15 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import re
 import shutil
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from batchgen.export.base import atomic_write, place, tmp_path
-from batchgen.export.images import ImageSource, LocalImages
-from batchgen.export.rows import ColumnType
+from batchgen.export.base import Layout, LayoutOptions, UnitRule, atomic_write, place, tmp_path
 from batchgen.export.scan import Item
 
 __all__ = ["FOLDER_SIZE", "ImageFolderWriter"]
@@ -31,21 +31,24 @@ __all__ = ["FOLDER_SIZE", "ImageFolderWriter"]
 FOLDER_SIZE = 1000
 
 
-class ImageFolderWriter:
-    sorted_keys = False
+class ImageFolderWriter(Layout):
+    name = "imagefolder"
+    noun = "folder"
+    loader = 'load_dataset("imagefolder", data_dir="{to}")'
 
-    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType],
-                 images: ImageSource | None = None) -> None:
-        self.root = root
-        self.split = split
-        self.schema = schema
-        self.images = images or LocalImages()
-        self.linked = 0
-        self.copied = 0
-        self.downloaded = 0
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self._can_link = True
         self._metadata: Path | None = None
-        self._meta_fh = None
+        self._meta_fh: Any = None
+
+    @classmethod
+    def unit_rule(cls, options: LayoutOptions) -> UnitRule:
+        return lambda rows, _bytes, _next: rows >= FOLDER_SIZE
+
+    @classmethod
+    def file_pattern(cls, split: str) -> re.Pattern[str]:
+        return re.compile(re.escape(split) + r"/(?:[0-9]{4,}|metadata\.jsonl)")
 
     def _folder(self, index: int) -> str:
         return f"{self.split}/{index:04d}"
@@ -62,19 +65,22 @@ class ImageFolderWriter:
     def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         folder = self.root / self._folder(index)
         folder.mkdir(parents=True, exist_ok=True)
-        if not self.images.local:
-            return self._fetch_unit(index, folder, items)
+        rows = list(items)  # at most FOLDER_SIZE rows (never their bytes)
+        if any(self.images.local_file(item) is None for item in rows):
+            return self._fetch_unit(index, folder, rows)
         wanted = set()
-        for item in items:
+        for item in rows:
             name = f"{item.key}.{item.ext}"
             target = folder / name
+            source = self.images.local_file(item)
+            assert source is not None
             try:
-                same = target.exists() and os.path.samefile(item.image, target)
+                same = target.exists() and os.path.samefile(source, target)
             except OSError:
                 same = False
             if not same:
                 try:
-                    self._link(Path(item.image), target)
+                    self._link(source, target)
                 except FileNotFoundError:
                     continue  # gone since the scan: left out, and counted as changed
             wanted.add(name)
@@ -84,9 +90,8 @@ class ImageFolderWriter:
                 stale.unlink()
         return len(wanted)
 
-    def _fetch_unit(self, index: int, folder: Path, items: Iterable[Item]) -> int:
+    def _fetch_unit(self, index: int, folder: Path, rows: list[Item]) -> int:
         """A unit from the store: at most FOLDER_SIZE rows, so they are held (never bytes)."""
-        rows = list(items)
         fetch = [item for item in rows if not _holds(folder / f"{item.key}.{item.ext}", item)]
         missing = set()
         for item, data in self.images.checked(fetch):
@@ -94,7 +99,6 @@ class ImageFolderWriter:
                 missing.add(item.key)  # gone or changed since the scan: counted as changed
                 continue
             atomic_write(self.root, f"{self._folder(index)}/{item.key}.{item.ext}", data)
-            self.downloaded += 1
         wanted = set()
         for item in rows:
             if item.key not in missing:
@@ -111,7 +115,7 @@ class ImageFolderWriter:
             try:
                 os.link(source, tmp)
                 os.replace(tmp, target)
-                self.linked += 1
+                self.counts["hard-linked"] += 1
                 return
             except OSError as exc:
                 tmp.unlink(missing_ok=True)
@@ -125,7 +129,7 @@ class ImageFolderWriter:
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-        self.copied += 1
+        self.counts["copied"] += 1
 
     def begin(self) -> None:
         self._metadata = tmp_path(self.root)

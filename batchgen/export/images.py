@@ -10,6 +10,7 @@ matches (or is gone) comes back as None: left out of the export and counted as c
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,8 +27,11 @@ FETCH_BYTES = 64 * 1024 * 1024
 
 
 class ImageSource(Protocol):
-    #: True when ``Item.image`` is a local path (hard links are possible)
-    local: bool
+    #: images downloaded so far, for the report (0 for a local folder)
+    fetched: int
+
+    def local_file(self, item: Item) -> Path | None:
+        """The image as a local file a copy can be made from, or None (it must be fetched)."""
 
     def checked(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes | None]]:
         """Each item with its bytes, in order; None when missing or not the recorded sha256."""
@@ -50,7 +54,10 @@ def _matches(item: Item, data: bytes) -> bool:
 class LocalImages:
     """Images of a local batch folder, ``Item.image`` an absolute path."""
 
-    local = True
+    fetched = 0
+
+    def local_file(self, item: Item) -> Path | None:
+        return Path(item.image)
 
     def checked(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes | None]]:
         for item in items:
@@ -60,11 +67,12 @@ class LocalImages:
 class StoreImages:
     """Images of a batch in an object store, ``Item.image`` the path in the batch."""
 
-    local = False
-
     def __init__(self, store: StoreBatch) -> None:
         self.store = store
-        self.fetched = 0  # objects downloaded, for the report
+        self.fetched = 0
+
+    def local_file(self, item: Item) -> Path | None:
+        return None
 
     def checked(self, items: Iterable[Item]) -> Iterator[tuple[Item, bytes | None]]:
         for group in _groups(items):

@@ -28,13 +28,13 @@ from batchgen.storage.sidecar import Sidecar
 if TYPE_CHECKING:
     from batchgen.storage.remote import StoreBatch
 
-__all__ = ["Entry", "Item", "Omission", "Scan", "check_where", "scan"]
+__all__ = ["Entry", "Item", "LeftOut", "Scan", "check_where", "scan"]
 
 #: done jobs looked at together in a store: their sidecars are fetched at once
 STORE_CHUNK = 256
 
 
-class Omission(StrEnum):
+class LeftOut(StrEnum):
     """Why a job recorded done is left out of the export (reported, never silent)."""
 
     NO_IMAGE = "no_image"        # missing, or not the size the ledger recorded
@@ -84,8 +84,8 @@ class Scan:
     rows: int = 0
     bytes: int = 0
     filtered_out: int = 0
-    problems: Counter[Omission] = field(default_factory=Counter)
-    examples: dict[Omission, str] = field(default_factory=dict)
+    problems: Counter[LeftOut] = field(default_factory=Counter)
+    examples: dict[LeftOut, str] = field(default_factory=dict)
     keys: set[str] = field(default_factory=set)
 
     def entries(self) -> Iterator[Entry]:
@@ -103,7 +103,7 @@ class Scan:
                 fh.seek(offset)
                 yield Item(*orjson.loads(fh.readline().split(b"\t", 2)[2]))
 
-    def problem(self, kind: Omission, file: str) -> None:
+    def problem(self, kind: LeftOut, file: str) -> None:
         self.problems[kind] += 1
         self.examples.setdefault(kind, file)
 
@@ -143,14 +143,14 @@ def _one(folder: Path, file: str, size: int, sha256: str | None, job_id: str, fo
     sidecar_path = image.with_suffix(".json")
     image_stamp = _stamp(image)
     if image_stamp is None or image_stamp[0] != size:
-        found.problem(Omission.NO_IMAGE, file)
+        found.problem(LeftOut.NO_IMAGE, file)
         return
     try:
         raw = sidecar_path.read_bytes()
         sidecar = Sidecar.decode(raw)
         side_stamp = _stamp(sidecar_path) or (0, 0)
     except (OSError, ValueError):
-        found.problem(Omission.NO_SIDECAR, str(sidecar_path.relative_to(folder)))
+        found.problem(LeftOut.NO_SIDECAR, str(sidecar_path.relative_to(folder)))
         return
     _keep(found, where, out, dumps, newline, job_id, str(image), image.suffix.lstrip("."), size,
           sha256, [*image_stamp, *side_stamp], sidecar)
@@ -186,7 +186,7 @@ def _scan_store(results: BatchResults, store: StoreBatch, where: Where, found: S
         for result in chunk:
             stamp = store.stamp(result.file)
             if stamp is None or stamp[0] != result.record.size:
-                found.problem(Omission.NO_IMAGE, result.file)
+                found.problem(LeftOut.NO_IMAGE, result.file)
             else:
                 present.append((result, stamp))
         sidecars = store.read_many([r.sidecar_file() for r, _ in present])
@@ -198,7 +198,7 @@ def _scan_store(results: BatchResults, store: StoreBatch, where: Where, found: S
             except ValueError:
                 sidecar = None
             if sidecar is None:
-                found.problem(Omission.NO_SIDECAR, name)
+                found.problem(LeftOut.NO_SIDECAR, name)
                 continue
             file = result.file
             _keep(found, where, out, dumps, newline, result.job_id, file,

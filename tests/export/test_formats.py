@@ -63,7 +63,7 @@ def test_imagefolder_loads_with_datasets(sweep, tmp_path: Path) -> None:
 def test_imagefolder_links_the_images_instead_of_copying(sweep, tmp_path: Path) -> None:
     manifest, folder = sweep
     report = export_batch(manifest, ExportOptions(ExportFormat.IMAGEFOLDER, tmp_path / "ds"))
-    assert report.linked == 6 and report.copied == 0
+    assert report.images == {"hard-linked": 6}
     exported = sorted((tmp_path / "ds" / "train" / "0000").iterdir())
     originals = {p.stat().st_ino for p in (folder / "images").rglob("*.png")}
     assert len(exported) == 6 and {p.stat().st_ino for p in exported} == originals
