@@ -439,7 +439,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(format=args.format, to=args.to, split=args.split,
                             where=args.where or (), overwrite=args.overwrite,
-                            shard_size=args.shard_size)
+                            link=args.link, shard_size=args.shard_size)
     with ExportProgressView(ProgressMode.QUIET if args.quiet else ProgressMode.AUTO) as view:
         report = export_batch(args.target, options, progress=view.update)
     print(render_export(report, args.target))
@@ -608,6 +608,9 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(the same AXIS twice: either value)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export of another kind, or files batchgen did not record")
+    p.add_argument("--link", action="store_true",
+                   help="imagefolder: hard-link the images to the batch's (both made read-only) "
+                        "instead of copying them")
     p.add_argument("--shard-size", type=_positive_int, default=10_000, metavar="N",
                    help="WebDataset samples per shard (default 10000)")
     p.add_argument("--quiet", action="store_true", help="no progress display, only the report")

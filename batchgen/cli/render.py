@@ -649,7 +649,13 @@ _LEFT_OUT = {
     LeftOut.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
     LeftOut.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
                       "delete those images and {rerun} fetches them again"),
+    LeftOut.UNREADABLE: ("whose image (no sha256 recorded) does not decode as an image",
+                         "delete those images and {rerun} fetches them again"),
+    LeftOut.OUTSIDE: ("whose recorded path is a symlink, absolute or leads out of the batch "
+                      "folder", "the batch folder was edited: check those records"),
 }
+#: left-out jobs named one by one in the report, per reason, at most
+_NAMED = 5
 
 
 def render_export_progress(phase: ExportPhase, done: int, total: int | None) -> str:
@@ -666,6 +672,10 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     kind = layout(r.format)
     noun = kind.noun
     parts = [f"{r.written} {noun}(s) written"]
+    if r.resumed:
+        parts.append(f"{r.resumed} finished by the export that was cut short")
+    if r.finished_swap:
+        parts.append("an earlier export's swap, cut short, finished first")
     if r.kept:
         parts.append(f"{r.kept} unchanged and kept")
     if r.removed:
@@ -693,12 +703,15 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         rerun = (f"`batchgen run {target}`" if Path(target).is_file()
                  else "running the batch's manifest again (`batchgen run MANIFEST`)")
     for problem, n in r.problems.items():
-        example = r.examples.get(problem)
         what, fix = _LEFT_OUT[problem]
         if store:
             what = what.replace("on disk", "in the store")
-        lines.append(f"  left out: {n:,} done job(s) {what}" + (f" (e.g. {example})" if example else "")
-                     + f"; {fix.format(rerun=rerun)}")
+        lines.append(f"  left out: {n:,} done job(s) {what}; {fix.format(rerun=rerun)}")
+        named = [o for o in r.omitted if o.why is problem]
+        for o in named[:_NAMED]:
+            lines.append(f"    job {o.job_id}: {o.path}")
+        if len(named) > _NAMED:
+            lines.append(f"    and {len(named) - _NAMED:,} more")
     lines.append("  load it: from datasets import load_dataset; "
                  + kind.loader.format(to=r.to))
     return "\n".join(lines)

@@ -46,7 +46,7 @@ class LayoutOptions:
 
     shard_size: int = DEFAULT_SHARD_SIZE
     parquet_shard_bytes: int = MAX_SHARD_BYTES
-    link: bool = False
+    link: bool = False   # hard-link images to the batch's (read-only) instead of copying
 
 
 @dataclass
@@ -125,9 +125,25 @@ class Layout:
         """Put in place what covers every unit (metadata), if ``ok``; returns those files."""
         return []
 
-    def owned(self) -> list[Path]:
-        """Files of this format and split already in the export folder."""
-        raise NotImplementedError
+    @classmethod
+    def owned(cls, root: Path, split: str) -> list[Path]:
+        """Files (or unit folders) of this format and split already in the export folder
+        ``root``: those ``file_pattern`` names (hidden folders and symlinks are not looked in)."""
+        pattern = cls.file_pattern(split)
+        found = []
+        for folder, dirs, files in os.walk(root):
+            base = Path(folder)
+            rel = base.relative_to(root)
+            keep = []
+            for name in dirs:
+                path = (rel / name).as_posix()
+                if pattern.fullmatch(path):
+                    found.append(base / name)
+                elif not name.startswith("."):
+                    keep.append(name)
+            dirs[:] = keep
+            found += [base / n for n in files if pattern.fullmatch((rel / n).as_posix())]
+        return sorted(found)
 
 
 def layouts() -> dict[str, type[Layout]]:

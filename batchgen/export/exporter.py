@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+from collections import Counter
 import itertools
 import os
 import re
@@ -29,8 +30,10 @@ from batchgen.export.base import (DEFAULT_SHARD_SIZE, MAX_SHARD_BYTES, Layout, L
 from batchgen.export.formats import ExportFormat, layout, layouts
 from batchgen.export.images import ImageSource, LocalImages, StoreImages
 from batchgen.export.rows import Where
-from batchgen.export.scan import Entry, Item, LeftOut, Scan, check_where, scan
-from batchgen.export.state import ExportState, UnitRecord, on_disk
+from batchgen.export.files import clean_relative, inside
+from batchgen.export.scan import Entry, Item, LeftOut, Omission, Scan, check_where, scan
+from batchgen.export.stage import Stage, finish_swap
+from batchgen.export.state import ExportState, UnitRecord, on_disk, state_file
 from batchgen.job import JobState
 from batchgen.storage.results import BatchResults, open_results
 
@@ -56,12 +59,13 @@ class ExportOptions:
     split: str = "train"
     where: Sequence[str] = ()
     overwrite: bool = False
+    link: bool = False   # ImageFolder: hard links to the batch's images (made read-only)
     shard_size: int = DEFAULT_SHARD_SIZE
     parquet_shard_bytes: int = MAX_SHARD_BYTES  # images per Parquet shard, at most
 
     def layout_options(self) -> LayoutOptions:
         return LayoutOptions(shard_size=self.shard_size,
-                             parquet_shard_bytes=self.parquet_shard_bytes)
+                             parquet_shard_bytes=self.parquet_shard_bytes, link=self.link)
 
 
 @dataclass
@@ -80,7 +84,10 @@ class ExportReport:
     not_in_manifest: int = 0
     problems: dict[LeftOut, int] = field(default_factory=dict)
     examples: dict[LeftOut, str] = field(default_factory=dict)
+    omitted: list[Omission] = field(default_factory=list)   # every job left out: why, job, path
     units: int = 0
+    resumed: int = 0   # units an export cut short had finished, not written again
+    finished_swap: bool = False   # an earlier export's swap, cut short, was finished first
     kept: int = 0
     written: int = 0
     removed: int = 0
@@ -113,16 +120,17 @@ def _check_target(results: BatchResults, options: ExportOptions) -> None:
         raise UsageError(f"--to {options.to} is a file, not a folder")
 
 
-def _previous(options: ExportOptions, new: ExportState, writer: Layout,
+def _previous(options: ExportOptions, new: ExportState, kind: type[Layout],
               report: ExportReport, old: ExportState | None) -> ExportState | None:
     """The earlier export whose units may be kept, or None; refuses to clobber without
     --overwrite."""
+    owned = kind.owned(options.to, options.split)
     if options.overwrite:
-        if old is not None or writer.owned():
+        if old is not None or owned:
             report.rewrote_all = "--overwrite"
         return None
     if old is None:
-        if writer.owned():
+        if owned:
             raise UsageError(f"{options.to} already holds {options.format} files of split "
                              f"'{options.split}' that batchgen did not record; pass --overwrite "
                              f"to replace them, or export to another folder")
@@ -133,8 +141,8 @@ def _previous(options: ExportOptions, new: ExportState, writer: Layout,
         raise UsageError(f"{options.to} holds {was}; pass --overwrite to replace it with this "
                          f"one, or export to another folder")
     if old.columns != new.columns:
-        report.rewrote_all = ("the columns or the shard size changed (new axis values, captions "
-                              "or LoRA slots)")
+        report.rewrote_all = ("the columns, the shard size or how images are stored changed "
+                              "(new axis values, captions or LoRA slots, --link)")
         return None
     return old
 
@@ -142,7 +150,10 @@ def _previous(options: ExportOptions, new: ExportState, writer: Layout,
 def export_batch(target: str | Path, options: ExportOptions,
                  progress: Progress | None = None) -> ExportReport:
     """Export the done jobs of the batch named by a manifest, a batch folder or an object-store
-    URL (``s3://bucket/prefix``: its ledger copies, sidecars and images read from there)."""
+    URL (``s3://bucket/prefix``: its ledger copies, sidecars and images read from there).
+
+    The export is written aside and swapped in whole when complete; one cut short is resumed
+    (or its swap finished) by the same call."""
     started = time.monotonic()
     if str(options.format) not in layouts():
         raise UsageError(f"--format {options.format}: the formats are {', '.join(sorted(layouts()))}")
@@ -157,25 +168,57 @@ def export_batch(target: str | Path, options: ExportOptions,
     if results.manifest is not None:
         recorded = sum(1 for r in results.ledger.records.values() if r.state == JobState.DONE)
         report.not_in_manifest = recorded - counts.get(JobState.DONE, 0)
-    options.to.mkdir(parents=True, exist_ok=True)
-    spill = tmp_path(options.to)
+    root = options.to
+    root.mkdir(parents=True, exist_ok=True)
+    allowed = batchgen_names(options.split)
+    report.finished_swap = finish_swap(root, options.split, allowed)
+    stage = Stage(root, options.split)
+    stage.open()
+    spill = tmp_path(root)
+    images: ImageSource = (StoreImages(results.store) if results.store is not None
+                           else LocalImages())
     try:
         tick = (lambda n: progress(ExportPhase.SCAN, n, None)) if progress else None
         found = scan(results, where, spill, tick)
         check_where(where, found)
         report.filtered_out = found.filtered_out
-        report.problems, report.examples = dict(found.problems), dict(found.examples)
         if not found.rows:
+            _left_out(report, found.omitted)
             raise UsageError(_nothing(report, counts.get(JobState.DONE, 0)))
-        images = StoreImages(results.store) if results.store is not None else LocalImages()
-        writer = _writer(options, found, images)
-        _write(results, options, found, writer, report, progress)
+        kind = layout(options.format)
+        kind.check(found)
+        writer = kind(stage.folder, options.split, found.columns.schema(),
+                      found.columns.captions, images, options.layout_options())
+        _write(results, options, found, kind, writer, stage, report, progress)
         report.downloaded = images.fetched
+        _left_out(report, found.omitted + images.omitted)
     finally:
         spill.unlink(missing_ok=True)
-        shutil.rmtree(options.to / ".batchgen-tmp", ignore_errors=True)
+        shutil.rmtree(root / ".batchgen-tmp", ignore_errors=True)
+        shutil.rmtree(stage.folder / ".batchgen-tmp", ignore_errors=True)
     report.elapsed = time.monotonic() - started
     return report
+
+
+def _left_out(report: ExportReport, omitted: list[Omission]) -> None:
+    report.omitted = omitted
+    report.problems = dict(Counter(o.why for o in omitted))
+    report.examples = {}
+    for o in omitted:
+        report.examples.setdefault(o.why, o.path)
+
+
+def batchgen_names(split: str) -> Callable[[str], bool]:
+    """Whether a name (relative to the export folder) is one batchgen gives a file of this
+    split: a registered layout's, or the state file. Names read from an export folder (state,
+    progress, swap journal) are acted on only when this says yes."""
+    patterns = [kind.file_pattern(split) for kind in layouts().values()]
+    fixed = {state_file(split)}
+
+    def allowed(name: str) -> bool:
+        return clean_relative(name) is not None and (
+            name in fixed or any(p.fullmatch(name) for p in patterns))
+    return allowed
 
 
 def _nothing(report: ExportReport, done: int) -> str:
@@ -187,20 +230,28 @@ def _nothing(report: ExportReport, done: int) -> str:
     return f"nothing to export: no job of batch {report.batch} is done yet ({left})"
 
 
-def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: Layout,
-           report: ExportReport, progress: Progress | None) -> None:
+def _write(results: BatchResults, options: ExportOptions, found: Scan, kind: type[Layout],
+           writer: Layout, stage: Stage, report: ExportReport, progress: Progress | None) -> None:
+    root = options.to
     schema = found.columns.schema()
-    layout = orjson.dumps([options.format, options.shard_size, options.parquet_shard_bytes,
-                           [[k, v.value] for k, v in schema.items()]])
+    layout_key = orjson.dumps([options.format, options.shard_size, options.parquet_shard_bytes,
+                               "link" if options.link else "copy",
+                               [[k, v.value] for k, v in schema.items()]])
     new = ExportState(format=options.format, split=options.split, where=report.where,
-                      columns=hashlib.sha256(layout).hexdigest()[:16], batch=results.batch,
+                      columns=hashlib.sha256(layout_key).hexdigest()[:16], batch=results.batch,
                       source=results.source if results.store is not None
                       else str(results.folder.absolute()))
-    recorded = ExportState.load(options.to, options.split)
-    old = _previous(options, new, writer, report, recorded)
+    allowed = batchgen_names(options.split)
+    recorded = ExportState.load(root, options.split, allowed)
+    old = _previous(options, new, kind, report, recorded)
+    staged = stage.progress(allowed)
+    if staged is None or not staged.same_export(new) or staged.columns != new.columns:
+        stage.clear()
+        staged = None
     units = _plan(found, writer.unit_rule(options.layout_options()), new.columns)
     report.units = len(units)
     fit = found.columns.fit
+    sources = [(stage.folder, staged, True), (root, old, False)]
     writer.begin()
     ok = False
     try:
@@ -208,7 +259,9 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: L
         done = 0
         for unit in units:
             chunk = itertools.islice(entries, unit.rows)
-            _place(unit, len(units), chunk, found, fit, schema, writer, old, new, options.to, report)
+            _place(unit, len(units), chunk, found, fit, schema, writer, sources, new, stage.folder,
+                   report)
+            stage.save_progress(new)
             done += unit.rows
             if progress is not None:
                 progress(ExportPhase.WRITE, done, found.rows)
@@ -217,16 +270,11 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, writer: L
         new.extra = writer.finish(ok)
     report.images = dict(writer.counts)
     keep = new.files()
-    stale = ({str(p.relative_to(options.to)) for p in writer.owned()}
+    stale = ({p.relative_to(root).as_posix() for p in kind.owned(root, options.split)}
              | (recorded.files() if recorded is not None else set())) - keep
-    for name in sorted(stale):
-        path = options.to / name
-        if path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            path.unlink(missing_ok=True)
-        report.removed += 1
-    new.save(options.to)
+    report.removed = len(stale)
+    new.save(stage.folder)
+    stage.swap(sorted(keep) + [state_file(options.split)], sorted(stale), allowed)
     report.files = sorted(keep)
 
 
@@ -248,27 +296,44 @@ def _plan(found: Scan, rule: UnitRule, columns: str) -> list[Unit]:
     return units
 
 
+def _same(before: UnitRecord | None, unit: Unit, names: list[str], folder: Path) -> bool:
+    return (before is not None and before.digest == unit.digest
+            and len(before.files) == len(names)
+            and all(on_disk(folder, f) == n for f, n in before.files.items()))
+
+
 def _place(unit: Unit, units: int, chunk: Iterator[Entry], found: Scan,
            fit: Callable[[dict, dict], dict], schema: dict, writer: Layout,
-           old: ExportState | None, new: ExportState, root: Path, report: ExportReport) -> None:
-    """Keep the unit from the earlier export when its rows are the same, else write it."""
+           sources: list[tuple[Path, ExportState | None, bool]], new: ExportState,
+           staging: Path, report: ExportReport) -> None:
+    """Keep the unit when the stage (a run cut short) or the earlier export holds the same
+    rows; else write it into the stage."""
     names = writer.unit_files(unit.index, units)
-    before = old.units[unit.index] if old is not None and unit.index < len(old.units) else None
 
     def fitted(items: Iterator[Item]) -> Iterator[Item]:
         for item in items:
             item.row = fit(item.row, schema)
             yield item
 
-    if before is not None and before.digest == unit.digest and len(before.files) == len(names) \
-            and all(on_disk(root, f) == n for f, n in before.files.items()):
+    for folder, state, in_stage in sources:
+        before = (state.units[unit.index]
+                  if state is not None and unit.index < len(state.units) else None)
+        if before is None or not _same(before, unit, names, folder):
+            continue
         for was, now in zip(before.files, names):
-            if was != now:  # a shard count in the name changed: same bytes, new name
-                os.replace(root / was, root / now)
+            if in_stage:
+                if was != now:  # a shard count in the name changed: same bytes, new name
+                    os.replace(inside(staging, was), inside(staging, now))
+            else:
+                _link_into(inside(folder, was), inside(staging, now))
         for item in fitted(e.item() for e in chunk):
             writer.keep_row(unit.index, item)
         rows = before.rows
-        report.kept += 1
+        if in_stage:
+            report.resumed += 1
+        else:
+            report.kept += 1
+        break
     else:
         if writer.sorted_keys:  # keys and offsets only: a shard's rows are read back in order
             offsets = [offset for _, offset in sorted((e.key, e.offset) for e in chunk)]
@@ -277,9 +342,30 @@ def _place(unit: Unit, units: int, chunk: Iterator[Entry], found: Scan,
             items = (e.item() for e in chunk)
         rows = writer.write_unit(unit.index, units, fitted(items))
         report.written += 1
-    changed = unit.rows - rows
-    if changed:
-        report.problems[LeftOut.CHANGED] = report.problems.get(LeftOut.CHANGED, 0) + changed
-        report.examples.setdefault(LeftOut.CHANGED, names[0])
     report.exported += rows
-    new.units.append(UnitRecord(unit.digest, {n: on_disk(root, n) or 0 for n in names}, rows))
+    new.units.append(UnitRecord(unit.digest, {n: on_disk(staging, n) or 0 for n in names}, rows))
+
+
+def _link_into(source: Path, target: Path) -> None:
+    """A unit of the earlier export into the stage: hard links of the export's own files (a
+    folder's regular files one by one; a symlink is never followed)."""
+    if os.path.lexists(target):
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        else:
+            target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if source.is_dir() and not source.is_symlink():
+        target.mkdir()
+        for child in source.iterdir():
+            if child.is_file() and not child.is_symlink():
+                _link_file(child, target / child.name)
+    else:
+        _link_file(source, target)
+
+
+def _link_file(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target, follow_symlinks=False)
+    except OSError:
+        shutil.copyfile(source, target, follow_symlinks=False)

@@ -63,8 +63,9 @@ class ParquetWriter(Layout):
     def unit_files(self, index: int, units: int) -> list[str]:
         return [f"data/{self.split}-{index:05d}-of-{units:05d}.parquet"]
 
-    def owned(self) -> list[Path]:
-        return sorted((self.root / "data").glob(f"{self.split}-[0-9]*-of-[0-9]*.parquet"))
+    @classmethod
+    def owned(cls, root: Path, split: str) -> list[Path]:
+        return sorted((root / "data").glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
 
     def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         pq = self.pa.parquet

@@ -8,6 +8,9 @@ short leaves the previous state, whose digests then no longer match what changed
 
 from __future__ import annotations
 
+import os
+import stat
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +19,7 @@ import orjson
 
 from batchgen._version import __version__
 from batchgen.export.base import atomic_write
+from batchgen.export.files import read_no_follow
 
 __all__ = ["ExportState", "UnitRecord", "state_file"]
 
@@ -52,21 +56,32 @@ class ExportState:
         return {f for u in self.units for f in u.files} | set(self.extra)
 
     @classmethod
-    def load(cls, root: Path, split: str) -> ExportState | None:
-        try:
-            data = orjson.loads((root / state_file(split)).read_bytes())
-            return cls(format=data["format"], split=data["split"], where=list(data["where"]),
-                       columns=data["columns"], batch=data.get("batch", ""),
-                       source=data.get("source", ""),
-                       units=[UnitRecord(u["digest"], dict(u["files"]), int(u["rows"]))
-                              for u in data["units"]],
-                       extra=list(data.get("extra", [])))
-        except FileNotFoundError:
-            return None
-        except (OSError, ValueError, KeyError, TypeError):
-            return None  # unreadable: treated as no state (the files then need --overwrite)
+    def load(cls, root: Path, split: str, allowed: Callable[[str], bool]) -> ExportState | None:
+        """The state recorded in ``root``, or None. It is untrusted text: a state naming any
+        file ``allowed`` refuses (``../x``, an absolute path, another layout's name) is taken
+        as no state at all, so nothing it lists is ever kept, renamed or removed."""
+        raw = read_no_follow(root / state_file(split))
+        return None if raw is None else cls.decode(raw, allowed)
 
-    def save(self, root: Path) -> None:
+    @classmethod
+    def decode(cls, raw: bytes, allowed: Callable[[str], bool]) -> ExportState | None:
+        try:
+            data = orjson.loads(raw)
+            state = cls(format=str(data["format"]), split=str(data["split"]),
+                        where=[str(w) for w in data["where"]], columns=str(data["columns"]),
+                        batch=str(data.get("batch", "")), source=str(data.get("source", "")),
+                        units=[UnitRecord(str(u["digest"]),
+                                          {str(f): int(n) for f, n in dict(u["files"]).items()},
+                                          int(u["rows"]))
+                               for u in data["units"]],
+                        extra=[str(e) for e in data.get("extra", [])])
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None  # unreadable: treated as no state (the files then need --overwrite)
+        if not all(allowed(name) for name in state.files()):
+            return None
+        return state
+
+    def encode(self) -> bytes:
         data: dict[str, Any] = {
             "batchgen_export": FORMAT, "version": __version__, "format": self.format,
             "split": self.split, "where": self.where, "columns": self.columns,
@@ -74,16 +89,20 @@ class ExportState:
             "rows": sum(u.rows for u in self.units),
             "units": [{"digest": u.digest, "files": u.files, "rows": u.rows} for u in self.units],
             "extra": self.extra}
-        atomic_write(root, state_file(self.split),
-                     orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
+
+    def save(self, root: Path) -> None:
+        atomic_write(root, state_file(self.split), self.encode())
 
 
 def on_disk(root: Path, relative: str) -> int | None:
-    """A file's size, or how many entries a folder holds; None when it is not there."""
+    """A file's size, or how many entries a folder holds; None when it is not there (or is
+    a symlink: never followed)."""
     path = root / relative
     try:
-        if path.is_dir():
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
             return sum(1 for _ in path.iterdir())
-        return path.stat().st_size
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
     except OSError:
         return None

@@ -55,9 +55,10 @@ class WebDatasetWriter(Layout):
         name = self._name(index)
         return [f"{name}.tar", f"__stats__/{name}_stats.json"]
 
-    def owned(self) -> list[Path]:
-        return sorted([*self.root.glob(f"{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"),
-                       *self.root.glob(f"__stats__/{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9]_stats.json")])
+    @classmethod
+    def owned(cls, root: Path, split: str) -> list[Path]:
+        return sorted([*root.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"),
+                       *root.glob(f"__stats__/{split}-[0-9][0-9][0-9][0-9][0-9][0-9]_stats.json")])
 
     def _member(self, tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)

@@ -33,9 +33,6 @@ class RowsOnly(Layout):
     def unit_rule(cls, options):  # type: ignore[no-untyped-def]
         return lambda rows, _bytes, _next: rows >= 3
 
-    def owned(self) -> list[Path]:
-        return sorted(self.root.glob(f"{self.split}-*.jsonl"))
-
     def unit_files(self, index: int, units: int) -> list[str]:
         return [f"{self.split}-{index}.jsonl"]
 
