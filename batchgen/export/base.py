@@ -106,6 +106,16 @@ class Layout:
         names an export ever removes or renames, whatever a state file lists."""
         raise NotImplementedError
 
+    @classmethod
+    def data_files(cls, split: str) -> str:
+        """The glob, relative to the export folder, the dataset card names for the split."""
+        raise NotImplementedError
+
+    def card_features(self, formats: set[str]) -> list[dict[str, object]]:
+        """The rows' features as a dataset card's ``dataset_info`` lists them, in the order
+        ``datasets`` reads the columns (``formats``: the image formats in the export)."""
+        return [{"name": "image", "dtype": "image"}, *value_features(self.schema)]
+
     def begin(self) -> None:
         """Called once, before the first unit."""
 
@@ -175,6 +185,12 @@ def place(root: Path, tmp: Path, relative: str) -> None:
     target = root / relative
     target.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, target)
+
+
+def value_features(schema: dict[str, ColumnType]) -> list[dict[str, object]]:
+    """Every column and the sidecar, as a card's feature list writes them."""
+    return [*({"name": name, "dtype": kind.value} for name, kind in schema.items()),
+            {"name": "sidecar", "dtype": "string"}]
 
 
 def hf_features(schema: dict[str, ColumnType], image: str | None) -> dict[str, object]:

@@ -30,10 +30,11 @@ from batchgen.export.base import (DEFAULT_SHARD_SIZE, MAX_SHARD_BYTES, Layout, L
 from batchgen.export.formats import ExportFormat, layout, layouts
 from batchgen.export.images import ImageSource, LocalImages, StoreImages
 from batchgen.export.rows import Where
+from batchgen.export.card import CARD, CardFacts, write_card
 from batchgen.export.files import clean_relative, inside
 from batchgen.export.scan import Entry, Item, LeftOut, Omission, Scan, check_where, scan
 from batchgen.export.stage import Stage, finish_swap
-from batchgen.export.state import ExportState, UnitRecord, on_disk, state_file
+from batchgen.export.state import ExportState, UnitRecord, batchgen_names, on_disk, state_file
 from batchgen.job import JobState
 from batchgen.storage.results import BatchResults, open_results
 
@@ -96,6 +97,7 @@ class ExportReport:
     downloaded: int = 0   # images fetched from an object store
     elapsed: float = 0.0
     files: list[str] = field(default_factory=list)
+    card: str | None = None   # the dataset card written, or None (a README.md not batchgen's)
 
 
 def _writer(options: ExportOptions, found: Scan, images: ImageSource) -> Layout:
@@ -192,6 +194,12 @@ def export_batch(target: str | Path, options: ExportOptions,
         _write(results, options, found, kind, writer, stage, report, progress)
         report.downloaded = images.fetched
         _left_out(report, found.omitted + images.omitted)
+        facts = CardFacts(results.batch,  # a local folder by its name: no path of this machine
+                          results.source if results.store is not None else results.folder.name,
+                          results.manifest.path if results.manifest is not None else None,
+                          {s.value: n for s, n in counts.items() if n}, found.about,
+                          report.exported, options.format, options.split, report.where)
+        report.card = CARD if write_card(root, facts) else None
     finally:
         spill.unlink(missing_ok=True)
         shutil.rmtree(root / ".batchgen-tmp", ignore_errors=True)
@@ -206,19 +214,6 @@ def _left_out(report: ExportReport, omitted: list[Omission]) -> None:
     report.examples = {}
     for o in omitted:
         report.examples.setdefault(o.why, o.path)
-
-
-def batchgen_names(split: str) -> Callable[[str], bool]:
-    """Whether a name (relative to the export folder) is one batchgen gives a file of this
-    split: a registered layout's, or the state file. Names read from an export folder (state,
-    progress, swap journal) are acted on only when this says yes."""
-    patterns = [kind.file_pattern(split) for kind in layouts().values()]
-    fixed = {state_file(split)}
-
-    def allowed(name: str) -> bool:
-        return clean_relative(name) is not None and (
-            name in fixed or any(p.fullmatch(name) for p in patterns))
-    return allowed
 
 
 def _nothing(report: ExportReport, done: int) -> str:
@@ -268,6 +263,7 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, kind: typ
         ok = True
     finally:
         new.extra = writer.finish(ok)
+    new.features = writer.card_features(found.columns.formats)
     report.images = dict(writer.counts)
     keep = new.files()
     stale = ({p.relative_to(root).as_posix() for p in kind.owned(root, options.split)}

@@ -46,6 +46,10 @@ class ImageFolderWriter(Layout):
         return lambda rows, _bytes, _next: rows >= FOLDER_SIZE
 
     @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"{split}/**"
+
+    @classmethod
     def file_pattern(cls, split: str) -> re.Pattern[str]:
         return re.compile(re.escape(split) + r"/(?:[0-9]{4,}|metadata\.jsonl)")
 

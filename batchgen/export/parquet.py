@@ -57,6 +57,10 @@ class ParquetWriter(Layout):
         return lambda rows, size, nxt: rows > 0 and size + nxt > most
 
     @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"data/{split}-*.parquet"
+
+    @classmethod
     def file_pattern(cls, split: str) -> re.Pattern[str]:
         return re.compile(r"data/" + re.escape(split) + r"-[0-9]{5,}-of-[0-9]{5,}\.parquet")
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import os
+from collections import Counter
 import stat
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -84,6 +85,36 @@ class Entry:
         return Item(*orjson.loads(self.line))
 
 
+#: distinct values kept per axis for the dataset card, at most
+AXIS_VALUES = 50
+
+
+@dataclass
+class Provenance:
+    """What the dataset card says about the exported rows: who made them, when, over what."""
+
+    providers: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    first: str | None = None
+    last: str | None = None
+    axes: dict[str, Counter[str]] = field(default_factory=dict)
+    more: set[str] = field(default_factory=set)   # axes with more than AXIS_VALUES values
+
+    def learn(self, sidecar: Sidecar) -> None:
+        p = sidecar.provider
+        self.providers[(p.name, p.host, p.model)] += 1
+        when = sidecar.timings.finished
+        if isinstance(when, str):
+            self.first = when if self.first is None else min(self.first, when)
+            self.last = when if self.last is None else max(self.last, when)
+        for axis, value in sidecar.axes.items():
+            text = value if isinstance(value, str) else orjson.dumps(value).decode()
+            seen = self.axes.setdefault(axis, Counter())
+            if text in seen or len(seen) < AXIS_VALUES:
+                seen[text] += 1
+            else:
+                self.more.add(axis)
+
+
 @dataclass
 class Scan:
     """What the first pass learnt; ``entries()`` replays the rows from the spill file.
@@ -99,6 +130,7 @@ class Scan:
     filtered_out: int = 0
     omitted: list[Omission] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
+    about: Provenance = field(default_factory=lambda: Provenance())
 
     def entries(self) -> Iterator[Entry]:
         offset = 0
@@ -199,6 +231,7 @@ def _keep(found: Scan, where: Where, out: BinaryIO, dumps: Callable[..., bytes],
         found.filtered_out += 1
         return
     found.columns.learn(row)
+    found.about.learn(sidecar)
     found.rows += 1
     found.bytes += size
     compact = dumps(sidecar.to_json()).decode()

@@ -18,16 +18,29 @@ from typing import Any
 import orjson
 
 from batchgen._version import __version__
-from batchgen.export.base import atomic_write
-from batchgen.export.files import read_no_follow
+from batchgen.export.base import atomic_write, layouts
+from batchgen.export.files import clean_relative, read_no_follow
 
-__all__ = ["ExportState", "UnitRecord", "state_file"]
+__all__ = ["ExportState", "UnitRecord", "batchgen_names", "state_file"]
 
 FORMAT = 1
 
 
 def state_file(split: str) -> str:
     return f".batchgen-export-{split}.json"
+
+
+def batchgen_names(split: str) -> Callable[[str], bool]:
+    """Whether a name (relative to the export folder) is one batchgen gives a file of this
+    split: a registered layout's, or the state file. Names read from an export folder (state,
+    progress, swap journal) are acted on only when this says yes."""
+    patterns = [kind.file_pattern(split) for kind in layouts().values()]
+    fixed = {state_file(split)}
+
+    def allowed(name: str) -> bool:
+        return clean_relative(name) is not None and (
+            name in fixed or any(p.fullmatch(name) for p in patterns))
+    return allowed
 
 
 @dataclass
@@ -47,6 +60,7 @@ class ExportState:
     source: str
     units: list[UnitRecord] = field(default_factory=list)
     extra: list[str] = field(default_factory=list)  # files covering every unit (metadata)
+    features: list[Any] = field(default_factory=list)  # as the dataset card lists them
 
     def same_export(self, other: ExportState) -> bool:
         """Same format, split and filters: units can be compared and kept."""
@@ -74,7 +88,8 @@ class ExportState:
                                           {str(f): int(n) for f, n in dict(u["files"]).items()},
                                           int(u["rows"]))
                                for u in data["units"]],
-                        extra=[str(e) for e in data.get("extra", [])])
+                        extra=[str(e) for e in data.get("extra", [])],
+                        features=_features(data.get("features")))
         except (ValueError, KeyError, TypeError, AttributeError):
             return None  # unreadable: treated as no state (the files then need --overwrite)
         if not all(allowed(name) for name in state.files()):
@@ -88,7 +103,7 @@ class ExportState:
             "batch": self.batch, "source": self.source,
             "rows": sum(u.rows for u in self.units),
             "units": [{"digest": u.digest, "files": u.files, "rows": u.rows} for u in self.units],
-            "extra": self.extra}
+            "extra": self.extra, "features": self.features}
         return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
 
     def save(self, root: Path) -> None:
@@ -106,3 +121,11 @@ def on_disk(root: Path, relative: str) -> int | None:
         return st.st_size if stat.S_ISREG(st.st_mode) else None
     except OSError:
         return None
+
+
+def _features(value: Any) -> list[Any]:
+    """A recorded feature list, or [] when it is not one (it only ever feeds the card)."""
+    if not isinstance(value, list) or not all(
+            isinstance(f, dict) and isinstance(f.get("name"), str) for f in value):
+        return []
+    return value

@@ -21,7 +21,7 @@ from pathlib import Path
 import orjson
 
 from batchgen.errors import UsageError
-from batchgen.export.base import Layout, atomic_write, place, tmp_path
+from batchgen.export.base import Layout, atomic_write, place, tmp_path, value_features
 from batchgen.export.scan import Item, Scan
 
 __all__ = ["FIXED_MTIME", "WebDatasetWriter"]
@@ -42,6 +42,20 @@ class WebDatasetWriter(Layout):
             raise UsageError(f"this batch holds {', '.join(sorted(formats))} images; a WebDataset "
                              f"sample has the same members everywhere, so export one format at "
                              f"a time, e.g. --where output_format={sorted(formats)[0]}")
+
+    @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"{split}-*.tar"
+
+    def card_features(self, formats: set[str]) -> list[dict[str, object]]:
+        """A sample's members as ``datasets`` reads a tar: key, URL, the row, image, caption."""
+        members: list[dict[str, object]] = [
+            {"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"},
+            {"name": "json", "struct": value_features(self.schema)}]
+        members += [{"name": ext, "dtype": "image"} for ext in sorted(formats)]
+        if self.captions:
+            members.append({"name": "txt", "dtype": "string"})
+        return members
 
     @classmethod
     def file_pattern(cls, split: str) -> re.Pattern[str]:

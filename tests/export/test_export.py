@@ -205,7 +205,8 @@ def test_the_export_never_writes_in_the_batch_folder(sweep, tmp_path: Path) -> N
     after = sorted((p, p.stat().st_mtime_ns) for p in folder.rglob("*") if p.is_file())
     assert before == after
     assert not any(p.name == ".batchgen-tmp" for p in tmp_path.rglob("*"))
-    assert sorted(os.listdir(tmp_path / "parquet")) == [".batchgen-export-train.json", "data"]
+    assert sorted(os.listdir(tmp_path / "parquet")) == [".batchgen-export-train.json", "README.md",
+                                                        "data"]
 
 
 def test_a_dynamic_prompt_batch_exports_template_and_prompt(tmp_path: Path) -> None:

@@ -30,6 +30,10 @@ class RowsOnly(Layout):
         return re.compile(re.escape(split) + r"-[0-9]+\.jsonl")
 
     @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"{split}-*.jsonl"
+
+    @classmethod
     def unit_rule(cls, options):  # type: ignore[no-untyped-def]
         return lambda rows, _bytes, _next: rows >= 3
 
@@ -56,6 +60,7 @@ def test_a_new_layout_class_is_all_a_new_format_needs(registered, tmp_path: Path
     assert report.exported == 7 and report.units == 3 and report.images == {"read": 7}
     assert sorted(p.name for p in (tmp_path / "out").glob("*.jsonl")) == [
         "train-0.jsonl", "train-1.jsonl", "train-2.jsonl"]
+    assert "path: train-*.jsonl" in (tmp_path / "out" / "README.md").read_text()
     text = render_export(report, str(tmp_path / "batch"))
     assert "3 part(s) written" in text and 'load_dataset("json", data_dir=' in text
     choices = next(a for a in _build_parser()._subparsers._group_actions[0].choices["export"]._actions
