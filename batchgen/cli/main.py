@@ -439,7 +439,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(format=args.format, to=args.to, split=args.split,
                             where=args.where or (), overwrite=args.overwrite,
-                            link=args.link, shard_size=args.shard_size)
+                            link=args.link, dedupe=args.dedupe,
+                            dedupe_distance=args.dedupe_distance, shard_size=args.shard_size)
     with ExportProgressView(ProgressMode.QUIET if args.quiet else ProgressMode.AUTO) as view:
         report = export_batch(args.target, options, progress=view.update)
     print(render_export(report, args.target))
@@ -608,6 +609,11 @@ def _build_parser() -> argparse.ArgumentParser:
                         "(the same AXIS twice: either value)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export of another kind, or files batchgen did not record")
+    p.add_argument("--dedupe", choices=["exact", "near"],
+                   help="drop duplicate images, keeping the first in the manifest's order: exact "
+                        "(the same bytes) or near (a perceptual hash; needs imagehash)")
+    p.add_argument("--dedupe-distance", type=int, default=4, metavar="BITS",
+                   help="near: how many of the 64 pHash bits may differ (default 4)")
     p.add_argument("--link", action="store_true",
                    help="imagefolder: hard-link the images to the batch's (both made read-only) "
                         "instead of copying them")

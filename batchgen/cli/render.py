@@ -687,6 +687,16 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     store = isinstance(r.folder, str)  # read from an object store
     if store:
         lines.append(f"  read from {r.folder}: {r.downloaded:,} image(s) downloaded")
+    if r.dedupe:
+        how = ("exact: the same bytes as an earlier row" if r.dedupe == "exact" else
+               f"near: pHash within {r.dedupe_distance} of 64 bits of an earlier row")
+        lines.append(f"  dropped {len(r.duplicates):,} duplicate image(s) ({how}); the first of "
+                     f"each group in the manifest's order was kept")
+        for d in r.duplicates[:_NAMED]:
+            lines.append(f"    job {d.job_id}: {d.path} (same as job {d.same_as}"
+                         + (f", {d.distance} bits apart)" if d.distance else ")"))
+        if len(r.duplicates) > _NAMED:
+            lines.append(f"    and {len(r.duplicates) - _NAMED:,} more")
     if r.filtered_out:
         lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
     if r.not_done:

@@ -31,6 +31,7 @@ from batchgen.export.formats import ExportFormat, layout, layouts
 from batchgen.export.images import ImageSource, LocalImages, StoreImages
 from batchgen.export.rows import Where
 from batchgen.export.card import CARD, CardFacts, write_card
+from batchgen.export.dedupe import NEAR_DISTANCE, Dedupe, Duplicate, drop_duplicates
 from batchgen.export.files import clean_relative, inside
 from batchgen.export.scan import Entry, Item, LeftOut, Omission, Scan, check_where, scan
 from batchgen.export.stage import Stage, finish_swap
@@ -61,6 +62,8 @@ class ExportOptions:
     where: Sequence[str] = ()
     overwrite: bool = False
     link: bool = False   # ImageFolder: hard links to the batch's images (made read-only)
+    dedupe: Dedupe | str | None = None   # "exact" or "near": drop duplicate images
+    dedupe_distance: int = NEAR_DISTANCE   # near: pHash bits (of 64) that may differ
     shard_size: int = DEFAULT_SHARD_SIZE
     parquet_shard_bytes: int = MAX_SHARD_BYTES  # images per Parquet shard, at most
 
@@ -86,6 +89,9 @@ class ExportReport:
     problems: dict[LeftOut, int] = field(default_factory=dict)
     examples: dict[LeftOut, str] = field(default_factory=dict)
     omitted: list[Omission] = field(default_factory=list)   # every job left out: why, job, path
+    dedupe: str | None = None
+    dedupe_distance: int = 0
+    duplicates: list[Duplicate] = field(default_factory=list)   # rows dropped as duplicates
     units: int = 0
     resumed: int = 0   # units an export cut short had finished, not written again
     finished_swap: bool = False   # an earlier export's swap, cut short, was finished first
@@ -177,8 +183,10 @@ def export_batch(target: str | Path, options: ExportOptions,
     stage = Stage(root, options.split)
     stage.open()
     spill = tmp_path(root)
-    images: ImageSource = (StoreImages(results.store) if results.store is not None
-                           else LocalImages())
+    def source() -> ImageSource:
+        return StoreImages(results.store) if results.store is not None else LocalImages()
+
+    images = source()
     try:
         tick = (lambda n: progress(ExportPhase.SCAN, n, None)) if progress else None
         found = scan(results, where, spill, tick)
@@ -187,6 +195,12 @@ def export_batch(target: str | Path, options: ExportOptions,
         if not found.rows:
             _left_out(report, found.omitted)
             raise UsageError(_nothing(report, counts.get(JobState.DONE, 0)))
+        if options.dedupe:
+            mode = _dedupe_mode(options.dedupe)
+            report.dedupe, report.dedupe_distance = mode.value, (
+                options.dedupe_distance if mode is Dedupe.NEAR else 0)
+            report.duplicates = drop_duplicates(found, mode, options.dedupe_distance, source(),
+                                                spill)
         kind = layout(options.format)
         kind.check(found)
         writer = kind(stage.folder, options.split, found.columns.schema(),
@@ -216,6 +230,13 @@ def _left_out(report: ExportReport, omitted: list[Omission]) -> None:
         report.examples.setdefault(o.why, o.path)
 
 
+def _dedupe_mode(value: str) -> Dedupe:
+    try:
+        return Dedupe(str(value))
+    except ValueError:
+        raise UsageError(f"--dedupe {value}: exact or near") from None
+
+
 def _nothing(report: ExportReport, done: int) -> str:
     if done and report.where:
         return f"nothing to export: none of the {done} done jobs matches {' '.join(report.where)}"
@@ -231,6 +252,7 @@ def _write(results: BatchResults, options: ExportOptions, found: Scan, kind: typ
     schema = found.columns.schema()
     layout_key = orjson.dumps([options.format, options.shard_size, options.parquet_shard_bytes,
                                "link" if options.link else "copy",
+                               report.dedupe, report.dedupe_distance,
                                [[k, v.value] for k, v in schema.items()]])
     new = ExportState(format=options.format, split=options.split, where=report.where,
                       columns=hashlib.sha256(layout_key).hexdigest()[:16], batch=results.batch,

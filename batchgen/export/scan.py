@@ -70,6 +70,7 @@ class Item:
     caption: str | None
     row: dict[str, Any]
     sidecar: str        # the sidecar, compact JSON
+    index: int = 0      # the job's place in the manifest's expansion (--dedupe keeps the first)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +237,7 @@ def _keep(found: Scan, where: Where, out: BinaryIO, dumps: Callable[..., bytes],
     found.bytes += size
     compact = dumps(sidecar.to_json()).decode()
     line = dumps([job_id, image, file, ext, size, sha256 or sidecar.image.sha256, stamp,
-                  sidecar.caption, row, compact], option=newline)
+                  sidecar.caption, row, compact, sidecar.index], option=newline)
     out.write(b"%s\t%d\t%s" % (job_id.encode(), size, line))
 
 
