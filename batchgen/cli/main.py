@@ -602,7 +602,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p.add_argument("--format", required=True, choices=sorted(layouts()),
                    help="the dataset layout")
-    p.add_argument("--to", required=True, type=Path, metavar="DIR", help="the dataset folder")
+    p.add_argument("--to", required=True, metavar="DIR|URL",
+                   help="the dataset folder, or an object store (s3://bucket/prefix)")
     p.add_argument("--split", default="train", help="split name (default train)")
     p.add_argument("--where", action="append", metavar="AXIS=VALUE",
                    help="export only rows whose column AXIS is VALUE; repeat for more "

@@ -722,10 +722,12 @@ def render_export(report: ExportReport, target: str | Path) -> str:
             lines.append(f"    job {o.job_id}: {o.path}")
         if len(named) > _NAMED:
             lines.append(f"    and {len(named) - _NAMED:,} more")
+    if r.uploaded:
+        lines.append(f"  put in {r.to}: {r.uploaded:,} object(s), each whole")
     if r.card:
-        lines.append(f"  dataset card: {Path(r.to) / r.card} (set its licence)")
+        lines.append(f"  dataset card: {r.to}/{r.card} (set its licence)")
     else:
-        lines.append(f"  no dataset card: {Path(r.to) / 'README.md'} is not batchgen's, so it was left as it is")
+        lines.append(f"  no dataset card: {r.to}/README.md is not batchgen's, so it was left as it is")
     lines.append("  load it: from datasets import load_dataset; "
                  + kind.loader.format(to=r.to))
     return "\n".join(lines)

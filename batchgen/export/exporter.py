@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import tempfile
 from collections import Counter
 import itertools
 import os
@@ -37,6 +38,7 @@ from batchgen.export.scan import Entry, Item, LeftOut, Omission, Scan, check_whe
 from batchgen.export.stage import Stage, finish_swap
 from batchgen.export.state import ExportState, UnitRecord, batchgen_names, on_disk, state_file
 from batchgen.job import JobState
+from batchgen.storage.objectstore import is_store_url
 from batchgen.storage.results import BatchResults, open_results
 
 __all__ = ["ExportOptions", "ExportPhase", "ExportReport", "export_batch"]
@@ -57,7 +59,7 @@ class ExportOptions:
     """What to export and where. ``where`` holds ``AXIS=VALUE`` filters, as on the command line."""
 
     format: ExportFormat | str   # a registered layout's name
-    to: Path
+    to: Path | str   # a local folder, or an object-store URL (s3://bucket/prefix)
     split: str = "train"
     where: Sequence[str] = ()
     overwrite: bool = False
@@ -78,7 +80,7 @@ class ExportReport:
 
     batch: str
     folder: Path | str   # the batch folder, or the store URL the batch was read from
-    to: Path
+    to: Path | str
     format: str
     split: str
     where: list[str]
@@ -103,6 +105,7 @@ class ExportReport:
     downloaded: int = 0   # images fetched from an object store
     elapsed: float = 0.0
     files: list[str] = field(default_factory=list)
+    uploaded: int = 0   # to an object store: objects put
     card: str | None = None   # the dataset card written, or None (a README.md not batchgen's)
 
 
@@ -165,6 +168,8 @@ def export_batch(target: str | Path, options: ExportOptions,
     started = time.monotonic()
     if str(options.format) not in layouts():
         raise UsageError(f"--format {options.format}: the formats are {', '.join(sorted(layouts()))}")
+    if is_store_url(str(options.to)):
+        return _to_store(target, options, progress)
     options = dataclasses.replace(options, format=str(options.format), to=Path(options.to))
     results = open_results(target)
     _check_target(results, options)
@@ -219,6 +224,22 @@ def export_batch(target: str | Path, options: ExportOptions,
         shutil.rmtree(root / ".batchgen-tmp", ignore_errors=True)
         shutil.rmtree(stage.folder / ".batchgen-tmp", ignore_errors=True)
     report.elapsed = time.monotonic() - started
+    return report
+
+
+def _to_store(target: str | Path, options: ExportOptions,
+              progress: Progress | None) -> ExportReport:
+    """The export made in a local working folder, then put in the store (``publish``)."""
+    from batchgen.export.publish import fetch_card, publish
+
+    url = str(options.to).rstrip("/")
+    with tempfile.TemporaryDirectory(prefix="batchgen-export-") as work:
+        fetch_card(url, Path(work))
+        report = export_batch(target, dataclasses.replace(options, to=Path(work), overwrite=True),
+                              progress)
+        report.rewrote_all = None
+        report.uploaded, report.removed = publish(Path(work), url, options.split, report.files)
+    report.to = url
     return report
 
 
