@@ -46,6 +46,7 @@ class CardFacts:
     format: str
     split: str
     where: list[str]
+    dropped: str | None = None         # what --dedupe dropped, in words
 
 
 def _ours(root: Path) -> bool | None:
@@ -115,7 +116,8 @@ def _body(f: CardFacts) -> str:
         lines += [f"Images finished between {f.about.first} and {f.about.last}.", ""]
     lines += ["## Contents", "",
               f"{f.exported:,} image(s) in split `{f.split}` ({f.format})"
-              + (f", only {' and '.join(f.where)}" if f.where else "") + ".", "",
+              + (f", only {' and '.join(f.where)}" if f.where else "") + "."
+              + (f" {f.dropped}." if f.dropped else ""), "",
               "Jobs of the batch by state: "
               + (", ".join(f"{state} {n:,}" for state, n in sorted(f.counts.items())) or "none")
               + ".", ""]

@@ -217,7 +217,8 @@ def export_batch(target: str | Path, options: ExportOptions,
                           results.source if results.store is not None else results.folder.name,
                           results.manifest.path if results.manifest is not None else None,
                           {s.value: n for s, n in counts.items() if n}, found.about,
-                          report.exported, options.format, options.split, report.where)
+                          report.exported, options.format, options.split, report.where,
+                          _dropped(report))
         report.card = CARD if write_card(root, facts) else None
     finally:
         spill.unlink(missing_ok=True)
@@ -249,6 +250,15 @@ def _left_out(report: ExportReport, omitted: list[Omission]) -> None:
     report.examples = {}
     for o in omitted:
         report.examples.setdefault(o.why, o.path)
+
+
+def _dropped(report: ExportReport) -> str | None:
+    if not report.dedupe:
+        return None
+    how = ("the same bytes" if report.dedupe == "exact"
+           else f"a pHash within {report.dedupe_distance} bits")
+    return (f"{len(report.duplicates):,} duplicate image(s) ({how} as an earlier one) were "
+            f"dropped by `--dedupe {report.dedupe}`, the first of each group kept")
 
 
 def _dedupe_mode(value: str) -> Dedupe:

@@ -43,6 +43,8 @@ def test_exact_keeps_the_first_in_manifest_order_whatever_finished_first(tmp_pat
     assert f"job {later[0]}: " in out and f"(same as job {first[0]})" in out
     ds = load_offline("parquet", to, tmp_path / "hf")["train"]
     assert sorted(ds["job_id"]) == sorted(first)
+    assert "3 duplicate image(s) (the same bytes as an earlier one) were dropped by `--dedupe exact`" \
+        in (to / "README.md").read_text()
 
 
 def test_near_drops_the_same_picture_saved_again_and_keeps_different_ones(tmp_path: Path) -> None:
