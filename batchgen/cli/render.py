@@ -21,7 +21,7 @@ from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
 from batchgen.export.exporter import ExportPhase, ExportReport
 from batchgen.export.formats import layout
-from batchgen.export.scan import LeftOut
+from batchgen.export.scan import Omission
 from batchgen.manifest.plan import Plan
 from batchgen.manifest.shards import ShardTally
 from batchgen.provider.pacing import PaceReport
@@ -644,14 +644,14 @@ def render_error(exc: BatchgenError, how: Invocation | None = None,
 # -- export ----------------------------------------------------------------------------------
 
 _LEFT_OUT = {
-    LeftOut.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
+    Omission.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
                        "{rerun} fetches them again"),
-    LeftOut.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
-    LeftOut.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
+    Omission.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
+    Omission.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
                       "delete those images and {rerun} fetches them again"),
-    LeftOut.UNREADABLE: ("whose image (no sha256 recorded) does not decode as an image",
+    Omission.UNREADABLE: ("whose image (no sha256 recorded) does not decode as an image",
                          "delete those images and {rerun} fetches them again"),
-    LeftOut.OUTSIDE: ("whose recorded path is a symlink, absolute or leads out of the batch "
+    Omission.OUTSIDE: ("whose recorded path is a symlink, absolute or leads out of the batch "
                       "folder", "the batch folder was edited: check those records"),
 }
 #: left-out jobs named one by one in the report, per reason, at most

@@ -10,7 +10,7 @@ from __future__ import annotations
 from batchgen.export.base import Layout, layouts
 from batchgen.export.exporter import ExportOptions, ExportPhase, ExportReport, export_batch
 from batchgen.export.formats import ExportFormat
-from batchgen.export.scan import LeftOut
+from batchgen.export.scan import Omission
 
-__all__ = ["ExportFormat", "ExportOptions", "ExportPhase", "ExportReport", "Layout", "LeftOut",
+__all__ = ["ExportFormat", "ExportOptions", "ExportPhase", "ExportReport", "Layout", "Omission",
            "export_batch", "layouts"]

@@ -34,11 +34,11 @@ from batchgen.export.rows import Where
 from batchgen.export.card import CARD, CardFacts, write_card
 from batchgen.export.dedupe import NEAR_DISTANCE, Dedupe, Duplicate, drop_duplicates
 from batchgen.export.files import clean_relative, inside
-from batchgen.export.scan import Entry, Item, LeftOut, Omission, Scan, check_where, scan
+from batchgen.export.scan import Entry, Item, Omission, Omitted, Scan, check_where, scan
 from batchgen.export.stage import Stage, finish_swap
 from batchgen.export.state import ExportState, UnitRecord, batchgen_names, on_disk, state_file
 from batchgen.job import JobState
-from batchgen.storage.objectstore import is_store_url
+from batchgen.storage.store import is_store_url
 from batchgen.storage.results import BatchResults, open_results
 
 __all__ = ["ExportOptions", "ExportPhase", "ExportReport", "export_batch"]
@@ -88,9 +88,9 @@ class ExportReport:
     filtered_out: int = 0
     not_done: dict[str, int] = field(default_factory=dict)   # job state -> count
     not_in_manifest: int = 0
-    problems: dict[LeftOut, int] = field(default_factory=dict)
-    examples: dict[LeftOut, str] = field(default_factory=dict)
-    omitted: list[Omission] = field(default_factory=list)   # every job left out: why, job, path
+    problems: dict[Omission, int] = field(default_factory=dict)
+    examples: dict[Omission, str] = field(default_factory=dict)
+    omitted: list[Omitted] = field(default_factory=list)   # every job left out: why, job, path
     dedupe: str | None = None
     dedupe_distance: int = 0
     duplicates: list[Duplicate] = field(default_factory=list)   # rows dropped as duplicates
@@ -244,7 +244,7 @@ def _to_store(target: str | Path, options: ExportOptions,
     return report
 
 
-def _left_out(report: ExportReport, omitted: list[Omission]) -> None:
+def _left_out(report: ExportReport, omitted: list[Omitted]) -> None:
     report.omitted = omitted
     report.problems = dict(Counter(o.why for o in omitted))
     report.examples = {}

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from batchgen.export.files import read_no_follow
-from batchgen.export.scan import Item, LeftOut, Omission
+from batchgen.export.scan import Item, Omission, Omitted
 
 if TYPE_CHECKING:
     from batchgen.storage.remote import StoreBatch
@@ -32,7 +32,7 @@ class ImageSource(Protocol):
     #: images downloaded so far, for the report (0 for a local folder)
     fetched: int
     #: every image ``checked`` left out so far, with its job and path
-    omitted: list[Omission]
+    omitted: list[Omitted]
 
     def local_file(self, item: Item) -> Path | None:
         """The image as a local file a copy can be made from, or None (it must be fetched)."""
@@ -42,13 +42,13 @@ class ImageSource(Protocol):
         not the recorded sha256, or, with none recorded, not an image."""
 
 
-def verdict(item: Item, data: bytes | None) -> LeftOut | None:
+def verdict(item: Item, data: bytes | None) -> Omission | None:
     """Why these bytes cannot be exported as the item's image, or None when they can."""
     if data is None:
-        return LeftOut.NO_IMAGE
+        return Omission.NO_IMAGE
     if item.sha256:
-        return None if hashlib.sha256(data).hexdigest() == item.sha256 else LeftOut.CHANGED
-    return None if _decodes(data, item.ext) else LeftOut.UNREADABLE
+        return None if hashlib.sha256(data).hexdigest() == item.sha256 else Omission.CHANGED
+    return None if _decodes(data, item.ext) else Omission.UNREADABLE
 
 
 def _decodes(data: bytes, ext: str) -> bool:
@@ -81,7 +81,7 @@ class LocalImages:
 
     def __init__(self) -> None:
         self.fetched = 0
-        self.omitted: list[Omission] = []
+        self.omitted: list[Omitted] = []
 
     def local_file(self, item: Item) -> Path | None:
         return Path(item.image)
@@ -91,7 +91,7 @@ class LocalImages:
             data = read_no_follow(Path(item.image))
             why = verdict(item, data)
             if why is not None:
-                self.omitted.append(Omission(why, item.key, item.path))
+                self.omitted.append(Omitted(why, item.key, item.path))
                 data = None
             yield item, data
 
@@ -102,7 +102,7 @@ class StoreImages:
     def __init__(self, store: StoreBatch) -> None:
         self.store = store
         self.fetched = 0
-        self.omitted: list[Omission] = []
+        self.omitted: list[Omitted] = []
 
     def local_file(self, item: Item) -> Path | None:
         return None
@@ -115,7 +115,7 @@ class StoreImages:
                 data = got.get(item.image)
                 why = verdict(item, data)
                 if why is not None:
-                    self.omitted.append(Omission(why, item.key, item.path))
+                    self.omitted.append(Omitted(why, item.key, item.path))
                     data = None
                 yield item, data
 

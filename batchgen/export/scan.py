@@ -30,13 +30,13 @@ from batchgen.storage.sidecar import Sidecar
 if TYPE_CHECKING:
     from batchgen.storage.remote import StoreBatch
 
-__all__ = ["Entry", "Item", "LeftOut", "Omission", "Scan", "check_where", "scan"]
+__all__ = ["Entry", "Item", "Omission", "Omitted", "Scan", "check_where", "scan"]
 
 #: done jobs looked at together in a store: their sidecars are fetched at once
 STORE_CHUNK = 256
 
 
-class LeftOut(StrEnum):
+class Omission(StrEnum):
     """Why a job recorded done is left out of the export (reported, never silent)."""
 
     NO_IMAGE = "no_image"        # missing, or not the size the ledger recorded
@@ -47,10 +47,10 @@ class LeftOut(StrEnum):
 
 
 @dataclass(frozen=True, slots=True)
-class Omission:
+class Omitted:
     """One done job left out: why, which job, and the path of its file in the batch."""
 
-    why: LeftOut
+    why: Omission
     job_id: str
     path: str
 
@@ -129,7 +129,7 @@ class Scan:
     rows: int = 0
     bytes: int = 0
     filtered_out: int = 0
-    omitted: list[Omission] = field(default_factory=list)
+    omitted: list[Omitted] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     about: Provenance = field(default_factory=lambda: Provenance())
 
@@ -148,8 +148,8 @@ class Scan:
                 fh.seek(offset)
                 yield Item(*orjson.loads(fh.readline().split(b"\t", 2)[2]))
 
-    def problem(self, kind: LeftOut, job_id: str, file: str) -> None:
-        self.omitted.append(Omission(kind, job_id, file))
+    def problem(self, kind: Omission, job_id: str, file: str) -> None:
+        self.omitted.append(Omitted(kind, job_id, file))
 
 
 def _stamp(path: Path) -> tuple[int, int] | None:
@@ -196,16 +196,16 @@ def _one(folder: Path, real: Path, file: str, size: int, sha256: str | None, job
          found: Scan, where: Where,
          out: BinaryIO, dumps: Callable[..., bytes], newline: int) -> None:
     if clean_relative(file) is None:
-        found.problem(LeftOut.OUTSIDE, job_id, str(file))
+        found.problem(Omission.OUTSIDE, job_id, str(file))
         return
     image = folder / file
     if _outside(real, image):
-        found.problem(LeftOut.OUTSIDE, job_id, file)
+        found.problem(Omission.OUTSIDE, job_id, file)
         return
     sidecar_path = image.with_suffix(".json")
     image_stamp = _stamp(image)
     if image_stamp is None or image_stamp[0] != size:
-        found.problem(LeftOut.NO_IMAGE, job_id, file)
+        found.problem(Omission.NO_IMAGE, job_id, file)
         return
     raw = read_no_follow(sidecar_path)
     try:
@@ -214,7 +214,7 @@ def _one(folder: Path, real: Path, file: str, size: int, sha256: str | None, job
         sidecar = None
     side_stamp = _stamp(sidecar_path)
     if sidecar is None or side_stamp is None:
-        found.problem(LeftOut.NO_SIDECAR, job_id, str(sidecar_path.relative_to(folder)))
+        found.problem(Omission.NO_SIDECAR, job_id, str(sidecar_path.relative_to(folder)))
         return
     _keep(found, where, out, dumps, newline, job_id, str(image), file, image.suffix.lstrip("."), size,
           sha256, [*image_stamp, *side_stamp], sidecar)
@@ -251,11 +251,11 @@ def _scan_store(results: BatchResults, store: StoreBatch, where: Where, found: S
         present = []
         for result in chunk:
             if clean_relative(result.file) is None:
-                found.problem(LeftOut.OUTSIDE, result.job_id, str(result.file))
+                found.problem(Omission.OUTSIDE, result.job_id, str(result.file))
                 continue
             stamp = store.stamp(result.file)
             if stamp is None or stamp[0] != result.record.size:
-                found.problem(LeftOut.NO_IMAGE, result.job_id, result.file)
+                found.problem(Omission.NO_IMAGE, result.job_id, result.file)
             else:
                 present.append((result, stamp))
         sidecars = store.read_many([r.sidecar_file() for r, _ in present])
@@ -267,7 +267,7 @@ def _scan_store(results: BatchResults, store: StoreBatch, where: Where, found: S
             except ValueError:
                 sidecar = None
             if sidecar is None:
-                found.problem(LeftOut.NO_SIDECAR, result.job_id, name)
+                found.problem(Omission.NO_SIDECAR, result.job_id, name)
                 continue
             file = result.file
             _keep(found, where, out, dumps, newline, result.job_id, file, file,

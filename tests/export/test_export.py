@@ -11,7 +11,7 @@ import pytest
 
 from batchgen.cli import main
 from batchgen.errors import UsageError
-from batchgen.export import ExportFormat, ExportOptions, LeftOut, export_batch
+from batchgen.export import ExportFormat, ExportOptions, Omission, export_batch
 from batchgen.export.rows import ColumnType, Columns
 from exportkit import load_offline, make_folder, run_sweep, wds_samples
 
@@ -151,7 +151,7 @@ def test_a_missing_or_changed_image_is_left_out_and_reported(tmp_path: Path) -> 
     images[1].write_bytes(bytes(data))
     report = export_batch(folder, ExportOptions(ExportFormat.WEBDATASET, tmp_path / "w"))
     assert report.exported == 3
-    assert report.problems == {LeftOut.NO_IMAGE: 1, LeftOut.CHANGED: 1}
+    assert report.problems == {Omission.NO_IMAGE: 1, Omission.CHANGED: 1}
     assert len(wds_samples(tmp_path / "w" / "train-000000.tar")) == 3 and len(ids) == 5
 
 

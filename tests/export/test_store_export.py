@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.cli import main
-from batchgen.export import ExportFormat, ExportOptions, LeftOut, export_batch
+from batchgen.export import ExportFormat, ExportOptions, Omission, export_batch
 from cluster.s3server import S3Server
 from exportkit import image_bytes, load_offline, run_sweep, wds_samples
 from uploadkit import upload_batch
@@ -88,10 +88,10 @@ def test_an_image_changed_in_the_store_is_left_out(s3_server: S3Server, s3_url: 
         assert "exported 5 image(s)" in text and "sha256 differs" in text, text
         assert f"--output {s3_url}" in text  # the rerun hint writes to the same prefix
     report = export_batch(s3_url, ExportOptions(ExportFormat.WEBDATASET, tmp_path / "wds"))
-    assert report.exported == 5 and report.problems == {LeftOut.CHANGED: 1}
+    assert report.exported == 5 and report.problems == {Omission.CHANGED: 1}
     fs.rm_file(f"{s3_url.removeprefix('s3://')}/{victim.with_suffix('.json').relative_to(folder).as_posix()}")
     report = export_batch(s3_url, ExportOptions(ExportFormat.PARQUET, tmp_path / "pq2"))
-    assert report.exported == 5 and report.problems == {LeftOut.NO_SIDECAR: 1}
+    assert report.exported == 5 and report.problems == {Omission.NO_SIDECAR: 1}
 
 
 @pytest.mark.parametrize("fmt", list(ExportFormat))

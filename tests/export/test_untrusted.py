@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.errors import UsageError
-from batchgen.export import ExportFormat, ExportOptions, LeftOut, export_batch
+from batchgen.export import ExportFormat, ExportOptions, Omission, export_batch
 from exportkit import make_folder
 
 
@@ -94,7 +94,7 @@ def test_done_records_pointing_out_of_the_batch_are_never_exported(tmp_path: Pat
         report = export_batch(folder, ExportOptions(fmt, to))
         assert report.exported == 2, fmt
         assert {o.job_id for o in report.omitted} == set(ids[:4])
-        assert all(o.why in (LeftOut.OUTSIDE, LeftOut.NO_IMAGE, LeftOut.NO_SIDECAR)
+        assert all(o.why in (Omission.OUTSIDE, Omission.NO_IMAGE, Omission.NO_SIDECAR)
                    for o in report.omitted)
         for path in to.rglob("*"):
             if path.is_file():

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.cli import main
-from batchgen.export import ExportFormat, ExportOptions, LeftOut, export_batch
+from batchgen.export import ExportFormat, ExportOptions, Omission, export_batch
 from batchgen.export.exporter import ExportPhase
 from exportkit import load_offline, make_folder, wds_samples
 
@@ -112,7 +112,7 @@ def test_an_image_with_flipped_bytes_is_left_out_and_named_by_job_and_path(
     assert "exported 5 image(s)" in out and "sha256 differs" in out
     assert f"job {ids[2]}: {rel}" in out
     report = export_batch(folder, ExportOptions(fmt, tmp_path / "again"))
-    assert [(o.why, o.job_id, o.path) for o in report.omitted] == [(LeftOut.CHANGED, ids[2], rel)]
+    assert [(o.why, o.job_id, o.path) for o in report.omitted] == [(Omission.CHANGED, ids[2], rel)]
     exported = b"".join(p.read_bytes() for p in (tmp_path / "again").rglob("*") if p.is_file())
     assert bytes(data) not in exported
 
@@ -132,5 +132,5 @@ def test_with_no_sha256_recorded_an_image_that_does_not_decode_is_left_out(tmp_p
     victim = next((folder / "images").rglob(f"{ids[0]}.png"))
     victim.write_bytes(b"x" * victim.stat().st_size)  # same size, not a PNG
     report = export_batch(folder, ExportOptions(ExportFormat.IMAGEFOLDER, tmp_path / "if"))
-    assert report.exported == 2 and report.problems == {LeftOut.UNREADABLE: 1}
+    assert report.exported == 2 and report.problems == {Omission.UNREADABLE: 1}
     assert report.omitted[0].job_id == ids[0]
