@@ -342,7 +342,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     options = ExportOptions(format=args.format, to=args.to, split=args.split,
                             where=args.where or (), overwrite=args.overwrite,
-                            shard_size=args.shard_size)
+                            link=args.link, dedupe=args.dedupe,
+                            dedupe_distance=args.dedupe_distance, shard_size=args.shard_size)
     with ExportProgressView(ProgressMode.QUIET if args.quiet else ProgressMode.AUTO) as view:
         report = export_batch(args.target, options, progress=view.update)
     print(render_export(report, _pasteable(args.target)))
@@ -499,17 +500,28 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("target", metavar="BATCH", help="the manifest, the batch folder, or its store URL")
     p.add_argument("--to", type=Path, metavar="DIR", help="the viewer's folder (default: BATCH/view/)")
 
-    p = command("export", _cmd_export, "export done jobs as an ImageFolder, Parquet or WebDataset dataset")
+    p = command("export", _cmd_export, "export done jobs as a dataset (ImageFolder, Parquet, WebDataset)")
     p.add_argument("target", help="the manifest, the batch folder, or its store URL")
-    p.add_argument("--format", required=True, choices=["imagefolder", "parquet", "webdataset"],
+    from batchgen.export.formats import layouts
+
+    p.add_argument("--format", required=True, choices=sorted(layouts()),
                    help="the dataset layout")
-    p.add_argument("--to", required=True, type=Path, metavar="DIR", help="the dataset folder")
+    p.add_argument("--to", required=True, metavar="DIR|URL",
+                   help="the dataset folder, or an object store (s3://bucket/prefix)")
     p.add_argument("--split", default="train", help="split name (default train)")
     p.add_argument("--where", action="append", metavar="AXIS=VALUE",
                    help="export only rows whose column AXIS is VALUE; repeat for more "
                         "(the same AXIS twice: either value)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an earlier export of another kind, or files batchgen did not record")
+    p.add_argument("--dedupe", choices=["exact", "near"],
+                   help="drop duplicate images, keeping the first in the manifest's order: exact "
+                        "(the same bytes) or near (a perceptual hash; needs imagehash)")
+    p.add_argument("--dedupe-distance", type=int, default=4, metavar="BITS",
+                   help="near: how many of the 64 pHash bits may differ (default 4)")
+    p.add_argument("--link", action="store_true",
+                   help="imagefolder: hard-link the images to the batch's (both made read-only) "
+                        "instead of copying them")
     p.add_argument("--shard-size", type=_positive_int, default=10_000, metavar="N",
                    help="WebDataset samples per shard (default 10000)")
     p.add_argument("--quiet", action="store_true", help="no progress display, only the report")

@@ -19,8 +19,8 @@ from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, 
 from batchgen.engine.stats import RunStats
 from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
-from batchgen.export.base import ExportFormat
 from batchgen.export.exporter import ExportPhase, ExportReport
+from batchgen.export.formats import layout
 from batchgen.export.scan import Omission
 from batchgen.manifest.plan import Plan
 from batchgen.manifest.shards import ShardTally
@@ -647,13 +647,13 @@ _LEFT_OUT = {
     Omission.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
     Omission.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
                       "delete those images and {rerun} fetches them again"),
+    Omission.UNREADABLE: ("whose image (no sha256 recorded) does not decode as an image",
+                         "delete those images and {rerun} fetches them again"),
+    Omission.OUTSIDE: ("whose recorded path is a symlink, absolute or leads out of the batch "
+                      "folder", "the batch folder was edited: check those records"),
 }
-
-_LOADERS = {
-    ExportFormat.IMAGEFOLDER: 'load_dataset("imagefolder", data_dir="{to}")',
-    ExportFormat.PARQUET: 'load_dataset("parquet", data_dir="{to}")',
-    ExportFormat.WEBDATASET: 'load_dataset("webdataset", data_dir="{to}")',
-}
+#: left-out jobs named one by one in the report, per reason, at most
+_NAMED = 5
 
 
 def render_export_progress(phase: ExportPhase, done: int, total: int | None) -> str:
@@ -666,22 +666,35 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     r = report
     where = f", only {' and '.join(r.where)}" if r.where else ""
     lines = [f"exported {r.exported:,} image(s) of batch {r.batch} to {r.to} "
-             f"({r.format.value}, split {r.split}{where}, {format_duration(r.elapsed)})"]
-    noun = {ExportFormat.IMAGEFOLDER: "folder", ExportFormat.PARQUET: "shard",
-            ExportFormat.WEBDATASET: "shard"}[r.format]
+             f"({r.format}, split {r.split}{where}, {format_duration(r.elapsed)})"]
+    kind = layout(r.format)
+    noun = kind.noun
     parts = [f"{r.written} {noun}(s) written"]
+    if r.resumed:
+        parts.append(f"{r.resumed} finished by the export that was cut short")
+    if r.finished_swap:
+        parts.append("an earlier export's swap, cut short, finished first")
     if r.kept:
         parts.append(f"{r.kept} unchanged and kept")
     if r.removed:
         parts.append(f"{r.removed} stale file(s) removed")
     lines.append("  " + ", ".join(parts) + (f"; everything was rewritten: {r.rewrote_all}"
                                             if r.rewrote_all else ""))
-    if r.linked or r.copied:
-        lines.append(f"  images: {r.linked:,} hard-linked, {r.copied:,} copied "
-                     "(another filesystem)" if r.copied else f"  images: {r.linked:,} hard-linked")
+    if r.images:
+        lines.append("  images: " + ", ".join(f"{n:,} {how}" for how, n in sorted(r.images.items())))
     store = isinstance(r.folder, str)  # read from an object store
     if store:
         lines.append(f"  read from {r.folder}: {r.downloaded:,} image(s) downloaded")
+    if r.dedupe:
+        how = ("exact: the same bytes as an earlier row" if r.dedupe == "exact" else
+               f"near: pHash within {r.dedupe_distance} of 64 bits of an earlier row")
+        lines.append(f"  dropped {len(r.duplicates):,} duplicate image(s) ({how}); the first of "
+                     f"each group in the manifest's order was kept")
+        for d in r.duplicates[:_NAMED]:
+            lines.append(f"    job {d.job_id}: {d.path} (same as job {d.same_as}"
+                         + (f", {d.distance} bits apart)" if d.distance else ")"))
+        if len(r.duplicates) > _NAMED:
+            lines.append(f"    and {len(r.duplicates) - _NAMED:,} more")
     if r.filtered_out:
         lines.append(f"  {r.filtered_out:,} done job(s) did not match the --where filters")
     if r.not_done:
@@ -698,12 +711,21 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         rerun = (f"`batchgen run {target}`" if Path(target).is_file()
                  else "running the batch's manifest again (`batchgen run MANIFEST`)")
     for problem, n in r.problems.items():
-        example = r.examples.get(problem)
         what, fix = _LEFT_OUT[problem]
         if store:
             what = what.replace("on disk", "in the store")
-        lines.append(f"  left out: {n:,} done job(s) {what}" + (f" (e.g. {example})" if example else "")
-                     + f"; {fix.format(rerun=rerun)}")
+        lines.append(f"  left out: {n:,} done job(s) {what}; {fix.format(rerun=rerun)}")
+        named = [o for o in r.omitted if o.why is problem]
+        for o in named[:_NAMED]:
+            lines.append(f"    job {o.job_id}: {o.path}")
+        if len(named) > _NAMED:
+            lines.append(f"    and {len(named) - _NAMED:,} more")
+    if r.uploaded:
+        lines.append(f"  put in {r.to}: {r.uploaded:,} object(s), each whole")
+    if r.card:
+        lines.append(f"  dataset card: {r.to}/{r.card} (set its licence)")
+    else:
+        lines.append(f"  no dataset card: {r.to}/README.md is not batchgen's, so it was left as it is")
     lines.append("  load it: from datasets import load_dataset; "
-                 + _LOADERS[r.format].format(to=r.to))
+                 + kind.loader.format(to=r.to))
     return "\n".join(lines)

@@ -308,7 +308,8 @@ class Collector:
                             requested=str(job.request.get("size") or "")),
             timings=Timings(submitted=_iso(clock.submitted_at + to_wall), started=_iso(started),
                             finished=_iso(finished_wall), downloaded=_iso(self.clock.wall()),
-                            polls=clock.polls))
+                            polls=clock.polls),
+            nsfw=result.images[0].nsfw_detection_result if result.images else None)
 
 
 def _brief(exc: BaseException) -> str:

@@ -7,8 +7,10 @@ and never writes in the batch folder. pyarrow is loaded only for the Parquet for
 
 from __future__ import annotations
 
-from batchgen.export.base import ExportFormat
+from batchgen.export.base import Layout, layouts
 from batchgen.export.exporter import ExportOptions, ExportPhase, ExportReport, export_batch
+from batchgen.export.formats import ExportFormat
 from batchgen.export.scan import Omission
 
-__all__ = ["ExportFormat", "ExportOptions", "ExportPhase", "ExportReport", "Omission", "export_batch"]
+__all__ = ["ExportFormat", "ExportOptions", "ExportPhase", "ExportReport", "Layout", "Omission",
+           "export_batch", "layouts"]

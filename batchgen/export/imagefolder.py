@@ -1,29 +1,28 @@
 """Hugging Face ImageFolder: ``<split>/metadata.jsonl`` and the images in ``<split>/NNNN/``.
 
-Each subfolder holds at most 1,000 images, named ``<job_id>.<ext>`` (unique, dot-free), hard
-linked to the batch's files where the filesystem allows (no bytes copied, no space used) and
-copied otherwise. Images are not read: their size was checked by the scan, and their sha256
-is a column, where the other formats, which copy the bytes, check it. From an object store
-the images are downloaded (many at a time) and checked against their sha256 like the other
-formats' bytes; one already in the export folder with the same bytes is not fetched again. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
+Each subfolder holds at most 1,000 images, named ``<job_id>.<ext>`` (unique, dot-free). Each
+image is read and checked (its recorded sha256, or a decode when none is recorded) like the
+other formats' bytes, then made a file of its own: a reflink of the batch's file where the
+filesystem has them (no space used until one side changes), a plain copy otherwise. Never a
+hard link unless ``--link`` asks for one (then read-only: an edit in place of the export
+would otherwise change the paid original). From an object store the images are downloaded
+many at a time. ``metadata.jsonl`` has one line per image: ``file_name`` and every column,
 with the same keys on every line, so ``datasets`` builds one typed schema from it (and, with
 a metadata file present, never invents a ``label`` column from the folder names).
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import os
-import shutil
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import orjson
 
-from batchgen.export.base import atomic_write, place, tmp_path
-from batchgen.export.images import ImageSource, LocalImages
-from batchgen.export.rows import ColumnType
+from batchgen.export.base import Layout, LayoutOptions, UnitRule, place, tmp_path
+from batchgen.export.files import Copier
 from batchgen.export.scan import Item
 
 __all__ = ["FOLDER_SIZE", "ImageFolderWriter"]
@@ -31,21 +30,28 @@ __all__ = ["FOLDER_SIZE", "ImageFolderWriter"]
 FOLDER_SIZE = 1000
 
 
-class ImageFolderWriter:
-    sorted_keys = False
+class ImageFolderWriter(Layout):
+    name = "imagefolder"
+    noun = "folder"
+    loader = 'load_dataset("imagefolder", data_dir="{to}")'
 
-    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType],
-                 images: ImageSource | None = None) -> None:
-        self.root = root
-        self.split = split
-        self.schema = schema
-        self.images = images or LocalImages()
-        self.linked = 0
-        self.copied = 0
-        self.downloaded = 0
-        self._can_link = True
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._copier = Copier()
         self._metadata: Path | None = None
-        self._meta_fh = None
+        self._meta_fh: Any = None
+
+    @classmethod
+    def unit_rule(cls, options: LayoutOptions) -> UnitRule:
+        return lambda rows, _bytes, _next: rows >= FOLDER_SIZE
+
+    @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"{split}/**"
+
+    @classmethod
+    def file_pattern(cls, split: str) -> re.Pattern[str]:
+        return re.compile(re.escape(split) + r"/(?:[0-9]{4,}|metadata\.jsonl)")
 
     def _folder(self, index: int) -> str:
         return f"{self.split}/{index:04d}"
@@ -53,8 +59,9 @@ class ImageFolderWriter:
     def unit_files(self, index: int, units: int) -> list[str]:
         return [self._folder(index)]
 
-    def owned(self) -> list[Path]:
-        base = self.root / self.split
+    @classmethod
+    def owned(cls, root: Path, split: str) -> list[Path]:
+        base = root / split
         found = sorted(p for p in base.glob("[0-9][0-9][0-9][0-9]*") if p.is_dir())
         meta = base / "metadata.jsonl"
         return found + ([meta] if meta.exists() else [])
@@ -62,70 +69,32 @@ class ImageFolderWriter:
     def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         folder = self.root / self._folder(index)
         folder.mkdir(parents=True, exist_ok=True)
-        if not self.images.local:
-            return self._fetch_unit(index, folder, items)
+        rows = list(items)  # at most FOLDER_SIZE rows (never their bytes)
         wanted = set()
-        for item in items:
-            name = f"{item.key}.{item.ext}"
-            target = folder / name
-            try:
-                same = target.exists() and os.path.samefile(item.image, target)
-            except OSError:
-                same = False
-            if not same:
-                try:
-                    self._link(Path(item.image), target)
-                except FileNotFoundError:
-                    continue  # gone since the scan: left out, and counted as changed
-            wanted.add(name)
-            self.keep_row(index, item)
-        for stale in folder.iterdir():
-            if stale.name not in wanted:
-                stale.unlink()
-        return len(wanted)
-
-    def _fetch_unit(self, index: int, folder: Path, items: Iterable[Item]) -> int:
-        """A unit from the store: at most FOLDER_SIZE rows, so they are held (never bytes)."""
-        rows = list(items)
-        fetch = [item for item in rows if not _holds(folder / f"{item.key}.{item.ext}", item)]
-        missing = set()
-        for item, data in self.images.checked(fetch):
+        for item, data in self.images.checked(rows):
             if data is None:
-                missing.add(item.key)  # gone or changed since the scan: counted as changed
-                continue
-            atomic_write(self.root, f"{self._folder(index)}/{item.key}.{item.ext}", data)
-            self.downloaded += 1
-        wanted = set()
+                continue  # left out: the image source recorded which job and why
+            name = f"{item.key}.{item.ext}"
+            source = self.images.local_file(item)
+            tmp = tmp_path(self.root)
+            try:
+                if self.options.link and source is not None:
+                    how = self._copier.link(source, data, tmp)
+                else:
+                    how = self._copier.copy(source, data, tmp)
+                os.replace(tmp, folder / name)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
+            self.counts[how] += 1
+            wanted.add(name)
         for item in rows:
-            if item.key not in missing:
-                wanted.add(f"{item.key}.{item.ext}")
+            if f"{item.key}.{item.ext}" in wanted:
                 self.keep_row(index, item)
         for stale in folder.iterdir():
             if stale.name not in wanted:
                 stale.unlink()
         return len(wanted)
-
-    def _link(self, source: Path, target: Path) -> None:
-        tmp = tmp_path(self.root)
-        if self._can_link:
-            try:
-                os.link(source, tmp)
-                os.replace(tmp, target)
-                self.linked += 1
-                return
-            except OSError as exc:
-                tmp.unlink(missing_ok=True)
-                if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP,
-                                     errno.EACCES):
-                    raise
-                self._can_link = False  # another filesystem: copy from now on
-        try:
-            shutil.copyfile(source, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
-        self.copied += 1
 
     def begin(self) -> None:
         self._metadata = tmp_path(self.root)
@@ -151,13 +120,3 @@ class ImageFolderWriter:
         name = f"{self.split}/metadata.jsonl"
         place(self.root, self._metadata, name)
         return [name]
-
-
-def _holds(target: Path, item: Item) -> bool:
-    """True when the export folder already has this image, byte for byte."""
-    try:
-        if target.stat().st_size != item.size:
-            return False
-        return hashlib.sha256(target.read_bytes()).hexdigest() == item.sha256
-    except OSError:
-        return False

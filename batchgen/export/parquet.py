@@ -9,19 +9,18 @@ images without loading a shard. pyarrow is an optional extra (``batchgen[parquet
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from batchgen.errors import UsageError
-from batchgen.export.base import hf_features, place, tmp_path
+from batchgen.export.base import Layout, LayoutOptions, UnitRule, hf_features, place, tmp_path
 from batchgen.export.rows import ColumnType
 from batchgen.export.scan import Item
-from batchgen.export.images import ImageSource, LocalImages
 
-__all__ = ["MAX_SHARD_BYTES", "ROW_GROUP", "ParquetWriter"]
+__all__ = ["ROW_GROUP", "ParquetWriter"]
 
-MAX_SHARD_BYTES = 500 * 1000 * 1000
 ROW_GROUP = 100
 
 
@@ -34,17 +33,15 @@ def _pyarrow() -> Any:
     return pyarrow
 
 
-class ParquetWriter:
-    sorted_keys = False
+class ParquetWriter(Layout):
+    name = "parquet"
+    loader = 'load_dataset("parquet", data_dir="{to}")'
 
-    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType],
-                 images: ImageSource | None = None) -> None:
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
         self.pa = _pyarrow()
-        self.images = images or LocalImages()
-        self.root = root
-        self.split = split
-        self.schema = schema
         pa = self.pa
+        schema = self.schema
         types = {ColumnType.STRING: pa.string(), ColumnType.INT: pa.int64(),
                  ColumnType.FLOAT: pa.float64(), ColumnType.BOOL: pa.bool_()}
         fields = [pa.field("image", pa.struct([("bytes", pa.binary()), ("path", pa.string())]))]
@@ -54,11 +51,25 @@ class ParquetWriter:
         self.arrow_schema = pa.schema(fields, metadata={
             "huggingface": json.dumps({"info": {"features": features}})})
 
+    @classmethod
+    def unit_rule(cls, options: LayoutOptions) -> UnitRule:
+        most = options.parquet_shard_bytes
+        return lambda rows, size, nxt: rows > 0 and size + nxt > most
+
+    @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"data/{split}-*.parquet"
+
+    @classmethod
+    def file_pattern(cls, split: str) -> re.Pattern[str]:
+        return re.compile(r"data/" + re.escape(split) + r"-[0-9]{5,}-of-[0-9]{5,}\.parquet")
+
     def unit_files(self, index: int, units: int) -> list[str]:
         return [f"data/{self.split}-{index:05d}-of-{units:05d}.parquet"]
 
-    def owned(self) -> list[Path]:
-        return sorted((self.root / "data").glob(f"{self.split}-[0-9]*-of-[0-9]*.parquet"))
+    @classmethod
+    def owned(cls, root: Path, split: str) -> list[Path]:
+        return sorted((root / "data").glob(f"{split}-[0-9]*-of-[0-9]*.parquet"))
 
     def write_unit(self, index: int, units: int, items: Iterable[Item]) -> int:
         pq = self.pa.parquet
@@ -95,12 +106,3 @@ class ParquetWriter:
     def _write(self, writer: Any, rows: list[dict[str, Any]]) -> None:
         table = self.pa.Table.from_pylist(rows, schema=self.arrow_schema)
         writer.write_table(table, row_group_size=ROW_GROUP)
-
-    def begin(self) -> None:
-        pass
-
-    def keep_row(self, index: int, item: Item) -> None:
-        pass
-
-    def finish(self, ok: bool) -> list[str]:
-        return []

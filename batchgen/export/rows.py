@@ -43,7 +43,8 @@ FIXED: dict[str, ColumnType] = {
 #: Axis keys the fixed columns already hold (the request's own value is exported instead).
 _COVERED = {"seed", "output_format", "loras"}
 #: Names the exporters use themselves: an axis of that name gets an ``axis_`` prefix.
-_TAKEN = set(FIXED) | {"image", "file_name", "sidecar", "__key__", "__url__"}
+_TAKEN = set(FIXED) | {"image", "file_name", "sidecar", "__key__", "__url__", "nsfw_valid",
+                       "nsfw_confidence"}
 
 
 def _kind(value: Any) -> ColumnType | None:
@@ -94,6 +95,9 @@ def flat_row(sidecar: Sidecar) -> dict[str, Any]:
         else _label(loras),
         "sha256": sidecar.image.sha256,
     }
+    if sidecar.nsfw is not None:  # the provider's flags, as it reports them
+        row["nsfw_valid"] = sidecar.nsfw.get("valid")
+        row["nsfw_confidence"] = sidecar.nsfw.get("confidence")
     for i, item in enumerate(loras, 1):
         if isinstance(item, dict):
             row[f"lora_{i}_path"] = item.get("path")

@@ -13,36 +13,54 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 
 import orjson
 
-from batchgen.export.base import atomic_write, place, tmp_path
-from batchgen.export.images import ImageSource, LocalImages
-from batchgen.export.rows import ColumnType
-from batchgen.export.scan import Item
+from batchgen.errors import UsageError
+from batchgen.export.base import Layout, atomic_write, place, tmp_path, value_features
+from batchgen.export.scan import Item, Scan
 
-__all__ = ["DEFAULT_SHARD_SIZE", "FIXED_MTIME", "WebDatasetWriter"]
+__all__ = ["FIXED_MTIME", "WebDatasetWriter"]
 
-DEFAULT_SHARD_SIZE = 10_000
 #: 2000-01-01T00:00:00Z: the same in every shard, so shards depend on their rows alone
 FIXED_MTIME = 946_684_800
 
 
-class WebDatasetWriter:
+class WebDatasetWriter(Layout):
+    name = "webdataset"
+    loader = 'load_dataset("webdataset", data_dir="{to}")'
     sorted_keys = True
 
-    def __init__(self, root: Path, split: str, schema: dict[str, ColumnType], captions: bool,
-                 shard_size: int = DEFAULT_SHARD_SIZE, images: ImageSource | None = None) -> None:
-        self.root = root
-        self.images = images or LocalImages()
-        self.split = split
-        self.schema = schema
-        self.captions = captions
-        self.shard_size = shard_size
-        self.stats: dict[int, dict[str, object]] = {}
+    @classmethod
+    def check(cls, found: Scan) -> None:
+        formats = found.columns.formats
+        if len(formats) > 1:
+            raise UsageError(f"this batch holds {', '.join(sorted(formats))} images; a WebDataset "
+                             f"sample has the same members everywhere, so export one format at "
+                             f"a time, e.g. --where output_format={sorted(formats)[0]}")
+
+    @classmethod
+    def data_files(cls, split: str) -> str:
+        return f"{split}-*.tar"
+
+    def card_features(self, formats: set[str]) -> list[dict[str, object]]:
+        """A sample's members as ``datasets`` reads a tar: key, URL, the row, image, caption."""
+        members: list[dict[str, object]] = [
+            {"name": "__key__", "dtype": "string"}, {"name": "__url__", "dtype": "string"},
+            {"name": "json", "struct": value_features(self.schema)}]
+        members += [{"name": ext, "dtype": "image"} for ext in sorted(formats)]
+        if self.captions:
+            members.append({"name": "txt", "dtype": "string"})
+        return members
+
+    @classmethod
+    def file_pattern(cls, split: str) -> re.Pattern[str]:
+        name = re.escape(split) + r"-[0-9]{6,}"
+        return re.compile(rf"{name}\.tar|__stats__/{name}_stats\.json")
 
     def _name(self, index: int) -> str:
         return f"{self.split}-{index:06d}"
@@ -51,9 +69,10 @@ class WebDatasetWriter:
         name = self._name(index)
         return [f"{name}.tar", f"__stats__/{name}_stats.json"]
 
-    def owned(self) -> list[Path]:
-        return sorted([*self.root.glob(f"{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"),
-                       *self.root.glob(f"__stats__/{self.split}-[0-9][0-9][0-9][0-9][0-9][0-9]_stats.json")])
+    @classmethod
+    def owned(cls, root: Path, split: str) -> list[Path]:
+        return sorted([*root.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"),
+                       *root.glob(f"__stats__/{split}-[0-9][0-9][0-9][0-9][0-9][0-9]_stats.json")])
 
     def _member(self, tar: tarfile.TarFile, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -101,19 +120,10 @@ class WebDatasetWriter:
                      orjson.dumps(stats, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE))
         return written
 
-    def keep_row(self, index: int, item: Item) -> None:
-        pass
-
     def _json(self, item: Item) -> bytes:
         row = {key: item.row.get(key) for key in self.schema}
         row["sidecar"] = item.sidecar
         return orjson.dumps(row)
-
-    def begin(self) -> None:
-        pass
-
-    def finish(self, ok: bool) -> list[str]:
-        return []
 
 
 def _file_sha256(path: Path) -> str:

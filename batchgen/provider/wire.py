@@ -62,11 +62,29 @@ class ResultImage(_Lenient):
     image_url: str = ""
     image_url_ttl: float | None = None
     image_type: str = ""
+    nsfw_detection_result: dict[str, Any] | None = None
 
     @field_validator("image_url", "image_type", mode="before")
     @classmethod
     def _text(cls, value: Any) -> str:
         return "" if value is None else str(value)
+
+    @field_validator("nsfw_detection_result", mode="before")
+    @classmethod
+    def _nsfw(cls, value: Any) -> dict[str, Any] | None:
+        """``{"valid": bool, "confidence": number}`` as the provider's SDK reads it; only
+        those two keys are kept, each only when of its type (``{}``, as the docs show when
+        detection is off, is None: nothing was said)."""
+        if not isinstance(value, dict):
+            return None
+        kept: dict[str, Any] = {}
+        if isinstance(value.get("valid"), bool):
+            kept["valid"] = value["valid"]
+        confidence = _number_or_none(value.get("confidence"))
+        if confidence is not None and not isinstance(value.get("confidence"), bool) \
+                and 0.0 <= confidence <= 1.0:
+            kept["confidence"] = confidence
+        return kept or None
 
     @field_validator("image_url_ttl", mode="before")
     @classmethod

@@ -619,7 +619,15 @@ class Simulator:
                 expires = now
             value = f"{self.image_base_url}/img/{state.issue_token(task, expires)}.{fmt}"
         return {"image_url": value, "image_url_ttl": int(cfg.url_ttl), "image_type": fmt,
-                "nsfw_detection_result": {}, "image_index": 0}
+                "nsfw_detection_result": self._nsfw(task) if cfg.nsfw_detection else {},
+                "image_index": 0}
+
+    @staticmethod
+    def _nsfw(task: Task) -> dict[str, Any]:
+        """A filled detection result, the same for the same seed: one seed in four flagged."""
+        flagged = task.seed % 4 == 0
+        return {"valid": flagged, "confidence": round(0.5 + (task.seed % 50) / 100, 2)
+                if flagged else round((task.seed % 40) / 100, 2)}
 
     @staticmethod
     def _bad_image(task: Task, data: bytes, coin: bool) -> bytes:

@@ -70,6 +70,7 @@ class SimConfig:
     download_seconds: float = 0.0       # the image host takes this long to start each answer
     result_ttl: float | None = None     # task-result answers 404 this long after completion
     hints: bool = True                  # fill eta / progress_percent (False: always 0)
+    nsfw_detection: bool = False        # fill images[].nsfw_detection_result (valid, confidence)
     seed_as_int: bool = False           # shorthand for seed_style="int"
     seed_style: SeedStyle = "string"    # extra.seed as the docs (string), the SDK (int), or mixed
     base64_prefix: Base64Prefix = "mixed"  # data:image/...;base64, prefix in base64 mode

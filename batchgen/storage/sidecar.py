@@ -74,6 +74,8 @@ class Sidecar:
     image: ImageInfo
     timings: Timings = field(default_factory=Timings)
     warnings: list[str] = field(default_factory=list)  # what a reader must know (a wrong size)
+    #: the provider's NSFW detection of the image (``valid``, ``confidence``), None when it said nothing
+    nsfw: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,6 +93,7 @@ class Sidecar:
                         "finished": self.timings.finished, "downloaded": self.timings.downloaded,
                         "polls": self.timings.polls},
             "warnings": list(self.warnings),
+            **({"nsfw": dict(self.nsfw)} if self.nsfw is not None else {}),
         }
 
     def encode(self) -> bytes:
@@ -119,7 +122,8 @@ class Sidecar:
                 timings=Timings(timings.get("submitted"), timings.get("started"),
                                 timings.get("finished"), timings.get("downloaded"),
                                 int(timings.get("polls", 0) or 0)),
-                warnings=[str(w) for w in data.get("warnings") or []])
+                warnings=[str(w) for w in data.get("warnings") or []],
+                nsfw=_nsfw(data.get("nsfw")))
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise ValueError(f"not a batchgen sidecar ({type(exc).__name__}: {exc})") from None
 
@@ -132,3 +136,16 @@ class Sidecar:
         if not isinstance(data, dict):
             raise ValueError("not a JSON object")
         return cls.from_json(data)
+
+
+def _nsfw(value: Any) -> dict[str, Any] | None:
+    """The recorded NSFW result, only its two typed keys (a sidecar is read as untrusted)."""
+    if not isinstance(value, dict):
+        return None
+    kept: dict[str, Any] = {}
+    if isinstance(value.get("valid"), bool):
+        kept["valid"] = value["valid"]
+    confidence = value.get("confidence")
+    if isinstance(confidence, (int, float)) and not isinstance(confidence, bool):
+        kept["confidence"] = float(confidence)
+    return kept or None

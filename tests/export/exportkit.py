@@ -47,13 +47,14 @@ matrix:
 """
 
 
-def run_sweep(folder: Path, text: str = SWEEP) -> tuple[Path, Path]:
-    """Run ``text`` against the in-process simulator; returns (manifest, batch folder)."""
+def run_sweep(folder: Path, text: str = SWEEP, **config: Any) -> tuple[Path, Path]:
+    """Run ``text`` against the in-process simulator (``config``: more ``SimConfig``
+    fields); returns (manifest, batch folder)."""
     folder.mkdir(parents=True, exist_ok=True)
     manifest = folder / "sweep.yaml"
     out = folder / "out"
     manifest.write_text(text + f"output: {out}\n")
-    sim = Simulator(SimConfig(task_seconds=0, task_jitter=0))
+    sim = Simulator(SimConfig(task_seconds=0, task_jitter=0, **config))
     run_batch(manifest, fast_options(out, **simulated(sim)))
     return manifest, out
 

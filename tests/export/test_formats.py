@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from batchgen.export import ExportFormat, ExportOptions, export_batch
-from exportkit import image_bytes, load_offline, run_sweep, sidecars, wds_samples
+from exportkit import make_folder, image_bytes, load_offline, run_sweep, sidecars, wds_samples
 
 
 @pytest.fixture(scope="module")
@@ -60,13 +60,34 @@ def test_imagefolder_loads_with_datasets(sweep, tmp_path: Path) -> None:
         assert data == originals[row["job_id"]]
 
 
-def test_imagefolder_links_the_images_instead_of_copying(sweep, tmp_path: Path) -> None:
-    manifest, folder = sweep
-    report = export_batch(manifest, ExportOptions(ExportFormat.IMAGEFOLDER, tmp_path / "ds"))
-    assert report.linked == 6 and report.copied == 0
+def test_imagefolder_images_are_copies_an_edit_never_reaches_the_paid_original(
+        tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    make_folder(folder, 4)
+    before = image_bytes(folder)
+    report = export_batch(folder, ExportOptions(ExportFormat.IMAGEFOLDER, tmp_path / "ds"))
+    assert set(report.images) <= {"copied", "reflinked"} and sum(report.images.values()) == 4
     exported = sorted((tmp_path / "ds" / "train" / "0000").iterdir())
     originals = {p.stat().st_ino for p in (folder / "images").rglob("*.png")}
-    assert len(exported) == 6 and {p.stat().st_ino for p in exported} == originals
+    assert len(exported) == 4 and not {p.stat().st_ino for p in exported} & originals
+    for path in exported:  # edited in place, as an image editor saving over it does
+        path.write_bytes(b"edited")
+    assert image_bytes(folder) == before
+
+
+def test_imagefolder_link_keeps_hard_links_made_read_only(tmp_path: Path) -> None:
+    folder = tmp_path / "batch"
+    make_folder(folder, 4)
+    report = export_batch(folder, ExportOptions(ExportFormat.IMAGEFOLDER, tmp_path / "ds",
+                                                link=True))
+    assert report.images == {"hard-linked (read-only)": 4}
+    exported = sorted((tmp_path / "ds" / "train" / "0000").iterdir())
+    originals = {p.stat().st_ino for p in (folder / "images").rglob("*.png")}
+    assert {p.stat().st_ino for p in exported} == originals
+    assert all(not p.stat().st_mode & 0o222 for p in exported)
+    again = export_batch(folder, ExportOptions(ExportFormat.IMAGEFOLDER, tmp_path / "ds"))
+    assert again.rewrote_all and set(again.images) <= {"copied", "reflinked"}
+    assert not {p.stat().st_ino for p in (tmp_path / "ds" / "train" / "0000").iterdir()} & originals
 
 
 def test_parquet_loads_with_datasets_as_images(sweep, tmp_path: Path) -> None:

@@ -92,3 +92,46 @@ def test_an_image_changed_in_the_store_is_left_out(s3_server: S3Server, s3_url: 
     fs.rm_file(f"{s3_url.removeprefix('s3://')}/{victim.with_suffix('.json').relative_to(folder).as_posix()}")
     report = export_batch(s3_url, ExportOptions(ExportFormat.PARQUET, tmp_path / "pq2"))
     assert report.exported == 5 and report.problems == {Omission.NO_SIDECAR: 1}
+
+
+@pytest.mark.parametrize("fmt", list(ExportFormat))
+def test_each_format_exports_to_the_store_whole_and_loads_back(
+        fmt: ExportFormat, s3_server: S3Server, s3_url: str, tmp_path: Path, capsys) -> None:
+    from exportkit import make_folder
+
+    folder = tmp_path / "batch"
+    make_folder(folder, 12)
+    to = f"{s3_url}/ds"
+    assert main(["export", str(folder), "--format", fmt.value, "--to", to, "--shard-size", "5",
+                 "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "exported 12 image(s)" in out and f"put in {to}:" in out
+    fs = s3_server.filesystem()
+    local = tmp_path / "copy"
+    fs.get(to.removeprefix("s3://") + "/", str(local), recursive=True)
+    assert (local / "README.md").exists() and (local / ".batchgen-export-train.json").exists()
+    assert not [p for p in local.rglob("*") if ".batchgen-stage" in str(p) or ".batchgen-tmp" in str(p)]
+    ds = load_offline(fmt.value, local, tmp_path / "hf")["train"]
+    assert ds.num_rows == 12
+    local_export = export_batch(folder, ExportOptions(fmt, tmp_path / "local", shard_size=5))
+    assert sorted(p.relative_to(tmp_path / "local").as_posix()
+                  for p in (tmp_path / "local").rglob("*") if p.is_file()) == sorted(
+        p.relative_to(local).as_posix() for p in local.rglob("*") if p.is_file())
+    assert local_export.exported == 12
+
+
+def test_a_store_export_again_with_fewer_shards_removes_the_stale_objects(
+        s3_server: S3Server, s3_url: str, tmp_path: Path) -> None:
+    from exportkit import make_folder
+
+    folder = tmp_path / "batch"
+    make_folder(folder, 12)
+    to = f"{s3_url}/wds"
+    export_batch(folder, ExportOptions(ExportFormat.WEBDATASET, to, shard_size=3))
+    fs = s3_server.filesystem()
+    key = to.removeprefix("s3://")
+    assert len(fs.glob(f"{key}/train-*.tar")) == 4
+    fs.pipe_file(f"{key}/notes.txt", b"mine")  # not batchgen's: never removed
+    report = export_batch(folder, ExportOptions(ExportFormat.WEBDATASET, to, shard_size=6))
+    assert report.exported == 12 and report.removed == 4  # 2 tars and their 2 stats files
+    assert len(fs.glob(f"{key}/train-*.tar")) == 2 and fs.cat_file(f"{key}/notes.txt") == b"mine"
