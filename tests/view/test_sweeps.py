@@ -4,6 +4,7 @@ sub-grids in one image, sheets only where jobs are, a default Y that gives way, 
 from __future__ import annotations
 
 import io
+import re
 from pathlib import Path
 
 import anyio
@@ -26,7 +27,7 @@ BUNDLED = Path(__file__).resolve().parents[2] / "manifests" / "two-lora-sweep.ya
 
 
 def run_bundled(tmp_path: Path) -> Path:
-    text = BUNDLED.read_text().replace("name: two-lora-sweep", f"name: two-lora-sweep\noutput: {tmp_path / 'out'}")
+    text = re.sub(r"(?m)^output: .*$", f"output: {tmp_path / 'out'}", BUNDLED.read_text())
     text = text.replace('size: "512*512"', 'size: "256*256"')
     manifest = write_manifest(tmp_path, text)
     sim = Simulator(SimConfig(task_seconds=2, task_jitter=0.5), clock=anyio.current_time)
