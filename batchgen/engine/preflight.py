@@ -24,6 +24,7 @@ from batchgen.manifest.shards import Shard, ShardCounter, ShardTally, parse_shar
 from batchgen.provider.targets import resolve_target
 from batchgen.storage.batch import BatchPlace, JobCounts, count_jobs, place_of
 from batchgen.storage.diff import FolderDiff
+from batchgen.steps import drain
 from batchgen.storage.folder import check_batch_folder, image_path
 from batchgen.storage.identity import Target
 from batchgen.storage.ledger import Ledger, has_ledger
@@ -143,7 +144,7 @@ def _planned(place: BatchPlace, folder: Path, current: Target, refused: str | No
              count: int | None, index: int | None, source: str | None,
              task_seconds: float | None) -> BatchPlan:
     ledger = Ledger.read(folder) if has_ledger(folder) else None
-    check = _drain(preflight(place.manifest, ledger, shards=count, shard_index=index,
+    check = drain(preflight(place.manifest, ledger, shards=count, shard_index=index,
                              task_seconds=task_seconds))
     return BatchPlan(place, check, ledger.target if ledger is not None else None, current,
                      refused, count, index, source)
@@ -165,10 +166,3 @@ def _shards(text: str | None) -> tuple[int | None, int | None, str | None]:
         return int(tail), None, None
     return shard.count, shard.index, shard.source.value
 
-
-def _drain(steps: Generator[int, None, Preflight]) -> Preflight:
-    while True:
-        try:
-            next(steps)
-        except StopIteration as done:
-            return done.value
