@@ -224,7 +224,10 @@ def _write_status(path: Path, data: dict[str, Any]) -> bool:
     tmp = path.parent / ".tmp" / (path.name + ".tmp")
     try:
         tmp.parent.mkdir(exist_ok=True)
-        with open(tmp, "wb") as fh:
+        if tmp.parent.is_symlink():  # a planted .tmp: write nothing through it
+            return False
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "xb") as fh:   # created exclusively: never through a planted link
             fh.write(body)
         os.replace(tmp, path)
     except OSError:
