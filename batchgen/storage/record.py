@@ -235,6 +235,6 @@ def sound_event(event: dict[str, Any]) -> bool:
     return (_text(event.get("task_id"), MAX_TASK_ID) and (file is None or safe_file(file))
             and _count(event.get("bytes")) and _count(event.get("sidecar_bytes"))
             and _count(event.get("maybe_duplicated")) and _text(event.get("sha256"))
-            and _text(event.get("size_got")) and _text(event.get("code"))
+            and _text(event.get("size_got")) and _text(event.get("code")) and _text(event.get("reason"))
             and _text(event.get("label")) and _number(event.get("submitted_at"))
             and _spec(event.get("spec")) and _info(event.get("info")))
