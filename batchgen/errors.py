@@ -39,6 +39,7 @@ __all__ = [
     "BatchStopped",
     "BatchgenError",
     "DownloadError",
+    "DownloadTimedOut",
     "ImageExpired",
     "ImageTooLarge",
     "JobRejected",
@@ -251,6 +252,13 @@ class DownloadError(BatchgenError):
     """The finished task's image could not be fetched or accepted."""
 
     retryable = True
+
+
+class DownloadTimedOut(DownloadError):
+    """The image download's one overall deadline passed (every try included): a host that
+    slow is not asked again, so one image never holds a job for a multiple of it."""
+
+    retryable = False
 
 
 class ImageExpired(DownloadError):

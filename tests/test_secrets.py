@@ -23,7 +23,7 @@ from batchgen.provider.client import ProviderClient
 from batchgen.errors import AuthError
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.engine.runner import Batch, RunOptions
-from batchgen.simulator import SimConfig, running_simulator
+from batchgen.simulator import SimConfig, Simulator, running_simulator
 from faultkit import cli, fast_options, manifest_text, run_batch, write_manifest
 
 KEY = "sk-LEAKCHECK-7f3a9c2e1b0d4f68a5e2"
@@ -149,3 +149,87 @@ def test_a_wrong_key_stops_with_exit_3_naming_the_variable_not_the_key(tmp_path:
     missing = cli("run", str(path), "--base-url", "http://127.0.0.1:9", "--output", str(tmp_path / "out"),
                   env={"JIEKOU_API_KEY": ""})
     assert missing.returncode == 2 and "JIEKOU_API_KEY is set but empty" in missing.stderr
+
+
+# -- the key is bound to hosts the user chose (docs/security.md) ----------------------------------
+
+def _sim_manifest(tmp_path: Path, base_url: str, extra: str = "") -> Path:
+    return write_manifest(tmp_path, manifest_text("bound", 2, extra=f"base_url: {base_url}\n{extra}"))
+
+
+@pytest.mark.parametrize("variable", ["JIEKOU_API_KEY", "AWS_SECRET_ACCESS_KEY"])
+def test_a_manifest_alone_cannot_point_the_key_at_another_host(tmp_path: Path, variable: str,
+                                                                capsys) -> None:
+    from batchgen.cli.main import main
+    from batchgen.errors import UsageError
+
+    extra = f"api_key_env: {variable}\n" if variable != "JIEKOU_API_KEY" else ""
+    with running_simulator(SimConfig(api_key=KEY, task_seconds=0.01)) as sim:
+        path = _sim_manifest(tmp_path, sim.api_base_url, extra)   # loopback, and still refused
+        env = {variable: KEY}
+        with pytest.raises(UsageError, match="BATCHGEN_TRUSTED_HOSTS") as refused:
+            run_batch(path, RunOptions(output=tmp_path / "out", environ=env))
+        assert "--base-url" in str(refused.value) and "not a provider's own host" in str(refused.value)
+        assert sim.stats.api_requests == 0 and sim.stats.key_leaks == 0
+        # plan says where the key would go: nowhere, and why
+        assert main(["plan", str(path)]) == 0
+        plan = capsys.readouterr().out
+        assert "key goes to nowhere: a run would refuse" in plan
+        # the user's own word, on the command line or in the environment, is taken
+        assert main(["plan", str(path), "--base-url", sim.api_base_url]) == 0
+        assert f"key goes to {sim.api_base_url.split('//')[1]} (--base-url)" in capsys.readouterr().out
+        trusted = {**env, "BATCHGEN_TRUSTED_HOSTS": sim.api_base_url.split("//")[1]}
+        summary = run_batch(path, fast_options(tmp_path / "out", environ=trusted))
+        assert summary.done == 2 and sim.stats.key_leaks == 0
+
+
+def test_plain_http_goes_only_to_loopback_and_a_password_in_a_url_is_never_kept(tmp_path: Path,
+                                                                                capsys) -> None:
+    from batchgen.cli.main import main
+
+    path = write_manifest(tmp_path, manifest_text("plain", 2))
+    env = {"JIEKOU_API_KEY": KEY}
+    # 192.0.2.1 is TEST-NET: nothing may even be tried there
+    off = cli("run", str(path), "--base-url", "http://192.0.2.1:9", "--output", str(tmp_path / "o"),
+              env=env, timeout=60)
+    assert off.returncode == 2 and "plain http to another machine" in off.stderr, off.stderr
+    assert not (tmp_path / "o").exists()
+    with running_simulator(SimConfig(api_key=KEY, task_seconds=0.01)) as sim:
+        secret_url = sim.api_base_url.replace("http://", "http://user:PASSW0RD-9f8e@")
+        code = main(["run", str(path), "--base-url", secret_url, "--output", str(tmp_path / "o")])
+        said = capsys.readouterr()
+        assert code == 2 and "user name or password" in said.err and "***@" in said.err
+        assert "PASSW0RD" not in said.out + said.err and sim.stats.api_requests == 0
+    bad = write_manifest(tmp_path, manifest_text("p", 1, extra="base_url: https://u:PASSW0RD-9f8e@x.example\n"),
+                         "bad.yaml")
+    assert main(["plan", str(bad)]) == 2
+    said = capsys.readouterr()
+    assert "bad.yaml:" in said.err and "user name or password" in said.err
+    assert "PASSW0RD" not in said.out + said.err
+
+
+def test_provider_text_is_masked_and_stripped_of_terminal_escapes_everywhere(tmp_path: Path,
+                                                                             capsys) -> None:
+    from batchgen.cli.main import main
+    from batchgen.view.viewer import make_viewer
+    from faultkit import Rewriter, on_poll, simulated
+    hostile = f"\x1b]0;pwned\x07\x1b[2J\x1b[31mbad prompt {KEY} \u202eevil\x9b"
+
+    def fail(data: dict) -> dict:
+        data["task"] = {**data["task"], "status": "TASK_STATUS_FAILED", "reason": hostile}
+        return data
+    sim = Rewriter(Simulator(SimConfig(api_key=KEY, task_seconds=0.01, task_jitter=0.0)), on_poll(fail))
+    path = write_manifest(tmp_path, manifest_text("masked", 3))
+    out = tmp_path / "out"
+    summary = run_batch(path, fast_options(out, **{**simulated(sim), "api_key": ApiKey(KEY)}))
+    assert summary.failed == 3
+    make_viewer(out)
+    assert main(["status", str(out)]) in (0, 1)
+    assert main(["status", str(out), "--json"]) in (0, 1)
+    printed = capsys.readouterr()
+    assert "bad prompt ***" in printed.out
+    everything = printed.out + printed.err + "".join(
+        p.read_text(errors="replace") for p in out.rglob("*") if p.is_file() and p.suffix != ".png")
+    assert_clean("ledger, status.js, view/data.js and status output", everything)
+    for char in ("\x1b", "\x07", "\u202e", "\x9b"):
+        assert char not in everything, repr(char)

@@ -72,7 +72,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         return 0
     print(render_plan(planned.plan, planned.diff, recorded=planned.recorded,
                       current=planned.current, refused=planned.refused,
-                      output=planned.place.location))
+                      output=planned.place.location, key_to=planned.key_to,
+                      key_refused=planned.key_refused))
     if planned.check.tally is not None:
         print(render_shards(planned.check.tally, planned.shard_index, planned.shard_source))
     return 0

@@ -414,8 +414,12 @@ def render_shards(tally: ShardTally, index: int | None, source: str | None) -> s
 
 def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Target | None = None,
                 current: Target | None = None, refused: str | None = None,
-                output: str | None = None) -> str:
+                output: str | None = None, key_to: str | None = None,
+                key_refused: str | None = None) -> str:
     """``batchgen plan`` as text: the summary a person reads before spending money.
+
+    ``key_to``: the host the API key would go to (and who chose it), or ``key_refused``: why
+    a run would refuse to send it anywhere.
 
     With ``folder`` (the manifest compared with the batch folder's ledger), what is done, new
     and gone, and the time and cost of the new work only.
@@ -438,6 +442,10 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
         f"output      {output or (folder.ledger.folder if folder is not None else m.output)}",
         f"axes        {axes}",
     ]
+    if key_to:
+        lines.insert(4, f"key goes to {key_to}")
+    elif key_refused:
+        lines.insert(4, f"key goes to nowhere: a run would refuse. {key_refused}")
     for ax in m.axes:
         lines.append(f"  {ax.name:<12} {ax.size:>9,}  {ax.description}")
     repeat = f" (each cell x{m.repeat})" if m.repeat > 1 else ""

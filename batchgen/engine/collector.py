@@ -33,7 +33,7 @@ from batchgen.errors import (
 )
 from batchgen.job import Failed, Failure, Job
 from batchgen.provider.base import Provider
-from batchgen.provider.imagecheck import CheckedImage
+from batchgen.provider.imagecheck import CheckedImage, requested_pixels
 from batchgen.provider.offload import off_loop
 from batchgen.provider.wire import TaskResult
 from batchgen.storage.ledger import Ledger
@@ -156,13 +156,19 @@ class Collector:
         self.ledger.generated(job.job_id, result.extra.seed)
         self.stats.generated += 1
         fmt = str(job.request.get("output_format") or "webp")
-        checked, problem, result = await self._fetch(task_id, result, clock, fmt, renew)
+        pixels = requested_pixels(job.request.get("size"))
+        checked, problem, result = await self._fetch(task_id, result, clock, fmt, renew, pixels)
         if checked is None:
             assert problem is not None
             self.record_failure(job, problem, task_id=task_id)
             return False
         self.stats.downloads += 1
         sidecar = self._sidecar(job, task_id, result, checked, clock, finished_wall)
+        if result.extra.seed_unusable is not None:
+            sidecar.warnings.append(f"the provider reported the seed {result.extra.seed_unusable!r}, "
+                                    f"which no request can carry; it is recorded as unknown")
+            log.info("task %s: unusable seed %r recorded as unknown", task_id,
+                        result.extra.seed_unusable)
         size_got = None
         if sidecar.image.size_differs:
             size_got = sidecar.image.size
@@ -178,7 +184,8 @@ class Collector:
         return True
 
     async def _fetch(self, task_id: str, result: TaskResult, clock: TaskClock, fmt: str,
-                     renew: bool) -> tuple[CheckedImage | None, Failed | None, TaskResult]:
+                     renew: bool, pixels: int | None = None
+                     ) -> tuple[CheckedImage | None, Failed | None, TaskResult]:
         """The checked image, or why there is none; with the result it finally came from.
 
         A URL is fetched as soon as a download turn is free (the earliest expiry first). One
@@ -239,7 +246,7 @@ class Collector:
             is_url = image.image_url.lower().startswith(("http://", "https://"))
             try:
                 if not is_url:
-                    return await self.provider.fetch_image(image, fmt), None, result
+                    return await self.provider.fetch_image(image, fmt, pixels=pixels), None, result
                 async with self.downloads.turn(expires):
                     good_until = expires - self._min_life()
                     if now() >= good_until:   # would expire before it is fetched: renew first
@@ -249,7 +256,8 @@ class Collector:
                                                           "could be fetched")
                         continue
                     started = now()
-                    checked = await self.provider.fetch_image(image, fmt, good_until=good_until)
+                    checked = await self.provider.fetch_image(image, fmt, good_until=good_until,
+                                                              pixels=pixels)
                     self._learn_download(now() - started)
                     return checked, None, result
             except ImageExpired as exc:
@@ -264,6 +272,8 @@ class Collector:
                 fresh_needed = True
             except DownloadError as exc:
                 problem = Failed(Failure.DOWNLOAD_FAILED, str(exc))
+                if not exc.retryable:   # its one deadline passed: no second round of it
+                    break
                 rounds += 1
                 fresh_needed = True
             except Exception as exc:  # a URL or answer the client did not foresee: fail the job only

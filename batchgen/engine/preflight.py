@@ -29,13 +29,29 @@ from batchgen.storage.folder import check_batch_folder, image_path
 from batchgen.storage.identity import Target
 from batchgen.storage.ledger import Ledger, has_ledger
 
-__all__ = ["BatchPlan", "Preflight", "plan_batch", "preflight", "target_of"]
+__all__ = ["BatchPlan", "Preflight", "key_route", "plan_batch", "preflight", "target_of"]
 
 
 def target_of(manifest: Manifest, base_url: str | None, simulated: bool) -> Target:
-    """The target a run with these options records in the folder (and plan compares)."""
-    api = resolve_target(manifest.provider, base_url or manifest.base_url, manifest.api_key_env)
+    """The target a run with these options records in the folder (and plan compares); the
+    host as named, even one a run would refuse to send the key to (``key_route`` says)."""
+    api = resolve_target(manifest.provider, base_url or manifest.base_url, manifest.api_key_env,
+                         network=False)
     return Target(api.provider, api.host, manifest.model, simulated)
+
+
+def key_route(manifest: Manifest, base_url: str | None, simulated: bool) -> tuple[str | None, str | None]:
+    """Where a run would send the API key ("host (who chose it)"), or why it would refuse to
+    (a manifest's base_url naming a host nobody trusted, plain http): docs/security.md."""
+    from batchgen.errors import UsageError
+
+    try:
+        api = resolve_target(manifest.provider, base_url, manifest.api_key_env, "--base-url",
+                             manifest_url=None if simulated else manifest.base_url,
+                             manifest_origin=f"base_url in {manifest.path}", network=not simulated)
+    except UsageError as exc:
+        return None, str(exc)
+    return f"{api.host} ({api.origin})", None
 
 
 @dataclass
@@ -83,6 +99,8 @@ class BatchPlan:
     shard_count: int | None = None
     shard_index: int | None = None
     shard_source: str | None = None
+    key_to: str | None = None       # where a run would send the key, and who chose it
+    key_refused: str | None = None  # or why a run would refuse to send it
 
     @property
     def plan(self) -> Plan:
@@ -95,6 +113,8 @@ class BatchPlan:
     def to_json(self) -> dict[str, Any]:
         plan, diff = self.plan, self.diff
         data = plan.to_json()
+        data["key_goes_to"] = self.key_to
+        data["key_refused"] = self.key_refused
         data["output"] = self.place.location
         data["ledger"] = diff is not None
         work = diff.new if diff is not None else plan.jobs
@@ -126,28 +146,29 @@ def plan_batch(manifest: Manifest | str | Path, *, output: str | Path | None = N
     assert m is not None
     count, index, source = _shards(shard)
     current = target_of(m, base_url, simulated)
+    key = key_route(m, base_url, simulated)
     if place.in_store:
         from batchgen.storage.mirror import LedgerMirror
 
         with tempfile.TemporaryDirectory(prefix="batchgen-plan-") as copies:
             LedgerMirror(place.url).fetch(Path(copies))  # the store's ledger copies
-            return _planned(place, Path(copies), current, None, count, index, source, task_seconds)
+            return _planned(place, Path(copies), current, None, count, index, source, task_seconds, key)
     refused = None
     try:
         check_batch_folder(place.folder)
     except NotABatchFolder as exc:
         refused = str(exc)
-    return _planned(place, place.folder, current, refused, count, index, source, task_seconds)
+    return _planned(place, place.folder, current, refused, count, index, source, task_seconds, key)
 
 
 def _planned(place: BatchPlace, folder: Path, current: Target, refused: str | None,
              count: int | None, index: int | None, source: str | None,
-             task_seconds: float | None) -> BatchPlan:
+             task_seconds: float | None, key: tuple[str | None, str | None] = (None, None)) -> BatchPlan:
     ledger = Ledger.read(folder) if has_ledger(folder) else None
     check = drain(preflight(place.manifest, ledger, shards=count, shard_index=index,
                              task_seconds=task_seconds))
     return BatchPlan(place, check, ledger.target if ledger is not None else None, current,
-                     refused, count, index, source)
+                     refused, count, index, source, *key)
 
 
 def _shards(text: str | None) -> tuple[int | None, int | None, str | None]:

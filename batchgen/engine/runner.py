@@ -159,13 +159,10 @@ class Batch:
 
     def _target(self) -> tuple[ApiTarget, ApiKey]:
         m, o = self.manifest, self.options
-        if o.base_url:
-            origin = "--base-url"
-        elif m.base_url:
-            origin = f"base_url in {m.path}"
-        else:
-            origin = None
-        target = resolve_target(m.provider, o.base_url or m.base_url, m.api_key_env, origin)
+        # A manifest's base_url is bound to trusted hosts; the caller's own is not.
+        target = resolve_target(m.provider, o.base_url, m.api_key_env, "--base-url",
+                                manifest_url=m.base_url, manifest_origin=f"base_url in {m.path}",
+                                environ=o.environ, network=o.api_transport is None)
         key = o.api_key if o.api_key is not None else target.read_key(o.environ)
         return target, key
 

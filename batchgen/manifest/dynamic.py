@@ -59,6 +59,10 @@ class DynamicTemplate:
         self.source = source
         self.wildcards = wildcards
         self._method, self._context, self._manager = method, context, manager
+        depth, deepest = _brace_depth(source)
+        if depth > MAX_BRACE_DEPTH:
+            raise ValueError(f"bad dynamic prompt at character {deepest}: choices nested more than "
+                             f"{MAX_BRACE_DEPTH} deep (near {_excerpt(source, deepest)!r})")
         try:
             with _quiet():
                 self.command = parse(source)
@@ -185,6 +189,27 @@ def _wildcards(command: Any) -> Iterator[str]:
             inner = getattr(item, "value", item)  # a variant option wraps its command
             if isinstance(inner, Command):
                 yield from _wildcards(inner)
+
+
+#: choices inside choices ({a|{b|{c|d}}}) deeper than this are refused before parsing: the
+#: parser recurses once per level, and no prompt means a hundred levels
+MAX_BRACE_DEPTH = 20
+
+
+def _brace_depth(source: str) -> tuple[int, int]:
+    """How deep ``{`` nest in ``source`` (counted up to one past MAX_BRACE_DEPTH), and the
+    character (from 1) where that depth is first reached."""
+    depth = deepest = where = 0
+    for i, char in enumerate(source):
+        if char == "{":
+            depth += 1
+            if depth > deepest:
+                deepest, where = depth, i + 1
+                if depth > MAX_BRACE_DEPTH:
+                    break
+        elif char == "}" and depth:
+            depth -= 1
+    return deepest, where
 
 
 def _excerpt(source: str, col: int) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from batchgen.manifest.axes import Axis, Entry, LoraSet
 from batchgen.errors import Problem
-from batchgen.manifest.fields import LORA_MODEL, check_url
+from batchgen.manifest.fields import LORA_MODEL, MAX_PROMPT_CHARS, check_url
 from batchgen.job import Job
 from batchgen.manifest.templates import FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath
@@ -194,6 +194,10 @@ class Expansion:
             if prompt is None or not prompt.strip():
                 yield self._problem("prompt", rec, f"job {index} has no prompt"
                                     + (" (the template renders empty)" if prompt is not None else ""))
+                continue
+            if len(prompt) > MAX_PROMPT_CHARS:
+                yield self._problem("prompt", rec, f"job {index}: the prompt is {len(prompt):,} "
+                                                   f"characters long; at most {MAX_PROMPT_CHARS:,} are sent")
                 continue
             request: dict[str, Any] = {"prompt": prompt, "seed": ctx["seed"], "size": ctx["size"]}
             if takes_loras:

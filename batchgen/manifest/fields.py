@@ -96,12 +96,19 @@ def _number(value: Any, what: str) -> float:
     return float(value)
 
 
+#: the longest prompt sent (characters): one request, one ledger line, one sidecar stay small
+MAX_PROMPT_CHARS = 20_000
+
+
 def check_prompt(value: Any) -> str:
-    """A prompt is non-empty text (the provider rejects an empty one after we paid nothing)."""
+    """A prompt is non-empty text (the provider rejects an empty one after we paid nothing),
+    at most MAX_PROMPT_CHARS long."""
     if not isinstance(value, str):
         raise ValueError(f"must be text (got {describe(value)})")
     if not value.strip():
         raise ValueError("must not be empty")
+    if len(value) > MAX_PROMPT_CHARS:
+        raise ValueError(f"is {len(value):,} characters long; at most {MAX_PROMPT_CHARS:,} are sent")
     return value
 
 

@@ -24,7 +24,7 @@ from batchgen.job import IDENTIFIER, Job
 from batchgen.manifest.combos import parse_excludes, parse_includes
 from batchgen.manifest.expand import Expansion
 from batchgen.provider.targets import PROVIDERS
-from batchgen.manifest.schema import BATCH_NAME, SECRET_KEYS, ManifestSpec, validation_problems
+from batchgen.manifest.schema import BATCH_NAME, MAX_EXPANSION, SECRET_KEYS, ManifestSpec, validation_problems
 from batchgen.manifest.templates import DEFAULT_FILENAME, FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath, load_yaml
 
@@ -171,7 +171,12 @@ class _Loader:
                 includes=includes, excludes=excludes, repeat=spec.repeat,
                 filename=filename or FileNameTemplate(DEFAULT_FILENAME), caption=caption,
                 origins={f: (f,) for f in REQUEST_FIELDS if f in data})
-            if expansion.size > spec.expansion_limit:
+            if expansion.size > MAX_EXPANSION:
+                self.fail(("matrix",) if "matrix" in data else (),
+                          f"this manifest expands to {expansion.size:,} jobs, over the ceiling of "
+                          f"{MAX_EXPANSION:,} jobs one manifest may have; split the work into "
+                          f"several manifests", key=True)
+            elif expansion.size > spec.expansion_limit:
                 self.fail(("matrix",) if "matrix" in data else (),
                           f"this manifest expands to {expansion.size:,} jobs, over expansion_limit "
                           f"({spec.expansion_limit:,}); if you mean it, set expansion_limit: "

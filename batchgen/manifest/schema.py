@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, SkipValidation,
                       ValidationError)
@@ -26,6 +27,7 @@ from batchgen.manifest.templates import DEFAULT_FILENAME, FileNameTemplate, Temp
 from batchgen.manifest.source import Source, YamlPath, dotted
 
 __all__ = [
+    "MAX_EXPANSION",
     "SECRET_KEYS",
     "DynamicSpec",
     "FileSpec",
@@ -41,10 +43,22 @@ __all__ = [
 ]
 
 #: provider -> (base URL, environment variable that holds the key by default)
+#: The hard ceiling on one manifest's jobs, whatever expansion_limit says: a plan must end,
+#: in bounded memory (docs/security.md). Bigger work is several manifests.
+MAX_EXPANSION = 10_000_000
 #: Top-level keys that can only mean someone is about to commit their key to a manifest.
 SECRET_KEYS = frozenset({"api_key", "apikey", "api-key", "key", "token", "api_token", "secret",
                          "access_token", "bearer", "authorization", "password"})
 BATCH_NAME = re.compile(r"[A-Za-z0-9._-]+")
+
+
+def _base_url(value: Any) -> str:
+    """An http(s) URL without a user name or password (those would be stored and printed)."""
+    url = check_url(value)
+    if "@" in urlsplit(url).netloc:
+        raise ValueError("must not carry a user name or password (user:password@host): batchgen "
+                         "would store and print them; the API key goes in the environment")
+    return url
 
 
 def _looks_secret(value: str) -> bool:
@@ -234,8 +248,9 @@ class ManifestSpec(_Doc):
         None, description="batch name (output folder); default: the manifest file's stem")
     provider: Annotated[Literal["jiekou", "novita"], BeforeValidator(_choice(tuple(PROVIDERS)))] = Field(
         "jiekou", description="API provider")
-    base_url: Annotated[str | None, BeforeValidator(lambda v: None if v is None else check_url(v))] = Field(
-        None, description="override the provider's base URL (proxies, the simulator)")
+    base_url: Annotated[str | None, BeforeValidator(lambda v: None if v is None else _base_url(v))] = Field(
+        None, description="the provider's base URL: a provider's own host, or one listed in "
+                          "BATCHGEN_TRUSTED_HOSTS (others: --base-url)")
     api_key_env: Annotated[str | None, BeforeValidator(_env_name)] = Field(
         None, description="NAME of the environment variable holding the API key "
                           "(default JIEKOU_API_KEY / NOVITA_API_KEY); never the key itself")
@@ -255,7 +270,9 @@ class ManifestSpec(_Doc):
     price_per_image: float | None = Field(
         None, ge=0, description="what one image costs, in your account's currency; `plan` then "
                                 "estimates the cost of the work to do (no cost shown without it)")
-    expansion_limit: int = Field(1_000_000, ge=1, description="refuse to expand to more jobs than this")
+    expansion_limit: int = Field(1_000_000, ge=1, le=MAX_EXPANSION,
+                                 description=f"refuse to expand to more jobs than this (at most "
+                                             f"{MAX_EXPANSION:,}, the hard ceiling)")
     repeat: int = Field(1, ge=1, description="ask for every cell this many times (replicas)")
     vars: SkipValidation[dict[str, Scalar]] = Field(
         default_factory=dict, description="constant template variables: {name: value}")

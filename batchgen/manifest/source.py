@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from yaml.composer import ComposerError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.reader import ReaderError
 
 from batchgen.errors import ManifestError, Problem
 
@@ -25,12 +27,30 @@ _MAX_NODES = 200_000
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+#: Values nested deeper than this are refused where they start: composing recurses once per
+#: level (50,000 nested ``[`` would end in a RecursionError), and a manifest needs a handful.
+MAX_DEPTH = 64
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader without the implicit types that surprise people in a manifest.
+    """SafeLoader without the implicit types that surprise people in a manifest, and with a
+    limit on nesting.
 
     Dates (`2024-01-01`) and the bare `=` stay text: a prompt or a variable is never meant to
     become a datetime object.
     """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise ComposerError(None, None, f"values nested more than {MAX_DEPTH} levels deep",
+                                    self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
 
 
 _Loader.yaml_implicit_resolvers = {
@@ -114,12 +134,17 @@ def parse_yaml(text: str, file: str) -> Source:
                                for ln in text.splitlines()):
         raise ManifestError([Problem(file, 1, 1, "",
                                      "the manifest is empty; it needs at least a prompt: line")])
-    loader = _Loader(text)
+    try:
+        loader = _Loader(text)
+    except ReaderError as exc:  # a NUL or another character YAML does not allow
+        raise ManifestError([_reader_problem(file, text, exc)]) from None
     try:
         try:
             node = loader.get_single_node()
         except yaml.MarkedYAMLError as exc:
             raise ManifestError([_syntax_problem(file, exc)]) from None
+        except ReaderError as exc:
+            raise ManifestError([_reader_problem(file, text, exc)]) from None
         except yaml.YAMLError as exc:  # pragma: no cover - every PyYAML error we know is marked
             raise ManifestError([Problem(file, 1, 1, "", f"YAML error: {exc}")]) from None
         if node is None:
@@ -131,6 +156,16 @@ def parse_yaml(text: str, file: str) -> Source:
         return Source(file, data, builder.values, builder.keys)
     finally:
         loader.dispose()
+
+
+def _reader_problem(file: str, text: str, exc: ReaderError) -> Problem:
+    """A character YAML refuses (a NUL byte, a control character), located."""
+    position = max(0, min(exc.position, len(text)))
+    line = text.count("\n", 0, position) + 1
+    col = position - (text.rfind("\n", 0, position) + 1) + 1
+    char = exc.character if isinstance(exc.character, int) else ord(str(exc.character)[:1] or "?")
+    return Problem(file, line, col, "", f"the manifest holds a character YAML does not allow "
+                                        f"(U+{char:04X}); a manifest is text")
 
 
 def _syntax_problem(file: str, exc: yaml.MarkedYAMLError) -> Problem:

@@ -31,6 +31,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _DECIMAL_POINT = re.compile(r"(?<=[0-9])\.(?=[0-9])")
 _LITERAL_OK = re.compile(r"[A-Za-z0-9._/-]*")
 SEGMENT_MAX = 100
+#: the widest width or precision a template field may ask for ({v:>1000}, {x:.1000f})
+MAX_FORMAT_WIDTH = 1000
+_DIGITS = re.compile(r"\d+")
 
 
 def _parse(source: str) -> list[tuple[str, str | None, str, str | None]]:
@@ -51,6 +54,10 @@ def _parse(source: str) -> list[tuple[str, str | None, str, str | None]]:
                                  "(no dots, brackets or spaces)")
             if "{" in (spec or ""):
                 raise ValueError(f"{{{field}:{spec}}}: nested fields in a format spec are not supported")
+            widest = max((int(n) for n in _DIGITS.findall(spec or "")), default=0)
+            if widest > MAX_FORMAT_WIDTH:
+                raise ValueError(f"{{{field}:{spec[:40]}}}: a width or precision of {widest:,}; at most "
+                                 f"{MAX_FORMAT_WIDTH} (a template renders into one request)")
         out.append((literal, field, spec or "", conversion))
     return out
 

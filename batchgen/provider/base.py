@@ -38,9 +38,10 @@ class Provider(Protocol):
         """The task's state, parsed."""
 
     async def fetch_image(self, image: ResultImage, expected_format: str,
-                          good_until: float | None = None) -> CheckedImage:
-        """The finished image's bytes, checked to decode in the expected format; ImageExpired
-        when the URL expired, or would be past ``good_until`` before another try."""
+                          good_until: float | None = None, pixels: int | None = None) -> CheckedImage:
+        """The finished image's bytes, checked to decode in the expected format (with at most
+        a few times ``pixels``, the size asked for); ImageExpired when the URL expired, or
+        would be past ``good_until`` before another try."""
 
     async def aclose(self) -> None:
         """Close connections; safe to call during cancellation."""

@@ -23,6 +23,7 @@ from batchgen.errors import (
     TaskNotFound,
     TransientError,
 )
+from batchgen.safetext import clean_text
 
 __all__ = ["classify_error", "parse_retry_after", "retry_after_of"]
 
@@ -93,10 +94,12 @@ def _error_body(content: bytes) -> tuple[str, str]:
 
 
 def classify_error(status: int, content: bytes, headers: dict[str, str] | Any, *,
-                   key_env: str, base_url: str, scrub=lambda text: text) -> ProviderError:
-    """Turn a non-200 answer into the error whose type tells the scheduler what to do."""
+                   key_env: str, base_url: str, scrub=clean_text) -> ProviderError:
+    """Turn a non-200 answer into the error whose type tells the scheduler what to do.
+
+    ``scrub`` masks the key in (and cleans) the provider's words, which are stored and printed."""
     reason, message = _error_body(content)
-    message = scrub(message)
+    reason, message = scrub(reason)[:100], scrub(message)
     said = f"{status} {reason}".strip() + (f": {message}" if message else "")
     unknown = reason not in KNOWN  # an unknown (or missing) reason: the status decides
 

@@ -27,6 +27,7 @@ from batchgen.provider.channel import Answer, AnswerTooLarge, Channel, read_capp
 from batchgen.provider.classify import classify_error
 from batchgen.errors import (
     DownloadError,
+    DownloadTimedOut,
     ImageExpired,
     ImageTooLarge,
     ProviderError,
@@ -42,7 +43,13 @@ from batchgen.provider.pacing import Backoff
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.provider.wire import ResultImage, TaskResult, parse_task_result
 
-__all__ = ["ClientOptions", "ProviderClient", "SubmitWithdrawn", "Submitted"]
+__all__ = ["MAX_SUBMIT_ANSWER", "MAX_TASK_ID", "ClientOptions", "ProviderClient", "SubmitWithdrawn",
+           "Submitted"]
+
+#: the longest task id accepted (the provider's are 36); a longer one is no task id
+MAX_TASK_ID = 256
+#: the largest answer to a submit (a task id in a small JSON object)
+MAX_SUBMIT_ANSWER = 1024 * 1024
 
 log = logging.getLogger("batchgen.provider.client")
 
@@ -68,6 +75,8 @@ class ClientOptions:
     # turns, so a URL never waits for a connection behind its turn while it ages.
     image_connections: int | None = None
     max_image_bytes: int = 64 * 1024 * 1024
+    # One deadline for the whole download of an image, every try included (a host that drips
+    # a byte every few seconds never trips a read timeout).
     download_deadline: float = 120.0
     backoff: Backoff = Backoff()
     # A 429 taken for a passing overload: that request alone waits (Retry-After when given).
@@ -152,7 +161,8 @@ class ProviderClient:
         timeout = httpx.Timeout(opts.timeout, connect=opts.connect_timeout, pool=None)
         agent = f"batchgen/{__version__}"
         self._base = target.base_url.rstrip("/")
-        self._max_answer = 2 * opts.max_image_bytes  # a base64 image fits, a flood does not
+        # A task result may carry a base64 image: that fits, a flood does not.
+        self._max_answer = opts.max_image_bytes * 4 // 3 + MAX_SUBMIT_ANSWER
         self._api = Channel([("Authorization", f"Bearer {key.reveal()}"),
                              ("Content-Type", "application/json"), ("Accept", "application/json"),
                              ("User-Agent", agent)], timeout, opts.max_connections, transport)
@@ -272,8 +282,9 @@ class ProviderClient:
 
     async def _call(self, what: str, method: str, url: str, content: bytes | None = None) -> Answer:
         """One API request; a failure to get a whole answer becomes a TransientError."""
+        cap = MAX_SUBMIT_ANSWER if what == "submit" else self._max_answer
         try:
-            answer = await self._api.send(method, url, content, max_bytes=self._max_answer)
+            answer = await self._api.send(method, url, content, max_bytes=cap)
         except AnswerTooLarge as exc:
             raise TransientError(f"{what}: the answer is {exc}", maybe_created=what == "submit") from exc
         except httpx.TransportError as exc:
@@ -300,7 +311,12 @@ class ProviderClient:
         task_id = data.get("task_id") if isinstance(data, dict) else None
         if not isinstance(task_id, str) or not task_id.strip():
             raise _AcceptedWithoutId("the provider accepted the submit but sent no task_id")
-        return task_id.strip()
+        task_id = task_id.strip()
+        if len(task_id) > MAX_TASK_ID or not task_id.isprintable():
+            raise _AcceptedWithoutId(f"the provider accepted the submit but sent no usable task_id "
+                                     f"({len(task_id):,} characters; at most {MAX_TASK_ID} "
+                                     f"printable ones are taken)")
+        return task_id
 
     # -- task result ------------------------------------------------------------------------
 
@@ -334,38 +350,48 @@ class ProviderClient:
     async def _task_result_once(self, task_id: str) -> TaskResult:
         response = await self._call("task-result", "GET",
                                     f"{self._base}/v3/async/task-result?task_id={quote(task_id, safe='')}")
-        return parse_task_result(self._json(response, "task-result"))
+        result = parse_task_result(self._json(response, "task-result"))
+        if result.task.reason:  # provider text: stored and printed only masked and cleaned
+            result.task.reason = self._key.scrub(result.task.reason)
+        return result
 
     # -- images -----------------------------------------------------------------------------
 
     async def fetch_image(self, image: ResultImage, expected_format: str,
-                          good_until: float | None = None) -> CheckedImage:
-        """The image's bytes, checked to decode as ``expected_format``.
+                          good_until: float | None = None, pixels: int | None = None) -> CheckedImage:
+        """The image's bytes, checked to decode as ``expected_format`` (with at most a few
+        times ``pixels``, the size asked for).
 
         Raises ImageExpired when the URL answers 403/404/410, or when it would be past
         ``good_until`` (clock time) before another try (ask for the task result again for a
-        fresh URL), BadImage when the bytes stay wrong, DownloadError otherwise.
+        fresh URL), BadImage when the bytes stay wrong, DownloadTimedOut when all tries
+        together took ``download_deadline``, DownloadError otherwise.
         """
         value = image.image_url
         if not value.lower().startswith(("http://", "https://")):
             data = decode_base64_image(value, self.options.max_image_bytes)
-            return await off_loop(len(data), check_image, data, expected_format)
+            return await off_loop(len(data), check_image, data, expected_format, pixels)
         last: DownloadError | None = None
+        deadline = self._now() + self.options.download_deadline
         for attempt in range(self.options.download_attempts):
             if attempt:
                 delay = self.options.backoff.delay(attempt - 1, self._rng)
                 if good_until is not None and self._now() + delay >= good_until:
                     raise ImageExpired(f"the image URL is too old to try again ({last})")
+                if self._now() + delay >= deadline:
+                    raise DownloadTimedOut(f"the image download did not succeed within "
+                                           f"{self.options.download_deadline:.0f}s ({last})")
                 await self._retry_pause(delay)
             try:
-                with anyio.fail_after(self.options.download_deadline):
+                with anyio.fail_after(max(0.0, deadline - self._now())):
                     data = await self._download(value)
-                return await off_loop(len(data), check_image, data, expected_format)
+                return await off_loop(len(data), check_image, data, expected_format, pixels)
             except (ImageExpired, ImageTooLarge):
                 raise
             except TimeoutError:
-                last = DownloadError(f"the image download took longer than "
-                                     f"{self.options.download_deadline:.0f}s")
+                raise DownloadTimedOut(f"the image download took longer than "
+                                       f"{self.options.download_deadline:.0f}s, every try "
+                                       f"included") from None
             except DownloadError as exc:
                 last = exc
             log.info("image download failed (%s); attempt %d", last, attempt + 1)

@@ -10,9 +10,11 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-__all__ = ["DONE_STATUSES", "ResultImage", "TaskResult", "parse_task_result"]
+from batchgen.safetext import clean_text
+
+__all__ = ["DONE_STATUSES", "MAX_SEED", "ResultImage", "TaskResult", "parse_task_result", "usable_seed"]
 
 SUCCEED = "TASK_STATUS_SUCCEED"
 FAILED = "TASK_STATUS_FAILED"
@@ -92,15 +94,47 @@ class ResultImage(_Lenient):
         return _number_or_none(value)
 
 
+#: seeds a request may carry (API.md): a seed outside can never be sent back, so it is no seed
+MAX_SEED = 2_147_483_647
+
+
+def usable_seed(value: Any) -> int | None:
+    """A seed as the provider reports it (an integer or a numeric string) when it is a whole
+    number a request could carry again ([-1, MAX_SEED]); otherwise None."""
+    if isinstance(value, str) and len(value) > 40:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number: Any = value
+    else:
+        number = _number_or_none(value)
+        if number is None or not number.is_integer():
+            return None
+    return int(number) if -1 <= number <= MAX_SEED else None
+
+
 class Extra(_Lenient):
     seed: int | None = None
+    #: the provider's seed when it was there but unusable (out of range, not a number), cut short
+    seed_unusable: str | None = None
     debug_info: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("seed", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _seed(cls, value: Any) -> int | None:
-        number = _number_or_none(value)
-        return int(number) if number is not None and number.is_integer() else None
+    def _seed(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        data.pop("seed_unusable", None)
+        raw = data.get("seed")
+        seed = usable_seed(raw)
+        data["seed"] = seed
+        if seed is None and raw not in (None, ""):
+            try:
+                text = str(raw) if isinstance(raw, (str, int, float)) else type(raw).__name__
+            except ValueError:  # an integer too long to print
+                text = "a huge integer"
+            data["seed_unusable"] = clean_text(text, 40)
+        return data
 
     @field_validator("debug_info", mode="before")
     @classmethod

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from batchgen.errors import NotABatchFolder, OutputError
 from batchgen.job import Job
+from batchgen.storage.guard import NOFOLLOW, refuse_link, regular_inside
 from batchgen.storage.live import STATUS_FILE
 from batchgen.storage.ledger import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, ShardPart,
                                      has_ledger, shard_stem)
@@ -101,6 +102,9 @@ class BatchFolder:
         """Create the folders, prove a file can be put in place in ``images/`` the way every
         result is (written in ``.tmp/``, renamed), and drop temp files of a crashed run."""
         probes = f".probe-{self._own}-" if self._own else ".probe-"
+        for entry, what in ((self.images, "images folder"), (self.root / ".tmp", "temp folder"),
+                            (self.tmp, "temp folder")):
+            refuse_link(entry, what)
         try:
             self.images.mkdir(parents=True, exist_ok=True)
             if self.tmp.exists():
@@ -162,7 +166,9 @@ class BatchFolder:
         The sidecar is whole when it has its recorded size; when none was recorded (a ledger
         written before sizes were), it must parse as a sidecar.
         """
-        image = self.root / file
+        image = regular_inside(self.root, file)  # a recorded path is untrusted input
+        if image is None:
+            return False
         sidecar = image.with_suffix(".json")
         try:
             if image.stat().st_size != size:
@@ -234,7 +240,7 @@ class BatchFolder:
         tmp = f"{self._tmp_prefix}{next(self._tmp_names)}"
         try:
             # os.open and os.write: no buffered file object for bytes written in one call.
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o666)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | os.O_CLOEXEC, 0o666)
             try:
                 view = memoryview(data)
                 while view:

@@ -37,6 +37,8 @@ from batchgen._version import __version__
 from batchgen.errors import LedgerError, OutputError, UsageError
 from batchgen.job import Failed, Failure, Job, JobState
 from batchgen.steps import drain
+from batchgen.safetext import clean_text
+from batchgen.storage.guard import NOFOLLOW
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.layout import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, ShardPart,
                                      fetched_copies, has_ledger, ledger_files, lock_files,
@@ -161,7 +163,7 @@ class Ledger:
 
     def _open_for_append(self) -> None:
         try:
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)
             size = os.fstat(self._fd).st_size
             if size:
                 with open(self.path, "rb") as fh:
@@ -312,10 +314,10 @@ class Ledger:
     def failed(self, job_id: str, failed: Failed, task_id: str | None = None,
                maybe_duplicated: int = 0) -> None:
         event: dict[str, Any] = {"job": job_id, "state": "failed", "at": self._now(),
-                                 "code": failed.failure.code, "reason": failed.reason,
+                                 "code": failed.failure.code, "reason": clean_text(failed.reason),
                                  "retryable": failed.failure.retryable}
         if failed.label != failed.failure.code:
-            event["label"] = failed.label
+            event["label"] = clean_text(failed.label, 100)
         if task_id:
             event["task_id"] = task_id
         if maybe_duplicated:
@@ -421,7 +423,8 @@ class Ledger:
         dumps = orjson.dumps
         newline = orjson.OPT_APPEND_NEWLINE
         try:
-            with open(tmp, "wb") as fh:
+            tmp.unlink(missing_ok=True)
+            with open(tmp, "xb") as fh:  # created exclusively: never through a planted link
                 fh.write(dumps(header, option=newline))
                 lines = 1
                 for job_id, rec in self.records.items():

@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from batchgen.safetext import clean_text
 from batchgen.storage.ledger import RESERVE_BYTES, Ledger
 
 __all__ = ["STATUS_CALLBACK", "STATUS_FILE", "LiveStatus", "Progress", "read_status",
@@ -134,8 +135,8 @@ class LiveStatus:
             entry["file"] = event.get("file")
             entry["done_at"] = event.get("at")
         elif state == "failed":
-            entry["label"] = event.get("label") or event.get("code") or "unknown"
-            entry["reason"] = str(event.get("reason", ""))[:500]
+            entry["label"] = clean_text(str(event.get("label") or event.get("code") or "unknown"), 100)
+            entry["reason"] = clean_text(str(event.get("reason", "")), 500)
         if state != "failed":
             entry.pop("label", None)
             entry.pop("reason", None)
@@ -224,7 +225,10 @@ def _write_status(path: Path, data: dict[str, Any]) -> bool:
     tmp = path.parent / ".tmp" / (path.name + ".tmp")
     try:
         tmp.parent.mkdir(exist_ok=True)
-        with open(tmp, "wb") as fh:
+        if tmp.parent.is_symlink():  # a planted .tmp: write nothing through it
+            return False
+        tmp.unlink(missing_ok=True)
+        with open(tmp, "xb") as fh:   # created exclusively: never through a planted link
             fh.write(body)
         os.replace(tmp, path)
     except OSError:

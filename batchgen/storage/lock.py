@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import orjson
 
 from batchgen.errors import OutputError, UsageError
+from batchgen.storage.guard import LINK_NOTE, NOFOLLOW
 from batchgen.storage.layout import LOCK_FILE, ShardPart, lock_files
 from batchgen.storage.record import LockHolder
 
@@ -117,9 +118,10 @@ class FolderLock:
         import fcntl
 
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | NOFOLLOW, 0o644)  # never a planted link
         except OSError as exc:
-            raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}") from exc
+            raise OutputError(f"cannot write in the batch folder {self.folder}: {exc.strerror}"
+                              f"{LINK_NOTE if exc.errno == errno.ELOOP else ''}") from exc
         try:
             fcntl.flock(fd, mode | fcntl.LOCK_NB)
         except BlockingIOError:

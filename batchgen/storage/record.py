@@ -14,7 +14,13 @@ from typing import Any
 
 from batchgen.job import Failure, Job, JobState
 
-__all__ = ["JobRecord", "LockHolder", "compact_event", "digest", "restore", "spec_of"]
+__all__ = ["JobRecord", "LockHolder", "compact_event", "digest", "restore", "safe_file", "sound_event",
+           "spec_of"]
+
+#: the longest task id a record may hold (the client takes no longer one from the provider)
+MAX_TASK_ID = 256
+#: the longest recorded file name (a path inside the batch folder)
+MAX_FILE = 1024
 
 
 class JobRecord:
@@ -167,3 +173,68 @@ def digest(value: Any) -> bytes | None:
         except ValueError:
             return None
     return None
+
+
+# -- a ledger line is untrusted input -------------------------------------------------------------
+#
+# A batch folder may have been copied, edited or planted (docs/security.md). A line that decodes
+# as JSON but holds a field of the wrong type (``"bytes": "abc"``, ``"file": 12345``, ``"spec":
+# [1, 2]``) is as unreadable as a torn one: ``sound_event`` says so before the line becomes a
+# record, and the ledger skips and counts it like an undecodable line.
+
+def _count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _text(value: Any, limit: int | None = None) -> bool:
+    return value is None or (isinstance(value, str) and (limit is None or len(value) <= limit))
+
+
+def safe_file(value: Any) -> bool:
+    """A recorded image path batchgen may open: relative, inside the folder (no ``..``, no
+    absolute or drive path, no backslash, no NUL), short."""
+    if not isinstance(value, str) or not value or len(value) > MAX_FILE:
+        return False
+    if value.startswith("/") or "\\" in value or "\0" in value:
+        return False
+    return all(part not in ("", ".", "..") for part in value.split("/"))
+
+
+def _spec(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, dict) or not isinstance(value.get("request"), dict):
+        return False
+    return (isinstance(value.get("axes", {}), dict) and _text(value.get("name"))
+            and _text(value.get("caption")) and _whole(value.get("index", -1))
+            and _whole(value.get("replica", 0)))
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _info(value: Any) -> bool:
+    if value is None:
+        return True
+    if not isinstance(value, dict):
+        return False
+    return (_spec(value.get("spec")) and _text(value.get("reason")) and _text(value.get("code"))
+            and _text(value.get("label")) and _text(value.get("size_got"))
+            and _number(value.get("submitted_at")) and _number(value.get("failed_at")))
+
+
+def sound_event(event: dict[str, Any]) -> bool:
+    """True when every field a record takes from this job event has the type it must have
+    (a recorded ``file`` also a safe path inside the folder); False: skip the line."""
+    file = event.get("file")
+    return (_text(event.get("task_id"), MAX_TASK_ID) and (file is None or safe_file(file))
+            and _count(event.get("bytes")) and _count(event.get("sidecar_bytes"))
+            and _count(event.get("maybe_duplicated")) and _text(event.get("sha256"))
+            and _text(event.get("size_got")) and _text(event.get("code")) and _text(event.get("reason"))
+            and _text(event.get("label")) and _number(event.get("submitted_at"))
+            and _spec(event.get("spec")) and _info(event.get("info")))

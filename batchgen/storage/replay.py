@@ -9,6 +9,8 @@ big ledger is read. Each event is folded by ``Ledger.fold``, the code appends us
 
 from __future__ import annotations
 
+import errno
+import os
 from collections import deque
 from collections.abc import Generator
 from dataclasses import dataclass, field
@@ -21,7 +23,8 @@ from batchgen.errors import LedgerError
 from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord
 from batchgen.storage.layout import ledger_files
-from batchgen.storage.record import JobRecord
+from batchgen.storage.guard import LINK_NOTE, NOFOLLOW
+from batchgen.storage.record import JobRecord, sound_event
 
 if TYPE_CHECKING:
     from batchgen.storage.ledger import Ledger
@@ -30,6 +33,8 @@ __all__ = ["REPLAY_STEP", "STATE_NAMES", "LedgerStats", "Replay"]
 
 #: Lines replayed between two yields of ``Ledger.opening``: an event loop stays responsive.
 REPLAY_STEP = 65536
+#: the longest ledger line replayed (bytes); batchgen's own are far shorter (prompts are capped)
+MAX_LINE = 1 << 20
 STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
 
 
@@ -99,17 +104,29 @@ class Replay:
                      expect_batch: str | None, own: bool) -> Generator[int, None, None]:
         ledger = self.ledger
         try:
-            fh = open(path, "rb")
+            fh = open(os.open(path, os.O_RDONLY | NOFOLLOW), "rb")
         except FileNotFoundError:  # not there (yet), or a store copy removed by a fetch
             return
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:
+                raise
+            raise LedgerError(f"{path} is a symbolic link{LINK_NOTE}") from None
         self._file_run = None
         header_seen = False
         loads = orjson.loads
         with fh:
-            for raw in fh:
+            readline = fh.readline
+            while raw := readline(MAX_LINE):
                 stats.lines += 1
                 if not stats.lines % REPLAY_STEP:
                     yield stats.lines
+                if len(raw) == MAX_LINE and not raw.endswith(b"\n"):
+                    # Longer than any line batchgen writes (a planted 200 MB reason): skipped
+                    # unread, so replay holds at most one MAX_LINE in memory.
+                    while (rest := readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                        pass
+                    stats.bad_lines += 1
+                    continue
                 try:
                     event = loads(raw)
                 except orjson.JSONDecodeError:
@@ -134,7 +151,8 @@ class Replay:
                     if rec is not None:
                         rec.gone = not event["in_manifest"]
                     continue
-                if not isinstance(job_id, str) or not isinstance(state, str) or state not in STATE_NAMES:
+                if not isinstance(job_id, str) or not isinstance(state, str) \
+                        or state not in STATE_NAMES or not sound_event(event):
                     stats.bad_lines += 1
                     continue
                 ledger.fold(job_id, event, records, stats)

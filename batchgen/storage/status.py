@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from batchgen.job import JobState
+from batchgen.safetext import clean_text
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import (STATES, JobRecord, Ledger, LockHolder, ledger_files,
                                      read_run_note, read_run_notes)
@@ -251,11 +252,11 @@ def _pace(report: StatusReport, ledger: Ledger) -> None:
 def _failures(failed) -> list[dict[str, Any]]:
     groups: dict[str, dict[str, Any]] = {}
     for job_id, rec in failed:
-        reason = str(rec.get("reason", "unknown"))
-        key = rec.label
+        reason = clean_text(str(rec.get("reason", "unknown")), 200)  # a ledger is untrusted text
+        key = clean_text(rec.label, 100)
         group = groups.get(key)
         if group is None:
             group = groups[key] = {"reason": key, "count": 0, "retryable": bool(rec.get("retryable", True)),
-                                   "example_job": job_id, "example": reason[:200]}
+                                   "example_job": clean_text(job_id, 100), "example": reason}
         group["count"] += 1
     return sorted(groups.values(), key=lambda g: -g["count"])

@@ -24,6 +24,7 @@ import orjson
 
 from batchgen.errors import UsageError
 from batchgen.job import JobState
+from batchgen.safetext import clean_text
 from batchgen.storage.results import JobResult, join, recorded
 
 __all__ = ["LORA_AXIS", "Cell", "CellState", "Sweep", "SweepAxis", "Value", "load_sweep",
@@ -353,7 +354,7 @@ def _cell(result: JobResult, folder: Path) -> Cell:
             cell.state, cell.file = CellState.NO_FILE, file
     elif state == JobState.FAILED and rec is not None:
         cell.state, cell.label = CellState.FAILED, rec.label
-        cell.reason = str(rec.get("reason", ""))
+        cell.reason = clean_text(str(rec.get("reason", "")))
     elif state in (JobState.SUBMITTING, JobState.SUBMITTED, JobState.GENERATED):
         cell.state = CellState.RUNNING
     return cell

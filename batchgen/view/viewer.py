@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from batchgen.errors import OutputError, UsageError
+from batchgen.storage.guard import refuse_link, write_new
 from batchgen.storage.live import STATUS_FILE, write_idle_status
 from batchgen.view.choice import GridOptions, choose_axes
 from batchgen.view.sweep import CellState, Sweep, load_sweep
@@ -55,6 +56,8 @@ def make_viewer(target: str | Path | Sweep, options: ViewOptions | None = None) 
     options = options or ViewOptions()
     sweep = target if isinstance(target, Sweep) else load_sweep(target, details=True)
     out = Path(options.to) if options.to is not None else sweep.folder / "view"
+    if options.to is None:  # the batch folder's own view/: never a link to elsewhere
+        refuse_link(out, "viewer folder")
     if out.exists() and not out.is_dir():
         raise UsageError(f"--to {out}: that is a file; give a folder for the viewer")
     command = ["batchgen", "view", sweep.target if isinstance(sweep.target, str)
@@ -147,7 +150,7 @@ def _relative(folder: Path, out: Path) -> str:
 def _atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     try:
-        tmp.write_bytes(data)
+        write_new(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -59,7 +59,7 @@ async def rig(tmp_path: Path, config: SimConfig, *, concurrency: int = 8, task_t
     folder = BatchFolder(tmp_path / "out")
     folder.prepare()
     stats = RunStats()
-    target = resolve_target("jiekou", sim.api_base_url, "JIEKOU_API_KEY")
+    target = resolve_target("jiekou", sim.api_base_url, "JIEKOU_API_KEY", network=False)  # in-process
     limits = Limits(concurrency, rpm, now=clock.now,
                     parallel=(options or ClientOptions()).parallel_submits or submits_for(concurrency))
     stats.pace = limits

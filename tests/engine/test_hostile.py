@@ -10,6 +10,7 @@ seam as the simulator (no batchgen code is replaced).
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import anyio
@@ -21,6 +22,7 @@ from batchgen.cli.exitcodes import exit_code
 from batchgen.cli.render import render_status, render_summary
 from batchgen.provider.client import ClientOptions
 from batchgen.simulator import SimConfig, Simulator
+from batchgen.storage.ledger import Ledger
 from batchgen.storage.status import batch_status
 from faultkit import (simulated, FAST_BACKOFF, Rewriter, check_folder, fast_options, json_answer, manifest_text,
                       on_poll, run_batch, write_manifest)
@@ -299,3 +301,216 @@ def test_deeply_nested_json_answers_fail_the_job_or_wait_boundedly(tmp_path: Pat
     text = render_status(batch_status(tmp_path / "out"))
     assert "answer was not JSON" in text
     check_folder(tmp_path / "out")
+
+
+# -- bounded by design, bad data is data (issue: hostile input) --------------------------------
+
+@pytest.mark.parametrize("seed", [2 ** 80, str(2 ** 80)], ids=["number", "string"])
+def test_a_seed_out_of_range_is_recorded_as_unknown_with_a_warning(tmp_path: Path, seed) -> None:
+    def change(data: dict) -> dict:
+        data["extra"]["seed"] = seed
+        return data
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(change)))
+    assert summary.done == JOBS and exit_code(summary) == 0
+    sidecars = [json.loads(p.read_text()) for p in (tmp_path / "out" / "images").rglob("*.json")]
+    assert len(sidecars) == JOBS
+    for side in sidecars:
+        assert side["seed"] is None
+        assert any("1208925819614629174706176" in w and "recorded as unknown" in w for w in side["warnings"])
+    assert batch_status(tmp_path / "out").counts["done"] == JOBS
+    check_folder(tmp_path / "out")
+
+
+def test_a_task_id_of_a_megabyte_is_no_task_id(tmp_path: Path) -> None:
+    def long_id(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.method == "POST" and response.status_code == 200:
+            return json_answer(request, response, lambda data: {"task_id": "t" * 1_000_000})
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, long_id), extra=QUICK_TIMEOUT)
+    failed_with(tmp_path, summary, "SUBMIT_FAILED", "no usable task_id")
+    assert (tmp_path / "out" / "ledger.jsonl").stat().st_size < 20_000   # no megabyte lines
+
+
+class _Drip(httpx.AsyncByteStream):
+    """A host that sends one byte every 5 s, forever (no read timeout ever trips)."""
+
+    def __init__(self, seen: list[float]) -> None:
+        self.seen = seen
+
+    async def __aiter__(self):
+        while True:
+            self.seen.append(anyio.current_time())
+            yield b"\x89"
+            await anyio.sleep(5)
+
+
+def test_a_slow_drip_image_host_fails_the_job_at_the_one_download_deadline(tmp_path: Path) -> None:
+    seen: list[float] = []
+
+    def drip(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.startswith("/img/"):
+            return httpx.Response(200, headers={"content-type": "image/png"}, stream=_Drip(seen),
+                                  request=request)
+        return response
+    sim = sim_with()
+    clock = MockClock(autojump_threshold=0)
+    _, summary = run_hostile(tmp_path, Rewriter(sim, drip), clock=clock)   # default deadline 120 s
+    failed_with(tmp_path, summary, "DOWNLOAD_FAILED", "took longer than 120s")
+    assert seen and max(seen) - min(seen) <= 125   # not 4 tries x 2 rounds x 120 s
+
+
+def _png(width: int, height: int) -> bytes:
+    import io
+
+    from PIL import Image
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("shape", ["whole", "header-only"])
+def test_an_image_of_far_more_pixels_than_asked_is_refused_before_decoding(tmp_path: Path,
+                                                                           shape: str) -> None:
+    # 256*256 asked for: 1024x1024 is 16x the pixels. The header-only one could not even be
+    # decoded: refused from its header, it never is.
+    body = _png(1024, 1024)
+    if shape == "header-only":
+        body = body[:64]
+
+    def big(request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        if request.url.path.startswith("/img/"):
+            return httpx.Response(200, headers={"content-type": "image/png"}, content=body,
+                                  request=request)
+        return response
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, big))
+    failed_with(tmp_path, summary, "BAD_IMAGE", "the image is 1024x1024, more than 262,144 pixels")
+
+
+def test_a_task_result_answer_over_its_cap_is_not_read(tmp_path: Path) -> None:
+    # The cap is 4/3 of the image cap (a base64 image fits) plus 1 MiB: 5 MiB for a 3 MiB cap.
+    def flood(data: dict) -> dict:
+        return {**data, "padding": "x" * (5 * 1024 * 1024 + 512 * 1024)}
+    sim = sim_with()
+    _, summary = run_hostile(tmp_path, Rewriter(sim, on_poll(flood)), extra=QUICK_TIMEOUT,
+                             client=ClientOptions(backoff=FAST_BACKOFF, max_image_bytes=3 << 20))
+    failed_with(tmp_path, summary, "TIMEOUT", "byte limit")
+
+
+# -- a batch folder is untrusted input: planted links, planted records ---------------------------
+
+def _done_batch(tmp_path: Path) -> tuple[Path, Path, Simulator]:
+    sim = sim_with()
+    path, summary = run_hostile(tmp_path, sim)
+    assert summary.done == JOBS
+    return path, tmp_path / "out", sim
+
+
+@pytest.mark.parametrize("entry", [".batchgen.lock", "ledger.jsonl", "images"])
+def test_a_planted_link_in_the_batch_folder_is_refused_and_nothing_outside_changes(
+        tmp_path: Path, entry: str) -> None:
+    from batchgen.errors import BatchgenError
+
+    path, out, sim = _done_batch(tmp_path)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    target = outside / ("dir" if entry == "images" else "file")
+    if entry == "images":
+        target.mkdir()
+        (target / "keep.txt").write_text("mine")
+        for image in (out / "images").rglob("*.png"):
+            image.unlink()              # the run would write them again: into the link
+        shutil.rmtree(out / "images")
+    else:
+        target.write_text("mine\n")
+        (out / entry).unlink()
+    (out / entry).symlink_to(target)
+    with pytest.raises(BatchgenError, match="symbolic link"):
+        run_batch(path, fast_options(out, **simulated(sim)), limit=GUARD)
+    if entry == "images":
+        assert [p.name for p in target.iterdir()] == ["keep.txt"]
+    else:
+        assert target.read_text() == "mine\n"
+
+
+def test_a_planted_view_link_is_refused(tmp_path: Path) -> None:
+    from batchgen.errors import OutputError
+    from batchgen.view.viewer import make_viewer
+
+    _, out, _ = _done_batch(tmp_path)
+    outside = tmp_path / "site"
+    outside.mkdir()
+    (outside / "index.html").write_text("my page")
+    (out / "view").symlink_to(outside)
+    with pytest.raises(OutputError, match="symbolic link"):
+        make_viewer(out)
+    assert (outside / "index.html").read_text() == "my page" and len(list(outside.iterdir())) == 1
+
+
+@pytest.mark.parametrize("how", ["symlink", "absolute", "dotdot"])
+def test_a_planted_done_record_never_makes_an_outside_file_the_jobs_image(tmp_path: Path, how: str) -> None:
+    path, out, sim = _done_batch(tmp_path)
+    ledger = Ledger.read(out)
+    job_id, rec = next((j, r) for j, r in ledger.records.items() if r.file)
+    real = out / rec.file
+    outside = tmp_path / "secret.png"
+    outside.write_text("not an image, and not yours")
+    shutil.copy(real.with_suffix(".json"), outside.with_suffix(".json"))  # a sidecar beside it too
+    real.unlink()
+    file = {"symlink": rec.file, "absolute": str(outside), "dotdot": "../secret.png"}[how]
+    if how == "symlink":
+        real.symlink_to(outside)
+    planted = {"job": job_id, "state": "done", "file": file, "bytes": outside.stat().st_size,
+               "sidecar_bytes": rec.side, "at": rec.at + 1}
+    with (out / "ledger.jsonl").open("a") as fh:
+        fh.write(json.dumps(planted) + "\n")
+    again = run_batch(path, fast_options(out, **simulated(sim)), limit=GUARD)
+    assert again.done == JOBS and exit_code(again) == 0
+    assert real.is_file() and not real.is_symlink()       # the job's own image, fetched again
+    assert outside.read_text() == "not an image, and not yours"
+    assert Ledger.read(out).get(job_id).file == rec.file
+    check_folder(out)
+
+
+@pytest.mark.parametrize("field", [{"bytes": "abc"}, {"file": 12345}, {"spec": [1, 2]},
+                                   {"task_id": ["x"]}, {"info": {"spec": "x"}, "compact": 1}],
+                         ids=["bytes", "file", "spec", "task_id", "compact-info"])
+def test_a_mistyped_ledger_line_is_skipped_and_counted(tmp_path: Path, field: dict) -> None:
+    from batchgen.view.viewer import make_viewer
+
+    path, out, sim = _done_batch(tmp_path)
+    job_id = next(iter(Ledger.read(out).records))
+    line = {"job": job_id, "state": "done", "file": "images/img-1.png", "bytes": 10, **field}
+    with (out / "ledger.jsonl").open("a") as fh:
+        fh.write(json.dumps(line) + "\n")
+    report = batch_status(out)
+    assert report.unreadable_lines == 1 and report.counts["done"] == JOBS
+    assert "1" in render_status(report)
+    make_viewer(out)
+    again = run_batch(path, fast_options(out, **simulated(sim)), limit=GUARD)
+    assert again.done == JOBS and exit_code(again) == 0
+
+
+def test_a_huge_failure_reason_in_the_ledger_costs_status_neither_memory_nor_screen(tmp_path: Path) -> None:
+    import tracemalloc
+
+    _, out, _ = _done_batch(tmp_path)
+    ids = list(Ledger.read(out).records)
+    with (out / "ledger.jsonl").open("a") as fh:
+        # one far over the line cap, one under it but far over what is shown
+        fh.write(json.dumps({"job": ids[0], "state": "failed", "code": "TASK_FAILED",
+                             "reason": "\x1b[2J" + "r" * 20_000_000}) + "\n")
+        fh.write(json.dumps({"job": ids[1], "state": "failed", "code": "TASK_FAILED",
+                             "reason": "\x1b]0;title\x07" + "s" * 500_000}) + "\n")
+    tracemalloc.start()
+    try:
+        report = batch_status(out)
+        text = render_status(report)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert report.unreadable_lines == 1 and report.counts["failed"] == 1
+    assert peak < 8_000_000, peak        # the 20 MB line is never held whole
+    assert len(text) < 5_000 and "\x1b" not in text and "\x07" not in text
