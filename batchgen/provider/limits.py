@@ -37,6 +37,8 @@ _PRIOR_SPORADIC, _PRIOR_ANSWERS = 2.5, 50.0
 # A probe taken less than this before the learned window's opening proves the window no wrong:
 # the provider stamps a submit before its answer comes back here.
 _PROBE_SLACK = 1.0
+# The shortest pause after a refusal the window as believed does not explain.
+_MIN_PAUSE = 0.5
 
 
 class Refusal(StrEnum):
@@ -117,7 +119,7 @@ class RateWindow:
     Some providers count every submit they see in the window, refused ones too, so a retry
     sent early pushes the window's opening further out. Refusals are kept here as well and
     count once ``counts_refusals`` is set, which ``Limits`` does on evidence: a refusal while
-    the accepted submits alone left room, which the refusals in the window explain.
+    the window as believed had room and refusals were in it.
     """
 
     def __init__(self, per_window: int | None, seconds: float = 60.0, margin: float = 0.01) -> None:
@@ -473,7 +475,7 @@ class Limits:
             elif self.window.opens_at(now) <= now:
                 # The next place frees when the oldest submit it holds (refused ones too) ages
                 # out; wait for that, or one probe gap when it holds nothing that explains this.
-                until = min(now + gap, self.window.next_free(now))
+                until = min(now + gap, max(self.window.next_free(now), now + _MIN_PAUSE))
                 self._paused_until = max(self._paused_until, until)
             if self._probing or self._probe_at is None or self._probe_at <= now:
                 self._back_off_probes(now)
@@ -489,11 +491,10 @@ class Limits:
         """The next probe of a learned window after a gap, doubling on each refused one."""
         gap = self._probe_gap
         self._probe_at = now + gap
-        # A refused probe costs a place in a window that counts refusals for a whole
-        # window: there, probes slow down to one every half window.
-        bound = self._probe_gap_max
-        if self.window.counts_refusals:
-            bound = max(bound, self.window.seconds / 2)
+        # A refused probe costs a place for a whole window where refusals count, and whether
+        # they do is not known before the window has turned once: past the first few, probes
+        # slow down to one every half window.
+        bound = max(self._probe_gap_max, self.window.seconds / 2)
         self._probe_gap = min(bound, gap * 2)
 
     def _window_full(self, now: float) -> bool:
@@ -510,9 +511,10 @@ class Limits:
         """A refusal taken for the rate window: what it says about the window's size.
 
         The size is learned from what was accepted in the last window. A refusal while the
-        accepted submits alone left room is either a smaller window or one that counts
-        refusals too; when the refusals still in the window make up the difference, it is
-        the latter, and the size stands (lowering it would only slow every later window).
+        window as believed had room is either a smaller window or one that counts refusals
+        too: when refusals are in the window it is first taken for the latter, and the size
+        stands (lowering it would only slow every later window); once refusals are counted
+        and it still had room, the size comes down to what it held.
         """
         window = self.window
         held = window.count(now)
@@ -522,14 +524,13 @@ class Limits:
                 window.learn(held)
                 window.known = window.per_window
             return
-        held += window.pending   # on their way: the provider may have counted them already
-        if held >= limit:
-            return
-        refused = window.refused_count(now)
-        if held + refused >= limit:
-            window.counts_refusals = True
-        elif held:
-            window.learn(held + (refused if window.counts_refusals else 0))
+        if window.opens_at(now) > now:
+            return                       # the window as believed was full: nothing new
+        if not window.counts_refusals and window.refused_count(now):
+            window.counts_refusals = True   # the refusals it holds are what filled it
+        elif held + window.pending < limit:
+            window.learn(held + window.pending
+                         + (window.refused_count(now) if window.counts_refusals else 0))
         window.known = window.per_window
 
     def released(self) -> None:
