@@ -3,8 +3,9 @@
 The simulator plays the shapes real providers have: random 429s on any endpoint (submits and
 task-result polls, with Retry-After, without, as retry-after-ms), rate windows that count only
 the submits they accept or every one they see (so a refused probe pushes the window out),
-sliding or fixed, and a cap on tasks in flight. Batches are small so each test stays well under
-a second; ``tests/bench/bench_limits.py`` runs the full-size grid over loopback.
+sliding or fixed, and a cap on tasks in flight. Batches are small (the two that compare a clean run with a
+noisy one take a few seconds, marked slow); ``tests/bench/bench_limits.py`` runs the full-size
+grid over loopback.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def pace(folder: Path, jobs: int, concurrency: int, **config) -> tuple[float, Ru
     return took, summary, sim
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("retry_after", ["half", "none", "ms"])
 def test_random_429s_on_submits_and_polls_neither_drain_the_retry_budget_nor_cut_the_limit(
         tmp_path: Path, retry_after: str) -> None:
@@ -80,6 +82,7 @@ def test_told_the_rate_no_shape_of_window_refuses_a_submit(tmp_path: Path, count
     assert sim.stats.submits_by_outcome["RATE_LIMIT_EXCEEDED"] == 0
 
 
+@pytest.mark.slow
 def test_a_cap_is_found_through_random_429s(tmp_path: Path) -> None:
     took, summary, sim = pace(tmp_path / "run", 64, 32, max_in_flight=8, retry_after="none",
                               fault_429=0.1, fault_429_poll=0.1)
