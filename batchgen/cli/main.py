@@ -107,7 +107,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         config = SimConfig(
             api_key=args.key, balance=args.balance, task_seconds=args.task_seconds,
             task_jitter=args.task_jitter, workers=args.workers, max_in_flight=args.max_in_flight,
-            rpm=args.rpm, retry_after=args.retry_after, url_ttl=args.url_ttl,
+            rpm=args.rpm, rpm_counts=args.rpm_counts, rpm_window=args.rpm_window,
+            retry_after=args.retry_after, url_ttl=args.url_ttl,
             download_seconds=args.download_seconds, api_seconds=args.api_seconds,
             result_ttl=args.result_ttl, hints=not args.no_hints, seed_style=args.seed_style,
             base64_prefix=args.base64_prefix, fault_seed=args.fault_seed, **options)
@@ -401,7 +402,13 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="queued + processing tasks allowed; beyond: 429 (default unlimited)")
     p.add_argument("--rpm", type=int, default=None, metavar="N",
                    help="submits allowed per minute; beyond: 429 (default unlimited)")
-    from batchgen.simulator.config import RETRY_AFTER_STYLES  # dataclasses only: cheap to import
+    from batchgen.simulator.config import RETRY_AFTER_STYLES, RPM_COUNTS, RPM_WINDOWS  # dataclasses only
+
+    p.add_argument("--rpm-counts", choices=list(RPM_COUNTS), default="accepted",
+                   help="what the --rpm window counts: the submits it accepted (default) or all "
+                        "it saw, refused ones too")
+    p.add_argument("--rpm-window", choices=list(RPM_WINDOWS), default="sliding",
+                   help="the --rpm window: the last 60 s (sliding, default) or each clock minute (fixed)")
 
     p.add_argument("--retry-after", choices=list(RETRY_AFTER_STYLES), default="mixed",
                    help="how a 429 says when to come back: Retry-After seconds or date, "

@@ -201,9 +201,10 @@ class ProviderClient:
         limits = self.limits
         opts = self.options
         failures = refused = overloads = unreached = maybe = 0
+        paid = False   # the next try is paid from the retry budget
         while True:
             tries = failures + refused + unreached
-            if not await limits.turn(still_wanted, retry=tries > 0):
+            if not await limits.turn(still_wanted, retry=paid):
                 raise SubmitWithdrawn(maybe)
             started = self._now()
             try:
@@ -211,6 +212,9 @@ class ProviderClient:
             except RateLimited as exc:
                 verdict = limits.refused(exc.retry_after)
                 refused += 1
+                # A refusal the provider explains (Retry-After) is its pacing, not a failure:
+                # the wait it names is the cost, and the budget is kept for outages.
+                paid = exc.retry_after is None
                 log.info("submit refused (429, taken for %s)", verdict.value)
                 if refused >= opts.max_rate_limited:
                     raise
@@ -229,6 +233,7 @@ class ProviderClient:
                 raise
             except TransientError as exc:
                 limits.released()
+                paid = True
                 if exc.unreached:
                     # Nothing arrived: free to try again, and never the job's fault.
                     unreached += 1
@@ -335,14 +340,22 @@ class ProviderClient:
                 if isinstance(exc, TransientError) and exc.unreached:
                     self._not_reached(exc, started)
                 failures += 1
+                explained = isinstance(exc, RateLimited) and exc.retry_after is not None
                 # No token in the retry budget: the caller's own polling backoff takes over.
-                if failures >= self.options.backoff.attempts or not self.limits.budget.try_spend():
+                # A 429 with Retry-After is paced by the provider and costs no token.
+                if failures >= self.options.backoff.attempts or \
+                        not (explained or self.limits.budget.try_spend()):
                     raise
-                delay = exc.retry_after if isinstance(exc, RateLimited) and exc.retry_after is not None \
-                    else self.options.backoff.delay(failures - 1, self._rng)
+                if explained:
+                    delay = exc.retry_after
+                elif isinstance(exc, RateLimited):   # unexplained: a passing overload, most likely
+                    delay = self.options.overload_backoff.delay(failures - 1, self._rng)
+                else:
+                    delay = self.options.backoff.delay(failures - 1, self._rng)
                 log.info("task-result for %s failed (%s); retry in %.1fs", task_id, exc, delay)
                 await self._sleep(delay)
                 continue
+            self.limits.budget.earn()   # a poll that went well earns, as a submit does
             if result.finished:
                 self.limits.ended(task_id)
             return result
@@ -385,6 +398,7 @@ class ProviderClient:
             try:
                 with anyio.fail_after(max(0.0, deadline - self._now())):
                     data = await self._download(value)
+                self.limits.budget.earn()
                 return await off_loop(len(data), check_image, data, expected_format, pixels)
             except (ImageExpired, ImageTooLarge):
                 raise

@@ -12,6 +12,7 @@ clock: nothing here sends a request, and every wait ends at once when the batch 
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import Counter, deque
 from collections.abc import Callable
@@ -33,6 +34,11 @@ _UNLIKELY_CAP = 1e-3
 _UNLIKELY_RATE = 1e-6
 # What is believed of sporadic refusals before any are seen: about one in twenty, from 50 answers.
 _PRIOR_SPORADIC, _PRIOR_ANSWERS = 2.5, 50.0
+# A probe taken less than this before the learned window's opening proves the window no wrong:
+# the provider stamps a submit before its answer comes back here.
+_PROBE_SLACK = 1.0
+# The shortest pause after a refusal the window as believed does not explain.
+_MIN_PAUSE = 0.5
 
 
 class Refusal(StrEnum):
@@ -109,6 +115,11 @@ class RateWindow:
     Acceptances are stamped when the answer arrives, after the provider stamped them, so a
     slot that frees here has freed there too: the window bursts up to the limit and never
     over. ``pending`` counts submits on their way, which take a place until answered.
+
+    Some providers count every submit they see in the window, refused ones too, so a retry
+    sent early pushes the window's opening further out. Refusals are kept here as well and
+    count once ``counts_refusals`` is set, which ``Limits`` does on evidence: a refusal while
+    the window as believed had room and refusals were in it.
     """
 
     def __init__(self, per_window: int | None, seconds: float = 60.0, margin: float = 0.01) -> None:
@@ -116,15 +127,25 @@ class RateWindow:
         self.seconds = seconds
         self.margin = margin
         self.learned = False
+        self.counts_refusals = False
+        self.known = per_window   # the last size given or learned, kept when one is forgotten
         self.pending = 0
         self._times: deque[float] = deque()
+        self._refused: deque[float] = deque()
 
-    def count(self, now: float) -> int:
-        times = self._times
+    def _trim(self, times: deque[float], now: float) -> int:
         edge = now - self.seconds - self.margin
         while times and times[0] <= edge:
             times.popleft()
         return len(times)
+
+    def count(self, now: float) -> int:
+        """Accepted submits in the window."""
+        return self._trim(self._times, now)
+
+    def refused_count(self, now: float) -> int:
+        """Refused submits in the window (they take a place only if ``counts_refusals``)."""
+        return self._trim(self._refused, now)
 
     def opens_at(self, now: float) -> float:
         """When the next submit may go (``now`` when it may go now)."""
@@ -132,25 +153,40 @@ class RateWindow:
         if limit is None:
             return now
         held = self.count(now) + self.pending
+        times: deque[float] | list[float] = self._times
+        if self.counts_refusals and self.refused_count(now):
+            held += len(self._refused)
+            times = list(heapq.merge(self._times, self._refused))
         if held < limit:
             return now
         index = held - limit
-        times = self._times
         if index >= len(times):   # only submits on their way fill it: wait for their answers
             return math.inf
         return times[index] + self.seconds + self.margin
+
+    def next_free(self, now: float) -> float:
+        """When the oldest submit in the window (accepted or refused) ages out (inf: none)."""
+        oldest = min(self._times[0] if self.count(now) else math.inf,
+                     self._refused[0] if self.refused_count(now) else math.inf)
+        return oldest + self.seconds + self.margin
 
     def record(self, now: float) -> None:
         self._times.append(now)
         if self._times[0] <= now - self.seconds - self.margin:
             self.count(now)   # keep only the window: flat memory however long the run
 
+    def record_refusal(self, now: float) -> None:
+        self._refused.append(now)
+        if self._refused[0] <= now - self.seconds - self.margin:
+            self.refused_count(now)
+
     def learn(self, per_window: int) -> None:
         self.per_window = max(1, per_window)
         self.learned = True
 
     def forget(self) -> None:
-        """Drop a learned limit (the provider took more than it allowed)."""
+        """Drop a learned limit (the provider took more than it allowed); whether refusals
+        count is the provider's way of counting, not its size, and stays."""
         self.per_window = None
         self.learned = False
 
@@ -158,10 +194,13 @@ class RateWindow:
 class RetryBudget:
     """Retries allowed: a share of the requests that went well, plus a trickle.
 
-    Every retry (after a 5xx, a broken connection, a 429, a failed download) spends a token;
-    every accepted submit earns ``ratio`` of one; time adds ``per_second``. In normal running
-    the budget never binds; in an outage, when nothing goes through, all retries together slow
-    to ``per_second``, so thousands of tasks waiting on one broken host never become a storm.
+    Every retry (after a 5xx, a broken connection, a 429 without Retry-After, a failed
+    download) spends a token; every request that went well (an accepted submit, an answered
+    poll, a download) earns ``ratio`` of one; time adds ``per_second``. So sporadic failures
+    while most requests succeed never drain it (up to one failure in six pays for itself), and
+    a 429 with Retry-After costs nothing (the provider named the wait: that is its pacing, not
+    an outage). In an outage, when nothing goes through, all retries together slow to
+    ``per_second``, so thousands of tasks waiting on one broken host never become a storm.
     """
 
     def __init__(self, ratio: float = 0.2, per_second: float = 1.0, burst: float = 20.0, *,
@@ -264,6 +303,7 @@ class Limits:
         self._probe_gap = self._probe_gap_min
         self._probe_at: float | None = None
         self._probing = False
+        self._probe_early = 0.0   # how long before the window's opening the probe went
         self._outage_since: float | None = None
         # The current run of refusals (since the last accepted submit): its levels, the limit
         # before it cut anything, whether it was put down to the rate window.
@@ -351,6 +391,7 @@ class Limits:
             if now < probe:
                 return min(opens, probe)
             self._probing = True   # a learned window may be wrong: one probe at a bounded cadence
+            self._probe_early = opens - now
         return _GO
 
     def _take(self, retry: bool) -> None:
@@ -385,8 +426,14 @@ class Limits:
             self._probing = False
             self._probe_at = None
             self._probe_gap = self._probe_gap_min
-            if self.window.learned:      # the provider took more than the learned window allows
-                self.window.forget()
+            # The provider took more than the learned window allows; a probe taken a moment
+            # before the opening says only that the provider's clock ran a little ahead.
+            window = self.window
+            if window.learned and self._probe_early > _PROBE_SLACK:
+                if window.counts_refusals:   # a burst to relearn would cost a window: step up
+                    window.learn(max(window.per_window or 1, window.count(now) + window.refused_count(now)))
+                else:
+                    window.forget()
         self._accept_level = level
         self._outage_since = None
         self._wake_head()   # its turn is free: the next submit may go
@@ -403,7 +450,7 @@ class Limits:
         if self._strikes >= 2:   # one refusal alone is never a limit: sporadic ones are common
             chance = self._chance()
             if (level >= 1 and level >= self._accept_level and not self._rate_episode
-                    and chance < _UNLIKELY_CAP):
+                    and not self._window_full(now) and chance < _UNLIKELY_CAP):
                 verdict = Refusal.TASK_CAP   # refused with as many out as were taken: the cap
             elif chance < _UNLIKELY_RATE:
                 verdict = Refusal.RATE_WINDOW   # refused with fewer out than were taken: not the cap
@@ -418,9 +465,7 @@ class Limits:
             if self._limit_before is not None:   # a lower level was refused: not the cap after all
                 self.tasks.restore(self._limit_before)
                 self._limit_before = None
-            held = self.window.count(now)
-            if held and (self.window.per_window is None or held < self.window.per_window):
-                self.window.learn(held)
+            self._learn_window(now)
             # Everyone waits: as long as the provider said; else the window holds submits until
             # its oldest entry ages out, and only when it would let them go (it is wrong, or
             # nothing was learned) do they wait one probe gap (growing to a bound).
@@ -428,14 +473,65 @@ class Limits:
             if retry_after is not None:
                 self._paused_until = max(self._paused_until, now + retry_after)
             elif self.window.opens_at(now) <= now:
-                self._paused_until = max(self._paused_until, now + gap)
+                # The next place frees when the oldest submit it holds (refused ones too) ages
+                # out; wait for that, or one probe gap when it holds nothing that explains this.
+                until = min(now + gap, max(self.window.next_free(now), now + _MIN_PAUSE))
+                self._paused_until = max(self._paused_until, until)
             if self._probing or self._probe_at is None or self._probe_at <= now:
-                self._probe_at = now + gap
-                self._probe_gap = min(self._probe_gap_max, gap * 2)
+                self._back_off_probes(now)
+        elif self._probing:
+            self._back_off_probes(now)   # a refused probe waits its gap, whatever it was taken for
+        self.window.record_refusal(now)
         self._probing = False
         self.refusals[verdict] += 1
         self._wake_head()
         return verdict
+
+    def _back_off_probes(self, now: float) -> None:
+        """The next probe of a learned window after a gap, doubling on each refused one."""
+        gap = self._probe_gap
+        self._probe_at = now + gap
+        # A refused probe costs a place for a whole window where refusals count, and whether
+        # they do is not known before the window has turned once: past the first few, probes
+        # slow down to one every half window.
+        bound = max(self._probe_gap_max, self.window.seconds / 2)
+        self._probe_gap = min(bound, gap * 2)
+
+    def _window_full(self, now: float) -> bool:
+        """A known rate window is (about) full, counting refusals too: it explains a refusal
+        better than the load does, so the limit on tasks in flight stays where it is."""
+        window = self.window
+        limit = window.per_window or window.known
+        if limit is None:
+            return False
+        held = window.count(now) + window.refused_count(now) + window.pending
+        return held >= limit - self.parallel
+
+    def _learn_window(self, now: float) -> None:
+        """A refusal taken for the rate window: what it says about the window's size.
+
+        The size is learned from what was accepted in the last window. A refusal while the
+        window as believed had room is either a smaller window or one that counts refusals
+        too: when refusals are in the window it is first taken for the latter, and the size
+        stands (lowering it would only slow every later window); once refusals are counted
+        and it still had room, the size comes down to what it held.
+        """
+        window = self.window
+        held = window.count(now)
+        limit = window.per_window
+        if limit is None:
+            if held:
+                window.learn(held)
+                window.known = window.per_window
+            return
+        if window.opens_at(now) > now:
+            return                       # the window as believed was full: nothing new
+        if not window.counts_refusals and window.refused_count(now):
+            window.counts_refusals = True   # the refusals it holds are what filled it
+        elif held + window.pending < limit:
+            window.learn(held + window.pending
+                         + (window.refused_count(now) if window.counts_refusals else 0))
+        window.known = window.per_window
 
     def released(self) -> None:
         """The submit got no verdict on the limits (not sent, another error): its place goes back."""

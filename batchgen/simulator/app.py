@@ -546,6 +546,12 @@ class Simulator:
         if fault == "fault_500":
             stats.faults[fault] += 1
             return self._error(500, "GET_RESULT_FAILED", "get result failed")
+        if "fault_429_poll" in roll:
+            stats.faults["fault_429_poll"] += 1
+            stats.polls_by_status["RATE_LIMIT_EXCEEDED"] += 1
+            _, identity, attempt = draw
+            return self._error(429, "RATE_LIMIT_EXCEEDED", "rate limit exceeded",
+                               self._retry_after(1.0, identity, attempt))
         if fault == "fault_not_json":
             stats.faults[fault] += 1
             stats.polls_by_status["not_json"] += 1

@@ -9,10 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Literal
 
-__all__ = ["FAULT_HELP", "FAULT_NAMES", "RETRY_AFTER_STYLES", "SimConfig"]
+__all__ = ["FAULT_HELP", "FAULT_NAMES", "RETRY_AFTER_STYLES", "RPM_COUNTS", "RPM_WINDOWS", "SimConfig"]
 
 RetryAfterStyle = Literal["seconds", "date", "ms", "none", "half", "mixed"]
 RETRY_AFTER_STYLES = ("seconds", "date", "ms", "none", "half", "mixed")
+RPM_COUNTS = ("accepted", "all")
+RPM_WINDOWS = ("sliding", "fixed")
+RpmCounts = Literal["accepted", "all"]
+RpmWindow = Literal["sliding", "fixed"]
 SeedStyle = Literal["string", "int", "mixed"]
 Base64Prefix = Literal["mixed", "always", "never"]
 BalanceStyle = Literal["balance", "billing"]
@@ -20,6 +24,7 @@ BalanceStyle = Literal["balance", "billing"]
 #: Every fault rate field, with what it does (the CLI's --fault-* help).
 FAULT_HELP: dict[str, str] = {
     "fault_429": "a submit answers 429 RATE_LIMIT_EXCEEDED",
+    "fault_429_poll": "a task-result poll answers 429 RATE_LIMIT_EXCEEDED",
     "fault_500": "500 CREATE_TASK_FAILED on submit, GET_RESULT_FAILED on poll",
     "fault_503": "503 SERVICE_NOT_AVAILABLE on submit or poll",
     "fault_drop": "the connection drops (on submit, half of them after the task was created)",
@@ -60,7 +65,12 @@ class SimConfig:
     workers: int = 10_000               # parallel processing slots; beyond them tasks queue FIFO
     # --- limits ---
     max_in_flight: int | None = None    # queued + processing tasks per account; beyond: 429
-    rpm: int | None = None              # accepted submits per sliding 60 s; beyond: 429
+    rpm: int | None = None              # submits per 60 s window; beyond: 429
+    # What the rpm window counts: only the submits it accepted, or every submit that reached
+    # it (refused ones too, so a refused retry pushes the window's opening further out).
+    rpm_counts: RpmCounts = "accepted"
+    # A sliding window (the last 60 s) or a fixed one (each clock minute, reset at its start).
+    rpm_window: RpmWindow = "sliding"
     # How a 429 says when to come back: Retry-After in whole seconds, as an HTTP-date,
     # retry-after-ms (milliseconds, as some APIs send), nothing, seconds on half of them and
     # nothing on the other half ("half"), or any of seconds/date/none ("mixed").
@@ -80,6 +90,7 @@ class SimConfig:
     # --- faults ---
     fault_seed: int = 0
     fault_429: float = 0.0              # submit answers 429 RATE_LIMIT_EXCEEDED
+    fault_429_poll: float = 0.0         # task-result poll answers 429 RATE_LIMIT_EXCEEDED
     fault_500: float = 0.0              # 500 CREATE_TASK_FAILED / GET_RESULT_FAILED
     fault_503: float = 0.0              # 503 SERVICE_NOT_AVAILABLE
     fault_drop: float = 0.0             # connection dropped; on submit half after the task exists
@@ -122,6 +133,10 @@ class SimConfig:
             problems.append("result_ttl must be None or >= 0")
         if self.retry_after not in RETRY_AFTER_STYLES:
             problems.append("retry_after must be one of " + ", ".join(RETRY_AFTER_STYLES))
+        if self.rpm_counts not in ("accepted", "all"):
+            problems.append("rpm_counts must be accepted or all")
+        if self.rpm_window not in ("sliding", "fixed"):
+            problems.append("rpm_window must be sliding or fixed")
         if self.seed_style not in ("string", "int", "mixed"):
             problems.append("seed_style must be one of string, int, mixed")
         if self.base64_prefix not in ("mixed", "always", "never"):

@@ -25,7 +25,7 @@ __all__ = ["DOWNLOAD_FAULTS", "FaultDice", "Roll", "POLL_FAULTS", "SUBMIT_FAULTS
 SUBMIT_FAULTS = ("fault_drop", "fault_503", "fault_500", "fault_429", "fault_not_json", "fault_no_task_id")
 TASK_FAULTS = ("fault_stuck", "fault_task_failed")
 POLL_FAULTS = ("fault_drop", "fault_503", "fault_500", "fault_not_json", "fault_unknown_status",
-               "fault_expire", "fault_bad_base64", "fault_bad_image")
+               "fault_expire", "fault_bad_base64", "fault_bad_image", "fault_429_poll")
 DOWNLOAD_FAULTS = ("fault_redirect", "fault_huge_image", "fault_bad_image", "fault_truncate")
 
 _SCALE = 1.0 / 4294967296.0           # 2**-32: a 32-bit word to a uniform in [0, 1)

@@ -167,7 +167,7 @@ class SimState:
         self._stray_polls: Counter[str] = Counter()
         self._workers: list[float] = []     # heap: when each busy worker frees up
         self._in_flight: list[float] = []   # heap: end times of unfinished tasks
-        self._recent: deque[float] = deque()  # accepted submits in the last 60 s
+        self._recent: deque[float] = deque()  # submits the rpm window holds
         self._balance = config.balance
         # Wall-clock anchor for debug_info's ms timestamps: they follow the injected clock (which
         # may be fake or virtual) from a fixed offset. A clock that needs a running event loop
@@ -227,13 +227,28 @@ class SimState:
                             f"too many tasks in progress (limit {cfg.max_in_flight})",
                             retry_after=min(wait, 60.0))
         if cfg.rpm is not None:
-            recent = self._recent
+            self._check_rate(now)
+
+    def _check_rate(self, now: float) -> None:
+        """The rpm window: sliding (the last 60 s) or fixed (this clock minute), counting the
+        submits it accepted or every one it saw (then a refusal takes a place too)."""
+        cfg = self.config
+        recent = self._recent
+        if cfg.rpm_window == "fixed":
+            start = math.floor(now / _RPM_WINDOW) * _RPM_WINDOW
+            while recent and recent[0] < start:
+                recent.popleft()
+            opens = start + _RPM_WINDOW
+        else:
             while recent and recent[0] <= now - _RPM_WINDOW:
                 recent.popleft()
-            if len(recent) >= cfg.rpm:
-                wait = recent[0] + _RPM_WINDOW - now if recent else _RPM_WINDOW
-                raise Rejection(429, "RATE_LIMIT_EXCEEDED",
-                                f"rate limit exceeded ({cfg.rpm} requests per minute)", retry_after=wait)
+            opens = recent[0] + _RPM_WINDOW if recent else now + _RPM_WINDOW
+        full = len(recent) >= cfg.rpm
+        if cfg.rpm_counts == "all":
+            recent.append(now)
+        if full:
+            raise Rejection(429, "RATE_LIMIT_EXCEEDED",
+                            f"rate limit exceeded ({cfg.rpm} requests per minute)", retry_after=opens - now)
 
     def create_task(self, now: float, scene: int, width: int, height: int, fmt: str,
                     loras: tuple[tuple[int, float], ...], seed: int, img2img: bool,
@@ -280,7 +295,7 @@ class SimState:
             heapq.heappush(self._in_flight, end)
         if self._balance is not None:
             self._balance -= 1
-        if cfg.rpm is not None:
+        if cfg.rpm is not None and cfg.rpm_counts == "accepted":
             self._recent.append(now)
         st = self.stats
         st.tasks_created += 1

@@ -58,7 +58,7 @@ def run_in_process(config: SimConfig, jobs: int, concurrency: int, **options) ->
     return {"wall": wall, "task_total": stats.task_seconds_total,
             "refused": stats.submits_by_outcome.get("RATE_LIMIT_EXCEEDED", 0) / jobs,
             "limit": (p.limit_min, p.limit_median, p.limit_max), "window": p.window,
-            "learned": p.window_learned}
+            "learned": p.window_learned, "retries": p.retries}
 
 
 def rate_ideal(jobs: int, rpm: int) -> float:
@@ -92,30 +92,38 @@ def cap(repeat: int) -> list[str]:
             cell(ratios), cell([r["refused"] for r in rows]), path_cell([r["limit"] for r in rows]), ""]
 
 
-def rpm(repeat: int, told: bool) -> list[str]:
-    config = SimConfig(task_seconds=TASK, task_jitter=0.1, rpm=60, retry_after="none")
+def rpm(repeat: int, told: bool, counts: str = "accepted", window: str = "sliding") -> list[str]:
+    config = SimConfig(task_seconds=TASK, task_jitter=0.1, rpm=60, retry_after="none",
+                       rpm_counts=counts, rpm_window=window)
     rows = [run_in_process(config, 90, 32, **({"rate_limit": 60} if told else {})) for _ in range(repeat)]
     ratios = [r["wall"] / rate_ideal(90, 60) for r in rows]
-    what = ("the same, told `--rpm 60`" if told else
-            "60 submits per sliding minute, 429 without Retry-After, 90 tasks")
+    shape = (f"60 submits per {window} minute, "
+             + ("refused ones counted too" if counts == "all" else "only accepted ones counted"))
+    what = f"{shape}, told `--rpm 60`" if told else f"{shape}, 429 without Retry-After, 90 tasks, learned"
     learned = "" if told else f"window learned: {rows[0]['window']}/min"
-    return [what, "<= 1.1" if told else "<= 1.3", cell(ratios), cell([r["refused"] for r in rows]),
+    return [what, "<= 1.05, 0 429s" if told else "<= 1.2", cell(ratios), cell([r["refused"] for r in rows]),
             path_cell([r["limit"] for r in rows]), learned]
 
 
-def sporadic(repeat: int) -> list[str]:
-    paces, refused, paths = [], [], []
+def sporadic(repeat: int, retry_after: str = "half", polls: bool = True, cap: int | None = None) -> list[str]:
+    paces, refused, paths, budget = [], [], [], []
+    base = dict(task_seconds=TASK, task_jitter=0.1, max_in_flight=cap, retry_after=retry_after)
     for _ in range(repeat):   # alternate the clean and the noisy run
-        clean = run_in_process(SimConfig(task_seconds=TASK, task_jitter=0.1), 320, 32)
-        noisy = run_in_process(SimConfig(task_seconds=TASK, task_jitter=0.1, fault_429=0.10,
-                                         retry_after="half", fault_seed=len(paces)), 320, 32)
+        clean = run_in_process(SimConfig(**base), 320, 32)
+        noisy = run_in_process(SimConfig(**base, fault_429=0.10, fault_429_poll=0.10 if polls else 0.0,
+                                         fault_seed=len(paces)), 320, 32)
         paces.append(clean["wall"] / noisy["wall"])
         refused.append(noisy["refused"])
         paths.append(noisy["limit"])
+        budget.append(noisy["retries"])
     walls = [1 / p for p in paces]
-    return ["10 % of requests answered 429 at random (half with Retry-After: 1), 320 tasks, 32 in flight",
-            "pace >= 0.7x", cell(walls) + " (of the run without 429s)", cell(refused), path_cell(paths),
-            f"pace {cell(paces)}x of the run without 429s"]
+    where = "submits and polls" if polls else "submits"
+    told = {"half": "half with Retry-After: 1", "none": "no Retry-After", "ms": "retry-after-ms: 1000"}[retry_after]
+    capped = f", provider caps tasks in flight at {cap}" if cap else ""
+    return [f"10 % of {where} answered 429 at random ({told}){capped}, 320 tasks, `--concurrency 32`",
+            "pace >= 0.85x" if cap is None else "limit finds the cap", cell(walls) + " (of the run without 429s)",
+            cell(refused), path_cell(paths),
+            f"pace {cell(paces)}x of the run without 429s; retries paid from the budget {cell(budget, '{:.0f}')}"]
 
 
 def sigterm(repeat: int) -> list[str]:
@@ -212,7 +220,13 @@ SCENARIOS = {
     "cap": cap,
     "rpm": lambda repeat: rpm(repeat, told=False),
     "rpm-told": lambda repeat: rpm(repeat, told=True),
+    "rpm-all": lambda repeat: rpm(repeat, told=False, counts="all"),
+    "rpm-all-told": lambda repeat: rpm(repeat, told=True, counts="all"),
+    "rpm-fixed-all": lambda repeat: rpm(repeat, told=False, counts="all", window="fixed"),
     "sporadic": sporadic,
+    "sporadic-none": lambda repeat: sporadic(repeat, retry_after="none"),
+    "sporadic-ms": lambda repeat: sporadic(repeat, retry_after="ms"),
+    "sporadic-cap": lambda repeat: sporadic(repeat, retry_after="none", cap=8),
     "sigterm": sigterm,
     "dead-port": dead_port,
     "expiry": expiry,

@@ -84,6 +84,34 @@ def one(jobs: int, variant: str, trace: bool) -> dict[str, float]:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+STYLES = ["oil", "ink", "pastel", "charcoal", "fresco", "gouache", "pencil", "tempera", "acrylic", "pixel"]
+
+
+def floor(jobs: int, variant: str, trace: bool) -> dict[str, float]:
+    """The least a planner must do per job of the "axes" manifest, in Python: build the
+    request, its canonical JSON, sha256, and a set of ids (the floor plan is measured against)."""
+    import hashlib
+
+    import orjson
+
+    if trace:
+        tracemalloc.start()
+    start = time.perf_counter()
+    ids: set[bytes] = set()
+    sha, dumps, opt = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
+    for style in STYLES:
+        for seed in range(1, jobs // 10 + 1):
+            request = {"prompt": f"a {style} painting of a lighthouse, seed {seed}", "seed": seed,
+                       "size": "1024*1024", "loras": [], "output_format": "png",
+                       "enable_base64_output": False}
+            ids.add(sha(dumps({"model": "z-image-turbo-lora", "request": request}, option=opt)).digest()[:8])
+    seconds = time.perf_counter() - start
+    peak = tracemalloc.get_traced_memory()[1] if trace else 0
+    assert len(ids) == jobs
+    return {"seconds": seconds, "peak_mb": peak / 2**20,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 def run_case(jobs: int, variant: str, trace: bool) -> dict[str, float]:
     out = subprocess.run([sys.executable, __file__, "--one", str(jobs), variant]
                          + (["--trace"] if trace else []),
@@ -99,17 +127,21 @@ def main() -> None:
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(int(args.one[0]), args.one[1], args.trace)))
+        jobs, variant = int(args.one[0]), args.one[1]
+        print(json.dumps((floor if variant == "floor" else one)(jobs, variant, args.trace)))
         return
-    print("| jobs | manifest | load+plan s | µs/job | ru_maxrss MB | tracemalloc peak MB |")
-    print("|---:|---|---:|---:|---:|---:|")
+    print("| jobs | manifest | load+plan s | µs/job | ru_maxrss MB | tracemalloc peak MB | floor s | plan / floor |")
+    print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for variant in args.variants.split(","):
         for jobs in (int(n) for n in args.sizes.split(",")):
             timed = run_case(jobs, variant, trace=False)
             traced = run_case(jobs, variant, trace=True)
+            # The floor is written for the axes manifest; beside it, alternating with plan.
+            base = run_case(jobs, "floor", trace=False) if variant == "axes" else None
+            extra = (f"{base['seconds']:.2f} | {timed['seconds'] / base['seconds']:.2f}" if base else " | ")
             print(f"| {jobs:,} | {VARIANTS[variant]} | {timed['seconds']:.2f} | "
                   f"{timed['seconds'] / jobs * 1e6:.1f} | {timed['maxrss_mb']:.0f} | "
-                  f"{traced['peak_mb']:.1f} |", flush=True)
+                  f"{traced['peak_mb']:.1f} | {extra} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -8,11 +8,13 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from batchgen.errors import ManifestError
 from batchgen.job import Job
 from batchgen.manifest.loader import load_manifest
 from batchgen.manifest.expand import job_hash
+from batchgen.manifest.expand import _ENCODER, canonical
 
 CASTLE = """\
 name: castle-sweep
@@ -374,3 +376,30 @@ def test_include_with_a_written_lora_set_and_label_in_file_name(tmp_path: Path) 
     assert jobs[0].name.startswith("none/")
     assert jobs[1].name.startswith("soft_0p5/") and jobs[1].axes == {"seed": 2, "loras": "soft@0.5"}
     assert jobs[1].request["loras"] == [{"path": "https://e.com/soft.safetensors", "scale": 0.5}]
+
+
+# -- the canonical JSON that job ids hash ----------------------------------------------------------
+
+_FLOATS = st.floats(allow_nan=False, allow_infinity=False)
+_REQUESTS = st.fixed_dictionaries(
+    {"prompt": st.text(), "seed": st.integers(min_value=-(2**70), max_value=2**70), "size": st.text(max_size=12)},
+    optional={"strength": _FLOATS,
+              "loras": st.lists(st.fixed_dictionaries({"path": st.text(max_size=20), "scale": _FLOATS}),
+                                max_size=3),
+              "enable_base64_output": st.booleans(), "mask": st.none() | st.text(max_size=10)})
+
+
+@settings(max_examples=200, deadline=None)
+@given(_REQUESTS)
+def test_the_canonical_json_is_byte_for_byte_what_json_writes(request: dict) -> None:
+    try:
+        expected = _ENCODER.encode({"model": "m", "request": request}).encode("utf-8")
+    except UnicodeEncodeError:   # a lone surrogate: no encoder makes bytes of it
+        return
+    assert canonical("m", request) == expected
+
+
+def test_small_and_huge_floats_and_big_ints_keep_their_ids() -> None:
+    for request in ({"prompt": "p", "strength": 1e-05}, {"prompt": "p", "loras": [{"path": "x", "scale": 1e16}]},
+                    {"prompt": "p", "seed": 2**65}):
+        assert canonical("m", request) == _ENCODER.encode({"model": "m", "request": request}).encode()

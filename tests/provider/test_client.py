@@ -22,7 +22,7 @@ from batchgen.errors import (
     TaskNotFound,
     TransientError,
 )
-from batchgen.provider.limits import Limits, Refusal
+from batchgen.provider.limits import Limits, Refusal, RetryBudget
 from batchgen.provider.pacing import Backoff
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.simulator import SimConfig, Simulator, running_simulator
@@ -174,6 +174,37 @@ async def test_a_refused_submit_waits_what_retry_after_says_then_goes(style: str
         assert client.limits.refusals == {Refusal.OVERLOAD: 1}  # one refusal alone is no limit
     assert 5.0 <= waited < 5.5, waited
     assert sim.stats.submits_by_outcome["RATE_LIMIT_EXCEEDED"] == 1
+
+
+@VIRTUAL_TIME
+async def test_poll_429s_with_retry_after_wait_it_and_cost_no_retry_token() -> None:
+    sim = Simulator(SimConfig(task_seconds=0, fault_429_poll=0.3, retry_after="seconds", fault_seed=5),
+                    clock=anyio.current_time)
+    async with client_for(sim) as client:
+        started = anyio.current_time()
+        for _ in range(20):
+            sub = await client.submit("z-image-turbo-lora", BODY)
+            assert (await finished(client, sub.task_id)).succeeded
+        took = anyio.current_time() - started
+        budget = client.limits.budget
+    refused = sim.stats.faults["fault_429_poll"]
+    assert refused >= 3 and took >= refused * 1.0      # each waited the second it was told
+    assert budget.spent == 0
+
+
+@VIRTUAL_TIME
+async def test_polls_and_downloads_earn_back_what_unexplained_poll_429s_spend() -> None:
+    sim = Simulator(SimConfig(task_seconds=0, fault_429_poll=0.15, retry_after="none", fault_seed=6),
+                    clock=anyio.current_time)
+    async with client_for(sim) as client:
+        # No trickle and a small reserve: only what the requests earn keeps it from running dry.
+        budget = client.limits.budget = RetryBudget(per_second=0.0, burst=3.0)
+        for _ in range(60):
+            sub = await client.submit("z-image-turbo-lora", BODY)
+            result = await finished(client, sub.task_id)
+            await client.fetch_image(result.images[0], "png")
+    assert sim.stats.faults["fault_429_poll"] >= 5 and budget.spent == sim.stats.faults["fault_429_poll"]
+    assert budget.wait_for() == 0          # sporadic refusals left the budget for outages whole
 
 
 async def test_rate_limit_without_end_gives_up() -> None:

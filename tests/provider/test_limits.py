@@ -166,7 +166,9 @@ async def test_a_learned_window_is_probed_at_a_bounded_cadence() -> None:
         probes.append(anyio.current_time())
         limits.refused(None)
     gaps = [b - a for a, b in zip(probes, probes[1:])]
-    assert gaps and max(gaps) <= 10.0 + 1e-6 and len(probes) <= 10
+    # Doubling to half the window: where refusals count, each refused probe holds a place
+    # for a whole window, so a minute sees a handful of them, not one every ten seconds.
+    assert gaps == sorted(gaps) and max(gaps) <= 30.0 + 1e-6 and len(probes) <= 5
 
 
 @VIRTUAL_TIME
@@ -260,3 +262,40 @@ def test_a_window_without_limit_keeps_only_the_last_minute() -> None:
     for n in range(100_000):
         window.record(n * 0.01)       # 100 a second for 1000 s
     assert window.count(1000.0) <= 6002 and len(window._times) <= 6002
+
+
+@VIRTUAL_TIME
+async def test_a_window_that_counts_refusals_counts_them_here_too() -> None:
+    t0 = anyio.current_time()
+    limits = Limits(8)
+    for n in range(4):
+        assert await limits.turn(lambda: True)
+        limits.accepted(f"a{n}")
+        limits.ended(f"a{n}")
+    await anyio.sleep(30)
+    while limits.window.per_window is None:     # refused half a minute later: the window
+        assert await limits.turn(lambda: True)
+        limits.refused(None)
+    refused_at = anyio.current_time() - t0
+    assert limits.window.per_window == 4 and not limits.window.counts_refusals
+    await anyio.sleep(60.5 - (anyio.current_time() - t0))   # the accepted ones aged out
+    assert await limits.turn(lambda: True)
+    limits.refused(None)                        # yet refused: the refusals still fill it
+    window = limits.window
+    assert window.counts_refusals and window.per_window == 4   # the size stands
+    assert window.opens_at(anyio.current_time()) - t0 >= refused_at + 59
+
+
+@VIRTUAL_TIME
+async def test_random_refusals_with_retry_after_cost_no_retry_token() -> None:
+    limits = Limits(8)
+    budget = limits.budget
+    for n in range(200):
+        assert await limits.turn(lambda: True)
+        if n % 10 == 0:
+            limits.refused(1.0)
+        else:
+            limits.accepted(f"t{n}")
+            limits.ended(f"t{n}")
+    assert budget.spent == 0 and budget.wait_for() == 0
+    assert limits.tasks.slots == 8

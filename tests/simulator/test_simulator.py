@@ -381,6 +381,58 @@ async def test_rpm_sliding_window_and_mixed_retry_after():
     assert sim.stats.tasks_created == 3
 
 
+async def test_an_rpm_window_that_counts_refusals_is_pushed_out_by_each_early_retry():
+    clock = Clock()
+    sim = make(clock, task_seconds=0, rpm=2, rpm_counts="all", retry_after="seconds")
+    async with clients(sim) as (api, _):
+        await submit(api)
+        await submit(api)
+        clock.advance(30)
+        assert (await api.post(LORA, json=SMALL)).status_code == 429   # counted: 3 in the window
+        clock.advance(31)      # the two accepted ones left; the refused one holds a place
+        await submit(api)
+        response = await api.post(LORA, json=SMALL)
+        assert response.status_code == 429 and response.headers["retry-after"] == "29"
+    assert sim.stats.tasks_created == 3
+    accepted_only = make(clock, task_seconds=0, rpm=2)
+    async with clients(accepted_only) as (api, _):
+        await submit(api)
+        await submit(api)
+        clock.advance(30)
+        assert (await api.post(LORA, json=SMALL)).status_code == 429   # not counted
+        clock.advance(31)
+        await submit(api)
+        await submit(api)
+
+
+async def test_a_fixed_rpm_window_opens_at_the_start_of_each_clock_minute():
+    clock = Clock(start=1050.0)      # 30 s before the minute at 1080
+    sim = make(clock, task_seconds=0, rpm=2, rpm_window="fixed", retry_after="seconds")
+    async with clients(sim) as (api, _):
+        await submit(api)
+        await submit(api)
+        response = await api.post(LORA, json=SMALL)
+        assert response.status_code == 429 and response.headers["retry-after"] == "30"
+        clock.advance(30)
+        await submit(api)
+        await submit(api)
+        assert (await api.post(LORA, json=SMALL)).status_code == 429
+    assert sim.stats.tasks_created == 4
+
+
+async def test_429s_on_task_result_polls_with_and_without_retry_after():
+    sim = make(task_seconds=0, fault_429_poll=0.5, retry_after="half", fault_seed=2)
+    async with clients(sim) as (api, _):
+        task_id = await submit(api)
+        answers = [await api.get(RESULT, params={"task_id": task_id}) for _ in range(60)]
+    refused = [r for r in answers if r.status_code == 429]
+    assert 15 <= len(refused) <= 45 and sim.stats.faults["fault_429_poll"] == len(refused)
+    assert all(r.json()["reason"] == "RATE_LIMIT_EXCEEDED" for r in refused)
+    with_header = sum(1 for r in refused if r.headers.get("retry-after") == "1")
+    assert 0 < with_header < len(refused)
+    assert all(r.json()["task"]["status"] == "TASK_STATUS_SUCCEED" for r in answers if r.status_code == 200)
+
+
 @pytest.mark.parametrize("style,status,reason", [("balance", 403, "NOT_ENOUGH_BALANCE"),
                                                  ("billing", 400, "BILLING_BALANCE_NOT_ENOUGH")])
 async def test_balance_exhaustion_and_top_up(style, status, reason):

@@ -31,6 +31,7 @@ EVERY_FAULT = {
     "fault_503": 0.05,
     "fault_500": 0.05,
     "fault_429": 0.08,
+    "fault_429_poll": 0.05,
     "fault_not_json": 0.05,
     "fault_no_task_id": 0.08,
     "fault_stuck": 0.06,
