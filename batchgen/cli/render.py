@@ -168,6 +168,7 @@ def _starting(n: Starting, how: Invocation | None) -> str:
         work += f", {n.failed:,} failed" + (" (left as they are; retry runs them)"
                                            if n.mode == RunMode.RUN else "")
     lines.append(work)
+    lines.extend(_budget_lines(n))
     if n.adopted is not None:
         lines.append(f"  adopting the folder: it was made against {describe_target(n.adopted)}; "
                      f"its images keep that provenance in their sidecars")
@@ -178,6 +179,27 @@ def _starting(n: Starting, how: Invocation | None) -> str:
         lines.append(f"  {n.renamed:,} done job(s) keep their files under the names an earlier "
                      f"filename gave them")
     return "\n".join(lines)
+
+
+#: a run this big with no budget says what it is about to cost before its first submit
+BIG_RUN = 10_000
+
+
+def _budget_lines(n: Starting) -> list[str]:
+    """The budget on the start line: spent and max_cost; or, for a big run without one, the
+    job count and estimate before anything is paid."""
+    s = n.spend
+    if s is not None and s.max_cost is not None:
+        left = f"; {s.left:,} more image(s) fit" if s.left is not None else ""
+        return [f"  budget: spent {s.spent or 0:,.6g} of max_cost {s.max_cost:,.6g} "
+                f"({s.tasks:,} task(s) at {s.price:g}){left}"]
+    if n.to_submit <= BIG_RUN:
+        return []
+    time = f"~{format_duration(n.estimate_seconds)}" if n.estimate_seconds is not None else "time unknown"
+    cost = (f", ~{n.cost:,.6g} at price_per_image" if n.cost is not None
+            else ", cost unknown (no price_per_image)")
+    return [f"  {n.to_submit:,} job(s) to submit: {time}{cost}; no max_cost caps the spend "
+            f"(Ctrl-C stops it; max_cost or --max-cost sets a budget)"]
 
 
 # -- a run's summary -------------------------------------------------------------------------
@@ -334,6 +356,10 @@ def render_status(report: StatusReport) -> str:
     out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
+    if self.spent is not None:
+        out.append(f"  spent: {self.spent:,.6g}" + (f" of max_cost {self.max_cost:,.6g}"
+                                                   if self.max_cost is not None else
+                                                   " (no max_cost)"))
     if self.live is not None:
         out.append(f"  pace now: {render_pace(self.live)}")
     if self.rate_per_minute:

@@ -26,6 +26,7 @@ import anyio
 import httpx
 from anyio.lowlevel import checkpoint
 
+from batchgen.engine.budget import budget_for
 from batchgen.engine.clock import Clock, LoopClock
 from batchgen.engine.collector import Collector
 from batchgen.engine.commit import Committer
@@ -37,7 +38,7 @@ from batchgen.engine.scheduler import Outstanding, Scheduler
 from batchgen.engine.stats import RunStats
 from batchgen.engine.stream import JobStream, manifest_counts
 from batchgen.engine.summary import Pacing, RunMode, RunOutcome, RunSummary
-from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError
+from batchgen.errors import BatchgenError, BatchStopped, BudgetReached, FolderMismatch, OutputError, UsageError
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.manifest.plan import plan_steps
@@ -73,6 +74,7 @@ class RunOptions:
     rate_limit: float | None = None
     base_url: str | None = None
     max_jobs: int | None = None
+    max_cost: float | None = None  # the batch's budget (--max-cost), over the manifest's max_cost
     handle_signals: bool = False   # two-stage Ctrl-C / SIGTERM (the CLI turns it on)
     durable: bool = True           # images and sidecars fsynced (group-committed) before "done"
     stop_after: float | None = None  # after the first stop, leave at once this many seconds later
@@ -178,6 +180,10 @@ class Batch:
 
     async def _execute(self, mode: RunMode) -> RunSummary:
         m, o = self.manifest, self.options
+        max_cost = o.max_cost if o.max_cost is not None else m.max_cost
+        if max_cost is not None and m.price_per_image is None:
+            raise UsageError(f"--max-cost needs price_per_image in {m.path}: the budget is "
+                             f"counted in images at that price")
         clock = o.clock or LoopClock()
         started = clock.now()
         target, key = self._target()  # no key: refused before anything exists on disk
@@ -228,13 +234,15 @@ class Batch:
             concurrency = o.concurrency or share_of(m.concurrency, shard)
             rate_limit = o.rate_limit or (m.rate_limit / shard.count if shard is not None
                                           and m.rate_limit else m.rate_limit)
+            budget = budget_for(ledger, self.folder, max_cost, m.price_per_image, shard)
             # The folder's record is of the whole batch: a shard's run plans every job.
             ledger.record_run(RunRecord(
                 at=clock.wall(), mode=mode.value, target=identity, planned=plan.jobs,
                 goal=goal if shard is None else plan.jobs,
                 manifest=os.path.abspath(m.path), output=o.location or os.path.abspath(self.folder),
                 base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
-                adopted=adopted, shard=str(shard) if shard is not None else None))
+                adopted=adopted, shard=str(shard) if shard is not None else None,
+                price=m.price_per_image, max_cost=max_cost))
             reporter.notice(Starting(
                 mode=mode.value, batch=m.name, folder=self.folder, target=identity,
                 planned=planned, done=counts.done, to_submit=to_submit,
@@ -243,7 +251,9 @@ class Batch:
                 max_jobs=o.max_jobs, adopted=adopted,
                 shard=str(shard) if shard is not None else None,
                 shard_source=shard.source.value if shard is not None else None,
-                concurrency=concurrency if shard is not None else None, location=o.location))
+                concurrency=concurrency if shard is not None else None, location=o.location,
+                spend=budget.spend() if budget is not None else None,
+                estimate_seconds=plan.seconds_for(to_submit), cost=plan.cost_for(to_submit)))
             possibly_created = counts.submitting
             stats = RunStats(planned=planned, goal=goal, already_done=counts.done, started=started)
             live = LiveStatus(self.folder, ledger, wall=clock.wall)  # status.js, for a viewer
@@ -263,7 +273,7 @@ class Batch:
                 scheduler = Scheduler(provider, ledger, collector, stats, limits=limits, model=m.model,
                                       concurrency=concurrency, max_submits=o.max_jobs,
                                       submit_grace=provider.options.timeout,
-                                      renew=mode is RunMode.RETRY)
+                                      renew=mode is RunMode.RETRY, budget=budget)
                 committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
                 stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT,
                                    shard=shard)
@@ -304,6 +314,7 @@ class Batch:
             summary.mode = mode
             summary.goal = goal
             summary.max_jobs = o.max_jobs
+            summary.spend = budget.spend() if budget is not None else None
             summary.adopted = adopted is not None
             summary.redone = sum(why is Redo.FORGOTTEN for why in redone.values())
             summary.resubmitted_stuck = sum(why is Redo.STUCK for why in redone.values())
@@ -471,6 +482,7 @@ class Batch:
             s.stopped = str(why)
         if isinstance(why, BatchStopped):
             s.stop_kind = why.kind
+        s.budget_reached = isinstance(why, BudgetReached)
         s.output_failed = isinstance(scheduler.fatal, OutputError)
         return s
 

@@ -19,6 +19,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from batchgen.engine.budget import Budget, Hold
 from batchgen.engine.collector import Collector, Renew
 from batchgen.engine.polling import TaskClock
 from batchgen.engine.stats import RunStats
@@ -47,10 +48,11 @@ _YIELD_EVERY = 256
 class _Ticket:
     """One job's claim on the live limiter; the task it holds in flight, if any."""
 
-    __slots__ = ("task_id",)
+    __slots__ = ("hold", "task_id")
 
     def __init__(self) -> None:
         self.task_id: str | None = None
+        self.hold: Hold | None = None  # its share of the budget until its task is recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +75,9 @@ class Scheduler:
     def __init__(self, provider: Provider, ledger: Ledger, collector: Collector,
                  stats: RunStats, *, limits: Limits, model: str, concurrency: int,
                  max_submits: int | None = None, submit_grace: float = 30.0,
-                 renew: bool = False) -> None:
+                 renew: bool = False, budget: Budget | None = None) -> None:
         self.provider = provider
+        self.budget = budget  # max_cost: every submit holds its share first (engine/budget.py)
         self.ledger = ledger
         self.collector = collector
         self.stats = stats
@@ -166,10 +169,19 @@ class Scheduler:
                 continue
             if self.max_submits is not None and started >= self.max_submits:
                 break
+            if self.budget is not None and not await self.budget.wait_for_room():
+                self.stop_submitting(self.budget.reached())  # what is in flight is still saved
+                return
             ticket = await self._admit()
             if not self.submitting:
                 self._release(ticket)
                 return
+            if self.budget is not None:
+                ticket.hold = self.budget.hold()
+                if ticket.hold is None:  # taken while this one waited for its admission
+                    self._release(ticket)
+                    self.stop_submitting(self.budget.reached())
+                    return
             started += 1
             group.start_soon(self._submit_and_follow, job, ticket)
 
@@ -185,6 +197,8 @@ class Scheduler:
 
     def _release(self, ticket: _Ticket) -> None:
         self._free_slot(ticket)
+        if ticket.hold is not None:
+            ticket.hold.release()
         self.live.release_on_behalf_of(ticket)
 
     async def _submit_and_follow(self, job: Job, ticket: _Ticket) -> None:
@@ -266,6 +280,8 @@ class Scheduler:
             return
         ticket.task_id = sub.task_id  # in flight at the limits since they saw it accepted
         self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
+        if ticket.hold is not None:  # the ledger counts the task now
+            ticket.hold.release()
         self.stats.submitted += 1
         await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
 
@@ -278,6 +294,10 @@ class Scheduler:
                 await self._follow_and_save(item.job, item.task_id, clock, ticket,
                                             poll_now=item.finished, renew=self.renew)
             except Renew as exc:
+                if self.budget is not None and self.submitting:
+                    ticket.hold = self.budget.hold()
+                    if ticket.hold is None:
+                        self.stop_submitting(self.budget.reached())
                 if self.submitting:
                     log.info("job %s: %s; submitting it anew", item.job.job_id, exc)
                     await self._submit(item.job, ticket)

@@ -11,6 +11,7 @@ from enum import Enum, StrEnum
 from pathlib import Path
 
 from batchgen.errors import StopKind
+from batchgen.storage.spend import Spend
 
 __all__ = ["Pacing", "RunMode", "RunOutcome", "RunSummary"]
 
@@ -26,6 +27,7 @@ class RunOutcome(Enum):
 
     OUTPUT_FAILED = "output"        # the folder could not be written (disk full, read-only)
     STOPPED = "stopped"             # the provider stopped the batch (key, balance, endpoint)
+    BUDGET = "budget"               # the next submit could pass max_cost
     INTERRUPTED = "interrupted"     # Ctrl-C or SIGTERM
     JOBS_FAILED = "failed"          # some jobs failed
     FINISHED = "finished"           # nothing failed (work may be left: see pending)
@@ -95,6 +97,8 @@ class RunSummary:
     location: str | None = None  # where the images went, when not in ``folder`` (a store URL)
     copy_failed: str | None = None  # the ledger's last copy to the store failed: why
     pacing: Pacing | None = None
+    budget_reached: bool = False  # submitting stopped at max_cost (what was paid is collected)
+    spend: Spend | None = None    # spent and budget at the end (None: no max_cost)
 
     @property
     def outcome(self) -> RunOutcome:
@@ -102,6 +106,8 @@ class RunSummary:
             return RunOutcome.OUTPUT_FAILED
         if self.stop_kind is not None:
             return RunOutcome.STOPPED
+        if self.budget_reached:
+            return RunOutcome.BUDGET
         if self.interrupted:
             return RunOutcome.INTERRUPTED
         if self.failed:
