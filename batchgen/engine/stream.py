@@ -43,7 +43,7 @@ class JobStream:
 
     def __iter__(self) -> Iterator[Job | Outstanding]:
         ledger = self.ledger
-        jobs = self.manifest.jobs()
+        jobs = self.manifest.submit_order()
         if self.shard is not None:
             jobs = self.shard.select(jobs)
         for result in join(jobs, ledger):

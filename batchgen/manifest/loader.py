@@ -97,6 +97,18 @@ class Manifest:
                 raise ManifestError([item])
             yield item
 
+    def submit_order(self) -> Iterator[Job]:
+        """Every job in the order a run sends them: written, or ``order: spread``."""
+        if self.order != "spread":
+            yield from self.jobs()
+            return
+        from batchgen.manifest.order import spread_jobs
+
+        for item in spread_jobs(self.expansion):
+            if isinstance(item, Problem):
+                raise ManifestError([item])
+            yield item
+
     def expand(self, exclude_hits: list[int] | None = None) -> Iterator[Job | Problem]:
         """Like ``jobs()`` but yields problems instead of raising, so a caller can list many."""
         return self.expansion.iter_jobs(exclude_hits)

@@ -205,3 +205,20 @@ def test_submits_on_their_way_hold_the_budget() -> None:
     first.release()
     first.release()  # twice is harmless
     assert budget.held == 1 and budget.hold() is not None
+
+
+def test_a_cut_by_max_jobs_or_the_budget_leaves_an_even_sample_with_order_spread(tmp_path: Path) -> None:
+    from batchgen.storage.ledger import Ledger
+
+    text = ('name: o\nprompt: "a {style} {subject}"\nsize: "256*256"\norder: spread\n'
+            'price_per_image: 1\nmatrix:\n  style: [oil, ink, pencil]\n'
+            '  subject: [fox, owl, cat, dog]\n')
+    manifest = write_manifest(tmp_path, text)
+    jobs = {j.job_id: j for j in load_manifest(manifest).jobs()}
+    for cut in ({"max_jobs": 4}, {"max_cost": 4.0}):
+        out = tmp_path / f"out-{len(cut)}-{next(iter(cut))}"
+        budget_run(manifest, out, simulator(), **cut)
+        done = [jobs[i] for i, rec in Ledger.read(out).records.items() if rec.state == "done"]
+        assert len(done) == 4
+        assert {j.axes["subject"] for j in done} == {"fox", "owl", "cat", "dog"}
+        assert {j.axes["style"] for j in done} == {"oil", "ink", "pencil"}
