@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
-from pathlib import PurePosixPath
 from typing import Any
 
 from batchgen.errors import OutputError, UsageError
@@ -83,7 +82,7 @@ class ObjectStoreWriter:
         """PUT image, caption and sidecar, each whole, the sidecar last. Blocking; OutputError."""
         sha = hashlib.sha256(data).hexdigest()
         file = self.image_file(job)
-        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = PurePosixPath(file).name, len(data), sha
+        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = file, len(data), sha
         files = [(file, data)]
         if job.caption is not None:
             files.append((self._relative(job, "txt"), job.caption.encode()))
