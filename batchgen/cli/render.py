@@ -242,6 +242,9 @@ def render_summary(summary: RunSummary, how: Invocation | str | Path) -> str:
     if self.redownloaded:
         lines.append(f"note: {self.redownloaded} image(s) recorded done were missing or broken on "
                      f"disk and were fetched again from their task.")
+    if self.rederived:
+        lines.append(f"note: {self.rederived} done job(s) had their caption and sidecar rewritten "
+                     f"to follow the manifest (no new task).")
     if self.redone:
         lines.append(f"note: {self.redone} job(s) whose task the provider no longer knew were "
                      f"submitted again.")
@@ -490,6 +493,11 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
         lines.append(f"in folder   {folder.done:,} done, {folder.new:,} new, {folder.failed:,} failed "
                      f"(a run leaves them, retry runs them), {folder.at_provider:,} at the "
                      f"provider; {folder.vanished:,} no longer in the manifest (files kept)")
+        if folder.rederive:
+            lines.append(f"derived     {folder.rederive:,} done job(s) get their caption and sidecar "
+                         f"rewritten to follow the manifest (no new task)"
+                         + (f"; {folder.unrecorded:,} of them recorded without a digest, "
+                            f"checked against their sidecar" if folder.unrecorded else ""))
         for r in folder.renamed_sample:
             lines.append(f"renamed     {r.old} keeps its name (the manifest names it {r.new} now)")
         if folder.renamed > len(folder.renamed_sample):

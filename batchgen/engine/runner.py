@@ -30,6 +30,7 @@ from batchgen.engine.budget import budget_for
 from batchgen.engine.clock import Clock, LoopClock
 from batchgen.engine.collector import Collector
 from batchgen.engine.commit import Committer
+from batchgen.engine.derived import Rederiver
 from batchgen.engine.downloads import DownloadTurns
 from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Redoing, Reporter,
                                     Silent, Starting, Stopping)
@@ -267,13 +268,15 @@ class Batch:
             downloads = DownloadTurns(max(4, min(64, concurrency)))
             async with self._provider(target, key, clock, limits, downloads.slots) as provider:
                 committer = Committer(ledger, writer, stats, clock)
+                rederiver = Rederiver(writer, ledger)
                 collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
                                       model=m.model, batch=m.name, task_timeout=m.task_timeout,
                                       downloads=downloads, committer=committer)
                 scheduler = Scheduler(provider, ledger, collector, stats, limits=limits, model=m.model,
                                       concurrency=concurrency, max_submits=o.max_jobs,
                                       submit_grace=provider.options.timeout,
-                                      renew=mode is RunMode.RETRY, budget=budget)
+                                      renew=mode is RunMode.RETRY, budget=budget,
+                                      rederive=rederiver.run)
                 committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
                 stream = JobStream(m, ledger, writer, stats, submit=mode is not RunMode.COLLECT,
                                    shard=shard)
@@ -315,6 +318,7 @@ class Batch:
             summary.goal = goal
             summary.max_jobs = o.max_jobs
             summary.spend = budget.spend() if budget is not None else None
+            summary.rederived = rederiver.rewritten
             summary.adopted = adopted is not None
             summary.redone = sum(why is Redo.FORGOTTEN for why in redone.values())
             summary.resubmitted_stuck = sum(why is Redo.STUCK for why in redone.values())

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
@@ -21,6 +21,7 @@ from anyio.lowlevel import checkpoint
 
 from batchgen.engine.budget import Budget, Hold
 from batchgen.engine.collector import Collector, Renew
+from batchgen.engine.derived import Rederive
 from batchgen.engine.polling import TaskClock
 from batchgen.engine.stats import RunStats
 from batchgen.errors import (
@@ -75,9 +76,11 @@ class Scheduler:
     def __init__(self, provider: Provider, ledger: Ledger, collector: Collector,
                  stats: RunStats, *, limits: Limits, model: str, concurrency: int,
                  max_submits: int | None = None, submit_grace: float = 30.0,
-                 renew: bool = False, budget: Budget | None = None) -> None:
+                 renew: bool = False, budget: Budget | None = None,
+                 rederive: Callable[[Rederive], Awaitable[None]] | None = None) -> None:
         self.provider = provider
         self.budget = budget  # max_cost: every submit holds its share first (engine/budget.py)
+        self.rederive = rederive  # a done job's caption and sidecar fields (engine/derived.py)
         self.ledger = ledger
         self.collector = collector
         self.stats = stats
@@ -138,7 +141,8 @@ class Scheduler:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self, outstanding: Iterable[Outstanding], todo: Iterable[Job | Outstanding]) -> None:
+    async def run(self, outstanding: Iterable[Outstanding],
+                  todo: Iterable[Job | Outstanding | Rederive]) -> None:
         """Collect ``outstanding`` (oldest first), then submit ``todo`` until done or stopped."""
         async with anyio.create_task_group() as group:
             self._group = group
@@ -154,7 +158,7 @@ class Scheduler:
         self._group = None
 
     async def _produce(self, group: TaskGroup, outstanding: Iterable[Outstanding],
-                       todo: Iterable[Job | Outstanding]) -> None:
+                       todo: Iterable[Job | Outstanding | Rederive]) -> None:
         for item in outstanding:
             group.start_soon(self._resume, item, await self._admit())
         if not self.submitting:
@@ -166,6 +170,10 @@ class Scheduler:
                 await anyio.sleep(0)
             if isinstance(job, Outstanding):
                 group.start_soon(self._resume, job, await self._admit())
+                continue
+            if isinstance(job, Rederive):
+                if self.rederive is not None:
+                    await self.rederive(job)
                 continue
             if self.max_submits is not None and started >= self.max_submits:
                 break

@@ -99,6 +99,7 @@ class RunSummary:
     pacing: Pacing | None = None
     budget_reached: bool = False  # submitting stopped at max_cost (what was paid is collected)
     spend: Spend | None = None    # spent and budget at the end (None: no max_cost)
+    rederived: int = 0            # done jobs whose caption or sidecar fields were rewritten
 
     @property
     def outcome(self) -> RunOutcome:

@@ -18,6 +18,7 @@ from typing import Any
 
 from batchgen.errors import FileClash
 from batchgen.job import Job, JobState
+from batchgen.storage.derived import DERIVED_KEY, is_stale
 from batchgen.storage.folder import image_path
 from batchgen.storage.ledger import JobRecord, Ledger
 
@@ -67,6 +68,8 @@ class FolderDiff:
     new: int = 0
     vanished: int = 0
     renamed: int = 0
+    rederive: int = 0     # done jobs whose caption and sidecar fields a run rewrites (derived.py)
+    unrecorded: int = 0   # ... of them, with no digest recorded: checked, rewritten if they differ
     renamed_sample: list[Renamed] = field(default_factory=list)
     clashes: list[Clash] = field(default_factory=list)
     clash_count: int = 0
@@ -87,6 +90,9 @@ class FolderDiff:
             if state is JobState.DONE:  # the common case of a resumed batch, first
                 self.done += 1
                 own = rec.file
+                if is_stale(job, rec):
+                    self.rederive += 1
+                    self.unrecorded += rec.get(DERIVED_KEY) is None
             else:
                 if state is JobState.FAILED:
                     self.failed += 1

@@ -11,6 +11,7 @@ variables, ``AWS_ENDPOINT_URL`` included. This module never sees the API key.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import uuid
 from collections.abc import Callable, Mapping
@@ -105,6 +106,25 @@ class ObjectStoreWriter:
         return SavedFiles(file=file, size=len(data), sha256=sha, sidecar_size=len(files[-1][1]))
 
     # -- what exists ------------------------------------------------------------------------
+
+    def rewrite_derived(self, job: Job, file: str) -> tuple[int, bool]:
+        """Rewrite the caption and the sidecar fields the manifest gives (storage/derived.py)
+        beside the image recorded at ``file``, each one whole PUT; returns the sidecar's bytes
+        and whether it changed. Blocking; raises OutputError, or ValueError when the sidecar there is not one."""
+        from batchgen.storage.derived import rederived, sibling
+
+        side, caption = sibling(file, "json"), sibling(file, "txt")
+        key = self._key(side)
+        old = self._call("read", key, self.fs.cat_file, key)
+        new = rederived(old, job)
+        if job.caption is None:
+            with contextlib.suppress(OSError):  # none there: nothing to remove
+                self.fs.rm_file(self._key(caption))
+        else:
+            self._put(caption, job.caption.encode())
+        if new != old:
+            self._put(side, new)
+        return len(new), new != old
 
     def refresh(self) -> None:
         """List ``images/`` again (one paged listing), forgetting what was known.

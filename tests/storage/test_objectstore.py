@@ -245,3 +245,16 @@ def test_a_store_sidecar_names_its_image_as_the_ledger_and_a_folder_do(tmp_path:
     local = folder.save(one, b"RIFF....WEBP", sidecar(one))
     local_side = json.loads((tmp_path / "b" / "images/d01/d0165b54caa8cb65.json").read_text())
     assert local_side["image"]["file"] == local.file == side["image"]["file"]
+
+
+def test_an_object_store_rewrites_caption_and_sidecar_in_place() -> None:
+    store = ObjectStoreWriter("memory://bucket/derived")
+    store.prepare()
+    one = job("d01/abc", caption="old words")
+    saved = store.save(one, b"\x89PNG....", sidecar(one))
+    new = job("d01/abc", caption="new words")
+    size, changed = store.rewrite_derived(new, saved.file)
+    assert changed and store.fs.cat(f"{store.root}/images/d01/abc.txt") == b"new words"
+    side = json.loads(store.fs.cat(f"{store.root}/images/d01/abc.json"))
+    assert side["caption"] == "new words" and len(store.fs.cat(f"{store.root}/images/d01/abc.json")) == size
+    assert store.rewrite_derived(new, saved.file) == (size, False)
