@@ -360,9 +360,12 @@ def render_status(report: StatusReport) -> str:
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
     if self.spent is not None:
+        used_up = self.max_cost is not None and self.spent >= self.max_cost and not self.complete
         out.append(f"  spent: {self.spent:,.6g}" + (f" of max_cost {self.max_cost:,.6g}"
                                                    if self.max_cost is not None else
-                                                   " (no max_cost)"))
+                                                   " (no max_cost)")
+                   + ("; the budget is used up: raise max_cost (or --max-cost) to go on"
+                      if used_up else ""))
     if self.live is not None:
         out.append(f"  pace now: {render_pace(self.live)}")
     if self.rate_per_minute:
@@ -515,6 +518,13 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
     if cost is not None:
         lines.append(f"cost        ~{cost:,.4g} for {what} at {m.price_per_image:g} per image "
                      f"(price_per_image)")
+    if m.max_cost is not None:
+        spent = folder.ledger.stats.tasks_created * (m.price_per_image or 0) if folder is not None else 0
+        over = bool(cost) and spent + (cost or 0) > m.max_cost + 1e-9
+        lines.append(f"budget      max_cost {m.max_cost:,.6g}" + (f", {spent:,.6g} spent" if spent else "")
+                     + ("; a run stops at the budget before all of it (exit 5)" if over else ""))
+    if m.order == "spread":
+        lines.append("order       spread: every prefix samples each axis evenly")
     for warning in self.warnings:
         lines.append(f"warning     {warning}")
     if refused:

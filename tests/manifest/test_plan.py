@@ -240,3 +240,18 @@ def test_a_quoted_boolean_caption_is_refused_at_its_line(tmp_path: Path, word: s
     err = capsys.readouterr().err
     assert "m.yaml:2" in err and "not a boolean" in err and "Traceback" not in err
     assert load_manifest(write(tmp_path, 'prompt: "a castle"\ncaption: "true to {prompt}"\n')).caption
+
+
+def test_plan_shows_the_budget_and_the_order(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        prompt: "a {n} castle"
+        price_per_image: 0.5
+        max_cost: 2
+        order: spread
+        matrix:
+          n: [1, 2, 3, 4, 5]
+        """)
+    text = render_plan(plan_manifest(load_manifest(path)))
+    assert "cost        ~2.5 for 5 jobs" in text
+    assert "budget      max_cost 2; a run stops at the budget before all of it (exit 5)" in text
+    assert "order       spread" in text
