@@ -191,6 +191,8 @@ def _budget_lines(n: Starting) -> list[str]:
     s = n.spend
     if s is not None and s.max_cost is not None:
         left = f"; {s.left:,} more image(s) fit" if s.left is not None else ""
+        if n.share_left is not None:
+            left += f", {n.share_left:,} of them in this shard's share"
         return [f"  budget: spent {s.spent or 0:,.6g} of max_cost {s.max_cost:,.6g} "
                 f"({s.tasks:,} task(s) at {s.price:g}){left}"]
     if n.to_submit <= BIG_RUN:

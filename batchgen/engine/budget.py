@@ -59,6 +59,10 @@ class Budget:
         """One more task fits, counting the submits on their way."""
         return self.counted() + self.held < self.allowance
 
+    def left(self) -> int:
+        """Tasks this run may still have made (its share, for a shard)."""
+        return max(0, self.allowance - self.counted() - self.held)
+
     def hold(self) -> Hold | None:
         """Take one task's worth of the budget, or None when it does not fit."""
         if not self.room():

@@ -254,6 +254,7 @@ class Batch:
                 shard_source=shard.source.value if shard is not None else None,
                 concurrency=concurrency if shard is not None else None, location=o.location,
                 spend=budget.spend() if budget is not None else None,
+                share_left=budget.left() if budget is not None and budget.share else None,
                 estimate_seconds=plan.seconds_for(to_submit), cost=plan.cost_for(to_submit)))
             possibly_created = counts.submitting
             stats = RunStats(planned=planned, goal=goal, already_done=counts.done, started=started)

@@ -63,6 +63,12 @@ class JobStream:
                     if self.rederive and is_stale(job, rec):
                         yield Rederive(job, rec)  # its caption or sidecar fields changed
                     continue
+                if (self.rederive and rec.file and rec.side
+                        and self.writer.has_result(rec.file, rec.size)):
+                    # The image is whole and the sidecar parses, at another size than recorded:
+                    # a rewrite cut short before its ledger line. Written again, no download.
+                    yield Rederive(job, rec)
+                    continue
                 self.stats.already_done -= 1
                 job = self._at_recorded_name(job, rec.file)
                 if rec.task_id:

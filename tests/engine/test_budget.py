@@ -222,3 +222,15 @@ def test_a_cut_by_max_jobs_or_the_budget_leaves_an_even_sample_with_order_spread
         assert len(done) == 4
         assert {j.axes["subject"] for j in done} == {"fox", "owl", "cat", "dog"}
         assert {j.axes["style"] for j in done} == {"oil", "ink", "pencil"}
+
+
+def test_a_shards_start_line_says_its_share(tmp_path: Path) -> None:
+    from batchgen.cli.render import _starting
+
+    manifest = write_manifest(tmp_path, priced("b", 40, price=1.0, max_cost=7))
+    sim = simulator()
+    watch = _Watch(sim)
+    budget_run(manifest, tmp_path / "out", sim, shard=Shard(1, 3), reporter=watch)
+    assert ("budget: spent 0 of max_cost 7 (0 task(s) at 1); 7 more image(s) fit, 2 of them "
+            "in this shard's share") in _starting(watch.starting, None)
+    assert sim.stats.tasks_created == 2

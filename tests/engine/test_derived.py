@@ -105,3 +105,21 @@ def test_a_batch_recorded_without_digests_is_checked_once_and_left_alone_when_ri
     assert summary.rederived == 0  # checked: every sidecar already said it
     assert {p.name: p.stat().st_mtime_ns for p in (out / "images").glob("*.json")} == before
     assert to_rederive(manifest, out).rederive == 0
+
+
+def test_a_rewrite_cut_before_its_ledger_line_is_finished_without_a_download(tmp_path: Path) -> None:
+    from batchgen.storage.derived import rederived
+
+    manifest = write_manifest(tmp_path, TEXT)
+    out = tmp_path / "out"
+    sim = simulator()
+    go(manifest, out, sim)
+    manifest.write_text(TEXT.replace("caption: true", 'caption: "photo of a {thing}"'))
+    fox = next(j for j in load_manifest(manifest).jobs() if j.axes["thing"] == "fox")
+    side = out / "images" / "fox.json"
+    side.write_bytes(rederived(side.read_bytes(), fox))  # the files rewritten, then a kill -9
+    summary = go(manifest, out, sim)
+    assert summary.redownloaded == 0 and summary.submitted == 0 and sim.stats.tasks_created == 4
+    assert captions(out)["fox"] == ("photo of a fox", "photo of a fox")
+    assert summary.rederived == 3  # the other three; fox's sidecar already said it
+    assert to_rederive(manifest, out).rederive == 0
