@@ -81,6 +81,7 @@ class Scheduler:
         self.provider = provider
         self.budget = budget  # max_cost: every submit holds its share first (engine/budget.py)
         self.rederive = rederive  # a done job's caption and sidecar fields (engine/derived.py)
+        self.budget_reached = False
         self.ledger = ledger
         self.collector = collector
         self.stats = stats
@@ -177,9 +178,12 @@ class Scheduler:
                 continue
             if self.max_submits is not None and started >= self.max_submits:
                 break
-            if self.budget is not None and not await self.budget.wait_for_room():
-                self.stop_submitting(self.budget.reached())  # what is in flight is still saved
-                return
+            if self.budget is not None:
+                if self.budget_reached:
+                    continue  # the rest of the stream: repairs and rewrites only, nothing paid
+                if not await self.budget.wait_for_room():
+                    self._out_of_budget()
+                    continue
             ticket = await self._admit()
             if not self.submitting:
                 self._release(ticket)
@@ -188,10 +192,20 @@ class Scheduler:
                 ticket.hold = self.budget.hold()
                 if ticket.hold is None:  # taken while this one waited for its admission
                     self._release(ticket)
-                    self.stop_submitting(self.budget.reached())
-                    return
+                    self._out_of_budget()
+                    continue
             started += 1
             group.start_soon(self._submit_and_follow, job, ticket)
+
+    def _out_of_budget(self) -> None:
+        """The budget pays for no more task: no new submit, while the stream goes on for the
+        files a run fixes without paying (a repair from a known task, a rewritten caption),
+        and the tasks in flight are still saved."""
+        assert self.budget is not None
+        self.budget_reached = True
+        if self.stopped is None:
+            self.stopped = self.budget.reached()
+        self._stop_submitting.set()
 
     async def _admit(self) -> _Ticket:
         ticket = _Ticket()
@@ -305,7 +319,7 @@ class Scheduler:
                 if self.budget is not None and self.submitting:
                     ticket.hold = self.budget.hold()
                     if ticket.hold is None:
-                        self.stop_submitting(self.budget.reached())
+                        self._out_of_budget()
                 if self.submitting:
                     log.info("job %s: %s; submitting it anew", item.job.job_id, exc)
                     await self._submit(item.job, ticket)

@@ -123,3 +123,17 @@ def test_a_rewrite_cut_before_its_ledger_line_is_finished_without_a_download(tmp
     assert captions(out)["fox"] == ("photo of a fox", "photo of a fox")
     assert summary.rederived == 3  # the other three; fox's sidecar already said it
     assert to_rederive(manifest, out).rederive == 0
+
+
+def test_a_batch_out_of_budget_still_rewrites_its_captions(tmp_path: Path) -> None:
+    first = TEXT.replace("[fox, owl, cat, dog]", "[cat, dog]") + "price_per_image: 1\nmax_cost: 2\n"
+    manifest = write_manifest(tmp_path, first)
+    out = tmp_path / "out"
+    sim = simulator()
+    assert go(manifest, out, sim).done == 2
+    # fox and owl come first now and the budget pays for neither; cat and dog are done
+    manifest.write_text(first.replace("[cat, dog]", "[fox, owl, cat, dog]")
+                        .replace("caption: true", 'caption: "photo of a {thing}"'))
+    summary = go(manifest, out, sim)
+    assert summary.budget_reached and summary.rederived == 2 and sim.stats.tasks_created == 2
+    assert captions(out) == {t: (f"photo of a {t}", f"photo of a {t}") for t in ("cat", "dog")}
