@@ -23,7 +23,8 @@ person and an exit code for the CLI. Errors never carry the API key, not even in
     │   └── BadImage                  the bytes are not an image of the declared format
     │       └── ImageTooLarge         over the size limit (never fetched again)
     ├── LedgerError                   the ledger cannot be used
-    └── OutputError                   exit 4: the output folder cannot be written (disk full...)
+    ├── OutputError                   exit 4: the output folder cannot be written (disk full...)
+    └── BudgetReached                 exit 5: the next submit could pass max_cost (.spent)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ __all__ = [
     "BalanceError",
     "BatchStopped",
     "BatchgenError",
+    "BudgetReached",
     "DownloadError",
     "DownloadTimedOut",
     "ImageExpired",
@@ -279,6 +281,18 @@ class LedgerError(BatchgenError):
     """The ledger is unreadable or belongs to another batch."""
 
     exit_code = 2
+
+
+class BudgetReached(BatchgenError):
+    """The batch's budget (``max_cost``) would not cover one more task: nothing more is sent,
+    and what was paid for is still collected. Raising the budget goes on."""
+
+    exit_code = 5
+
+    def __init__(self, message: str, *, spent: float, max_cost: float) -> None:
+        super().__init__(message)
+        self.spent = spent
+        self.max_cost = max_cost
 
 
 class OutputError(BatchgenError):

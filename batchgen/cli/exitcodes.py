@@ -2,7 +2,8 @@
 
     0 all done            1 some jobs failed        2 bad input or usage
     3 stopped by the provider (key, balance, endpoint)
-    4 output folder not writable or disk full     130 interrupted
+    4 output folder not writable or disk full     5 stopped by the budget (max_cost)
+    130 interrupted
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ EXIT_CODES = {
     RunOutcome.JOBS_FAILED: 1,
     RunOutcome.STOPPED: 3,
     RunOutcome.OUTPUT_FAILED: 4,
+    RunOutcome.BUDGET: 5,
     RunOutcome.INTERRUPTED: 130,
 }
 

@@ -178,7 +178,8 @@ def _run_options(args: argparse.Namespace):
     return place.manifest, RunOptions(output=output, concurrency=args.concurrency, shard=shard,
                       rate_limit=getattr(args, "rpm", None),
                       base_url=parts.pop("base_url", args.base_url),
-                      max_jobs=getattr(args, "max_jobs", None), handle_signals=True,
+                      max_jobs=getattr(args, "max_jobs", None), max_cost=args.max_cost,
+                      handle_signals=True,
                       stop_after=args.stop_after,
                       include_rejected=getattr(args, "include_rejected", False),
                       simulated=bool(args.simulate), adopt=args.adopt,
@@ -211,7 +212,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     Exit codes: 0 all done, 1 some jobs failed, 2 bad input or usage (a folder of another
     target or batch included), 3 stopped by the provider (key or balance), 4 output folder
-    not writable or disk full, 130 interrupted.
+    not writable or disk full, 5 stopped by the budget (max_cost), 130 interrupted.
 
     Example: batchgen run manifests/demo.yaml --simulate
     """
@@ -469,6 +470,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="go on in a folder made against another target (provider, host, "
                             "model or simulator), recording this one")
         p.add_argument("--quiet", action="store_true", help="no progress display, only the summary")
+        p.add_argument("--max-cost", type=_positive_float, metavar="AMOUNT",
+                       help="the batch's budget in the currency of price_per_image (default: the "
+                            "manifest's max_cost): no submit that could pass it is sent; exit 5")
         if name != "collect":
             p.add_argument("--max-jobs", type=_positive_int, metavar="N",
                            help="submit at most N new jobs this time")

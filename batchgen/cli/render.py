@@ -164,6 +164,7 @@ def _starting(n: Starting, how: Invocation | None) -> str:
         work += f", {n.failed:,} failed" + (" (left as they are; retry runs them)"
                                            if n.mode == RunMode.RUN else "")
     lines.append(work)
+    lines.extend(_budget_lines(n))
     if n.adopted is not None:
         lines.append(f"  adopting the folder: it was made against {n.adopted.describe()}; "
                      f"its images keep that provenance in their sidecars")
@@ -174,6 +175,29 @@ def _starting(n: Starting, how: Invocation | None) -> str:
         lines.append(f"  {n.renamed:,} done job(s) keep their files under the names an earlier "
                      f"filename gave them")
     return "\n".join(lines)
+
+
+#: a run this big with no budget says what it is about to cost before its first submit
+BIG_RUN = 10_000
+
+
+def _budget_lines(n: Starting) -> list[str]:
+    """The budget on the start line: spent and max_cost; or, for a big run without one, the
+    job count and estimate before anything is paid."""
+    s = n.spend
+    if s is not None and s.max_cost is not None:
+        left = f"; {s.left:,} more image(s) fit" if s.left is not None else ""
+        if n.share_left is not None:
+            left += f", {n.share_left:,} of them in this shard's share"
+        return [f"  budget: spent {s.spent or 0:,.6g} of max_cost {s.max_cost:,.6g} "
+                f"({s.tasks:,} task(s) at {s.price:g}){left}"]
+    if n.to_submit <= BIG_RUN:
+        return []
+    time = f"~{format_duration(n.estimate_seconds)}" if n.estimate_seconds is not None else "time unknown"
+    cost = (f", ~{n.cost:,.6g} at price_per_image" if n.cost is not None
+            else ", cost unknown (no price_per_image)")
+    return [f"  {n.to_submit:,} job(s) to submit: {time}{cost}; no max_cost caps the spend "
+            f"(Ctrl-C stops it; max_cost or --max-cost sets a budget)"]
 
 
 # -- a run's summary -------------------------------------------------------------------------
@@ -216,6 +240,9 @@ def render_summary(summary: RunSummary, how: Invocation | str | Path) -> str:
     if self.redownloaded:
         lines.append(f"note: {self.redownloaded} image(s) recorded done were missing or broken on "
                      f"disk and were fetched again from their task.")
+    if self.rederived:
+        lines.append(f"note: {self.rederived} done job(s) had their caption and sidecar rewritten "
+                     f"to follow the manifest (no new task).")
     if self.redone:
         lines.append(f"note: {self.redone} job(s) whose task the provider no longer knew were "
                      f"submitted again.")
@@ -333,6 +360,13 @@ def render_status(report: StatusReport) -> str:
     out.append(f"  tasks paid for: {self.tasks_created} created at the provider"
                + (f" (+ up to {self.maybe_duplicated} created without an id after broken "
                   f"connections)" if self.maybe_duplicated else ""))
+    if self.spent is not None:
+        used_up = self.max_cost is not None and self.spent >= self.max_cost and not self.complete
+        out.append(f"  spent: {self.spent:,.6g}" + (f" of max_cost {self.max_cost:,.6g}"
+                                                   if self.max_cost is not None else
+                                                   " (no max_cost)")
+                   + ("; the budget is used up: raise max_cost (or --max-cost) to go on"
+                      if used_up else ""))
     if self.live is not None:
         out.append(f"  pace now: {render_pace(self.live)}")
     if self.rate_per_minute:
@@ -471,6 +505,11 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
         lines.append(f"in folder   {folder.done:,} done, {folder.new:,} new, {folder.failed:,} failed "
                      f"(a run leaves them, retry runs them), {folder.at_provider:,} at the "
                      f"provider; {folder.vanished:,} no longer in the manifest (files kept)")
+        if folder.rederive:
+            lines.append(f"derived     {folder.rederive:,} done job(s) get their caption and sidecar "
+                         f"rewritten to follow the manifest (no new task)"
+                         + (f"; {folder.unrecorded:,} of them recorded without a digest, "
+                            f"checked against their sidecar" if folder.unrecorded else ""))
         for r in folder.renamed_sample:
             lines.append(f"renamed     {r.old} keeps its name (the manifest names it {r.new} now)")
         if folder.renamed > len(folder.renamed_sample):
@@ -488,6 +527,13 @@ def render_plan(plan: Plan, folder: FolderDiff | None = None, *, recorded: Targe
     if cost is not None:
         lines.append(f"cost        ~{cost:,.4g} for {what} at {m.price_per_image:g} per image "
                      f"(price_per_image)")
+    if m.max_cost is not None:
+        spent = folder.ledger.stats.tasks_created * (m.price_per_image or 0) if folder is not None else 0
+        over = bool(cost) and spent + (cost or 0) > m.max_cost + 1e-9
+        lines.append(f"budget      max_cost {m.max_cost:,.6g}" + (f", {spent:,.6g} spent" if spent else "")
+                     + ("; a run stops at the budget before all of it (exit 5)" if over else ""))
+    if m.order == "spread":
+        lines.append("order       spread: every prefix samples each axis evenly")
     for warning in self.warnings:
         lines.append(f"warning     {warning}")
     if refused:

@@ -36,6 +36,7 @@ from batchgen.provider.base import Provider
 from batchgen.provider.imagecheck import CheckedImage, requested_pixels
 from batchgen.provider.offload import off_loop
 from batchgen.provider.wire import TaskResult
+from batchgen.storage.derived import derived_digest
 from batchgen.storage.ledger import Ledger
 from batchgen.storage.sidecar import ImageInfo, ProviderInfo, Sidecar, Timings
 from batchgen.storage.writer import Writer
@@ -180,7 +181,7 @@ class Collector:
             saved = await off_loop(len(checked.data), self.writer.save, job, checked.data, sidecar)
         if size_got is not None:
             self.stats.wrong_size(f"{saved.file}: asked {sidecar.image.requested}, got {size_got}")
-        await self.committer.add(Saved(job.job_id, saved, size_got))
+        await self.committer.add(Saved(job.job_id, saved, size_got, derived_digest(job)))
         return True
 
     async def _fetch(self, task_id: str, result: TaskResult, clock: TaskClock, fmt: str,

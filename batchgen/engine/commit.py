@@ -37,6 +37,7 @@ class Saved:
     job_id: str
     files: SavedFiles
     size_got: str | None = None  # the image's size as received, when not the one asked for
+    derived: str | None = None   # the digest its caption and sidecar fields were written from
 
 
 class Committer:
@@ -151,7 +152,7 @@ class Committer:
             f = item.files
             try:
                 self.ledger.done(item.job_id, f.file, f.size, f.sha256, f.sidecar_size,
-                                 size_got=item.size_got)
+                                 size_got=item.size_got, derived=item.derived)
             except OutputError as exc:
                 # A full disk: the ledger still writes into its reserve (and says so each
                 # time), so every durable job of the group gets its line before the batch stops.

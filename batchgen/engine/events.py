@@ -13,6 +13,7 @@ from typing import Protocol
 
 from batchgen.engine.stats import RunStats
 from batchgen.storage.identity import Target
+from batchgen.storage.spend import Spend
 
 __all__ = ["Checking", "Leaving", "Notice", "PossiblyCreated", "Redo", "Redoing", "Reporter",
            "Silent", "Starting", "Stopping"]
@@ -48,6 +49,10 @@ class Starting:
     shard_source: str | None = None  # where the index came from (--shard, Slurm, ...)
     concurrency: int | None = None   # this run's ceiling on tasks in flight (a shard's share)
     location: str | None = None      # where the images go, when not in ``folder`` (a store URL)
+    spend: Spend | None = None       # spent so far and the budget (None: no max_cost)
+    share_left: int | None = None    # a shard: images its share of the budget still pays for
+    estimate_seconds: float | None = None  # the work to submit, as the plan estimates it
+    cost: float | None = None        # ... and its cost at price_per_image (None: no price)
 
 
 class Redo(Enum):

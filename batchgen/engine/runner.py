@@ -28,9 +28,11 @@ import anyio
 import httpx
 from anyio.lowlevel import checkpoint
 
+from batchgen.engine.budget import Budget, budget_for
 from batchgen.engine.clock import Clock, LoopClock
 from batchgen.engine.collector import Collector
 from batchgen.engine.commit import Committer
+from batchgen.engine.derived import Rederiver
 from batchgen.engine.downloads import DownloadTurns
 from batchgen.engine.events import (Checking, Leaving, PossiblyCreated, Redo, Redoing, Reporter,
                                     Silent, Starting, Stopping)
@@ -40,7 +42,8 @@ from batchgen.engine.stats import RunStats
 from batchgen.engine.preflight import Preflight, preflight
 from batchgen.engine.stream import JobStream
 from batchgen.engine.summary import RunMode, RunOutcome, RunSummary
-from batchgen.errors import BatchgenError, BatchStopped, FolderMismatch, OutputError, UsageError
+from batchgen.errors import (BatchgenError, BatchStopped, BudgetReached, FolderMismatch, OutputError,
+                             UsageError)
 from batchgen.job import Failure, Job, JobState
 from batchgen.manifest import Manifest, load_manifest
 from batchgen.manifest.shards import Shard
@@ -75,6 +78,7 @@ class RunOptions:
     rate_limit: float | None = None
     base_url: str | None = None
     max_jobs: int | None = None
+    max_cost: float | None = None  # the batch's budget (--max-cost), over the manifest's max_cost
     handle_signals: bool = False   # two-stage Ctrl-C / SIGTERM (the CLI turns it on)
     durable: bool = True           # images and sidecars fsynced (group-committed) before "done"
     stop_after: float | None = None  # after the first stop, leave at once this many seconds later
@@ -201,6 +205,10 @@ class Batch:
 
     def _resolve(self, run: _Run) -> None:
         m, o = self.manifest, self.options
+        run.max_cost = o.max_cost if o.max_cost is not None else m.max_cost
+        if run.max_cost is not None and m.price_per_image is None:
+            raise UsageError(f"--max-cost needs price_per_image in {m.path}: the budget is "
+                             f"counted in images at that price")
         run.target, run.key = self._target()
         run.identity = Target(run.target.provider, run.target.host, m.model, o.simulated)
         run.reporter = o.reporter or Silent()
@@ -254,13 +262,15 @@ class Batch:
         run.rate_limit = o.rate_limit or (m.rate_limit / shard.count if shard is not None
                                           and m.rate_limit else m.rate_limit)
         plan, diff = run.check.plan, run.check.diff
+        budget = run.budget = budget_for(run.ledger, self.folder, run.max_cost, m.price_per_image, shard)
         # The folder's record is of the whole batch: a shard's run plans every job.
         run.ledger.record_run(RunRecord(
             at=run.clock.wall(), mode=mode.value, target=run.identity, planned=plan.jobs,
             goal=run.goal if shard is None else plan.jobs,
             manifest=os.path.abspath(m.path), output=o.location or os.path.abspath(self.folder),
             base_url=None if o.simulated else o.base_url, max_jobs=o.max_jobs,
-            adopted=run.adopted, shard=str(shard) if shard is not None else None))
+            adopted=run.adopted, shard=str(shard) if shard is not None else None,
+            price=m.price_per_image, max_cost=run.max_cost))
         run.reporter.notice(Starting(
             mode=mode.value, batch=m.name, folder=self.folder, target=run.identity,
             planned=run.check.planned, done=counts.done, to_submit=to_submit,
@@ -269,7 +279,10 @@ class Batch:
             max_jobs=o.max_jobs, adopted=run.adopted,
             shard=str(shard) if shard is not None else None,
             shard_source=shard.source.value if shard is not None else None,
-            concurrency=run.concurrency if shard is not None else None, location=o.location))
+            concurrency=run.concurrency if shard is not None else None, location=o.location,
+            spend=budget.spend() if budget is not None else None,
+            share_left=budget.left() if budget is not None and budget.share else None,
+            estimate_seconds=plan.seconds_for(to_submit), cost=plan.cost_for(to_submit)))
         run.possibly_created = counts.submitting
         run.created_before = run.ledger.stats.tasks_created
         run.maybe_before = run.ledger.stats.maybe_duplicated
@@ -291,13 +304,15 @@ class Batch:
         downloads = DownloadTurns(max(4, min(64, run.concurrency)))
         async with self._provider(run.target, run.key, clock, limits, downloads.slots) as provider:
             committer = Committer(ledger, writer, stats, clock)
+            rederiver = run.rederiver = Rederiver(writer, ledger)
             collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
                                   model=m.model, batch=m.name, task_timeout=m.task_timeout,
                                   downloads=downloads, committer=committer)
             scheduler = run.scheduler = Scheduler(
                 provider, ledger, collector, stats, limits=limits, model=m.model,
                 concurrency=run.concurrency, max_submits=o.max_jobs,
-                submit_grace=provider.options.timeout, renew=mode is RunMode.RETRY)
+                submit_grace=provider.options.timeout, renew=mode is RunMode.RETRY, budget=run.budget,
+                rederive=rederiver.run)
             committer.on_error = lambda exc: scheduler.abort(exc, grace=provider.options.timeout)
             stream = run.stream = JobStream(m, ledger, writer, stats,
                                             submit=mode is not RunMode.COLLECT, shard=run.shard)
@@ -498,6 +513,9 @@ class Batch:
             vanished=counts.vanished, vanished_sample=sample,
             stopped=str(why) if why is not None else None,
             stop_kind=why.kind if isinstance(why, BatchStopped) else None,
+            budget_reached=isinstance(why, BudgetReached),
+            spend=run.budget.spend() if run.budget is not None else None,
+            rederived=run.rederiver.rewritten if run.rederiver is not None else 0,
             output_failed=isinstance(scheduler.fatal, OutputError),
             interrupted=scheduler.interrupted, elapsed=run.clock.now() - run.started,
             syncs=stats.syncs, sync_seconds=stats.sync_seconds, mode=run.mode,
@@ -588,6 +606,9 @@ class _Run:
     scheduler: Scheduler | None = None
     stream: JobStream | None = None
     redone: dict[str, Redo] = field(default_factory=dict)
+    max_cost: float | None = None
+    budget: Budget | None = None
+    rederiver: Rederiver | None = None
 
 
 @dataclass

@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.lowlevel import checkpoint
 
+from batchgen.engine.budget import Budget, Hold
 from batchgen.engine.collector import Collector, Renew
+from batchgen.engine.derived import Rederive
 from batchgen.engine.polling import TaskClock
 from batchgen.engine.stats import RunStats
 from batchgen.errors import (
@@ -47,10 +49,11 @@ _YIELD_EVERY = 256
 class _Ticket:
     """One job's claim on the live limiter; the task it holds in flight, if any."""
 
-    __slots__ = ("task_id",)
+    __slots__ = ("hold", "task_id")
 
     def __init__(self) -> None:
         self.task_id: str | None = None
+        self.hold: Hold | None = None  # its share of the budget until its task is recorded
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,12 @@ class Scheduler:
     def __init__(self, provider: Provider, ledger: Ledger, collector: Collector,
                  stats: RunStats, *, limits: Limits, model: str, concurrency: int,
                  max_submits: int | None = None, submit_grace: float = 30.0,
-                 renew: bool = False) -> None:
+                 renew: bool = False, budget: Budget | None = None,
+                 rederive: Callable[[Rederive], Awaitable[None]] | None = None) -> None:
         self.provider = provider
+        self.budget = budget  # max_cost: every submit holds its share first (engine/budget.py)
+        self.rederive = rederive  # a done job's caption and sidecar fields (engine/derived.py)
+        self.budget_reached = False
         self.ledger = ledger
         self.collector = collector
         self.stats = stats
@@ -135,7 +142,8 @@ class Scheduler:
 
     # -- running -----------------------------------------------------------------------------
 
-    async def run(self, outstanding: Iterable[Outstanding], todo: Iterable[Job | Outstanding]) -> None:
+    async def run(self, outstanding: Iterable[Outstanding],
+                  todo: Iterable[Job | Outstanding | Rederive]) -> None:
         """Collect ``outstanding`` (oldest first), then submit ``todo`` until done or stopped."""
         async with anyio.create_task_group() as group:
             self._group = group
@@ -151,7 +159,7 @@ class Scheduler:
         self._group = None
 
     async def _produce(self, group: TaskGroup, outstanding: Iterable[Outstanding],
-                       todo: Iterable[Job | Outstanding]) -> None:
+                       todo: Iterable[Job | Outstanding | Rederive]) -> None:
         for item in outstanding:
             group.start_soon(self._resume, item, await self._admit())
         if not self.submitting:
@@ -164,14 +172,40 @@ class Scheduler:
             if isinstance(job, Outstanding):
                 group.start_soon(self._resume, job, await self._admit())
                 continue
+            if isinstance(job, Rederive):
+                if self.rederive is not None:
+                    await self.rederive(job)
+                continue
             if self.max_submits is not None and started >= self.max_submits:
                 break
+            if self.budget is not None:
+                if self.budget_reached:
+                    continue  # the rest of the stream: repairs and rewrites only, nothing paid
+                if not await self.budget.wait_for_room():
+                    self._out_of_budget()
+                    continue
             ticket = await self._admit()
             if not self.submitting:
                 self._release(ticket)
                 return
+            if self.budget is not None:
+                ticket.hold = self.budget.hold()
+                if ticket.hold is None:  # taken while this one waited for its admission
+                    self._release(ticket)
+                    self._out_of_budget()
+                    continue
             started += 1
             group.start_soon(self._submit_and_follow, job, ticket)
+
+    def _out_of_budget(self) -> None:
+        """The budget pays for no more task: no new submit, while the stream goes on for the
+        files a run fixes without paying (a repair from a known task, a rewritten caption),
+        and the tasks in flight are still saved."""
+        assert self.budget is not None
+        self.budget_reached = True
+        if self.stopped is None:
+            self.stopped = self.budget.reached()
+        self._stop_submitting.set()
 
     async def _admit(self) -> _Ticket:
         ticket = _Ticket()
@@ -185,6 +219,8 @@ class Scheduler:
 
     def _release(self, ticket: _Ticket) -> None:
         self._free_slot(ticket)
+        if ticket.hold is not None:
+            ticket.hold.release()
         self.live.release_on_behalf_of(ticket)
 
     async def _submit_and_follow(self, job: Job, ticket: _Ticket) -> None:
@@ -266,6 +302,8 @@ class Scheduler:
             return
         ticket.task_id = sub.task_id  # in flight at the limits since they saw it accepted
         self.ledger.submitted(job.job_id, sub.task_id, sub.attempts, sub.maybe_duplicated)
+        if ticket.hold is not None:  # the ledger counts the task now
+            ticket.hold.release()
         self.stats.submitted += 1
         await self._follow_and_save(job, sub.task_id, self.collector.clock_for(None), ticket)
 
@@ -278,6 +316,10 @@ class Scheduler:
                 await self._follow_and_save(item.job, item.task_id, clock, ticket,
                                             poll_now=item.finished, renew=self.renew)
             except Renew as exc:
+                if self.budget is not None and self.submitting:
+                    ticket.hold = self.budget.hold()
+                    if ticket.hold is None:
+                        self._out_of_budget()
                 if self.submitting:
                     log.info("job %s: %s; submitting it anew", item.job.job_id, exc)
                     await self._submit(item.job, ticket)

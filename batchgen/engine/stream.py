@@ -11,11 +11,13 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterator
 
+from batchgen.engine.derived import Rederive
 from batchgen.engine.scheduler import Outstanding
 from batchgen.engine.stats import RunStats
 from batchgen.job import Job, JobState
 from batchgen.manifest import Manifest
 from batchgen.manifest.shards import Shard
+from batchgen.storage.derived import is_stale
 from batchgen.storage.ledger import Ledger
 from batchgen.storage.results import join
 from batchgen.storage.writer import Writer
@@ -40,10 +42,13 @@ class JobStream:
         self.submit = submit
         self.shard = shard  # only this shard's jobs: the ledger holds only theirs
         self.repaired: set[str] = set()  # done jobs whose files are being fetched again
+        #: done jobs whose derived files (caption, sidecar fields) the manifest now words
+        #: otherwise are yielded as Rederive (the writer can rewrite them)
+        self.rederive = hasattr(writer, "rewrite_derived")
 
-    def __iter__(self) -> Iterator[Job | Outstanding]:
+    def __iter__(self) -> Iterator[Job | Outstanding | Rederive]:
         ledger = self.ledger
-        jobs = self.manifest.jobs()
+        jobs = self.manifest.submit_order()
         if self.shard is not None:
             jobs = self.shard.select(jobs)
         for result in join(jobs, ledger):
@@ -55,6 +60,14 @@ class JobStream:
             state = rec.state
             if state == JobState.DONE:
                 if rec.file and self.writer.has_result(rec.file, rec.size, rec.side):
+                    if self.rederive and is_stale(job, rec):
+                        yield Rederive(job, rec)  # its caption or sidecar fields changed
+                    continue
+                if (self.rederive and rec.file and rec.side
+                        and self.writer.has_result(rec.file, rec.size)):
+                    # The image is whole and the sidecar parses, at another size than recorded:
+                    # a rewrite cut short before its ledger line. Written again, no download.
+                    yield Rederive(job, rec)
                     continue
                 self.stats.already_done -= 1
                 job = self._at_recorded_name(job, rec.file)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from batchgen.errors import StopKind
 from batchgen.provider.pacing import PaceReport
+from batchgen.storage.spend import Spend
 
 __all__ = ["RunMode", "RunOutcome", "RunSummary"]
 
@@ -27,6 +28,7 @@ class RunOutcome(Enum):
 
     OUTPUT_FAILED = "output"        # the folder could not be written (disk full, read-only)
     STOPPED = "stopped"             # the provider stopped the batch (key, balance, endpoint)
+    BUDGET = "budget"               # the next submit could pass max_cost
     INTERRUPTED = "interrupted"     # Ctrl-C or SIGTERM
     JOBS_FAILED = "failed"          # some jobs failed
     FINISHED = "finished"           # nothing failed (work may be left: see pending)
@@ -77,6 +79,9 @@ class RunSummary:
     location: str | None = None  # where the images went, when not in ``folder`` (a store URL)
     copy_failed: str | None = None  # the ledger's last copy to the store failed: why
     pacing: PaceReport | None = None
+    budget_reached: bool = False  # submitting stopped at max_cost (what was paid is collected)
+    spend: Spend | None = None    # spent and budget at the end (None: no max_cost)
+    rederived: int = 0            # done jobs whose caption or sidecar fields were rewritten
 
     @property
     def outcome(self) -> RunOutcome:
@@ -84,6 +89,8 @@ class RunSummary:
             return RunOutcome.OUTPUT_FAILED
         if self.stop_kind is not None:
             return RunOutcome.STOPPED
+        if self.budget_reached:
+            return RunOutcome.BUDGET
         if self.interrupted:
             return RunOutcome.INTERRUPTED
         if self.failed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
@@ -190,8 +190,12 @@ class Expansion:
         except (KeyError, ValueError, TypeError, IndexError) as exc:
             return self.src.problem(tmpl.path, f"job {index}: cannot render {tmpl.source!r}: {exc}")
 
-    def iter_jobs(self, hits: list[int] | None = None) -> Iterator[Job | Problem]:
-        """One full pass: Jobs in expansion order, Problems where a cell cannot become one."""
+    def iter_jobs(self, hits: list[int] | None = None,
+                  cells: Iterable[tuple[Any, ...] | Problem] | None = None) -> Iterator[Job | Problem]:
+        """One full pass: Jobs in expansion order, Problems where a cell cannot become one.
+
+        ``cells`` (manifest/order.py) gives the cells in another order, each with its written
+        index, so a job is the same whatever the order."""
         model, batch, repeat = self.model, self.batch, self.repeat
         takes_loras = model == LORA_MODEL
         sha256 = hashlib.sha256
@@ -201,11 +205,13 @@ class Expansion:
         seen: set[int] = set()
         counts: dict[int, int] = {}
         index = 0
-        for cell in self.cells(hits):
+        for cell in self.cells(hits) if cells is None else cells:
             if isinstance(cell, Problem):
                 yield cell
                 continue
-            ctx, rec = cell
+            ctx, rec = cell[0], cell[1]
+            if len(cell) > 2:
+                index = cell[2]
             prompt = ctx["prompt"]
             if type(prompt) is Template:
                 prompt = self._render(prompt, ctx, index)

@@ -60,6 +60,8 @@ class Manifest:
     expansion: Expansion = field(repr=False)
     #: (axis name, why) for axes whose values cannot change the request
     unused_axes: list[tuple[str, str]] = field(default_factory=list, repr=False)
+    max_cost: float | None = None  # the batch's budget, in the currency of price_per_image
+    order: str = "written"         # "spread": jobs go out interleaved (manifest/order.py)
 
     @property
     def axes(self) -> list[Axis]:
@@ -87,6 +89,18 @@ class Manifest:
         Raises ManifestError at the first problem only visible while streaming (a bad row).
         """
         for item in self.expansion.iter_jobs():
+            if isinstance(item, Problem):
+                raise ManifestError([item])
+            yield item
+
+    def submit_order(self) -> Iterator[Job]:
+        """Every job in the order a run sends them: written, or ``order: spread``."""
+        if self.order != "spread":
+            yield from self.jobs()
+            return
+        from batchgen.manifest.order import spread_jobs
+
+        for item in spread_jobs(self.expansion):
             if isinstance(item, Problem):
                 raise ManifestError([item])
             yield item
@@ -164,6 +178,9 @@ class _Loader:
         self._check_prompt_and_images(base, set_by, includes, data)
         self._check_includes(includes, base, set_by, vars_, out_templates)
         unused = self._unused_axes(axes, out_templates, {n for n, _ in builder.scale_variables})
+        if spec.max_cost is not None and spec.price_per_image is None:
+            self.fail(("max_cost",), "needs price_per_image (the budget is counted in images at "
+                                     "that price)", key=True)
         expansion = None
         if not self.problems:
             expansion = Expansion(
@@ -189,7 +206,7 @@ class _Loader:
             rate_limit=spec.rate_limit, price_per_image=spec.price_per_image, task_timeout=float(spec.task_timeout),
             output=_output_folder(spec.output, name, self.path), filename=spec.filename, caption=spec.caption,
             repeat=spec.repeat, expansion_limit=spec.expansion_limit, vars=vars_,
-            expansion=expansion, unused_axes=unused)
+            expansion=expansion, unused_axes=unused, max_cost=spec.max_cost, order=spec.order)
 
     def _sorted(self) -> list[Problem]:
         """File order: the manifest first, line by line, then data files, line by line."""

@@ -18,6 +18,7 @@ from batchgen.errors import ManifestError, Problem
 from batchgen.job import MASK64, Job
 from batchgen.steps import drain
 from batchgen.manifest.loader import Manifest
+from batchgen.manifest.repeats import RepeatWatch
 
 __all__ = ["DEFAULT_TASK_SECONDS", "Plan", "plan_manifest", "plan_steps"]
 
@@ -143,6 +144,7 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
     names = array("Q")
     jobs = duplicates = 0
     preview: list[Job] = []
+    repeats = RepeatWatch(manifest)
     for item in manifest.expand(hits):
         if isinstance(item, Problem):
             if item not in seen_problems:
@@ -159,6 +161,7 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
             observe(item)
         if item.replica:
             duplicates += 1
+            repeats.see(item)
         if len(preview) < PREVIEW:
             preview.append(item)
         if check_names:
@@ -177,6 +180,7 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
         raise ManifestError(problems)
     cells_repeated = jobs - jobs // manifest.repeat
     warnings = [f"axis '{name}' {why}" for name, why in manifest.unused_axes]
+    warnings.extend(repeats.warnings())
     for i, count in enumerate(hits):
         if count == 0:
             line = manifest.expansion.src.where(manifest.expansion.excludes[i].path)[0]

@@ -148,11 +148,18 @@ def _filename(value: Any) -> Any:
     return value
 
 
+#: quoted words YAML would read as a boolean unquoted: as a caption they are a slip, not text
+_BOOLEAN_WORDS = frozenset({"true", "false", "yes", "no", "on", "off", "y", "n"})
+
+
 def _caption(value: Any) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if not isinstance(value, str):
         raise ValueError(f"must be true (write the prompt) or a text template (got {describe(value)})")
+    if value.strip().lower() in _BOOLEAN_WORDS:
+        raise ValueError(f"{value!r} in quotes is text, not a boolean: write caption: true (no "
+                         f"quotes) to caption each image with its prompt, or a caption template")
     Template(value)
     return value
 
@@ -270,6 +277,13 @@ class ManifestSpec(_Doc):
     price_per_image: float | None = Field(
         None, ge=0, description="what one image costs, in your account's currency; `plan` then "
                                 "estimates the cost of the work to do (no cost shown without it)")
+    max_cost: float | None = Field(
+        None, gt=0, description="a hard budget for the whole batch, in the currency of "
+                                "price_per_image (needed with it): no submit that could pass it is "
+                                "sent, and the run ends with exit 5")
+    order: Annotated[Literal["written", "spread"], BeforeValidator(_choice(("written", "spread")))] = Field(
+        "written", description="written: jobs go out in the manifest's order; spread: interleaved so "
+                               "that every prefix samples each axis evenly")
     expansion_limit: int = Field(1_000_000, ge=1, le=MAX_EXPANSION,
                                  description=f"refuse to expand to more jobs than this (at most "
                                              f"{MAX_EXPANSION:,}, the hard ceiling)")

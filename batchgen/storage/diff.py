@@ -18,6 +18,7 @@ from typing import Any
 
 from batchgen.errors import FileClash
 from batchgen.job import MASK64, Job, JobState
+from batchgen.storage.derived import DERIVED_KEY, is_stale
 from batchgen.storage.folder import image_path
 from batchgen.storage.ledger import JobRecord, Ledger
 
@@ -66,6 +67,8 @@ class FolderDiff:
     new: int = 0
     vanished: int = 0
     renamed: int = 0
+    rederive: int = 0     # done jobs whose caption and sidecar fields a run rewrites (derived.py)
+    unrecorded: int = 0   # ... of them, with no digest recorded: checked, rewritten if they differ
     renamed_sample: list[Renamed] = field(default_factory=list)
     clashes: list[Clash] = field(default_factory=list)
     clash_count: int = 0
@@ -81,7 +84,13 @@ class FolderDiff:
         if rec is not None:
             rec.seen = True
             # a done job keeps its recorded file (the common case of a resumed batch, first)
-            own = rec.file if rec.state is JobState.DONE else self._destined(job.job_id, rec)
+            if rec.state is JobState.DONE:
+                own = rec.file
+                if is_stale(job, rec):
+                    self.rederive += 1
+                    self.unrecorded += rec.get(DERIVED_KEY) is None
+            else:
+                own = self._destined(job.job_id, rec)
         file = self.file_of(job)
         if own is not None:
             if own != file and own.lower() != file.lower():  # it keeps its recorded file

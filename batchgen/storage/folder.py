@@ -204,6 +204,33 @@ class BatchFolder:
                 self._unsynced.extend(written)
         return SavedFiles(file=file, size=len(data), sha256=sha, sidecar_size=len(side))
 
+    def rewrite_derived(self, job: Job, file: str) -> tuple[int, bool]:
+        """Rewrite the caption and the sidecar fields the manifest gives (storage/derived.py)
+        beside the image recorded at ``file``; returns the sidecar's bytes and whether it
+        changed. Blocking; raises
+        OutputError, or ValueError when the sidecar there is not one."""
+        from batchgen.storage.derived import rederived, sibling
+
+        side = sibling(file, "json")
+        try:
+            old = (self.root / side).read_bytes()
+            new = rederived(old, job)
+            caption = sibling(file, "txt")
+            written = []
+            if job.caption is None:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.root, caption))
+            else:
+                written.append(self._write(caption, job.caption.encode()))
+            if new != old:
+                written.append(self._write(side, new))
+        except OSError as exc:
+            raise OutputError.from_os_error(f"in {self.root}", exc) from exc
+        if self.durable and written:
+            with self._lock:
+                self._unsynced.extend(written)
+        return len(new), new != old
+
     def sync(self) -> None:
         """fsync every file saved since the last call, then the folders that hold them (so
         the renames last too). Blocking; raises OutputError."""

@@ -71,6 +71,8 @@ class RunRecord:
     max_jobs: int | None = None
     adopted: Target | None = None  # the target the folder had before this run adopted it
     shard: str | None = None       # "I/N" when the run took one shard of the jobs
+    price: float | None = None     # price_per_image at that run
+    max_cost: float | None = None  # the budget that run kept to
 
     def to_json(self) -> dict[str, Any]:
         event: dict[str, Any] = {"batchgen_run": 1, "at": round(self.at, 3), "mode": self.mode,
@@ -85,6 +87,10 @@ class RunRecord:
             event["adopted_from"] = self.adopted.to_json()
         if self.shard is not None:
             event["shard"] = self.shard
+        if self.price is not None:
+            event["price"] = self.price
+        if self.max_cost is not None:
+            event["max_cost"] = self.max_cost
         return event
 
     @classmethod
@@ -103,9 +109,14 @@ class RunRecord:
                        base_url=_text(event.get("base_url")),
                        max_jobs=int(max_jobs) if max_jobs is not None else None,
                        adopted=Target.from_json(event.get("adopted_from")),
-                       shard=_text(event.get("shard")))
+                       shard=_text(event.get("shard")), price=_number(event.get("price")),
+                       max_cost=_number(event.get("max_cost")))
         except (TypeError, ValueError):
             return None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 def _text(value: Any) -> str | None:

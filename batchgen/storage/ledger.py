@@ -222,6 +222,9 @@ class Ledger:
             rec.sha256 = digest(event.get("sha256"))
             got = event.get("size_got")
             rec.info = {"size_got": got} if isinstance(got, str) else None
+            derived = event.get("derived")
+            if isinstance(derived, str):
+                rec.info = {**(rec.info or {}), "derived": derived}
             if isinstance(at, (int, float)):
                 stats.recent_done.append(float(at))
         elif state == "failed":
@@ -299,16 +302,19 @@ class Ledger:
         self._record({"job": job_id, "state": "generated", "at": self._now(), "seed": seed})
 
     def done(self, job_id: str, file: str, size: int, sha256: str, sidecar_size: int = 0,
-             size_got: str | None = None) -> None:
+             size_got: str | None = None, derived: str | None = None) -> None:
         """The job's files are in place (and on disk): the image's path, bytes and digest, the
-        sidecar's bytes (resume checks both sizes) and, when it differs from the request, the
-        image's size as received."""
+        sidecar's bytes (resume checks both sizes), when it differs from the request, the
+        image's size as received, and the digest its caption and sidecar fields were written
+        from (storage/derived.py)."""
         event: dict[str, Any] = {"job": job_id, "state": "done", "at": self._now(), "file": file,
                                  "bytes": size, "sha256": sha256}
         if sidecar_size:
             event["sidecar_bytes"] = sidecar_size
         if size_got is not None:
             event["size_got"] = size_got
+        if derived is not None:
+            event["derived"] = derived
         self._record(event)
 
     def failed(self, job_id: str, failed: Failed, task_id: str | None = None,

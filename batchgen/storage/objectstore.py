@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Mapping
-from pathlib import PurePosixPath
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from batchgen.errors import OutputError
@@ -73,7 +72,7 @@ class ObjectStoreWriter:
         """PUT image, caption and sidecar, each whole, the sidecar last. Blocking; OutputError."""
         sha = hashlib.sha256(data).hexdigest()
         file = self.image_file(job)
-        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = PurePosixPath(file).name, len(data), sha
+        sidecar.image.file, sidecar.image.bytes, sidecar.image.sha256 = file, len(data), sha
         files = [(file, data)]
         if job.caption is not None:
             files.append((self._relative(job, "txt"), job.caption.encode()))
@@ -93,6 +92,24 @@ class ObjectStoreWriter:
         return SavedFiles(file=file, size=len(data), sha256=sha, sidecar_size=len(files[-1][1]))
 
     # -- what exists ------------------------------------------------------------------------
+
+    def rewrite_derived(self, job: Job, file: str) -> tuple[int, bool]:
+        """Rewrite the caption and the sidecar fields the manifest gives (storage/derived.py)
+        beside the image recorded at ``file``, each one whole PUT; returns the sidecar's bytes
+        and whether it changed. Blocking; raises OutputError, or ValueError when the sidecar there is not one."""
+        from batchgen.storage.derived import rederived, sibling
+
+        side, caption = sibling(file, "json"), sibling(file, "txt")
+        key = self._key(side)
+        old = self.store.call("read", key, self.fs.cat_file, key)
+        new = rederived(old, job)
+        if job.caption is None:
+            self.store.remove(self._key(caption))  # none there: nothing to remove
+        else:
+            self._put(caption, job.caption.encode())
+        if new != old:
+            self._put(side, new)
+        return len(new), new != old
 
     def refresh(self) -> None:
         """List ``images/`` again (one paged listing), forgetting what was known.

@@ -64,7 +64,7 @@ class Replay:
         ledger the folder also holds adds its records (the later wins) but not its counts."""
         ledger = self.ledger
         own_existed = ledger.path.is_file()
-        yield from self._replay_file(ledger.path, ledger.records, ledger.stats, expect_batch, own=True)
+        yield from self.replay_file(ledger.path, ledger.records, ledger.stats, expect_batch, own=True)
         counted = {ledger.path}
         elsewhere = ledger.others if ledger.writing else ledger.stats
         sources: list[tuple[Path, LedgerStats]] = [(p, elsewhere) for p in ledger_files(ledger.folder)
@@ -86,7 +86,7 @@ class Replay:
                 continue
             counted.add(path)
             part: dict[str, JobRecord] = {}
-            yield from self._replay_file(path, part, into, expect_batch, own=False)
+            yield from self.replay_file(path, part, into, expect_batch, own=False)
             self._merge(part)
 
     def _merge(self, part: dict[str, JobRecord]) -> None:
@@ -100,7 +100,7 @@ class Replay:
             if mine is None or rec.at > mine.at:
                 records[job_id] = rec
 
-    def _replay_file(self, path: Path, records: dict[str, JobRecord], stats: LedgerStats,
+    def replay_file(self, path: Path, records: dict[str, JobRecord], stats: LedgerStats,
                      expect_batch: str | None, own: bool) -> Generator[int, None, None]:
         ledger = self.ledger
         try:

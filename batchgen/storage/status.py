@@ -21,6 +21,7 @@ from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import (STATES, JobRecord, Ledger, LockHolder, ledger_files,
                                      read_run_note, read_run_notes)
 from batchgen.storage.mirror import EVERY as UPLOAD_EVERY  # how often a run uploads its copies
+from batchgen.storage.spend import spent_against_budget
 
 if TYPE_CHECKING:
     from batchgen.storage.batch import OpenBatch
@@ -63,6 +64,8 @@ class StatusReport:
     running: bool | None = False  # None: a process on another host holds the folder
     planned_known: bool = True    # False: an old ledger without a run record (planned = recorded)
     manifest: str | None = None   # the manifest given, or the one the latest run recorded
+    spent: float | None = None    # tasks paid for at price_per_image (None: no price known)
+    max_cost: float | None = None  # the budget (the manifest's, or the latest run's)
 
     #: what a run holding the folder wrote lately: pid, tasks in flight, the current limit and
     #: its ceiling, seconds paused, the rate window, seconds of outage (None when none is live)
@@ -109,6 +112,7 @@ class StatusReport:
                 "counts": self.counts, "failures": self.failures,
                 "tasks_created": self.tasks_created, "maybe_duplicated": self.maybe_duplicated,
                 "vanished": self.vanished, "missing": self.missing,
+                "spent": self.spent, "max_cost": self.max_cost,
                 "size_mismatched": self.size_mismatched,
                 "unreadable_lines": self.unreadable_lines,
                 "rate_per_minute": round(self.rate_per_minute, 2), "eta_seconds": self.eta_seconds,
@@ -203,6 +207,7 @@ def _counted(batch: OpenBatch) -> StatusReport:
         manifest=str(batch.manifest.path) if batch.manifest is not None else (
             ledger.last_run.manifest if ledger.last_run is not None else None))
     report.failures = _failures(((i, r) for i, r in mine if r.state == JobState.FAILED))
+    report.spent, report.max_cost = spent_against_budget(report.tasks_created, batch.manifest, ledger.last_run)
     for job_id, rec in mine:
         if rec.state == JobState.DONE and rec.size_got:
             report.size_mismatched += 1

@@ -49,6 +49,10 @@ class Writer(Protocol):
         final names, but perhaps not yet on disk. Fill in ``sidecar.image.file`` with the
         returned ``file``. Blocking; raises OutputError."""
 
+    # A Writer may also offer ``rewrite_derived(job, file) -> (sidecar bytes, changed)``: the
+    # caption and the sidecar fields the manifest gives, rewritten beside a done image
+    # (storage/derived.py); without it, a run leaves them as they are.
+
     def sync(self) -> None:
         """Make everything saved so far durable (an object store's writes already are).
         The engine records a job done only after the ``sync`` that follows its ``save``."""

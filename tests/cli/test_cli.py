@@ -119,3 +119,21 @@ def test_a_glyph_warning_offers_a_command_that_works(tmp_path: Path, capsys, mon
     assert command == f"batchgen grid {tmp_path / 'm.yaml'} --to {tmp_path / 'g.png'} --font {font}"
     assert main(command.split()[1:]) == 0
     assert "no glyph" not in capsys.readouterr().out
+
+
+def test_run_stopped_by_the_budget_exits_5_and_status_shows_the_spend(tmp_path: Path, capsys) -> None:
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text('name: b\nprompt: "a {n}"\nsize: "256*256"\nprice_per_image: 0.5\n'
+                        'max_cost: 1\nmatrix:\n  n: [1, 2, 3, 4]\n')
+    out = str(tmp_path / "out")
+    args = ["run", str(manifest), "--simulate", "--output", out, "--sim-task-seconds", "0.05"]
+    assert main(args) == 5
+    text = capsys.readouterr().out
+    assert "budget: spent 0 of max_cost 1 (0 task(s) at 0.5); 2 more image(s) fit" in text
+    assert "stopped: stopped by the budget: spent 1 of max_cost 1" in text
+    assert main(["status", str(manifest), "--output", out]) == 0
+    assert "spent: 1 of max_cost 1" in capsys.readouterr().out
+    assert main(["status", out, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (report["spent"], report["max_cost"], report["done"]) == (1.0, 1.0, 2)
+    assert main([*args, "--max-cost", "2", "--quiet"]) == 0

@@ -116,7 +116,9 @@ def test_name_collisions_are_case_insensitive(tmp_path: Path) -> None:
 @pytest.mark.parametrize("path", sorted(MANIFESTS.glob("*.yaml")), ids=lambda p: p.name)
 def test_every_bundled_manifest_plans_cleanly(path: Path) -> None:
     plan = plan_manifest(load_manifest(path))
-    assert plan.jobs >= 1 and plan.warnings == []
+    # repeats.yaml repeats a seed on purpose (the dedupe example): plan must say so, and only that
+    expected = ["axis 'seed' lists 7 more than once"] if path.name == "repeats.yaml" else []
+    assert plan.jobs >= 1 and [w.split(":")[0] for w in plan.warnings] == expected
     assert plan.to_json()["jobs"] == plan.jobs
 
 
@@ -188,3 +190,70 @@ def test_an_include_with_a_mask_and_no_image_url_is_reported_at_the_include(tmp_
         load_manifest(path)  # found when loading, before any job is expanded
     (problem,) = info.value.problems
     assert (problem.line, problem.field) == (6, "include.1.strength")
+
+
+def test_plan_names_a_fixed_seed_repeated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, """\
+        prompt: "a castle"
+        seed: 5
+        repeat: 3
+        """)
+    plan = plan_manifest(load_manifest(path))
+    assert any("repeat: 3 with a fixed seed (seed 5" in w and "2 copies" in w for w in plan.warnings)
+    assert main(["plan", str(path)]) == 0
+    assert "warning     repeat: 3 with a fixed seed" in capsys.readouterr().out
+    # a seed the provider picks makes a new image each time: nothing to say
+    free = write(tmp_path, 'prompt: "a castle"\nrepeat: 3\n')
+    assert not plan_manifest(load_manifest(free)).warnings
+
+
+def test_plan_names_a_value_written_twice_on_an_axis(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        prompt: "a {style} castle"
+        matrix:
+          style: [oil, ink, oil]
+          seed: [1, 2]
+        """)
+    plan = plan_manifest(load_manifest(path))
+    assert plan.identical_cells == 2
+    assert any("axis 'style' lists 'oil' more than once" in w for w in plan.warnings)
+
+
+def test_plan_names_cells_that_ask_the_same_from_two_axes(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        prompt: "a castle"
+        matrix:
+          mood: [calm, grim]
+          seed: [1, 2]
+        """)
+    plan = plan_manifest(load_manifest(path))  # mood is used by nothing: same requests
+    assert any("ask exactly what an earlier cell asks (e.g. job 2, mood=grim, seed=1)" in w
+               for w in plan.warnings)
+
+
+@pytest.mark.parametrize("word", ["true", "yes", "False", "on"])
+def test_a_quoted_boolean_caption_is_refused_at_its_line(tmp_path: Path, word: str,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, f'prompt: "a castle"\ncaption: "{word}"\n')
+    with pytest.raises(ManifestError) as caught:
+        load_manifest(path)
+    assert "m.yaml:2" in str(caught.value) and "caption" in str(caught.value)
+    assert main(["plan", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "m.yaml:2" in err and "not a boolean" in err and "Traceback" not in err
+    assert load_manifest(write(tmp_path, 'prompt: "a castle"\ncaption: "true to {prompt}"\n')).caption
+
+
+def test_plan_shows_the_budget_and_the_order(tmp_path: Path) -> None:
+    path = write(tmp_path, """\
+        prompt: "a {n} castle"
+        price_per_image: 0.5
+        max_cost: 2
+        order: spread
+        matrix:
+          n: [1, 2, 3, 4, 5]
+        """)
+    text = render_plan(plan_manifest(load_manifest(path)))
+    assert "cost        ~2.5 for 5 jobs" in text
+    assert "budget      max_cost 2; a run stops at the budget before all of it (exit 5)" in text
+    assert "order       spread" in text

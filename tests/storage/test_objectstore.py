@@ -54,7 +54,7 @@ def test_save_puts_image_caption_and_sidecar_whole(s3_server: S3Server, s3_url: 
     assert fs.cat(key_of(s3_url, saved.file)) == data
     assert fs.cat(key_of(s3_url, "images/castle/seed1.txt")) == b"a castle"
     side = json.loads(fs.cat(key_of(s3_url, "images/castle/seed1.json")))
-    assert side["image"] == {"format": "png", "width": 256, "height": 256, "file": "seed1.png",
+    assert side["image"] == {"format": "png", "width": 256, "height": 256, "file": "images/castle/seed1.png",
                              "bytes": len(data), "sha256": saved.sha256, "requested": ""}
     assert fs.info(key_of(s3_url, saved.file))["ContentType"] == "image/png"
     assert [p.rsplit("/", 1)[1] for p in fs.find(s3_url.removeprefix("s3://"))] == [
@@ -229,3 +229,32 @@ async def test_a_store_dropped_inside_a_running_loop_closes_its_client_on_its_ow
     for _ in range(5):
         await anyio.sleep(0.01)  # let any close scheduled on this loop run
     assert failures == []
+
+
+def test_a_store_sidecar_names_its_image_as_the_ledger_and_a_folder_do(tmp_path: Path) -> None:
+    from batchgen.storage.folder import BatchFolder
+
+    one = job("d01/d0165b54caa8cb65", fmt="webp")
+    store = ObjectStoreWriter("memory://bucket/same-names")
+    store.prepare()
+    saved = store.save(one, b"RIFF....WEBP", sidecar(one))
+    side = json.loads(store.fs.cat(f"{store.store.root}/images/d01/d0165b54caa8cb65.json"))
+    assert saved.file == "images/d01/d0165b54caa8cb65.webp" == side["image"]["file"]
+    folder = BatchFolder(tmp_path / "b", durable=False)
+    folder.prepare()
+    local = folder.save(one, b"RIFF....WEBP", sidecar(one))
+    local_side = json.loads((tmp_path / "b" / "images/d01/d0165b54caa8cb65.json").read_text())
+    assert local_side["image"]["file"] == local.file == side["image"]["file"]
+
+
+def test_an_object_store_rewrites_caption_and_sidecar_in_place() -> None:
+    store = ObjectStoreWriter("memory://bucket/derived")
+    store.prepare()
+    one = job("d01/abc", caption="old words")
+    saved = store.save(one, b"\x89PNG....", sidecar(one))
+    new = job("d01/abc", caption="new words")
+    size, changed = store.rewrite_derived(new, saved.file)
+    assert changed and store.fs.cat(f"{store.store.root}/images/d01/abc.txt") == b"new words"
+    side = json.loads(store.fs.cat(f"{store.store.root}/images/d01/abc.json"))
+    assert side["caption"] == "new words" and len(store.fs.cat(f"{store.store.root}/images/d01/abc.json")) == size
+    assert store.rewrite_derived(new, saved.file) == (size, False)
