@@ -23,6 +23,7 @@ from batchgen.errors import OutputError, UsageError
 from batchgen.view.choice import Choice, GridOptions, choose_axes
 from batchgen.view.labels import LabelFont, installed_fallback
 from batchgen.view.layout import Sheet, TextBox, lay_out
+from batchgen.view.png import write_png
 from batchgen.view.sweep import CellState, Sweep, load_sweep
 
 __all__ = ["Downscaled", "Duplicates", "GridOptions", "GridProgress", "GridResult", "GridWarning",
@@ -130,7 +131,10 @@ def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions |
 
     def save(image: Image.Image, file: Path) -> None:
         try:
-            image.save(file, format=pil_format, **save_args)
+            if pil_format == "PNG":
+                write_png(image, file, **save_args)
+            else:
+                image.save(file, format=pil_format, **save_args)
         except OSError as exc:
             raise OutputError.from_os_error(str(file), exc) from exc
         finally:
@@ -207,8 +211,12 @@ def _load(path: Path, box: tuple[int, int, int, int]) -> Image.Image | str:
     try:
         with Image.open(path) as img:
             img.draft("RGB", (x1 - x0, y1 - y0))  # JPEG decodes at a reduced size, others ignore it
-            img = img.convert("RGB")
-            img.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            else:
+                img.load()  # already RGB: no copy to make
+            if img.width > x1 - x0 or img.height > y1 - y0:
+                img.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, reducing_gap=3.0)
             return img
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         return str(exc)[:120] or type(exc).__name__
