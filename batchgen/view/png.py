@@ -12,7 +12,7 @@ from __future__ import annotations
 import struct
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from PIL import Image
 
@@ -24,7 +24,7 @@ except ImportError:  # pragma: no cover - depends on what is installed
 __all__ = ["fast_png_available", "write_png"]
 
 _SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_IDAT_BYTES = 1 << 20
+_BAND_BYTES = 1 << 20
 
 
 def fast_png_available() -> bool:
@@ -39,21 +39,26 @@ def write_png(image: Image.Image, file: Path, **pillow_args: Any) -> None:
         return
     width, height = image.size
     stride = width * 3
-    raw = memoryview(image.tobytes())
+    band = max(1, _BAND_BYTES // stride)  # rows packed at a time: memory stays a band
     packer = isal_zlib.compressobj(1)
-    parts: list[bytes] = []
-    for offset in range(0, len(raw), stride):
-        parts.append(packer.compress(b"\0"))  # filter type 0: the row as it is
-        parts.append(packer.compress(raw[offset:offset + stride]))
-    parts.append(packer.flush())
-    raw.release()
-    data = b"".join(parts)
     with open(file, "wb") as out:
         out.write(_SIGNATURE)
         out.write(_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)))
-        for start in range(0, len(data), _IDAT_BYTES):
-            out.write(_chunk(b"IDAT", data[start:start + _IDAT_BYTES]))
+        for top in range(0, height, band):
+            rows = memoryview(image.crop((0, top, width, min(height, top + band))).tobytes())
+            parts = []
+            for offset in range(0, len(rows), stride):
+                parts.append(packer.compress(b"\0"))  # filter type 0: the row as it is
+                parts.append(packer.compress(rows[offset:offset + stride]))
+            rows.release()
+            _write_idat(out, b"".join(parts))
+        _write_idat(out, packer.flush())
         out.write(_chunk(b"IEND", b""))
+
+
+def _write_idat(out: BinaryIO, data: bytes) -> None:
+    if data:
+        out.write(_chunk(b"IDAT", data))
 
 
 def _chunk(kind: bytes, body: bytes) -> bytes:

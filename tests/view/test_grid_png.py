@@ -33,7 +33,7 @@ def test_the_file_decodes_to_the_same_pixels(tmp_path: Path, size: tuple[int, in
         assert back.format == "PNG" and back.mode == "RGB" and back.size == image.size
         assert back.tobytes() == image.tobytes()
     if size == (1201, 900):
-        assert file.read_bytes().count(b"IDAT") >= 2
+        assert file.read_bytes().count(b"IDAT") >= 2  # written a band at a time
 
 
 def test_without_isal_or_for_other_modes_pillow_writes_it(tmp_path: Path,
