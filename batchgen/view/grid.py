@@ -11,6 +11,7 @@ sheets are encoded on writer threads while the next is drawn. At most ``_WRITERS
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -97,6 +98,7 @@ class GridResult:
 GridProgress = Callable[[int, int], None]
 _DECODERS = max(1, min(4, os.cpu_count() or 1))
 _WRITERS = 2
+_CHUNK = 8  # cells decoded per task
 
 
 def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions | None = None,
@@ -163,10 +165,13 @@ def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = 
     draw = ImageDraw.Draw(image)
     for text in sheet.texts:
         draw_text(draw, text)
-    wanted = [(folder / box.cell.file, box.box) if box.state == CellState.DONE and box.cell is not None
-              and box.cell.file else None for box in sheet.cells]
-    loaded = (decoders.map(_load_job, wanted) if decoders is not None
-              else map(_load_job, wanted))
+    base = os.fspath(folder)
+    wanted = [(os.path.join(base, box.cell.file), box.box) if box.state == CellState.DONE
+              and box.cell is not None and box.cell.file else None for box in sheet.cells]
+    # A few cells per task: a future per cell cost about as much as pasting the cell.
+    chunks = [wanted[i:i + _CHUNK] for i in range(0, len(wanted), _CHUNK)]
+    loaded = itertools.chain.from_iterable(decoders.map(_load_chunk, chunks) if decoders is not None
+                                           else map(_load_chunk, chunks))
     for box, got in zip(sheet.cells, loaded, strict=True):
         x0, y0, x1, y1 = box.box
         if isinstance(got, Image.Image):
@@ -201,11 +206,11 @@ def _cell_font(sheet: Sheet) -> LabelFont:
     return sheet.texts[1].font if len(sheet.texts) > 1 else sheet.texts[0].font
 
 
-def _load_job(job: tuple[Path, tuple[int, int, int, int]] | None) -> Image.Image | str | None:
-    return None if job is None else _load(*job)
+def _load_chunk(jobs: list[tuple[str, tuple[int, int, int, int]] | None]) -> list[Image.Image | str | None]:
+    return [None if job is None else _load(*job) for job in jobs]
 
 
-def _load(path: Path, box: tuple[int, int, int, int]) -> Image.Image | str:
+def _load(path: str | Path, box: tuple[int, int, int, int]) -> Image.Image | str:
     """The image reduced to fit its box, or why it cannot be read."""
     x0, y0, x1, y1 = box
     try:
