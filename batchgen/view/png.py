@@ -1,4 +1,4 @@
-"""Writing a contact sheet as PNG fast, when the ``isal`` package (the ``grid`` extra) is there.
+"""Writing a contact sheet as PNG fast, when the ``isal`` package is installed.
 
 A sheet is tens of megabytes of pixels, and encoding it is most of ``grid``'s time. Pillow's
 PNG encoder tries four row filters on every row before compressing; here every row is left
@@ -16,7 +16,7 @@ from typing import Any, BinaryIO
 
 from PIL import Image
 
-try:  # optional: the ``grid`` extra
+try:  # optional: ``pip install isal``
     from isal import isal_zlib
 except ImportError:  # pragma: no cover - depends on what is installed
     isal_zlib = None
