@@ -16,6 +16,7 @@ import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -196,10 +197,25 @@ def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = 
 
 
 def draw_text(draw: ImageDraw.ImageDraw, text: TextBox) -> None:
-    """Each line at its place; tests redraw a box this way to check the sheet holds its words."""
+    """Each line at its place, as ``ImageDraw.text`` draws it: a line's coverage mask is
+    rendered once per font and reused (every sheet repeats the column and row labels)."""
     for i, line in enumerate(text.lines):
-        draw.text((text.x, text.y + i * text.font.line_height), line, fill=text.fill,
-                  font=text.font.font)
+        left, top, tile = _glyphs(text.font, line)
+        if tile is not None:
+            draw.bitmap((text.x + left, text.y + i * text.font.line_height + top), tile,
+                        fill=text.fill)
+
+
+@lru_cache(maxsize=1024)
+def _glyphs(font: LabelFont, line: str) -> tuple[int, int, Image.Image | None]:
+    """The line's coverage (0-255) as an "L" image and where its corner sits from the text
+    origin; None for a line with no ink."""
+    left, top, right, bottom = font.font.getbbox(line)
+    if right <= left or bottom <= top:
+        return 0, 0, None
+    tile = Image.new("L", (right - left, bottom - top), 0)
+    ImageDraw.Draw(tile).text((-left, -top), line, fill=255, font=font.font)
+    return left, top, tile
 
 
 def _cell_font(sheet: Sheet) -> LabelFont:
