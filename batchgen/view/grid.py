@@ -11,10 +11,12 @@ sheets are encoded on writer threads while the next is drawn. At most ``_WRITERS
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from PIL import Image, ImageDraw
@@ -23,6 +25,7 @@ from batchgen.errors import OutputError, UsageError
 from batchgen.view.choice import Choice, GridOptions, choose_axes
 from batchgen.view.labels import LabelFont, installed_fallback
 from batchgen.view.layout import Sheet, TextBox, lay_out
+from batchgen.view.png import write_png
 from batchgen.view.sweep import CellState, Sweep, load_sweep
 
 __all__ = ["Downscaled", "Duplicates", "GridOptions", "GridProgress", "GridResult", "GridWarning",
@@ -96,6 +99,7 @@ class GridResult:
 GridProgress = Callable[[int, int], None]
 _DECODERS = max(1, min(4, os.cpu_count() or 1))
 _WRITERS = 2
+_CHUNK = 25  # cells decoded per task: fewer hand-overs between threads
 
 
 def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions | None = None,
@@ -130,7 +134,10 @@ def make_grid(target: str | Path | Sweep, to: str | Path, options: GridOptions |
 
     def save(image: Image.Image, file: Path) -> None:
         try:
-            image.save(file, format=pil_format, **save_args)
+            if pil_format == "PNG":
+                write_png(image, file, **save_args)
+            else:
+                image.save(file, format=pil_format, **save_args)
         except OSError as exc:
             raise OutputError.from_os_error(str(file), exc) from exc
         finally:
@@ -159,10 +166,14 @@ def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = 
     draw = ImageDraw.Draw(image)
     for text in sheet.texts:
         draw_text(draw, text)
-    wanted = [(folder / box.cell.file, box.box) if box.state == CellState.DONE and box.cell is not None
-              and box.cell.file else None for box in sheet.cells]
-    loaded = (decoders.map(_load_job, wanted) if decoders is not None
-              else map(_load_job, wanted))
+    base = os.fspath(folder)
+    wanted = [(os.path.join(base, box.cell.file), box.box) if box.state == CellState.DONE
+              and box.cell is not None and box.cell.file else None for box in sheet.cells]
+    # Cells in batches per task: a future and a thread hand-over per cell cost about as much
+    # as pasting the cell.
+    chunks = [wanted[i:i + _CHUNK] for i in range(0, len(wanted), _CHUNK)]
+    loaded = itertools.chain.from_iterable(decoders.map(_load_chunk, chunks) if decoders is not None
+                                           else map(_load_chunk, chunks))
     for box, got in zip(sheet.cells, loaded, strict=True):
         x0, y0, x1, y1 = box.box
         if isinstance(got, Image.Image):
@@ -186,10 +197,25 @@ def draw_sheet(sheet: Sheet, folder: Path, warnings: list[GridWarning] | None = 
 
 
 def draw_text(draw: ImageDraw.ImageDraw, text: TextBox) -> None:
-    """Each line at its place; tests redraw a box this way to check the sheet holds its words."""
+    """Each line at its place, as ``ImageDraw.text`` draws it: a line's coverage mask is
+    rendered once per font and reused (every sheet repeats the column and row labels)."""
     for i, line in enumerate(text.lines):
-        draw.text((text.x, text.y + i * text.font.line_height), line, fill=text.fill,
-                  font=text.font.font)
+        left, top, tile = _glyphs(text.font, line)
+        if tile is not None:
+            draw.bitmap((text.x + left, text.y + i * text.font.line_height + top), tile,
+                        fill=text.fill)
+
+
+@lru_cache(maxsize=1024)
+def _glyphs(font: LabelFont, line: str) -> tuple[int, int, Image.Image | None]:
+    """The line's coverage (0-255) as an "L" image and where its corner sits from the text
+    origin; None for a line with no ink."""
+    left, top, right, bottom = font.font.getbbox(line)
+    if right <= left or bottom <= top:
+        return 0, 0, None
+    tile = Image.new("L", (right - left, bottom - top), 0)
+    ImageDraw.Draw(tile).text((-left, -top), line, fill=255, font=font.font)
+    return left, top, tile
 
 
 def _cell_font(sheet: Sheet) -> LabelFont:
@@ -197,18 +223,22 @@ def _cell_font(sheet: Sheet) -> LabelFont:
     return sheet.texts[1].font if len(sheet.texts) > 1 else sheet.texts[0].font
 
 
-def _load_job(job: tuple[Path, tuple[int, int, int, int]] | None) -> Image.Image | str | None:
-    return None if job is None else _load(*job)
+def _load_chunk(jobs: list[tuple[str, tuple[int, int, int, int]] | None]) -> list[Image.Image | str | None]:
+    return [None if job is None else _load(*job) for job in jobs]
 
 
-def _load(path: Path, box: tuple[int, int, int, int]) -> Image.Image | str:
+def _load(path: str | Path, box: tuple[int, int, int, int]) -> Image.Image | str:
     """The image reduced to fit its box, or why it cannot be read."""
     x0, y0, x1, y1 = box
     try:
         with Image.open(path) as img:
             img.draft("RGB", (x1 - x0, y1 - y0))  # JPEG decodes at a reduced size, others ignore it
-            img = img.convert("RGB")
-            img.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, reducing_gap=3.0)
+            if img.mode != "RGB":
+                img = img.convert("RGB")
+            else:
+                img.load()  # already RGB: no copy to make
+            if img.width > x1 - x0 or img.height > y1 - y0:
+                img.thumbnail((x1 - x0, y1 - y0), Image.Resampling.LANCZOS, reducing_gap=3.0)
             return img
     except (OSError, ValueError, Image.DecompressionBombError) as exc:
         return str(exc)[:120] or type(exc).__name__

@@ -49,7 +49,7 @@ class LabelFont:
         return ascent + descent + max(1, self.size // 6)
 
     def width(self, text: str) -> int:
-        return int(self.font.getlength(text) + 0.999)
+        return _width(self.path, self.size, text)
 
     def wrap(self, text: str, width: int, max_lines: int) -> list[str]:
         """Words wrapped to ``width`` pixels, long words cut; past ``max_lines`` the last line
@@ -123,6 +123,12 @@ def _load(path: str | None, size: int) -> ImageFont.FreeTypeFont:
     except OSError as exc:
         raise UsageError(f"cannot use the font {path}: {exc} (give a TrueType or OpenType "
                          f"file, such as {installed_fallback() or 'DejaVuSans.ttf'})") from None
+
+
+@lru_cache(maxsize=65536)
+def _width(path: str | None, size: int, text: str) -> int:
+    """Cached: the layout measures the same labels and their prefixes for every sheet."""
+    return int(_load(path, size).getlength(text) + 0.999)
 
 
 def _signature(font: ImageFont.FreeTypeFont, ch: str) -> tuple:
