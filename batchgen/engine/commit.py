@@ -74,7 +74,12 @@ class Committer:
 
     async def run(self) -> None:
         """Every ``interval`` seconds: hand the queued saves to the worker, record what it
-        finished. Runs until cancelled."""
+        finished. Runs until cancelled. With ``interval`` 0 saves are recorded on the spot, and
+        this only fsyncs the ledger every ``ledger_every`` seconds, on the loop."""
+        if self.interval <= 0:
+            while True:
+                await self.clock.sleep(self.ledger_every)
+                self._record(self._sync([]))
         while True:
             await self.clock.sleep(self.interval)
             self.tick()

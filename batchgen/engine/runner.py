@@ -81,6 +81,9 @@ class RunOptions:
     max_cost: float | None = None  # the batch's budget (--max-cost), over the manifest's max_cost
     handle_signals: bool = False   # two-stage Ctrl-C / SIGTERM (the CLI turns it on)
     durable: bool = True           # images and sidecars fsynced (group-committed) before "done"
+    # Seconds between group commits; 0 makes each save durable and recorded at once, on the
+    # event loop (slower on a disk, but no worker thread: a run in virtual time replays exactly).
+    commit_every: float = 0.1
     stop_after: float | None = None  # after the first stop, leave at once this many seconds later
     include_rejected: bool = False  # retry: also requests the provider rejected
     simulated: bool = False        # the transports are a simulator's: recorded in the folder
@@ -303,7 +306,7 @@ class Batch:
         stats.pace = limits
         downloads = DownloadTurns(max(4, min(64, run.concurrency)))
         async with self._provider(run.target, run.key, clock, limits, downloads.slots) as provider:
-            committer = Committer(ledger, writer, stats, clock)
+            committer = Committer(ledger, writer, stats, clock, interval=o.commit_every)
             rederiver = run.rederiver = Rederiver(writer, ledger)
             collector = Collector(provider, ledger, writer, o.poll or PollPlanner(), stats, clock,
                                   model=m.model, batch=m.name, task_timeout=m.task_timeout,
