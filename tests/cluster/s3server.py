@@ -113,12 +113,12 @@ def _answers(server: S3Server) -> bool:
 
 
 def stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop the server by its PID: SIGTERM, then SIGKILL if it lingers (its data is thrown
+    """Stop the server by its PID: SIGTERM, then SIGKILL if it lingers half a second (its data is thrown
     away, and ``weed mini`` can take 15 s to wind down its parts one by one)."""
     if process.poll() is None:
         os.kill(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=2)
+            process.wait(timeout=0.5)
         except subprocess.TimeoutExpired:
             os.kill(process.pid, signal.SIGKILL)
             process.wait(timeout=15)
