@@ -12,7 +12,6 @@ checked once per run, and temp files are named by a counter.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import itertools
 import os
@@ -23,7 +22,7 @@ from pathlib import Path
 
 from batchgen.errors import NotABatchFolder, OutputError
 from batchgen.job import Job
-from batchgen.storage.guard import NOFOLLOW, refuse_link, regular_inside
+from batchgen.storage.guard import NOFOLLOW, refuse_link, regular_inside, write_all
 from batchgen.storage.live import STATUS_FILE
 from batchgen.storage.ledger import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR_DIR, ShardPart,
                                      has_ledger, shard_stem)
@@ -266,15 +265,9 @@ class BatchFolder:
             self._tmp_prefix = os.path.join(self.tmp, f"{os.getpid()}-")
         tmp = f"{self._tmp_prefix}{next(self._tmp_names)}"
         try:
-            # os.open and os.write: no buffered file object for bytes written in one call.
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | os.O_CLOEXEC, 0o666)
             try:
-                view = memoryview(data)
-                while view:
-                    wrote = os.write(fd, view)
-                    if not wrote:
-                        raise OSError(errno.ENOSPC, "no byte written")
-                    view = view[wrote:]
+                write_all(fd, data)
             finally:
                 os.close(fd)
             try:

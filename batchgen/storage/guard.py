@@ -10,13 +10,14 @@ a recorded path is taken only when it resolves to a regular file inside the fold
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 from pathlib import Path
 
 from batchgen.errors import OutputError
 
-__all__ = ["LINK_NOTE", "NOFOLLOW", "refuse_link", "regular_inside", "write_new"]
+__all__ = ["LINK_NOTE", "NOFOLLOW", "refuse_link", "regular_inside", "write_all", "write_new"]
 
 #: open() flag that refuses a symlink as the last part of a path (0 where there is none)
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
@@ -53,11 +54,17 @@ def write_new(path: Path | str, data: bytes) -> None:
         os.unlink(path)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | NOFOLLOW | os.O_CLOEXEC, 0o644)
     try:
-        view = memoryview(data)
-        while view:
-            wrote = os.write(fd, view)
-            if not wrote:
-                raise OSError(28, "no byte written")
-            view = view[wrote:]
+        write_all(fd, data)
     finally:
         os.close(fd)
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Every byte of ``data`` to ``fd`` with os.write (no buffered file object for bytes
+    written in one call); a write that takes nothing is a full disk. Raises OSError."""
+    view = memoryview(data)
+    while view:
+        wrote = os.write(fd, view)
+        if not wrote:
+            raise OSError(errno.ENOSPC, "no byte written")
+        view = view[wrote:]
