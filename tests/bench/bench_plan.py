@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from statistics import median
 import resource
 import subprocess
 import sys
@@ -74,13 +75,13 @@ def one(jobs: int, variant: str, trace: bool) -> dict[str, float]:
         path = write_manifest(Path(tmp), jobs, variant)
         if trace:
             tracemalloc.start()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         plan = plan_manifest(load_manifest(path))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
         if plan.jobs != jobs:
             raise SystemExit(f"expected {jobs} jobs, planned {plan.jobs}")
-    return {"seconds": seconds, "peak_mb": peak / 2**20,
+    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -96,7 +97,7 @@ def floor(jobs: int, variant: str, trace: bool) -> dict[str, float]:
 
     if trace:
         tracemalloc.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ids: set[bytes] = set()
     sha, dumps, opt = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
     for style in STYLES:
@@ -105,10 +106,10 @@ def floor(jobs: int, variant: str, trace: bool) -> dict[str, float]:
                        "size": "1024*1024", "loras": [], "output_format": "png",
                        "enable_base64_output": False}
             ids.add(sha(dumps({"model": "z-image-turbo-lora", "request": request}, option=opt)).digest()[:8])
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = tracemalloc.get_traced_memory()[1] if trace else 0
     assert len(ids) == jobs
-    return {"seconds": seconds, "peak_mb": peak / 2**20,
+    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -123,6 +124,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (medians)")
     parser.add_argument("--one", nargs=2, metavar=("JOBS", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -130,19 +132,25 @@ def main() -> None:
         jobs, variant = int(args.one[0]), args.one[1]
         print(json.dumps((floor if variant == "floor" else one)(jobs, variant, args.trace)))
         return
-    print("| jobs | manifest | load+plan s | µs/job | ru_maxrss MB | tracemalloc peak MB | floor s | plan / floor |")
+    print("| jobs | manifest | load+plan CPU s | µs/job | ru_maxrss MB | tracemalloc peak MB "
+          "| floor CPU s | plan / floor |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for variant in args.variants.split(","):
         for jobs in (int(n) for n in args.sizes.split(",")):
-            timed = run_case(jobs, variant, trace=False)
+            # Plan and floor alternate, and each figure is the median of --repeat runs of CPU
+            # time (user+sys): on a shared machine wall time measures the neighbours too.
+            timed, bases = [], []
+            for _ in range(args.repeat):
+                timed.append(run_case(jobs, variant, trace=False))
+                if variant == "axes":  # the floor is written for the axes manifest
+                    bases.append(run_case(jobs, "floor", trace=False))
             traced = run_case(jobs, variant, trace=True)
-            # The floor is written for the axes manifest; beside it, alternating with plan.
-            base = run_case(jobs, "floor", trace=False) if variant == "axes" else None
-            extra = (f"{base['seconds']:.2f} | {timed['seconds'] / base['seconds']:.2f}" if base else " | ")
-            print(f"| {jobs:,} | {VARIANTS[variant]} | {timed['seconds']:.2f} | "
-                  f"{timed['seconds'] / jobs * 1e6:.1f} | {timed['maxrss_mb']:.0f} | "
-                  f"{traced['peak_mb']:.1f} | {extra} |", flush=True)
-
+            cpu = median(t["cpu"] for t in timed)
+            rss = max(t["maxrss_mb"] for t in timed)
+            base = median(b["cpu"] for b in bases) if bases else None
+            extra = f"{base:.2f} | {cpu / base:.2f}" if base else " | "
+            print(f"| {jobs:,} | {VARIANTS[variant]} | {cpu:.2f} | {cpu / jobs * 1e6:.1f} | "
+                  f"{rss:.0f} | {traced['peak_mb']:.1f} | {extra} |", flush=True)
 
 if __name__ == "__main__":
     main()
