@@ -25,6 +25,8 @@ VARIANTS = {
     "txt-file": "prompts.txt x 10 seeds, filename+caption",
     # CSV rows (N/10, each setting a variable and the size) x 5 seeds x 2 LoRA sets
     "csv-rows": "rows.csv x 5 seeds x 2 LoRA sets",
+    # the axes manifest through the run's validating pass (engine/preflight.py), a first run
+    "run-pass": "10 styles x seed range, run's pass",
 }
 
 
@@ -85,6 +87,30 @@ def one(jobs: int, variant: str, trace: bool) -> dict[str, float]:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def run_pass(jobs: int, variant: str, trace: bool) -> dict[str, float]:
+    """The run's validating pass (engine/preflight.py) of the axes manifest, for a first run:
+    load, then the pass against a new, empty ledger."""
+    from batchgen.engine.preflight import preflight
+    from batchgen.manifest.loader import load_manifest
+    from batchgen.steps import drain
+    from batchgen.storage.ledger import Ledger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_manifest(Path(tmp), jobs, "axes")
+        ledger = Ledger.open(Path(tmp) / "out", "bench")
+        if trace:
+            tracemalloc.start()
+        start, cpu = time.perf_counter(), time.process_time()
+        check = drain(preflight(load_manifest(path), ledger))
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        peak = tracemalloc.get_traced_memory()[1] if trace else 0
+        ledger.close()
+        if check.plan.jobs != jobs or check.diff is None or check.diff.jobs != jobs:
+            raise SystemExit(f"expected {jobs} jobs, passed {check.plan.jobs}")
+    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
 STYLES = ["oil", "ink", "pastel", "charcoal", "fresco", "gouache", "pencil", "tempera", "acrylic", "pixel"]
 
 
@@ -130,7 +156,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.one:
         jobs, variant = int(args.one[0]), args.one[1]
-        print(json.dumps((floor if variant == "floor" else one)(jobs, variant, args.trace)))
+        case = {"floor": floor, "run-pass": run_pass}.get(variant, one)
+        print(json.dumps(case(jobs, variant, args.trace)))
         return
     print("| jobs | manifest | load+plan CPU s | µs/job | ru_maxrss MB | tracemalloc peak MB "
           "| floor CPU s | plan / floor |")
@@ -142,7 +169,7 @@ def main() -> None:
             timed, bases = [], []
             for _ in range(args.repeat):
                 timed.append(run_case(jobs, variant, trace=False))
-                if variant == "axes":  # the floor is written for the axes manifest
+                if variant in ("axes", "run-pass"):  # the floor is written for the axes manifest
                     bases.append(run_case(jobs, "floor", trace=False))
             traced = run_case(jobs, variant, trace=True)
             cpu = median(t["cpu"] for t in timed)
