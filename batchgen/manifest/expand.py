@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from batchgen.manifest.axes import Axis, Entry, LoraSet
+from batchgen.manifest.axes import NO_LORAS, Axis, Entry, LoraSet
 from batchgen.errors import Problem
 from batchgen.manifest.fields import LORA_MODEL, MAX_PROMPT_CHARS, check_url
 from batchgen.job import Job
@@ -226,12 +226,15 @@ class Expansion:
         # are all floats orjson writes as ``json`` does. The set is kept beside its id, so
         # the id is never reused for another set while the pass runs.
         lora_facts: dict[int, tuple[LoraSet, tuple[str, ...], bool]] = {}
+        facts: tuple[LoraSet, tuple[str, ...], bool] = (NO_LORAS, (), True)  # the last set's
+        indexed = cells is not None  # cells given with their written index
+        max_chars = MAX_PROMPT_CHARS
         for cell in self.cells(hits) if cells is None else cells:
             if isinstance(cell, Problem):
                 yield cell
                 continue
             ctx, rec = cell[0], cell[1]
-            if len(cell) > 2:
+            if indexed:
                 index = cell[2]
             prompt = ctx["prompt"]
             if type(prompt) is Template:
@@ -244,7 +247,7 @@ class Expansion:
                 yield self._problem("prompt", rec, f"job {index} has no prompt"
                                     + (" (the template renders empty)" if prompt is not None else ""))
                 continue
-            if len(prompt) > MAX_PROMPT_CHARS:
+            if len(prompt) > max_chars:
                 yield self._problem("prompt", rec, f"job {index}: the prompt is {len(prompt):,} "
                                                    f"characters long; at most {MAX_PROMPT_CHARS:,} are sent")
                 continue
@@ -252,9 +255,10 @@ class Expansion:
             plain = True  # every float in the request is one orjson writes as json does
             if takes_loras:
                 lset = ctx["loras"]
-                facts = lora_facts.get(id(lset))
-                if facts is None or facts[0] is not lset:
-                    facts = lora_facts[id(lset)] = (lset, lset.variables, _plain_scales(lset))
+                if facts[0] is not lset:
+                    facts = lora_facts.get(id(lset))  # type: ignore[assignment]
+                    if facts is None or facts[0] is not lset:
+                        facts = lora_facts[id(lset)] = (lset, lset.variables, _plain_scales(lset))
                 if facts[1]:  # scales taken from this cell's variables
                     try:
                         lset = lset.resolve(ctx)
