@@ -1,8 +1,11 @@
 """Benchmark `plan` (load + one full expansion pass) at 10^4, 10^5 and 10^6 jobs.
 
-Run by hand: `.venv/bin/python tests/bench/bench_plan.py [--sizes 10000,100000] [--variants axes]`.
-Each case runs in fresh subprocesses (one timed, one under tracemalloc) so ru_maxrss and
-timings do not leak between cases; prints a markdown table. Never part of the test suite.
+Run by hand: `.venv/bin/python tests/bench/bench_plan.py [--sizes 10000,100000] [--variants axes]
+[--repeat 3]`. Each case runs in fresh subprocesses (timed ones, one under tracemalloc) so
+ru_maxrss and timings do not leak between cases; figures are CPU time (user+sys), medians of
+``--repeat`` runs, the axes manifest's beside the floor taken in turn (``run-pass``: the same
+manifest through the run's validating pass, engine/preflight.py); prints a markdown table.
+Never part of the test suite.
 """
 
 from __future__ import annotations
