@@ -75,11 +75,15 @@ def preflight(manifest: Manifest, ledger: Ledger | None, *, shards: int | None =
     """The one validating pass, in steps: a ManifestError for a bad manifest, a FileClash
     when a job would write over a file the ledger records for another."""
     diff = FolderDiff(ledger, file_of) if ledger is not None else None
-    observe = diff.add if diff is not None else None
+    # A first run's ledger is blank: the diff only counts, and the pass makes no Job it need
+    # not make (the plan's own speed).
+    observe = diff.add if diff is not None and not diff.blank else None
     counter = ShardCounter(shards, observe) if shards is not None else None
     plan = yield from plan_steps(manifest, task_seconds,
                                  observe=counter.observe if counter is not None else observe)
     if diff is not None:
+        if observe is None:
+            diff.count(plan.jobs)
         diff.finish()
         diff.raise_for_clashes()
     tally = counter.tally if counter is not None else None

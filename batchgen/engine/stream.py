@@ -8,7 +8,6 @@ followed once more to fetch them again. How much there is of each is the batch's
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterator
 
 from batchgen.engine.derived import Rederive
@@ -91,7 +90,7 @@ class JobStream:
             return job
         suffix = f".{job.extension}"
         if file.startswith("images/") and file.endswith(suffix):
-            old = dataclasses.replace(job, name=file[len("images/"):-len(suffix)])
+            old = job._replace(name=file[len("images/"):-len(suffix)])
             if self.writer.image_file(old) == file:
                 return old
         return job

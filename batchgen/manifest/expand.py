@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from batchgen.manifest.axes import Axis, Entry, LoraSet
+from batchgen.manifest.axes import NO_LORAS, Axis, Entry, LoraSet
 from batchgen.errors import Problem
 from batchgen.manifest.fields import LORA_MODEL, MAX_PROMPT_CHARS, check_url
 from batchgen.job import Job
@@ -50,6 +50,11 @@ def canonical(model: str, request: dict[str, Any]) -> bytes:
         except (orjson.JSONEncodeError, TypeError):
             pass
     return _ENCODER.encode({"model": model, "request": request}).encode("utf-8")
+
+
+def _plain_scales(lset: LoraSet) -> bool:
+    """True when every scale of the set is written the same by orjson and json (see canonical)."""
+    return not any(type(s) is float and s and not 1e-4 <= abs(s) < 1e16 for _, s in lset.items)
 
 
 def job_hash(model: str, request: dict[str, Any]) -> str:
@@ -191,96 +196,140 @@ class Expansion:
             return self.src.problem(tmpl.path, f"job {index}: cannot render {tmpl.source!r}: {exc}")
 
     def iter_jobs(self, hits: list[int] | None = None,
-                  cells: Iterable[tuple[Any, ...] | Problem] | None = None) -> Iterator[Job | Problem]:
+                  cells: Iterable[tuple[Any, ...] | Problem] | None = None,
+                  light: int | None = None) -> Iterator[Job | Problem | None]:
         """One full pass: Jobs in expansion order, Problems where a cell cannot become one.
 
         ``cells`` (manifest/order.py) gives the cells in another order, each with its written
-        index, so a job is the same whatever the order."""
+        index, so a job is the same whatever the order.
+
+        ``light`` (a count, for a pass that only counts and checks, like ``plan``'s): after
+        that many Jobs, a job that is the first of its request, whose file name is its id and
+        whose caption is no template, is yielded as None. It is checked and hashed like any
+        other (its id still numbers the replicas after it), but nothing it could fail on is
+        left, so no Job is made for it: building one cost as much as the job's hash. Replicas
+        are always whole Jobs."""
         model, batch, repeat = self.model, self.batch, self.repeat
         takes_loras = model == LORA_MODEL
         sha256 = hashlib.sha256
         fname = None if self.filename.by_job_id else self.filename
         by_id = self.filename.by_id
         caption = self.caption
-        seen: set[int] = set()
-        counts: dict[int, int] = {}
+        seen: set[bytes] = set()
+        counts: dict[bytes, int] = {}
         index = 0
+        lean = light is not None and fname is None and not isinstance(caption, Template)
+        whole = light or 0  # Jobs still to make before a lean pass yields None
+        dumps, sorted_keys = orjson.dumps, _SORTED
+        head = b'{"model":' + orjson.dumps(model) + b',"request":'
+        # Per LoRA set, once (a pass meets few): its variable scales, and whether its scales
+        # are all floats orjson writes as ``json`` does. The set is kept beside its id, so
+        # the id is never reused for another set while the pass runs.
+        lora_facts: dict[int, tuple[LoraSet, tuple[str, ...], bool]] = {}
+        facts: tuple[LoraSet, tuple[str, ...], bool] = (NO_LORAS, (), True)  # the last set's
+        indexed = cells is not None  # cells given with their written index
+        max_chars = MAX_PROMPT_CHARS
         for cell in self.cells(hits) if cells is None else cells:
             if isinstance(cell, Problem):
                 yield cell
                 continue
             ctx, rec = cell[0], cell[1]
-            if len(cell) > 2:
+            if indexed:
                 index = cell[2]
             prompt = ctx["prompt"]
             if type(prompt) is Template:
-                prompt = self._render(prompt, ctx, index)
-                if isinstance(prompt, Problem):
-                    yield prompt
+                try:
+                    prompt = prompt.render(ctx)
+                except (KeyError, ValueError, TypeError, IndexError):
+                    yield self._render(prompt, ctx, index)  # type: ignore[misc]
                     continue
-            if prompt is None or not prompt.strip():
+            if prompt is None or not prompt or prompt.isspace():
                 yield self._problem("prompt", rec, f"job {index} has no prompt"
                                     + (" (the template renders empty)" if prompt is not None else ""))
                 continue
-            if len(prompt) > MAX_PROMPT_CHARS:
+            if len(prompt) > max_chars:
                 yield self._problem("prompt", rec, f"job {index}: the prompt is {len(prompt):,} "
                                                    f"characters long; at most {MAX_PROMPT_CHARS:,} are sent")
                 continue
             request: dict[str, Any] = {"prompt": prompt, "seed": ctx["seed"], "size": ctx["size"]}
+            plain = True  # every float in the request is one orjson writes as json does
             if takes_loras:
                 lset = ctx["loras"]
-                if lset.variables:  # scales taken from this cell's variables
+                if facts[0] is not lset:
+                    facts = lora_facts.get(id(lset))  # type: ignore[assignment]
+                    if facts is None or facts[0] is not lset:
+                        facts = lora_facts[id(lset)] = (lset, lset.variables, _plain_scales(lset))
+                if facts[1]:  # scales taken from this cell's variables
                     try:
                         lset = lset.resolve(ctx)
                     except ValueError as exc:
                         yield self._problem(lset.variables[0], rec, f"job {index}: {exc}")
                         continue
                     ctx = {**ctx, "loras": lset}
-                request["loras"] = lset.as_request()
-            url, strength, mask = ctx["image_url"], ctx["strength"], ctx["mask"]
-            bad: Problem | None = None
-            for key in ("image_url", "mask"):
-                value = ctx[key]
-                if type(value) is Template:
-                    value = self._render(value, ctx, index)
-                    if isinstance(value, str):
-                        try:
-                            check_url(value)
-                        except ValueError as exc:
-                            value = self._problem(key, rec, f"job {index}: {exc}")
-                    if isinstance(value, Problem):
-                        bad = value
-                        break
-                if key == "image_url":
-                    url = value
+                    plain = _plain_scales(lset)
                 else:
-                    mask = value
-            if bad is not None:
-                yield bad
-                continue
-            if url is not None:
-                request["image_url"] = url
-            if strength is not None:
-                request["strength"] = strength
-            if mask is not None:
-                request["mask"] = mask
-            if url is None and (strength is not None or mask is not None):
-                what = "strength" if strength is not None else "mask"
-                yield self._problem(what, rec, f"job {index}: {what} needs image_url "
-                                               "(img2img/inpainting only)")
-                continue
+                    plain = facts[2]
+                request["loras"] = lset.as_request() if lset.items else []
+            url, strength, mask = ctx["image_url"], ctx["strength"], ctx["mask"]
+            if url is not None or strength is not None or mask is not None:  # img2img
+                bad: Problem | None = None
+                for key in ("image_url", "mask"):
+                    value = ctx[key]
+                    if type(value) is Template:
+                        value = self._render(value, ctx, index)
+                        if isinstance(value, str):
+                            try:
+                                check_url(value)
+                            except ValueError as exc:
+                                value = self._problem(key, rec, f"job {index}: {exc}")
+                        if isinstance(value, Problem):
+                            bad = value
+                            break
+                    if key == "image_url":
+                        url = value
+                    else:
+                        mask = value
+                if bad is not None:
+                    yield bad
+                    continue
+                if url is not None:
+                    request["image_url"] = url
+                if strength is not None:
+                    request["strength"] = strength
+                if mask is not None:
+                    request["mask"] = mask
+                if url is None and (strength is not None or mask is not None):
+                    what = "strength" if strength is not None else "mask"
+                    yield self._problem(what, rec, f"job {index}: {what} needs image_url "
+                                                   "(img2img/inpainting only)")
+                    continue
             request["output_format"] = ctx["output_format"]
             request["enable_base64_output"] = ctx["enable_base64_output"]
-            digest = sha256(canonical(model, request)).digest()
-            key64 = int.from_bytes(digest[:8], "big")
-            h = digest[:8].hex()
-            for copy in range(repeat):
-                if key64 in seen:
-                    replica = counts.get(key64, 0) + 1
-                    counts[key64] = replica
+            if plain and (strength is None or type(strength) is not float or not strength
+                          or 1e-4 <= abs(strength) < 1e16):
+                try:  # {"model":...,"request":...}: "model" sorts first
+                    body = head + dumps(request, option=sorted_keys) + b"}"
+                except (orjson.JSONEncodeError, TypeError):
+                    body = canonical(model, request)
+            else:
+                body = canonical(model, request)
+            key = sha256(body).digest()[:8]
+            first = 0
+            if lean and whole <= 0 and key not in seen:
+                seen.add(key)
+                index += 1
+                yield None
+                if repeat == 1:
+                    continue
+                first = 1  # the copies are replicas: whole Jobs
+            h = key.hex()
+            for copy in range(first, repeat):
+                if key in seen:
+                    replica = counts.get(key, 0) + 1
+                    counts[key] = replica
                     job_id = f"{h}-{replica}"
                 else:
-                    seen.add(key64)
+                    seen.add(key)
                     replica = 0
                     job_id = h
                 if copy:
@@ -307,5 +356,6 @@ class Expansion:
                             yield rendered
                             continue
                         text = rendered
+                whole -= 1
                 yield Job(job_id, index, request, rec, replica, name, text)
                 index += 1

@@ -105,9 +105,11 @@ class Manifest:
                 raise ManifestError([item])
             yield item
 
-    def expand(self, exclude_hits: list[int] | None = None) -> Iterator[Job | Problem]:
-        """Like ``jobs()`` but yields problems instead of raising, so a caller can list many."""
-        return self.expansion.iter_jobs(exclude_hits)
+    def expand(self, exclude_hits: list[int] | None = None,
+               light: int | None = None) -> Iterator[Job | Problem | None]:
+        """Like ``jobs()`` but yields problems instead of raising, so a caller can list many
+        (``light``: see ``Expansion.iter_jobs``; without it every item is a Job or a Problem)."""
+        return self.expansion.iter_jobs(exclude_hits, light=light)
 
 
 def manifest_json_schema() -> dict[str, Any]:

@@ -145,7 +145,15 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
     jobs = duplicates = 0
     preview: list[Job] = []
     repeats = RepeatWatch(manifest)
-    for item in manifest.expand(hits):
+    # Nobody needs the Jobs past the preview unless they are observed or their names checked:
+    # the pass then counts most jobs without making them (see Expansion.iter_jobs).
+    light = PREVIEW if observe is None and not check_names else None
+    for item in manifest.expand(hits, light):
+        if item is None:
+            jobs += 1
+            if not jobs % STEP:
+                yield jobs
+            continue
         if isinstance(item, Problem):
             if item not in seen_problems:
                 seen_problems.add(item)

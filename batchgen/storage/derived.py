@@ -16,13 +16,13 @@ from typing import Any
 import orjson
 
 from batchgen.job import Job
-from batchgen.storage.record import JobRecord
+from batchgen.storage.record import DERIVED, JobRecord
 from batchgen.storage.sidecar import Sidecar
 
 __all__ = ["DERIVED_KEY", "derived_digest", "is_stale", "rederived", "sibling"]
 
 #: the ledger key (a done line's, and its record's ``info``) holding the digest
-DERIVED_KEY = "derived"
+DERIVED_KEY = DERIVED
 
 
 def derived_digest(job: Job) -> str:

@@ -76,6 +76,16 @@ class FolderDiff:
     _hits: list[tuple[str, int, str]] = field(default_factory=list, repr=False)
     _more_hits: int = 0
 
+    @property
+    def blank(self) -> bool:
+        """Nothing recorded: every job is new and no file is another's, so ``add`` would look
+        nothing up, and a pass may ``count`` its jobs instead of showing each."""
+        return not self.ledger.records
+
+    def count(self, jobs: int) -> None:
+        """``jobs`` jobs of the manifest, not shown one by one (only for a ``blank`` ledger)."""
+        self.jobs += jobs
+
     def add(self, job: Job) -> None:
         """One job of the manifest (the plan's ``observe`` hook)."""
         self.jobs += 1

@@ -205,7 +205,7 @@ class Ledger:
         elif state == "submitted":
             rec.task_id = event.get("task_id")
             if event.get("again"):  # an old task followed once more, not a new one
-                info = rec.info or {}
+                info = rec.details() or {}
                 spec = event.get("spec") or info.get("spec")
                 rec.info = {"spec": spec, "submitted_at": event.get("submitted_at",
                                                                    info.get("submitted_at"))}
@@ -223,8 +223,8 @@ class Ledger:
             got = event.get("size_got")
             rec.info = {"size_got": got} if isinstance(got, str) else None
             derived = event.get("derived")
-            if isinstance(derived, str):
-                rec.info = {**(rec.info or {}), "derived": derived}
+            if isinstance(derived, str):  # the digest alone, held as its text (record.py)
+                rec.info = derived if rec.info is None else {**rec.info, "derived": derived}
             if isinstance(at, (int, float)):
                 stats.recent_done.append(float(at))
         elif state == "failed":

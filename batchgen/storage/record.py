@@ -17,6 +17,8 @@ from batchgen.job import Failure, Job, JobState
 __all__ = ["JobRecord", "LockHolder", "compact_event", "digest", "restore", "safe_file", "sound_event",
            "spec_of"]
 
+#: the key of the derived files' digest (storage/derived.py), in a done line and its ``info``
+DERIVED = "derived"
 #: the longest task id a record may hold (the client takes no longer one from the provider)
 MAX_TASK_ID = 256
 #: the longest recorded file name (a path inside the batch folder)
@@ -28,7 +30,10 @@ class JobRecord:
 
     ``spec`` (request, name, axes, caption) is held only while the task is out at the provider,
     so outstanding work can be collected even if the manifest changed; ``info`` holds the rarer
-    fields (failure reason, timings, counts) only when there are any.
+    fields (failure reason, timings, counts) only when there are any. A done job's one rarer
+    field, the digest its derived files were written from, is held in ``info`` as that text
+    alone: a dict per done job was the largest part of a big ledger's memory. ``get`` and
+    ``details`` read both forms alike.
     """
 
     __slots__ = ("state", "task_id", "file", "size", "side", "sha256", "info", "seen", "gone", "at")
@@ -42,18 +47,23 @@ class JobRecord:
         self.size: int = 0
         self.side: int = 0  # the sidecar's bytes (0: not recorded, by a batchgen before 0.2)
         self.sha256: bytes | None = None  # raw digest of the image: half the memory of hex
-        self.info: dict[str, Any] | None = None
+        self.info: dict[str, Any] | str | None = None
         #: when the job's latest event was written: of two ledgers of one folder that both
         #: know the job (shards, a run that finished a shard's work), the later one holds it
         self.at: float = 0.0
 
     def get(self, key: str, default: Any = None) -> Any:
-        info = self.details()
-        return info.get(key, default) if info else default
+        info = self.info
+        if info is None:
+            return default
+        if type(info) is str:
+            return info if key == DERIVED else default
+        return info.get(key, default)
 
     def details(self) -> dict[str, Any] | None:
         """The rarer fields: spec, failure reason, timings (None when there are none)."""
-        return self.info
+        info = self.info
+        return {DERIVED: info} if type(info) is str else info
 
     @property
     def failure(self) -> Failure | None:
@@ -76,8 +86,8 @@ class JobRecord:
         return self.sha256.hex() if self.sha256 is not None else None
 
     def _set(self, key: str, value: Any) -> None:
-        if self.info is None:
-            self.info = {}
+        if type(self.info) is not dict:
+            self.info = self.details() or {}
         self.info[key] = value
 
     def job(self, job_id: str) -> Job | None:
@@ -149,7 +159,12 @@ def restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
     rec.gone = bool(event.get("gone"))
     rec.sha256 = digest(event.get("sha256"))
     info = event.get("info")
-    rec.info = info if isinstance(info, dict) and info else None
+    if not isinstance(info, dict) or not info:
+        rec.info = None
+    elif len(info) == 1 and type(info.get(DERIVED)) is str:
+        rec.info = info[DERIVED]  # the common done record: the digest alone
+    else:
+        rec.info = info
     at = event.get("at")
     if isinstance(at, (int, float)):
         rec.at = float(at)
@@ -201,7 +216,9 @@ def safe_file(value: Any) -> bool:
         return False
     if value.startswith("/") or "\\" in value or "\0" in value:
         return False
-    return all(part not in ("", ".", "..") for part in value.split("/"))
+    # no "", "." or ".." segment: framed in slashes, such a segment shows as //, /./ or /../
+    framed = f"/{value}/"
+    return "//" not in framed and "/./" not in framed and "/../" not in framed
 
 
 def _spec(value: Any) -> bool:
@@ -223,18 +240,52 @@ def _info(value: Any) -> bool:
         return True
     if not isinstance(value, dict):
         return False
-    return (_spec(value.get("spec")) and _text(value.get("reason")) and _text(value.get("code"))
-            and _text(value.get("label")) and _text(value.get("size_got"))
-            and _number(value.get("submitted_at")) and _number(value.get("failed_at")))
+    return _sound(value, _INFO_CHECKS)
+
+
+def _sound(fields: dict[str, Any], checks: dict[str, Any]) -> bool:
+    """Every field of ``fields`` that ``checks`` names passes its check. An absent field
+    passes every check (each takes None), so only the fields present are looked at; text,
+    counts and numbers, most of them, are tested inline."""
+    for key, value in fields.items():
+        check = checks.get(key)
+        if check is None or value is None:
+            continue
+        if check is _text:
+            if not isinstance(value, str):
+                return False
+        elif check is _count:
+            if type(value) is not int or value < 0:  # (not a bool: its type is bool)
+                if not _count(value):
+                    return False
+        elif check is _number:
+            if type(value) is not float and type(value) is not int and not _number(value):
+                return False
+        elif not check(value):
+            return False
+    return True
+
+
+def _task_id(value: Any) -> bool:
+    return _text(value, MAX_TASK_ID)
+
+
+def _file(value: Any) -> bool:
+    return value is None or safe_file(value)
+
+
+#: each field a record takes from a job event, and the check its value must pass (an absent
+#: field passes every check, so only the fields a line has are looked at)
+_CHECKS = {"task_id": _task_id, "file": _file, "bytes": _count, "sidecar_bytes": _count,
+           "maybe_duplicated": _count, "sha256": _text, "size_got": _text, "code": _text,
+           "reason": _text, "label": _text, "submitted_at": _number, "spec": _spec, "info": _info}
+
+
+_INFO_CHECKS = {"spec": _spec, "reason": _text, "code": _text, "label": _text, "size_got": _text,
+                "submitted_at": _number, "failed_at": _number}
 
 
 def sound_event(event: dict[str, Any]) -> bool:
     """True when every field a record takes from this job event has the type it must have
     (a recorded ``file`` also a safe path inside the folder); False: skip the line."""
-    file = event.get("file")
-    return (_text(event.get("task_id"), MAX_TASK_ID) and (file is None or safe_file(file))
-            and _count(event.get("bytes")) and _count(event.get("sidecar_bytes"))
-            and _count(event.get("maybe_duplicated")) and _text(event.get("sha256"))
-            and _text(event.get("size_got")) and _text(event.get("code")) and _text(event.get("reason"))
-            and _text(event.get("label")) and _number(event.get("submitted_at"))
-            and _spec(event.get("spec")) and _info(event.get("info")))
+    return _sound(event, _CHECKS)

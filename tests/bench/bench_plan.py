@@ -1,14 +1,18 @@
 """Benchmark `plan` (load + one full expansion pass) at 10^4, 10^5 and 10^6 jobs.
 
-Run by hand: `.venv/bin/python tests/bench/bench_plan.py [--sizes 10000,100000] [--variants axes]`.
-Each case runs in fresh subprocesses (one timed, one under tracemalloc) so ru_maxrss and
-timings do not leak between cases; prints a markdown table. Never part of the test suite.
+Run by hand: `.venv/bin/python tests/bench/bench_plan.py [--sizes 10000,100000] [--variants axes]
+[--repeat 3]`. Each case runs in fresh subprocesses (timed ones, one under tracemalloc) so
+ru_maxrss and timings do not leak between cases; figures are CPU time (user+sys), medians of
+``--repeat`` runs, the axes manifest's beside the floor taken in turn (``run-pass``: the same
+manifest through the run's validating pass, engine/preflight.py); prints a markdown table.
+Never part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from statistics import median
 import resource
 import subprocess
 import sys
@@ -24,6 +28,8 @@ VARIANTS = {
     "txt-file": "prompts.txt x 10 seeds, filename+caption",
     # CSV rows (N/10, each setting a variable and the size) x 5 seeds x 2 LoRA sets
     "csv-rows": "rows.csv x 5 seeds x 2 LoRA sets",
+    # the axes manifest through the run's validating pass (engine/preflight.py), a first run
+    "run-pass": "10 styles x seed range, run's pass",
 }
 
 
@@ -74,13 +80,37 @@ def one(jobs: int, variant: str, trace: bool) -> dict[str, float]:
         path = write_manifest(Path(tmp), jobs, variant)
         if trace:
             tracemalloc.start()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         plan = plan_manifest(load_manifest(path))
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         peak = tracemalloc.get_traced_memory()[1] if trace else 0
         if plan.jobs != jobs:
             raise SystemExit(f"expected {jobs} jobs, planned {plan.jobs}")
-    return {"seconds": seconds, "peak_mb": peak / 2**20,
+    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20,
+            "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def run_pass(jobs: int, variant: str, trace: bool) -> dict[str, float]:
+    """The run's validating pass (engine/preflight.py) of the axes manifest, for a first run:
+    load, then the pass against a new, empty ledger."""
+    from batchgen.engine.preflight import preflight
+    from batchgen.manifest.loader import load_manifest
+    from batchgen.steps import drain
+    from batchgen.storage.ledger import Ledger
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_manifest(Path(tmp), jobs, "axes")
+        ledger = Ledger.open(Path(tmp) / "out", "bench")
+        if trace:
+            tracemalloc.start()
+        start, cpu = time.perf_counter(), time.process_time()
+        check = drain(preflight(load_manifest(path), ledger))
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        peak = tracemalloc.get_traced_memory()[1] if trace else 0
+        ledger.close()
+        if check.plan.jobs != jobs or check.diff is None or check.diff.jobs != jobs:
+            raise SystemExit(f"expected {jobs} jobs, passed {check.plan.jobs}")
+    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -96,7 +126,7 @@ def floor(jobs: int, variant: str, trace: bool) -> dict[str, float]:
 
     if trace:
         tracemalloc.start()
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     ids: set[bytes] = set()
     sha, dumps, opt = hashlib.sha256, orjson.dumps, orjson.OPT_SORT_KEYS
     for style in STYLES:
@@ -105,10 +135,10 @@ def floor(jobs: int, variant: str, trace: bool) -> dict[str, float]:
                        "size": "1024*1024", "loras": [], "output_format": "png",
                        "enable_base64_output": False}
             ids.add(sha(dumps({"model": "z-image-turbo-lora", "request": request}, option=opt)).digest()[:8])
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = tracemalloc.get_traced_memory()[1] if trace else 0
     assert len(ids) == jobs
-    return {"seconds": seconds, "peak_mb": peak / 2**20,
+    return {"seconds": seconds, "cpu": cpu, "peak_mb": peak / 2**20,
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
@@ -123,26 +153,34 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--sizes", default="10000,100000,1000000")
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (medians)")
     parser.add_argument("--one", nargs=2, metavar=("JOBS", "VARIANT"), help=argparse.SUPPRESS)
     parser.add_argument("--trace", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         jobs, variant = int(args.one[0]), args.one[1]
-        print(json.dumps((floor if variant == "floor" else one)(jobs, variant, args.trace)))
+        case = {"floor": floor, "run-pass": run_pass}.get(variant, one)
+        print(json.dumps(case(jobs, variant, args.trace)))
         return
-    print("| jobs | manifest | load+plan s | µs/job | ru_maxrss MB | tracemalloc peak MB | floor s | plan / floor |")
+    print("| jobs | manifest | load+plan CPU s | µs/job | ru_maxrss MB | tracemalloc peak MB "
+          "| floor CPU s | plan / floor |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
     for variant in args.variants.split(","):
         for jobs in (int(n) for n in args.sizes.split(",")):
-            timed = run_case(jobs, variant, trace=False)
+            # Plan and floor alternate, and each figure is the median of --repeat runs of CPU
+            # time (user+sys): on a shared machine wall time measures the neighbours too.
+            timed, bases = [], []
+            for _ in range(args.repeat):
+                timed.append(run_case(jobs, variant, trace=False))
+                if variant in ("axes", "run-pass"):  # the floor is written for the axes manifest
+                    bases.append(run_case(jobs, "floor", trace=False))
             traced = run_case(jobs, variant, trace=True)
-            # The floor is written for the axes manifest; beside it, alternating with plan.
-            base = run_case(jobs, "floor", trace=False) if variant == "axes" else None
-            extra = (f"{base['seconds']:.2f} | {timed['seconds'] / base['seconds']:.2f}" if base else " | ")
-            print(f"| {jobs:,} | {VARIANTS[variant]} | {timed['seconds']:.2f} | "
-                  f"{timed['seconds'] / jobs * 1e6:.1f} | {timed['maxrss_mb']:.0f} | "
-                  f"{traced['peak_mb']:.1f} | {extra} |", flush=True)
-
+            cpu = median(t["cpu"] for t in timed)
+            rss = max(t["maxrss_mb"] for t in timed)
+            base = median(b["cpu"] for b in bases) if bases else None
+            extra = f"{base:.2f} | {cpu / base:.2f}" if base else " | "
+            print(f"| {jobs:,} | {VARIANTS[variant]} | {cpu:.2f} | {cpu / jobs * 1e6:.1f} | "
+                  f"{rss:.0f} | {traced['peak_mb']:.1f} | {extra} |", flush=True)
 
 if __name__ == "__main__":
     main()

@@ -170,3 +170,39 @@ def test_a_replay_comes_in_steps_and_stopping_it_early_releases_the_folder(tmp_p
     again = Ledger.open(tmp_path, "steps")
     assert len(again.records) == REPLAY_STEP + 10
     again.close()
+
+
+def test_a_done_jobs_derived_digest_replays_and_compacts_as_before(tmp_path: Path) -> None:
+    """The digest a done record keeps (held as its bare text in memory) reads back the same
+    from the run's lines, from a compacted ledger, and from a compacted line written before
+    (``info: {"derived": ...}``), which compaction writes again in that form."""
+    ledger = Ledger.open(tmp_path, "b")
+    ledger.submitting(job(1))
+    ledger.submitted(job(1).job_id, "task-1")
+    ledger.done(job(1).job_id, "images/img-1.png", 123, "ab" * 32, 50, derived="0123456789abcdef")
+    ledger.submitting(job(2))
+    ledger.submitted(job(2).job_id, "task-2")
+    ledger.done(job(2).job_id, "images/img-2.png", 124, "cd" * 32, 51, size_got="512*512",
+                derived="fedcba9876543210")
+    ledger.close()
+    with open(tmp_path / LEDGER_FILE, "a", encoding="utf-8") as fh:  # as compaction wrote it before
+        fh.write(json.dumps({"job": f"{3:016x}", "state": "done", "compact": 1, "at": 5.0,
+                             "task_id": "task-3", "file": "images/img-3.png", "bytes": 9,
+                             "info": {"derived": "00000000000000ff"}}) + "\n")
+
+    def seen(ledger: Ledger) -> dict[str, tuple[object, ...]]:
+        return {k: (r.get("derived"), r.size_got, r.details()) for k, r in ledger.records.items()}
+
+    again = Ledger.open(tmp_path, "b")
+    want = {f"{1:016x}": ("0123456789abcdef", None, {"derived": "0123456789abcdef"}),
+            f"{2:016x}": ("fedcba9876543210", "512*512",
+                          {"size_got": "512*512", "derived": "fedcba9876543210"}),
+            f"{3:016x}": ("00000000000000ff", None, {"derived": "00000000000000ff"})}
+    assert seen(again) == want
+    again.compact()
+    again.close()
+    lines = [json.loads(line) for line in (tmp_path / LEDGER_FILE).read_text().splitlines()[1:]]
+    assert [line["info"] for line in lines] == [w[2] for w in want.values()]
+    third = Ledger.open(tmp_path, "b")
+    assert seen(third) == want
+    third.close()
