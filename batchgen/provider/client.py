@@ -204,7 +204,7 @@ class ProviderClient:
         paid = False   # the next try is paid from the retry budget
         while True:
             tries = failures + refused + unreached
-            if not await limits.turn(still_wanted, retry=paid):
+            if not await limits.turn(still_wanted, retry=paid, again=tries > 0):
                 raise SubmitWithdrawn(maybe)
             started = self._now()
             try:

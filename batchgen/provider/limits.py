@@ -44,7 +44,7 @@ _MIN_PAUSE = 0.5
 _PRESUMED_SHARE = 0.25
 # How a task's end is expected without an eta: this quantile of the durations seen so far
 # (submit accepted -> seen finished, so a little long), once this many were seen.
-_END_QUANTILE, _END_SAMPLES = 0.75, 10
+_END_QUANTILE, _END_SAMPLES = 0.5, 10
 
 
 class Refusal(StrEnum):
@@ -290,7 +290,7 @@ class Limits:
     says, yet it has most likely finished there: once its expected end has passed (its eta,
     else the durations seen so far) it is presumed finished and not counted against the limit
     until its poll is answered (``poll_answered``). At most a quarter of the limit is presumed
-    so, and none while submits are being refused, so a cap on tasks in flight is still found.
+    so, and none once two submits in a row are refused, so a cap on tasks in flight is still found.
     """
 
     def __init__(self, ceiling: int, rate_per_minute: float | None = None, *,
@@ -343,16 +343,22 @@ class Limits:
 
     # -- waiting ------------------------------------------------------------------------------
 
-    async def turn(self, wanted: Callable[[], bool], retry: bool = False) -> bool:
+    async def turn(self, wanted: Callable[[], bool], retry: bool = False, again: bool = False) -> bool:
         """Wait until a submit may go and hold its place; False when the batch stopped or
-        ``wanted()`` said no while waiting. ``retry``: this is another try, paid from the budget."""
-        if not self._queue and not self.stopped and wanted():
+        ``wanted()`` said no while waiting. ``retry``: this is another try, paid from the budget.
+        ``again``: another try of a submit that already had its turn; it goes first, since it
+        waited its turn once and then what the provider asked (a job refused late is what
+        the end of a batch waits for)."""
+        if (again or not self._queue) and not self.stopped and wanted():
             until = self._blocked(self._now(), retry)
             if until == _GO:
                 self._take(retry)
                 return True
         me = _Waiter()
-        self._queue.append(me)
+        if again:
+            self._queue.appendleft(me)
+        else:
+            self._queue.append(me)
         try:
             while True:
                 if self.stopped or not wanted():
@@ -658,8 +664,9 @@ class Limits:
         return ends
 
     def _presumable(self) -> int:
-        """How many tasks may be presumed finished now: none while submits are refused."""
-        if self._strikes or not self._deferred:
+        """How many tasks may be presumed finished now: none once submits are refused in a row
+        (one refusal alone is common chance; a second may be the cap, so count everything)."""
+        if self._strikes >= 2 or not self._deferred:
             return 0
         return max(1, int(self.tasks.slots * _PRESUMED_SHARE))
 
