@@ -44,7 +44,7 @@ _MIN_PAUSE = 0.5
 _PRESUMED_SHARE = 0.25
 # How a task's end is expected without an eta: this quantile of the durations seen so far
 # (submit accepted -> seen finished, so a little long), once this many were seen.
-_END_QUANTILE, _END_SAMPLES = 0.5, 10
+_END_QUANTILE, _END_SAMPLES = 0.75, 10
 
 
 class Refusal(StrEnum):
@@ -289,8 +289,9 @@ class Limits:
     A task whose poll the provider refused (``poll_deferred``) cannot be asked again before it
     says, yet it has most likely finished there: once its expected end has passed (its eta,
     else the durations seen so far) it is presumed finished and not counted against the limit
-    until its poll is answered (``poll_answered``). At most a quarter of the limit is presumed
-    so, and none once two submits in a row are refused, so a cap on tasks in flight is still found.
+    until its poll is answered (``poll_answered``). At most a quarter of the limit (rounded
+    down: none under 4) is presumed so, and none once two submits in a row are refused, so a cap
+    on tasks in flight is still found and the provider holds at most that many more for a moment.
     """
 
     def __init__(self, ceiling: int, rate_per_minute: float | None = None, *,
@@ -668,7 +669,7 @@ class Limits:
         (one refusal alone is common chance; a second may be the cap, so count everything)."""
         if self._strikes >= 2 or not self._deferred:
             return 0
-        return max(1, int(self.tasks.slots * _PRESUMED_SHARE))
+        return int(self.tasks.slots * _PRESUMED_SHARE)
 
     def _busy(self, now: float) -> int:
         """Tasks in flight by the best evidence: those presumed finished left out."""
