@@ -29,6 +29,7 @@ from batchgen.errors import (
     DownloadError,
     ImageExpired,
     ProviderError,
+    RateLimited,
     TaskNotFound,
 )
 from batchgen.job import Failed, Failure, Job
@@ -98,6 +99,7 @@ class Collector:
         now = time_now()
         delay = 0.0 if poll_now else self.planner.first_delay(already_waited=now - clock.submitted_at)
         last_status = "not polled yet"
+        asked = 0.0   # the wait the provider named when it last refused a poll
         while True:
             now = time_now()
             if now + delay > deadline:
@@ -116,6 +118,7 @@ class Collector:
             except ProviderError as exc:
                 result = None
                 last_status = f"poll failing ({exc})"
+                asked = (exc.retry_after or 0.0) if isinstance(exc, RateLimited) else 0.0
             except Exception as exc:  # an answer the client could not parse: this job's problem
                 log.info("unreadable task result for %s", task_id, exc_info=True)
                 result = None
@@ -144,7 +147,8 @@ class Collector:
                 delay = self.planner.next_delay(clock, result, now)
             else:
                 clock.last_delay = max(1.0, clock.last_delay * 2)
-                delay = min(clock.last_delay, 60.0)
+                # Never asked again sooner than the provider said (a Retry-After past our backoff).
+                delay = max(min(clock.last_delay, 60.0), asked)
 
     async def save(self, job: Job, task_id: str, result: TaskResult, clock: TaskClock,
                    renew: bool = False) -> bool:

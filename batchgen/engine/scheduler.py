@@ -2,7 +2,8 @@
 
 The limit that matters is tasks in flight at the provider (submitted, not seen finished). It
 adapts to what the provider takes and lives in the run's ``Limits`` (provider/limits.py), where
-every submit waits its turn; a slot frees the moment a poll sees its task finished. A second
+every submit waits its turn; a slot frees the moment a poll sees its task finished (or, while
+a refused poll waits the provider's Retry-After, once the task should have finished). A second
 limiter bounds jobs alive in this process (waiting to submit, in flight, downloading), so a
 million-job manifest streams through in constant memory. The task id is in the ledger before
 anything depends on it; a job's own failure is recorded, never raised.

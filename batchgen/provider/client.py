@@ -204,7 +204,7 @@ class ProviderClient:
         paid = False   # the next try is paid from the retry budget
         while True:
             tries = failures + refused + unreached
-            if not await limits.turn(still_wanted, retry=paid):
+            if not await limits.turn(still_wanted, retry=paid, again=tries > 0):
                 raise SubmitWithdrawn(maybe)
             started = self._now()
             try:
@@ -353,11 +353,19 @@ class ProviderClient:
                 else:
                     delay = self.options.backoff.delay(failures - 1, self._rng)
                 log.info("task-result for %s failed (%s); retry in %.1fs", task_id, exc, delay)
+                if isinstance(exc, RateLimited):
+                    # Not asked again sooner than that, yet likely finished by then: its slot
+                    # need not stay idle for the wait.
+                    self.limits.poll_deferred(task_id, delay)
                 await self._sleep(delay)
                 continue
             self.limits.budget.earn()   # a poll that went well earns, as a submit does
             if result.finished:
                 self.limits.ended(task_id)
+            else:
+                self.limits.poll_answered(task_id)
+                if result.task.eta:
+                    self.limits.expect(task_id, self._now() + result.task.eta)
             return result
 
     async def _task_result_once(self, task_id: str) -> TaskResult:

@@ -39,6 +39,12 @@ _PRIOR_SPORADIC, _PRIOR_ANSWERS = 2.5, 50.0
 _PROBE_SLACK = 1.0
 # The shortest pause after a refusal the window as believed does not explain.
 _MIN_PAUSE = 0.5
+# Tasks whose poll was refused, and whose expected end has passed, are presumed finished (not
+# counted against the limit) until their poll is answered: at most this share of the limit.
+_PRESUMED_SHARE = 0.25
+# How a task's end is expected without an eta: this quantile of the durations seen so far
+# (submit accepted -> seen finished, so a little long), once this many were seen.
+_END_QUANTILE, _END_SAMPLES = 0.75, 10
 
 
 class Refusal(StrEnum):
@@ -279,6 +285,13 @@ class Limits:
     (the client says it when a poll sees the task finished or forgotten, the engine when it
     stops following it; saying it twice is harmless); ``adopt(task_id)`` counts a task an
     earlier run left at the provider. ``stop()`` ends every wait at once.
+
+    A task whose poll the provider refused (``poll_deferred``) cannot be asked again before it
+    says, yet it has most likely finished there: once its expected end has passed (its eta,
+    else the durations seen so far) it is presumed finished and not counted against the limit
+    until its poll is answered (``poll_answered``). At most a quarter of the limit (rounded
+    down: none under 4) is presumed so, and none once two submits in a row are refused, so a cap
+    on tasks in flight is still found and the provider holds at most that many more for a moment.
     """
 
     def __init__(self, ceiling: int, rate_per_minute: float | None = None, *,
@@ -317,6 +330,13 @@ class Limits:
         self._sporadic = 0.0
         self._queue: deque[_Waiter] = deque()
         self._stop_event: anyio.Event | None = None
+        # Presumed finished: when each task was accepted, the eta bound a poll gave, the time
+        # from which a task with a refused poll counts as finished, and the durations seen.
+        self._accepted_at: dict[str, float] = {}
+        self._eta_end: dict[str, float] = {}
+        self._deferred: dict[str, float] = {}
+        self._durations: deque[float] = deque(maxlen=256)
+        self._end_estimate: float | None = None
 
     @property
     def in_flight(self) -> int:
@@ -324,16 +344,22 @@ class Limits:
 
     # -- waiting ------------------------------------------------------------------------------
 
-    async def turn(self, wanted: Callable[[], bool], retry: bool = False) -> bool:
+    async def turn(self, wanted: Callable[[], bool], retry: bool = False, again: bool = False) -> bool:
         """Wait until a submit may go and hold its place; False when the batch stopped or
-        ``wanted()`` said no while waiting. ``retry``: this is another try, paid from the budget."""
-        if not self._queue and not self.stopped and wanted():
+        ``wanted()`` said no while waiting. ``retry``: this is another try, paid from the budget.
+        ``again``: another try of a submit that already had its turn; it goes first, since it
+        waited its turn once and then what the provider asked (a job refused late is what
+        the end of a batch waits for)."""
+        if (again or not self._queue) and not self.stopped and wanted():
             until = self._blocked(self._now(), retry)
             if until == _GO:
                 self._take(retry)
                 return True
         me = _Waiter()
-        self._queue.append(me)
+        if again:
+            self._queue.appendleft(me)
+        else:
+            self._queue.append(me)
         try:
             while True:
                 if self.stopped or not wanted():
@@ -377,8 +403,10 @@ class Limits:
         """_GO, a time to wait until, or _WAIT (until something changes)."""
         if now < self._paused_until:
             return self._paused_until
-        if self._sending >= self.parallel or len(self._tasks) + self._sending >= self.tasks.slots:
+        if self._sending >= self.parallel:
             return _WAIT
+        if self._busy(now) + self._sending >= self.tasks.slots:
+            return self._next_presumed(now)
         if retry:
             wait = self.budget.wait_for()
             if wait > 0:
@@ -413,9 +441,10 @@ class Limits:
         now = self._now()
         self._give_back()
         self.window.record(now)
-        level = len(self._tasks)
+        level = self._busy(now)
         self.tasks.accepted(level, binding=level + self._sending + 1 >= self.tasks.slots)
         self._tasks.add(task_id)
+        self._accepted_at[task_id] = now
         self.budget.earn()
         self._count_answer()
         if self._strikes:
@@ -541,9 +570,40 @@ class Limits:
 
     def ended(self, task_id: str) -> None:
         """A task in flight was seen finished (or given up on): its slot is free."""
+        self._deferred.pop(task_id, None)
+        self._eta_end.pop(task_id, None)
+        accepted_at = self._accepted_at.pop(task_id, None)
         if task_id in self._tasks:
             self._tasks.discard(task_id)
+            if accepted_at is not None:
+                self._durations.append(self._now() - accepted_at)
+                self._end_estimate = None
             self._wake_head()
+
+    def expect(self, task_id: str, ends_by: float) -> None:
+        """A poll said the task ends by ``ends_by`` (its eta, an upper bound)."""
+        if task_id in self._tasks:
+            self._eta_end[task_id] = ends_by
+
+    def poll_deferred(self, task_id: str, seconds: float) -> None:
+        """The provider refused a poll of the task: it is asked again in ``seconds``.
+
+        If the task is expected to end before then, it is presumed finished from its expected
+        end until the poll is answered, so its slot is not held idle for the provider's wait.
+        """
+        if task_id not in self._tasks:
+            return
+        now = self._now()
+        ends = self._expected_end(task_id)
+        if ends is None or ends >= now + seconds:
+            return
+        self._deferred[task_id] = max(now, ends)
+        self._wake_head()
+
+    def poll_answered(self, task_id: str) -> None:
+        """A poll of the task was answered: it counts as what the answer said, not presumed."""
+        if self._deferred.pop(task_id, None) is not None and task_id in self._tasks:
+            self._wake_head()   # counted again: nothing more may go; a waiter re-reads the limits
 
     def adopt(self, task_id: str) -> None:
         """A task an earlier run left at the provider: it is in flight too."""
@@ -591,6 +651,40 @@ class Limits:
                           self.window.per_window, self.window.learned, self.budget.spent)
 
     # -- helpers ------------------------------------------------------------------------------
+
+    def _expected_end(self, task_id: str) -> float | None:
+        """When the task has most likely finished at the provider, if anything says so."""
+        ends = self._eta_end.get(task_id)
+        accepted_at = self._accepted_at.get(task_id)
+        if accepted_at is not None and len(self._durations) >= _END_SAMPLES:
+            if self._end_estimate is None:
+                ordered = sorted(self._durations)
+                self._end_estimate = ordered[int(_END_QUANTILE * (len(ordered) - 1))]
+            typical = accepted_at + self._end_estimate
+            ends = typical if ends is None else min(ends, typical)
+        return ends
+
+    def _presumable(self) -> int:
+        """How many tasks may be presumed finished now: none once submits are refused in a row
+        (one refusal alone is common chance; a second may be the cap, so count everything)."""
+        if self._strikes >= 2 or not self._deferred:
+            return 0
+        return int(self.tasks.slots * _PRESUMED_SHARE)
+
+    def _busy(self, now: float) -> int:
+        """Tasks in flight by the best evidence: those presumed finished left out."""
+        most = self._presumable()
+        if not most:
+            return len(self._tasks)
+        presumed = sum(1 for since in self._deferred.values() if since <= now)
+        return len(self._tasks) - min(most, presumed)
+
+    def _next_presumed(self, now: float) -> float:
+        """When the next task is presumed finished (a slot may free then), else _WAIT."""
+        if not self._presumable():
+            return _WAIT
+        later = [since for since in self._deferred.values() if since > now]
+        return min(later) if later else _WAIT
 
     def _give_back(self) -> None:
         self._sending -= 1

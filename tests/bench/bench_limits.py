@@ -47,7 +47,7 @@ def manifest(folder: Path, base_url: str, jobs: int, concurrency: int, extra: st
 def run_in_process(config: SimConfig, jobs: int, concurrency: int, **options) -> dict:
     with SimProcess(config) as sim, scratch_dir() as tmp:
         path = manifest(Path(tmp), sim.api_base_url, jobs, concurrency)
-        batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out",
+        batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out", base_url=sim.api_base_url,
                                                       environ={"JIEKOU_API_KEY": KEY}, **options))
         start = time.perf_counter()
         summary: RunSummary = anyio.run(batch.run)

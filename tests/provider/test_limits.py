@@ -299,3 +299,137 @@ async def test_random_refusals_with_retry_after_cost_no_retry_token() -> None:
             limits.ended(f"t{n}")
     assert budget.spent == 0 and budget.wait_for() == 0
     assert limits.tasks.slots == 8
+
+
+# -- a task whose poll was refused: presumed finished once its expected end has passed -----------
+
+async def learned(limits: Limits, seconds: float = 0.5, tasks: int = 10) -> None:
+    """``tasks`` tasks that each took ``seconds``: what a task's expected end is learned from."""
+    for _ in range(tasks):
+        task_id = await accept(limits)
+        await anyio.sleep(seconds)
+        limits.ended(task_id)
+
+
+async def turn_within(limits: Limits, seconds: float) -> bool:
+    """Whether a submit gets its turn within ``seconds``."""
+    with anyio.move_on_after(seconds):
+        assert await limits.turn(lambda: True)
+        limits.released()
+        return True
+    return False
+
+
+@VIRTUAL_TIME
+async def test_a_task_whose_poll_waits_a_retry_after_frees_its_slot_once_it_should_have_ended() -> None:
+    limits = Limits(4)
+    await learned(limits)
+    tasks = [await accept(limits) for _ in range(4)]
+    await anyio.sleep(0.3)
+    limits.poll_deferred(tasks[0], 1.0)        # refused 0.3 s in, with Retry-After: 1
+    assert not await turn_within(limits, 0.1)  # 0.4 s in: not expected to have ended yet
+    start = anyio.current_time()
+    assert await turn_within(limits, 0.5)      # its slot frees at its expected end (0.5 s)
+    assert 0.05 <= anyio.current_time() - start <= 0.15
+    limits.poll_answered(tasks[0])             # the poll says it still runs: counted again
+    assert not await turn_within(limits, 5.0)
+    limits.ended(tasks[1])
+    assert await turn_within(limits, 0.01)
+
+
+@VIRTUAL_TIME
+async def test_a_poll_that_will_be_retried_before_the_task_ends_frees_nothing() -> None:
+    limits = Limits(4)
+    await learned(limits)
+    tasks = [await accept(limits) for _ in range(4)]
+    await anyio.sleep(0.1)
+    limits.poll_deferred(tasks[0], 0.2)        # asked again at 0.3 s, before its end at 0.5 s
+    assert not await turn_within(limits, 2.0)
+
+
+@VIRTUAL_TIME
+async def test_nothing_is_presumed_before_durations_are_known_but_an_eta_is_enough() -> None:
+    limits = Limits(4)
+    tasks = [await accept(limits) for _ in range(4)]
+    limits.poll_deferred(tasks[0], 1.0)
+    assert not await turn_within(limits, 2.0)  # no duration seen, no eta: it may still run
+    limits.poll_answered(tasks[0])
+    limits.expect(tasks[0], anyio.current_time() + 1.0)   # a poll said: eta 1 s
+    limits.poll_deferred(tasks[0], 2.0)
+    start = anyio.current_time()
+    assert await turn_within(limits, 3.0)
+    assert anyio.current_time() - start == pytest.approx(1.0, abs=0.01)
+
+
+@VIRTUAL_TIME
+async def test_at_most_a_quarter_of_the_limit_is_presumed_finished() -> None:
+    limits = Limits(8)
+    await learned(limits)
+    tasks = [await accept(limits) for _ in range(8)]
+    await anyio.sleep(0.6)
+    for task_id in tasks:                      # every poll refused: all past their end
+        limits.poll_deferred(task_id, 1.0)
+    went = 0
+    while await turn_within(limits, 0.01):
+        went += 1
+        await accept_now(limits)
+    assert went == 2                           # 8 // 4 slots, no more
+    assert limits.in_flight == 10
+
+
+@VIRTUAL_TIME
+async def test_under_a_limit_of_4_no_task_is_presumed_finished() -> None:
+    limits = Limits(3)
+    await learned(limits)
+    tasks = [await accept(limits) for _ in range(3)]
+    await anyio.sleep(0.6)
+    limits.poll_deferred(tasks[0], 1.0)
+    assert not await turn_within(limits, 0.9)
+
+
+async def accept_now(limits: Limits) -> None:
+    assert await limits.turn(lambda: True)
+    limits.accepted(f"t{next(_ids)}")
+
+
+@VIRTUAL_TIME
+async def test_two_refused_submits_in_a_row_count_every_presumed_task_again() -> None:
+    limits = Limits(8)
+    await learned(limits)
+    tasks = [await accept(limits) for _ in range(8)]
+    await anyio.sleep(0.6)
+    limits.poll_deferred(tasks[0], 1.0)
+    limits.poll_deferred(tasks[1], 1.0)
+    assert await refuse(limits) is Refusal.OVERLOAD   # one refusal: chance; still presumed
+    assert await turn_within(limits, 0.01)
+    await refuse(limits)                               # a second: the cap may be here
+    assert not await turn_within(limits, 0.3)          # both count again until an accept
+    limits.ended(tasks[2])
+    await accept_now(limits)
+    assert await turn_within(limits, 0.01)             # the episode is over: presumed again
+
+
+@VIRTUAL_TIME
+async def test_another_try_of_a_refused_submit_goes_before_those_waiting_their_first() -> None:
+    limits = Limits(1)
+    task_id = await accept(limits)
+    order: list[str] = []
+
+    async def submit(name: str, again: bool) -> None:
+        assert await limits.turn(lambda: True, again=again)
+        order.append(name)
+        limits.accepted(name)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(submit, "first", False)
+        await anyio.sleep(0.1)
+        group.start_soon(submit, "second", False)
+        await anyio.sleep(0.1)
+        group.start_soon(submit, "refused before", True)
+        await anyio.sleep(0.1)
+        limits.ended(task_id)
+        await anyio.sleep(0.1)
+        limits.ended(order[-1])
+        await anyio.sleep(0.1)
+        limits.ended(order[-1])
+    assert order == ["refused before", "first", "second"]
