@@ -50,5 +50,8 @@ _failed = pytest.StashKey[bool]()
 
 
 @pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
+def anyio_backend(request: pytest.FixtureRequest) -> str | tuple[str, dict[str, object]]:
+    """asyncio, unless a test asks for virtual time (``@VIRTUAL_TIME``, tests/vclock.py)."""
+    from vclock import backend_for
+
+    return backend_for(getattr(request, "param", "asyncio"))

@@ -23,9 +23,19 @@ from trio.testing import MockClock
 
 T = TypeVar("T")
 
-#: Run an ``async def`` test in virtual time: ``@VIRTUAL_TIME`` above it.
-VIRTUAL_TIME = pytest.mark.parametrize("anyio_backend", [pytest.param(
-    ("trio", {"clock": MockClock(autojump_threshold=0)}), id="virtual-time")])
+#: Run an ``async def`` test in virtual time: ``@VIRTUAL_TIME`` above it. Each test gets a clock
+#: of its own from the ``anyio_backend`` fixture (tests/conftest.py), starting at zero, so no
+#: test's timing depends on what ran before it in the same worker.
+VIRTUAL = "virtual"
+VIRTUAL_TIME = pytest.mark.parametrize("anyio_backend", [pytest.param(VIRTUAL, id="virtual-time")],
+                                       indirect=True)
+
+
+def backend_for(param: str) -> str | tuple[str, dict[str, object]]:
+    """What anyio's pytest plugin is given for ``param``: trio on a fresh MockClock for VIRTUAL."""
+    if param == VIRTUAL:
+        return "trio", {"clock": MockClock(autojump_threshold=0)}
+    return param
 
 
 def run_virtual(func: Callable[..., Awaitable[T]], *args: object, clock: MockClock | None = None,
