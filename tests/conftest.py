@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 
 import pytest
@@ -20,6 +21,11 @@ _MEMORY = "/dev/shm"
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    # The suite starts a few hundred Python processes (runs killed and resumed, the CLI, shard
+    # runs, Slurm jobs): with PYTHONDONTWRITEBYTECODE set, every one of them compiled batchgen
+    # afresh and every worker rewrote every test module, about a third of the suite's CPU.
+    sys.dont_write_bytecode = False
+    os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if config.option.basetemp or hasattr(config, "workerinput"):  # given, or set by the controller
         return
     if os.path.isdir(_MEMORY) and os.access(_MEMORY, os.W_OK):

@@ -175,12 +175,14 @@ def test_leftovers_of_a_crash_in_tmp_and_a_cut_compaction_are_cleaned(tmp_path: 
 
 @pytest.mark.slow
 def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None:
-    jobs = 40
-    path = write_manifest(tmp_path, manifest_text("twice", jobs, concurrency=4))
+    jobs = 12
+    path = write_manifest(tmp_path, manifest_text("twice", jobs, concurrency=jobs))
     out = tmp_path / "out"
     env = {**os.environ, "JIEKOU_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
     clock = PausedClock()
-    with running_simulator(SimConfig(task_seconds=0.15, task_jitter=0.02), clock=clock) as sim:
+    # Tasks long enough that no poll during the pause finds one overdue (which would back the
+    # first run's polling off), all in flight at once.
+    with running_simulator(SimConfig(task_seconds=2.0, task_jitter=0.02), clock=clock) as sim:
         argv = [sys.executable, "-m", "batchgen", "run", str(path), "--base-url", sim.api_base_url,
                 "--output", str(out), "--quiet"]
         first = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
