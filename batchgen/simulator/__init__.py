@@ -10,18 +10,27 @@ imports nothing of the engine; uvicorn is loaded only when serving (``serve``,
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from batchgen.simulator.app import Simulator
-from batchgen.simulator.config import SimConfig
-from batchgen.simulator.state import SimStats
+if TYPE_CHECKING:
+    from batchgen.simulator.app import Simulator
+    from batchgen.simulator.config import SimConfig
+    from batchgen.simulator.server import running_simulator, serve
+    from batchgen.simulator.state import SimStats
 
 __all__ = ["SimConfig", "SimStats", "Simulator", "running_simulator", "serve"]
 
+# Each name loads its module when first asked for: the CLI reads the fault names from
+# ``config`` for its help, and that must not load the simulator's HTTP app and images.
+_HOMES = {"SimConfig": "config", "SimStats": "state", "Simulator": "app",
+          "running_simulator": "server", "serve": "server"}
+
 
 def __getattr__(name: str) -> Any:
-    if name in ("running_simulator", "serve"):
-        from batchgen.simulator import server
-
-        return getattr(server, name)
-    raise AttributeError(f"module 'batchgen.simulator' has no attribute {name!r}")
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'batchgen.simulator' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"batchgen.simulator.{home}"), name)
+    globals()[name] = value
+    return value
