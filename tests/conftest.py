@@ -18,6 +18,7 @@ import pytest
 from cluster.s3server import s3_env, s3_server, s3_url  # noqa: F401 - fixtures for every test folder
 
 _MEMORY = "/dev/shm"
+_PREFIX = "batchgen-tests-"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -29,8 +30,24 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.option.basetemp or hasattr(config, "workerinput"):  # given, or set by the controller
         return
     if os.path.isdir(_MEMORY) and os.access(_MEMORY, os.W_OK):
-        config.option.basetemp = tempfile.mkdtemp(prefix="batchgen-tests-", dir=_MEMORY)
+        _forget_old_runs()
+        config.option.basetemp = tempfile.mkdtemp(prefix=_PREFIX, dir=_MEMORY)
         config.stash[_made] = config.option.basetemp
+
+
+def _forget_old_runs(keep: int = 3) -> None:
+    """Failed runs keep their folders to be looked at; like pytest's own, only the newest few
+    stay (memory is scarce), so a run still going beside this one is never touched."""
+    def made(entry: os.DirEntry[str]) -> float:
+        try:
+            return entry.stat().st_mtime
+        except OSError:  # removed by another run meanwhile
+            return 0.0
+
+    old = sorted((p for p in os.scandir(_MEMORY) if p.name.startswith(_PREFIX) and p.is_dir()),
+                 key=made, reverse=True)
+    for entry in old[keep:]:
+        shutil.rmtree(entry.path, ignore_errors=True)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
