@@ -19,29 +19,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from bench_view import make_batch, timed  # noqa: E402
+from bench_view import make_batch, sweep_manifest, timed  # noqa: E402
 
 
 def manifest(folder: Path, cells: int) -> Path:
     """About ``cells`` jobs: 10 subjects x N seeds x 10 LoRA scales x 10 styles."""
-    seeds = max(1, round(cells / 1000))
-    text = f"""name: bench-grid
-prompt: "a {{subject}} in {{style}}, soft light"
-size: "256*256"
-output_format: png
-concurrency: 64
-output: {folder / 'out'}
-filename: "{{subject}}/{{style}}/seed{{seed}}/{{loras}}"
-matrix:
-  subject: [{", ".join(f"subject {i}" for i in range(10))}]
-  seed: {{from: 1, to: {seeds}}}
-  loras:
-    - [{{path: "https://example.com/loras/ghibli.safetensors", scale: [{", ".join(f"{0.25 * i:g}" for i in range(10))}]}}]
-  style: [{", ".join(f"style {i}" for i in range(10))}]
-"""
-    path = folder / "sweep.yaml"
-    path.write_text(text)
-    return path
+    return sweep_manifest(folder, "bench-grid", 10, max(1, round(cells / 1000)))
 
 
 def main() -> None:

@@ -26,8 +26,14 @@ SIDE = 10
 
 def manifest(folder: Path, cells: int) -> Path:
     side = round(cells ** 0.25)
+    return sweep_manifest(folder, "bench-view", side, side)
+
+
+def sweep_manifest(folder: Path, name: str, side: int, seeds: int) -> Path:
+    """``side`` subjects x ``seeds`` seeds x ``side`` LoRA scales x ``side`` styles of 256*256
+    PNGs, in ``folder/sweep.yaml``, writing to ``folder/out`` (bench_grid.py uses it too)."""
     scales = ", ".join(f"{0.25 * i:g}" for i in range(side))
-    text = f"""name: bench-view
+    text = f"""name: {name}
 prompt: "a {{subject}} in {{style}}, soft light"
 size: "256*256"
 output_format: png
@@ -36,7 +42,7 @@ output: {folder / 'out'}
 filename: "{{subject}}/{{style}}/seed{{seed}}/{{loras}}"
 matrix:
   subject: [{", ".join(f"subject {i}" for i in range(side))}]
-  seed: {{from: 1, to: {side}}}
+  seed: {{from: 1, to: {seeds}}}
   loras:
     - [{{path: "https://example.com/loras/ghibli.safetensors", scale: [{scales}]}}]
   style: [{", ".join(f"style {i}" for i in range(side))}]
