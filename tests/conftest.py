@@ -24,7 +24,7 @@ _PREFIX = "batchgen-tests-"
 def pytest_configure(config: pytest.Config) -> None:
     # The suite starts a few hundred Python processes (runs killed and resumed, the CLI, shard
     # runs, Slurm jobs): with PYTHONDONTWRITEBYTECODE set, every one of them compiled batchgen
-    # afresh and every worker rewrote every test module, about a third of the suite's CPU.
+    # afresh and every worker rewrote every test module, about a quarter of the suite's CPU.
     sys.dont_write_bytecode = False
     os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
     if config.option.basetemp or hasattr(config, "workerinput"):  # given, or set by the controller
@@ -37,7 +37,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _forget_old_runs(keep: int = 3) -> None:
     """Failed runs keep their folders to be looked at; like pytest's own, only the newest few
-    stay (memory is scarce), so a run still going beside this one is never touched."""
+    stay (memory is scarce). A run still going beside this one is among them unless three more
+    runs started after it."""
     def made(entry: os.DirEntry[str]) -> float:
         try:
             return entry.stat().st_mtime
