@@ -5,8 +5,10 @@ file on the event loop would make every job wait for the disk. So saves queue he
 ``interval`` seconds the queued group goes to one worker thread, which makes it durable with
 one ``Writer.sync`` (an fsync per file, then per folder) while the loop goes on polling and
 downloading; at the next tick the loop writes the ``done`` events of the groups the worker
-finished. The same worker fsyncs the ledger once a second (its appends already reached the
-OS). Nothing on the loop ever waits for the worker, so a slow disk never stalls polls (and
+finished. The same worker fsyncs the ledger once a second when it was appended to (its appends
+already reached the OS). With nothing saved and nothing at the worker the loop sleeps until the
+next save or the ledger's fsync is due, not every ``interval``: a batch waiting an hour on slow
+tasks wakes once a second, not ten times. Nothing on the loop ever waits for the worker, so a slow disk never stalls polls (and
 virtual time in tests never runs on while a thread works), except ``close`` at the end of a
 run. A crash in between leaves those jobs ``generated``: the next run follows their tasks
 again and fetches the images once more, paying nothing twice.
@@ -20,6 +22,8 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import anyio
 
 from batchgen.engine.clock import Clock
 from batchgen.engine.stats import RunStats
@@ -65,12 +69,16 @@ class Committer:
         self._finished: deque[tuple[list[Saved], OutputError | None, float]] = deque()
         self._worker: threading.Thread | None = None
         self._failed: OutputError | None = None
+        self._at_worker = 0  # groups handed to the worker and not yet recorded
+        self._wake: anyio.Event | None = None  # set by the next save while the loop idles
 
     async def add(self, saved: Saved) -> None:
         """Queue one job's saved files (made durable and recorded at once without grouping)."""
         self._pending.append(saved)
         if self.interval <= 0:
             self._record(self._sync(self._take()))
+        elif self._wake is not None:
+            self._wake.set()
 
     async def run(self) -> None:
         """Every ``interval`` seconds: hand the queued saves to the worker, record what it
@@ -81,7 +89,16 @@ class Committer:
                 await self.clock.sleep(self.ledger_every)
                 self._record(self._sync([]))
         while True:
-            await self.clock.sleep(self.interval)
+            if self._pending or self._at_worker:
+                await self.clock.sleep(self.interval)
+            else:
+                self._wake = anyio.Event()
+                due = self._ledger_synced + self.ledger_every - self.clock.now()
+                with anyio.move_on_after(max(due, self.interval)):
+                    await self._wake.wait()
+                self._wake = None
+                if self._pending:  # a save woke it: gather the group for one interval
+                    await self.clock.sleep(self.interval)
             self.tick()
 
     def tick(self) -> None:
@@ -90,14 +107,17 @@ class Committer:
                 self._hand(self._take())
             if self.clock.now() - self._ledger_synced >= self.ledger_every:
                 self._ledger_synced = self.clock.now()
-                self._hand([])
+                if self.ledger.unsynced:
+                    self._hand([])
         while self._finished:
+            self._at_worker -= 1
             self._record(self._finished.popleft())
 
     def _hand(self, group: list[Saved]) -> None:
         if self._worker is None:
             self._worker = threading.Thread(target=self._work, name="batchgen-commit", daemon=True)
             self._worker.start()
+        self._at_worker += 1
         self._todo.put(group)
 
     def close(self) -> None:
@@ -107,6 +127,7 @@ class Committer:
             self._todo.put(None)
             self._worker.join()
             self._worker = None
+        self._at_worker = 0
         while self._finished:
             self._record(self._finished.popleft())
         if self._pending and self._failed is None:

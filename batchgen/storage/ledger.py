@@ -393,6 +393,11 @@ class Ledger:
             raise self._full  # recorded, but the disk is full: the batch must stop
 
 
+    @property
+    def unsynced(self) -> bool:
+        """True when something was appended since the last ``sync``."""
+        return self._dirty
+
     def sync(self) -> None:
         """fsync what was appended since the last call; cheap when nothing was."""
         if self._dirty and self._fd is not None and self._broken is None:

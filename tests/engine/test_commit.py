@@ -3,8 +3,10 @@ that fails leaves its group's jobs generated (the next run fetches them again) a
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import anyio
 import pytest
 
 from batchgen.engine.clock import LoopClock
@@ -90,4 +92,37 @@ async def test_without_grouping_a_failed_sync_raises_at_once(tmp_path: Path) -> 
     with pytest.raises(OutputError):
         await committer.add(Saved(todo[0].job_id, folder.save(todo[0], b"image", sidecar(todo[0]))))
     assert ledger.get(todo[0].job_id).state == JobState.GENERATED
+    ledger.close()
+
+
+@VIRTUAL_TIME
+async def test_an_idle_hour_fsyncs_the_ledger_only_after_appends_and_a_late_save_is_recorded(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock, ledger, folder, todo = parts(tmp_path, 11)
+    ledger.sync()
+    ledger_file = ledger.path.stat().st_ino
+    fsynced: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        if os.fstat(fd).st_ino == ledger_file:
+            fsynced.append(fd)   # called from the committer's worker thread
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    committer = Committer(ledger, folder, RunStats(), clock, interval=0.1, ledger_every=1.0)
+    async with anyio.create_task_group() as group:
+        group.start_soon(committer.run)
+        await anyio.sleep(3600)
+        assert fsynced == []            # an hour with nothing appended: not one fsync
+        for job in todo[1:]:            # one line a minute for ten minutes
+            ledger.reset(job.job_id)
+            await anyio.sleep(60)
+        job = todo[0]
+        await committer.add(Saved(job.job_id, folder.save(job, b"image", sidecar(job))))
+        await anyio.sleep(1)
+        group.cancel_scope.cancel()
+    committer.close()
+    assert ledger.get(job.job_id).state == JobState.DONE
+    assert 10 <= len(fsynced) <= 12     # about one per append, not one a second
     ledger.close()
