@@ -19,6 +19,25 @@ from batchgen.errors import BatchgenError, ManifestError
 __all__ = ["main"]
 
 
+class _Layouts(Sequence[str]):
+    """The export layouts' names, looked up only when asked for (a usage error, help, an
+    export): the registry loads every layout's module, which no other command needs."""
+
+    def _names(self) -> list[str]:
+        from batchgen.export.formats import layouts
+
+        return sorted(layouts())
+
+    def __getitem__(self, index):  # type: ignore[no-untyped-def]
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -514,10 +533,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     p = command("export", _cmd_export, "export done jobs as a dataset (ImageFolder, Parquet, WebDataset)")
     p.add_argument("target", help="the manifest, the batch folder, or its store URL")
-    from batchgen.export.formats import layouts
-
-    p.add_argument("--format", required=True, choices=sorted(layouts()),
-                   help="the dataset layout")
+    p.add_argument("--format", required=True, choices=_Layouts(), metavar="FORMAT",
+                   help="the dataset layout: %(choices)s")
     p.add_argument("--to", required=True, metavar="DIR|URL",
                    help="the dataset folder, or an object store (s3://bucket/prefix)")
     p.add_argument("--split", default="train", help="split name (default train)")

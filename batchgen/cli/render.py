@@ -8,6 +8,7 @@ ledger recorded of the last run), so it works when pasted.
 
 from __future__ import annotations
 
+import functools
 import shlex
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,9 +20,6 @@ from batchgen.engine.events import (Checking, Leaving, Notice, PossiblyCreated, 
 from batchgen.engine.stats import RunStats
 from batchgen.engine.summary import RunMode, RunSummary
 from batchgen.errors import BatchgenError, FileClash, FolderMismatch, NotABatchFolder, StopKind
-from batchgen.export.exporter import ExportPhase, ExportReport
-from batchgen.export.formats import layout
-from batchgen.export.scan import Omission
 from batchgen.manifest.plan import Plan
 from batchgen.manifest.shards import ShardTally
 from batchgen.provider.pacing import PaceReport
@@ -29,7 +27,9 @@ from batchgen.storage.diff import FolderDiff
 from batchgen.storage.identity import Target
 from batchgen.storage.status import RATE_WINDOW, StatusReport
 
-if TYPE_CHECKING:  # the view package loads Pillow: only the commands that draw import it
+if TYPE_CHECKING:  # the view package loads Pillow, export every layout: only their commands import them
+    from batchgen.export.exporter import ExportPhase, ExportReport
+    from batchgen.export.scan import Omission
     from batchgen.view.grid import GridResult
     from batchgen.view.viewer import ViewResult
 
@@ -695,17 +695,24 @@ def render_error(exc: BatchgenError, how: Invocation | None = None,
 
 # -- export ----------------------------------------------------------------------------------
 
-_LEFT_OUT = {
-    Omission.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
-                       "{rerun} fetches them again"),
-    Omission.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
-    Omission.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
-                      "delete those images and {rerun} fetches them again"),
-    Omission.UNREADABLE: ("whose image (no sha256 recorded) does not decode as an image",
-                         "delete those images and {rerun} fetches them again"),
-    Omission.OUTSIDE: ("whose recorded path is a symlink, absolute or leads out of the batch "
-                      "folder", "the batch folder was edited: check those records"),
-}
+@functools.cache
+def _left_out() -> dict[Omission, tuple[str, str]]:
+    """Per reason a job was left out of an export: what happened, and what fixes it."""
+    from batchgen.export.scan import Omission
+
+    return {
+        Omission.NO_IMAGE: ("with no image on disk, or one of another size than recorded",
+                           "{rerun} fetches them again"),
+        Omission.NO_SIDECAR: ("with no readable sidecar", "{rerun} fetches them again"),
+        Omission.CHANGED: ("whose image changed after it was saved (its sha256 differs)",
+                          "delete those images and {rerun} fetches them again"),
+        Omission.UNREADABLE: ("whose image (no sha256 recorded) does not decode as an image",
+                             "delete those images and {rerun} fetches them again"),
+        Omission.OUTSIDE: ("whose recorded path is a symlink, absolute or leads out of the batch "
+                          "folder", "the batch folder was edited: check those records"),
+    }
+
+
 #: left-out jobs named one by one in the report, per reason, at most
 _NAMED = 5
 
@@ -721,6 +728,8 @@ def render_export(report: ExportReport, target: str | Path) -> str:
     where = f", only {' and '.join(r.where)}" if r.where else ""
     lines = [f"exported {r.exported:,} image(s) of batch {r.batch} to {r.to} "
              f"({r.format}, split {r.split}{where}, {format_duration(r.elapsed)})"]
+    from batchgen.export.formats import layout
+
     kind = layout(r.format)
     noun = kind.noun
     parts = [f"{r.written} {noun}(s) written"]
@@ -765,7 +774,7 @@ def render_export(report: ExportReport, target: str | Path) -> str:
         rerun = (f"`batchgen run {target}`" if Path(target).is_file()
                  else "running the batch's manifest again (`batchgen run MANIFEST`)")
     for problem, n in r.problems.items():
-        what, fix = _LEFT_OUT[problem]
+        what, fix = _left_out()[problem]
         if store:
             what = what.replace("on disk", "in the store")
         lines.append(f"  left out: {n:,} done job(s) {what}; {fix.format(rerun=rerun)}")
