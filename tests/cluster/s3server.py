@@ -105,9 +105,19 @@ def _command(weed: str, folder: Path, bucket: str) -> tuple[list[str], int]:
     return args, port["s3"]
 
 
-def _answers(server: S3Server) -> bool:
+def _listening(server: S3Server) -> bool:
+    """The S3 port takes a connection (cheap: no client, no signing)."""
+    host, port = server.endpoint.removeprefix("http://").rsplit(":", 1)
     try:
-        return server.filesystem().ls(server.bucket) is not None
+        socket.create_connection((host, int(port)), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _answers(server: S3Server, fs) -> bool:  # type: ignore[no-untyped-def]
+    try:
+        return fs.ls(server.bucket) is not None
     except Exception:  # noqa: BLE001 - any failure means "not ready yet"
         return False
 
@@ -139,7 +149,8 @@ def running_s3_server(folder: Path, bucket: str = "batchgen-test") -> Iterator[S
                       folder=folder)
     try:
         deadline = time.monotonic() + START_SECONDS
-        while not _answers(server):
+        fs = None  # one client for every signed try: each new one costs a TLS context and a model
+        while not (_listening(server) and _answers(server, fs := fs or server.filesystem())):
             if process.poll() is not None:
                 raise RuntimeError(f"weed mini exited with {process.returncode}; see {folder / 'weed.log'}")
             if time.monotonic() > deadline:
