@@ -6,7 +6,7 @@ import io
 
 from PIL import Image
 
-from batchgen.simulator.images import Recipe, render
+from batchgen.simulator.images import Recipe, _draw, render
 
 GREEN = 0x22AA55
 PANEL = (16, 16, 24)
@@ -23,7 +23,12 @@ def count(image: Image.Image, colour: tuple[int, int, int]) -> int:
 
 def test_the_same_request_gives_the_same_bytes() -> None:
     recipe = Recipe(7, 256, 256, "webp", ((GREEN, 0.5),), "a fox", 42, ("ghibli",))
-    assert render(recipe) == render(recipe)
+    assert _draw(recipe, "webp") == _draw(recipe, "webp")   # drawn twice: the same bytes
+    first = render(recipe)
+    assert first == _draw(recipe, "webp")
+    # Drawn once per process: another simulator asking for it gets the same bytes, not a redraw.
+    assert render(Recipe(7, 256, 256, "webp", ((GREEN, 0.5),), "a fox", 42, ("ghibli",))) is first
+    assert render(recipe, "png") is not first and render(recipe, "png").startswith(b"\x89PNG")
 
 
 def test_the_request_is_written_on_a_panel() -> None:
