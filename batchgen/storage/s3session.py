@@ -10,13 +10,17 @@ own loop. s3fs loads only when a store is opened.
 
 Every filesystem of a process also shares one botocore data loader: each new session otherwise
 parses botocore's S3 service model and endpoint rules from JSON again (a few hundred ms of CPU),
-and a run opens several stores (results, ledger copies, the reader).
+and a run opens several stores (results, ledger copies, the reader). And one TLS context per
+verify setting: aiobotocore builds a fresh one for each client, loading the whole CA bundle
+(about 16 ms of CPU each), even for a plain-http endpoint that never uses it. A client with a
+certificate of its own or behind a proxy still builds its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from typing import Any
 
 __all__ = ["s3_filesystem"]
@@ -27,6 +31,10 @@ def s3_filesystem(**options: Any) -> Any:
     cls = _filesystem_class()
     if "session" not in options:
         options["session"] = _session()
+    session_class = _http_session_class()
+    if session_class is not None:
+        options["config_kwargs"] = {"http_session_cls": session_class,
+                                    **(options.get("config_kwargs") or {})}
     return cls(**options)
 
 
@@ -45,6 +53,41 @@ def _data_loader() -> Any:
     from botocore.loaders import create_loader
 
     return create_loader()
+
+
+@functools.cache
+def _http_session_class() -> type | None:
+    """aiobotocore's HTTP session sharing the process's TLS contexts; None where this
+    aiobotocore cannot be given a session class (it then builds its own, as before)."""
+    import inspect
+
+    from aiobotocore.config import AioConfig
+    from aiobotocore.httpsession import AIOHTTPSession
+
+    if "http_session_cls" not in inspect.signature(AioConfig.__init__).parameters:
+        return None
+
+    class SharedTLSSession(AIOHTTPSession):  # type: ignore[misc]  # aiobotocore is untyped
+        def _build_ssl_contexts(self, proxy_url: Any) -> Any:
+            if proxy_url or getattr(self, "_cert_file", None):
+                return super()._build_ssl_contexts(proxy_url)
+            return _tls_context(self, self._verify), None
+
+    return SharedTLSSession
+
+
+_tls_lock = threading.Lock()
+_tls_contexts: dict[Any, Any] = {}
+
+
+def _tls_context(session: Any, verify: Any) -> Any:
+    """The one context for ``verify`` (True, False or a CA bundle's path), made by the first
+    session that needs it (clients build theirs in worker threads: hence the lock)."""
+    with _tls_lock:
+        context = _tls_contexts.get(verify)
+        if context is None:
+            context = _tls_contexts[verify] = session._build_verify_context()
+        return context
 
 
 @functools.cache
