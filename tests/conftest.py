@@ -62,11 +62,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Files with a slow test run first (each file kept whole, so module fixtures start once):
-    the workers start the long tests early and the short ones fill in around them, instead of
-    one worker ending the run alone on a long test."""
-    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow_files)  # stable: order within a file kept
+    """Each worker starts on its share of the files with a slow test, then the short tests.
+
+    pytest-xdist's work stealing first hands each of its n workers one contiguous slice of
+    this list (the first ``len // n`` items, then a third of the rest, ...), and later moves
+    tests from the end of a busy worker's queue to an idle one. So the files with a slow test
+    are dealt out, the most slow tests first, to the slice that has the fewest so far, and
+    each slice starts with them: every worker begins on a long test (most wait on processes
+    or real time, so they overlap with the short ones' CPU), and none is left ending the run
+    alone on one. A file stays whole on one worker, so its module fixtures start once."""
+    workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
+    by_file: dict[object, list[pytest.Item]] = {}
+    for item in items:
+        by_file.setdefault(item.path, []).append(item)
+    slow = {path: sum(1 for i in its if i.get_closest_marker("slow")) for path, its in by_file.items()}
+    slices: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    weight = [0] * workers
+    for path in sorted((p for p in by_file if slow[p]), key=lambda p: -slow[p]):  # stable
+        n = weight.index(min(weight))
+        slices[n].extend(by_file[path])
+        weight[n] += slow[path]
+    rest = [item for path, its in by_file.items() if not slow[path] for item in its]
+    left = len(items)
+    for n in range(workers):  # xdist's first split: what is left over the workers left
+        size = max(left // (workers - n), len(slices[n]))
+        take = size - len(slices[n])
+        slices[n].extend(rest[:take])
+        del rest[:take]
+        left -= size
+    slices[-1].extend(rest)
+    items[:] = [item for part in slices for item in part]
 
 
 _made = pytest.StashKey[str]()
