@@ -5,9 +5,11 @@ makes, hash the same bytes for each, and make the same Jobs and Problems where i
 from __future__ import annotations
 
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -16,6 +18,7 @@ from batchgen.job import Job
 from batchgen.manifest.lean import CHUNK
 from batchgen.manifest.loader import load_manifest
 from batchgen.manifest.plan import plan_manifest
+from test_id_pins import PINS
 
 
 class _Recorded(set):  # type: ignore[type-arg]
@@ -149,3 +152,12 @@ def test_counting_keeps_replicas_problems_and_includes_in_order(tmp_path: Path) 
     _same_pass(path, 0)
     plan = plan_manifest(load_manifest(path))
     assert (plan.jobs, plan.duplicates) == (9, 3)
+
+
+@pytest.mark.parametrize("name", list(PINS))
+def test_the_counting_pass_hashes_the_pinned_ids(tmp_path: Path, name: str) -> None:
+    """The manifests whose ids are pinned (test_id_pins.py), counted: the same keys, in the
+    same order, as the whole pass that the pins hold."""
+    path = tmp_path / "m.yaml"
+    path.write_text(textwrap.dedent(PINS[name][0]), encoding="utf-8")
+    _same_pass(path, 2)
