@@ -28,7 +28,7 @@ from batchgen.manifest.templates import FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath
 from batchgen.manifest.lean import lean_axis, lean_jobs
 
-__all__ = ["Exclude", "Expansion", "Include", "job_hash"]
+__all__ = ["Exclude", "Expansion", "Include", "PassState", "job_hash"]
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _SORTED = orjson.OPT_SORT_KEYS
