@@ -125,6 +125,12 @@ class Axis:
     def __iter__(self) -> Iterator[Entry | Problem]:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def plain_values(self) -> Iterable[Any] | None:
+        """A fresh pass over the values, for an axis each of whose entries sets only its own
+        name and records just that (``({name: v}, {name: v})``) and never fails; None for any
+        other axis. The counting pass takes an innermost axis like this value by value."""
+        return None
+
     def for_pass(self, inner: bool) -> Iterable[Entry | Problem]:
         """What to iterate in one pass; a small inner file is read once instead of per outer value."""
         try:
@@ -142,9 +148,15 @@ class ListAxis(Axis):
         super().__init__(name, path, sets, len(entries), description)
         self.entries = entries
         self.kind = kind
+        self._plain: list[Any] | None = None
+        if sets == (name,) and all(len(a) == 1 and name in a and r == a for a, r in entries):
+            self._plain = [a[name] for a, _ in entries]
 
     def __iter__(self) -> Iterator[Entry | Problem]:
         return iter(self.entries)
+
+    def plain_values(self) -> Iterable[Any] | None:
+        return self._plain
 
 
 class RangeAxis(Axis):
@@ -164,6 +176,12 @@ class RangeAxis(Axis):
             entry = {name: value}
             yield entry, entry
 
+    def plain_values(self) -> Iterable[Any] | None:
+        start, step = self.start, self.step
+        if self.as_int:
+            return range(start, start + self.size * step, step)  # type: ignore[arg-type]
+        return (round(start + i * step, 10) for i in range(self.size))
+
 
 class RandomAxis(Axis):
     """`{random: N, base: B}`: N seeds from random.Random(B), the same on every machine."""
@@ -180,6 +198,10 @@ class RandomAxis(Axis):
         for _ in range(self.size):
             entry = {name: bits(31)}  # uniform in [0, 2147483647]
             yield entry, entry
+
+    def plain_values(self) -> Iterable[Any] | None:
+        bits = random.Random(self.base).getrandbits
+        return (bits(31) for _ in range(self.size))
 
 
 def _guarded(file: Path, kind: str, shown: str, axis: str) -> Iterator[tuple[int, Any]]:

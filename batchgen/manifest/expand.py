@@ -26,8 +26,9 @@ from batchgen.manifest.fields import LORA_MODEL, MAX_PROMPT_CHARS, check_url
 from batchgen.job import Job
 from batchgen.manifest.templates import FileNameTemplate, Template
 from batchgen.manifest.source import Source, YamlPath
+from batchgen.manifest.lean import lean_axis, lean_jobs
 
-__all__ = ["Exclude", "Expansion", "Include", "job_hash"]
+__all__ = ["Exclude", "Expansion", "Include", "PassState", "job_hash"]
 
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 _SORTED = orjson.OPT_SORT_KEYS
@@ -89,6 +90,18 @@ class Exclude:
         return True
 
 
+@dataclass(slots=True)
+class PassState:
+    """What one pass carries from job to job: the request keys it has seen, replicas per key,
+    the next index, and how many Jobs it still makes whole before it only counts (``lean``)."""
+
+    seen: set[bytes]
+    whole: int = 0
+    lean: bool = False
+    index: int = 0
+    counts: dict[bytes, int] = field(default_factory=dict)
+
+
 class Expansion:
     """A restartable job stream over checked axes; each ``iter_jobs`` call is a full new pass."""
 
@@ -110,6 +123,8 @@ class Expansion:
         self.origins = origins
         #: field -> axis that sets it, to point a per-job problem at a data file line
         self.set_by = {name: ax for ax in axes for name in ax.sets}
+        #: what every canonical body starts with ("model" sorts before "request")
+        self.head = b'{"model":' + orjson.dumps(model) + b',"request":'
 
     @property
     def size(self) -> int:
@@ -121,9 +136,12 @@ class Expansion:
 
     # ---- cells -----------------------------------------------------------------------
 
-    def _product(self, hits: list[int] | None) -> Iterator[tuple[dict[str, Any], dict[str, Any]] | Problem]:
-        """The full product, first axis outermost: an odometer over re-iterable axes."""
-        axes, base, excludes = self.axes, self.base, self.excludes
+    def _product(self, hits: list[int] | None, axes: list[Axis] | None = None,
+                 ) -> Iterator[tuple[dict[str, Any], dict[str, Any]] | Problem]:
+        """The full product (or of ``axes``), first axis outermost: an odometer over
+        re-iterable axes."""
+        axes = self.axes if axes is None else axes
+        base, excludes = self.base, self.excludes
         if not axes:
             yield dict(base), {}
             return
@@ -197,39 +215,54 @@ class Expansion:
 
     def iter_jobs(self, hits: list[int] | None = None,
                   cells: Iterable[tuple[Any, ...] | Problem] | None = None,
-                  light: int | None = None) -> Iterator[Job | Problem | None]:
+                  light: int | None = None,
+                  seen: set[bytes] | None = None) -> Iterator[Job | Problem | int]:
         """One full pass: Jobs in expansion order, Problems where a cell cannot become one.
 
         ``cells`` (manifest/order.py) gives the cells in another order, each with its written
         index, so a job is the same whatever the order.
 
         ``light`` (a count, for a pass that only counts and checks, like ``plan``'s): after
-        that many Jobs, a job that is the first of its request, whose file name is its id and
-        whose caption is no template, is yielded as None. It is checked and hashed like any
-        other (its id still numbers the replicas after it), but nothing it could fail on is
-        left, so no Job is made for it: building one cost as much as the job's hash. Replicas
-        are always whole Jobs."""
+        that many Jobs, jobs that are the first of their request, whose file name is their id
+        and whose caption is no template, are yielded as a count (an int: that many more
+        jobs). They are checked and hashed like any other (their ids still number the
+        replicas after them), but nothing they could fail on is left, so no Job is made for
+        them: building one cost as much as the job's hash. Replicas are always whole Jobs.
+        Such a pass takes the innermost axis value by value where it can (manifest/lean.py).
+
+        ``seen``: the set the pass keeps the first 8 bytes of each distinct request's sha256
+        in (a new one if None), added in job order: a caller can read the ids after the pass."""
+        st = PassState(set() if seen is None else seen, light or 0,
+                       light is not None and self.filename.by_job_id
+                       and not isinstance(self.caption, Template))
+        if cells is None:
+            if st.lean and self.repeat == 1 and not self.excludes and self.axes \
+                    and lean_axis(self.axes[-1]):
+                return lean_jobs(self, st)
+            return self.jobs_of(st, self.cells(hits))
+        return self.jobs_of(st, cells, indexed=True)
+
+    def jobs_of(self, st: PassState, cells: Iterable[tuple[Any, ...] | Problem],
+                indexed: bool = False) -> Iterator[Job | Problem | int]:
+        """The jobs of ``cells`` (``(ctx, rec)``, or ``(ctx, rec, index)`` when ``indexed``),
+        numbered and told apart with the pass's state ``st``, which it carries on."""
         model, batch, repeat = self.model, self.batch, self.repeat
         takes_loras = model == LORA_MODEL
         sha256 = hashlib.sha256
         fname = None if self.filename.by_job_id else self.filename
         by_id = self.filename.by_id
         caption = self.caption
-        seen: set[bytes] = set()
-        counts: dict[bytes, int] = {}
-        index = 0
-        lean = light is not None and fname is None and not isinstance(caption, Template)
-        whole = light or 0  # Jobs still to make before a lean pass yields None
+        seen, counts = st.seen, st.counts
+        index, whole, lean = st.index, st.whole, st.lean  # Jobs still to make before a lean count
         dumps, sorted_keys = orjson.dumps, _SORTED
-        head = b'{"model":' + orjson.dumps(model) + b',"request":'
+        head = self.head
         # Per LoRA set, once (a pass meets few): its variable scales, and whether its scales
         # are all floats orjson writes as ``json`` does. The set is kept beside its id, so
         # the id is never reused for another set while the pass runs.
         lora_facts: dict[int, tuple[LoraSet, tuple[str, ...], bool]] = {}
         facts: tuple[LoraSet, tuple[str, ...], bool] = (NO_LORAS, (), True)  # the last set's
-        indexed = cells is not None  # cells given with their written index
         max_chars = MAX_PROMPT_CHARS
-        for cell in self.cells(hits) if cells is None else cells:
+        for cell in cells:
             if isinstance(cell, Problem):
                 yield cell
                 continue
@@ -318,7 +351,7 @@ class Expansion:
             if lean and whole <= 0 and key not in seen:
                 seen.add(key)
                 index += 1
-                yield None
+                yield 1
                 if repeat == 1:
                     continue
                 first = 1  # the copies are replicas: whole Jobs
@@ -359,3 +392,4 @@ class Expansion:
                 whole -= 1
                 yield Job(job_id, index, request, rec, replica, name, text)
                 index += 1
+        st.index, st.whole = index, whole

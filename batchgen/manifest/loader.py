@@ -106,9 +106,10 @@ class Manifest:
             yield item
 
     def expand(self, exclude_hits: list[int] | None = None,
-               light: int | None = None) -> Iterator[Job | Problem | None]:
+               light: int | None = None) -> Iterator[Job | Problem | int]:
         """Like ``jobs()`` but yields problems instead of raising, so a caller can list many
-        (``light``: see ``Expansion.iter_jobs``; without it every item is a Job or a Problem)."""
+        (``light``: see ``Expansion.iter_jobs``, an int is a count of jobs; without it every item
+        is a Job or a Problem)."""
         return self.expansion.iter_jobs(exclude_hits, light=light)
 
 

@@ -149,9 +149,10 @@ def plan_steps(manifest: Manifest, task_seconds: float | None = None,
     # the pass then counts most jobs without making them (see Expansion.iter_jobs).
     light = PREVIEW if observe is None and not check_names else None
     for item in manifest.expand(hits, light):
-        if item is None:
-            jobs += 1
-            if not jobs % STEP:
+        if item.__class__ is int:  # jobs counted, not made
+            before = jobs
+            jobs += item  # type: ignore[operator]
+            if jobs // STEP != before // STEP:
                 yield jobs
             continue
         if isinstance(item, Problem):

@@ -65,11 +65,13 @@ def _parse(source: str) -> list[tuple[str, str | None, str, str | None]]:
 class Template:
     """A text with `{name}` fields, rendered with ``str.format_map``."""
 
-    __slots__ = ("source", "fields", "path", "_constant")
+    __slots__ = ("source", "fields", "path", "parts", "_constant")
 
     def __init__(self, source: str, path: tuple[str | int, ...] = ()) -> None:
         parts = _parse(source)
         self.source = source
+        #: (literal, field, spec, conversion) as ``string.Formatter.parse`` gives them
+        self.parts = parts
         #: where the template is written in the manifest, for errors found while rendering
         self.path = path
         #: Field names in order of first use.

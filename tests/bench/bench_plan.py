@@ -4,7 +4,9 @@ Run by hand: `.venv/bin/python tests/bench/bench_plan.py [--sizes 10000,100000] 
 [--repeat 3]`. Each case runs in fresh subprocesses (timed ones, one under tracemalloc) so
 ru_maxrss and timings do not leak between cases; figures are CPU time (user+sys), medians of
 ``--repeat`` runs, the axes manifest's beside the floor taken in turn (``run-pass``: the same
-manifest through the run's validating pass, engine/preflight.py); prints a markdown table.
+manifest through the run's validating pass, engine/preflight.py; ``cli``: a whole
+``batchgen plan`` process beside a whole process running the floor, start-up included);
+prints a markdown table.
 Never part of the test suite.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from statistics import median
 import resource
 import subprocess
@@ -30,6 +33,8 @@ VARIANTS = {
     "csv-rows": "rows.csv x 5 seeds x 2 LoRA sets",
     # the axes manifest through the run's validating pass (engine/preflight.py), a first run
     "run-pass": "10 styles x seed range, run's pass",
+    # the axes manifest through `batchgen plan`, whole processes (the floor's too)
+    "cli": "10 styles x seed range, `batchgen plan` process",
 }
 
 
@@ -142,7 +147,31 @@ def floor(jobs: int, variant: str, trace: bool) -> dict[str, float]:
             "maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
+def whole_process(cmd: list[str], cwd: Path | None = None) -> dict[str, float]:
+    """CPU time (user+sys) and peak RSS of one whole child process, start-up included."""
+    with tempfile.TemporaryFile() as err:
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(cmd)} failed: {err.read().decode()[-2000:]}")
+    return {"cpu": usage.ru_utime + usage.ru_stime, "peak_mb": 0.0,
+            "maxrss_mb": usage.ru_maxrss / 1024}
+
+
+def cli_case(jobs: int, floor: bool) -> dict[str, float]:
+    """``batchgen plan`` of the axes manifest, or the floor, each as a whole process."""
+    if floor:
+        return whole_process([sys.executable, __file__, "--one", str(jobs), "floor"])
+    with tempfile.TemporaryDirectory() as tmp:
+        path = write_manifest(Path(tmp), jobs, "axes")
+        return whole_process([sys.executable, "-m", "batchgen", "plan", str(path)], cwd=Path(tmp))
+
+
 def run_case(jobs: int, variant: str, trace: bool) -> dict[str, float]:
+    if variant in ("cli", "cli-floor"):
+        return cli_case(jobs, floor=variant == "cli-floor")
     out = subprocess.run([sys.executable, __file__, "--one", str(jobs), variant]
                          + (["--trace"] if trace else []),
                          check=True, capture_output=True, text=True)
@@ -174,13 +203,16 @@ def main() -> None:
                 timed.append(run_case(jobs, variant, trace=False))
                 if variant in ("axes", "run-pass"):  # the floor is written for the axes manifest
                     bases.append(run_case(jobs, "floor", trace=False))
-            traced = run_case(jobs, variant, trace=True)
+                elif variant == "cli":
+                    bases.append(run_case(jobs, "cli-floor", trace=False))
+            traced = run_case(jobs, variant, trace=True) if variant != "cli" else {}
             cpu = median(t["cpu"] for t in timed)
             rss = max(t["maxrss_mb"] for t in timed)
             base = median(b["cpu"] for b in bases) if bases else None
             extra = f"{base:.2f} | {cpu / base:.2f}" if base else " | "
+            peak = f"{traced['peak_mb']:.1f}" if variant != "cli" else "-"
             print(f"| {jobs:,} | {VARIANTS[variant]} | {cpu:.2f} | {cpu / jobs * 1e6:.1f} | "
-                  f"{rss:.0f} | {traced['peak_mb']:.1f} | {extra} |", flush=True)
+                  f"{rss:.0f} | {peak} | {extra} |", flush=True)
 
 if __name__ == "__main__":
     main()
