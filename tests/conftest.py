@@ -62,7 +62,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each worker starts on its share of the files with a slow test, then the short tests.
+    """Each worker starts on its share of the files with a slow test or a module fixture, then
+    takes the short, independent tests.
 
     pytest-xdist's work stealing first hands each of its n workers one contiguous slice of
     this list (the first ``len // n`` items, then a third of the rest, ...), and later moves
@@ -70,19 +71,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     are dealt out, the most slow tests first, to the slice that has the fewest so far, and
     each slice starts with them: every worker begins on a long test (most wait on processes
     or real time, so they overlap with the short ones' CPU), and none is left ending the run
-    alone on one. A file stays whole on one worker, so its module fixtures start once."""
+    alone on one. Files with a module fixture (a browser, a batch built once for its tests)
+    come next, whole, where stealing does not split them: a split file builds its fixture
+    once per worker."""
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     by_file: dict[object, list[pytest.Item]] = {}
     for item in items:
         by_file.setdefault(item.path, []).append(item)
     slow = {path: sum(1 for i in its if i.get_closest_marker("slow")) for path, its in by_file.items()}
+    shared = {path for path, its in by_file.items() if any(_module_fixture(i) for i in its)}
+    heavy = sorted((p for p in by_file if slow[p] or p in shared), key=lambda p: -slow[p])  # stable
     slices: list[list[pytest.Item]] = [[] for _ in range(workers)]
     weight = [0] * workers
-    for path in sorted((p for p in by_file if slow[p]), key=lambda p: -slow[p]):  # stable
+    for path in heavy:
         n = weight.index(min(weight))
         slices[n].extend(by_file[path])
-        weight[n] += slow[path]
-    rest = [item for path, its in by_file.items() if not slow[path] for item in its]
+        weight[n] += max(slow[path], 1)
+    rest = [item for path, its in by_file.items() if path not in heavy for item in its]
     left = len(items)
     for n in range(workers):  # xdist's first split: what is left over the workers left
         size = max(left // (workers - n), len(slices[n]))
@@ -92,6 +97,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         left -= size
     slices[-1].extend(rest)
     items[:] = [item for part in slices for item in part]
+
+
+def _module_fixture(item: pytest.Item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    defs = getattr(info, "name2fixturedefs", {}) or {}
+    return any(d and d[-1].scope == "module" for d in defs.values())
 
 
 _made = pytest.StashKey[str]()
