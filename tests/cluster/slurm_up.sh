@@ -26,8 +26,9 @@ free_port() {
 }
 
 stop() {
-    # Every daemon's PID is in DIR/NAME.pid: all are asked to stop at once (each takes a second
-    # or two to save its state), and any still there after 10 s is killed.
+    # Every daemon's PID is in DIR/NAME.pid: all are asked to stop at once, and any still there
+    # after half a second is killed (each takes a second or two to save its state, which the
+    # tests throw away with the folder).
     pids=""
     for name in slurmd slurmctld munged; do
         pidfile="$dir/$name.pid"
@@ -40,7 +41,7 @@ stop() {
     done
     i=0
     for pid in $pids; do
-        while kill -0 "$pid" 2>/dev/null && [ $i -lt 100 ]; do
+        while kill -0 "$pid" 2>/dev/null && [ $i -lt 5 ]; do
             sleep 0.1
             i=$((i + 1))
         done

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.slurmkit import Slurm
+from cluster.slurmkit import Slurm, run_array, submit_array, wait_array
 
 #: Each array task records what Slurm set and the shard batchgen reads from it.
 TASK = f"""#!/bin/sh
@@ -24,14 +24,12 @@ PY
 """
 
 
-def submit_array(slurm: Slurm, folder: Path, array: str) -> subprocess.Popen[str]:
+def submit_task_array(slurm: Slurm, folder: Path, array: str) -> str:
     folder.mkdir()
     script = folder / "task.sh"
     script.write_text(TASK)
-    return subprocess.Popen(
-        ["sbatch", f"--array={array}", "--wait", "--quiet", f"--chdir={folder}",
-         f"--output={folder}/slurm-%A_%a.out", str(script)],
-        env={**slurm.env, "OUT": str(folder)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return submit_array(slurm, [f"--array={array}", f"--chdir={folder}",
+                                f"--output={folder}/slurm-%A_%a.out", str(script)], env={"OUT": str(folder)})
 
 
 def records(folder: Path) -> list[dict[str, str]]:
@@ -39,13 +37,13 @@ def records(folder: Path) -> list[dict[str, str]]:
                   key=lambda r: int(r["task"]))
 
 
-@pytest.mark.slow  # sbatch --wait checks on its job after 2 s, then every 10 s
+@pytest.mark.slow
 def test_an_sbatch_array_gives_each_task_its_shard(slurm: Slurm, tmp_path: Path) -> None:
     plain, stepped = tmp_path / "plain", tmp_path / "stepped"
-    jobs = [submit_array(slurm, plain, "0-2"), submit_array(slurm, stepped, "3-9:3")]
-    for job in jobs:
-        out, err = job.communicate(timeout=300)
-        assert job.returncode == 0, f"sbatch failed: {err}"
+    jobs = [submit_task_array(slurm, plain, "0-2"), submit_task_array(slurm, stepped, "3-9:3")]
+    for job, ids in zip(jobs, ("012", "369"), strict=True):
+        tasks = wait_array(slurm, job)
+        assert tasks == {i: ("COMPLETED", "0:0") for i in ids}, tasks
 
     assert records(plain) == [{"task": str(i), "shard": f"{i}/3", "source": "Slurm"} for i in range(3)]
     assert records(stepped) == [{"task": str(t), "shard": f"{i}/3", "source": "Slurm"}
@@ -80,13 +78,11 @@ def test_an_sbatch_array_of_shard_runs_finishes_the_batch_with_one_task_per_job(
         script = tmp_path / "shard.sh"
         script.write_text(SHARDED_RUN.format(python=sys.executable, manifest=manifest,
                                              base_url=words[3], out=out))
-        array = subprocess.run(
-            ["sbatch", "--array=0-2", "--wait", "--quiet", f"--chdir={tmp_path}",
-             f"--output={tmp_path}/slurm-%A_%a.out", str(script)],
-            env={**slurm.env, "JIEKOU_API_KEY": "sk-slurm-test"}, capture_output=True, text=True,
-            timeout=300)
+        tasks = run_array(slurm, ["--array=0-2", f"--chdir={tmp_path}",
+                                  f"--output={tmp_path}/slurm-%A_%a.out", str(script)],
+                          env={"JIEKOU_API_KEY": "sk-slurm-test"})
         logs = "\n".join(p.read_text() for p in sorted(tmp_path.glob("slurm-*.out")))
-        assert array.returncode == 0, f"{array.stderr}\n{logs}"
+        assert tasks == {i: ("COMPLETED", "0:0") for i in "012"}, f"{tasks}\n{logs}"
     finally:
         simulator.send_signal(signal.SIGINT)
         stdout, _ = simulator.communicate(timeout=30)
