@@ -207,6 +207,7 @@ def overhead(repeat: int) -> list[str]:
                     else:
                         path = manifest(Path(tmp), sim.api_base_url, 3000, 32)
                         batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out",
+                                                                      base_url=sim.api_base_url,
                                                                       environ={"JIEKOU_API_KEY": KEY}))
                         assert anyio.run(batch.run).done == 3000
                     rates[name].append(3000 / (time.perf_counter() - start))

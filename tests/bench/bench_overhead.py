@@ -77,7 +77,8 @@ def batchgen_run(sim: SimProcess, jobs: int, concurrency: int, fmt: str, base64:
             from batchgen.cli.progress import ProgressMode, ProgressReporter
 
             reporter = ProgressReporter(mode=ProgressMode.LIVE, stream=io.StringIO())
-        options = RunOptions(output=Path(tmp) / "out", environ={"JIEKOU_API_KEY": KEY},
+        options = RunOptions(output=Path(tmp) / "out", base_url=sim.api_base_url,
+                             environ={"JIEKOU_API_KEY": KEY},
                              durable=durable, reporter=reporter)
         if http == "aiohttp":
             from aiohttp_provider import AiohttpBatch
