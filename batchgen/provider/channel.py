@@ -10,6 +10,8 @@ and every pooled connection (a syscall each) on each request.
 
 from __future__ import annotations
 
+import functools
+import ssl
 import urllib.request
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -52,6 +54,15 @@ async def read_capped(response: httpx.Response, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+@functools.cache
+def _tls_context() -> ssl.SSLContext:
+    """One verifying TLS context for the process (the environment's ``SSL_CERT_FILE`` and
+    ``SSL_CERT_DIR`` honoured, as httpx does): httpx would build one per transport, loading the
+    whole CA bundle each time (about 16 ms of CPU), and a run opens one for the API, one for
+    the image hosts and one per proxy."""
+    return httpx.create_ssl_context()
+
+
 class Channel:
     """Requests with fixed headers through one transport (or a direct and a proxied pool)."""
 
@@ -86,7 +97,8 @@ class Channel:
         if pool is None:
             limits = httpx.Limits(max_connections=self._pool_size,
                                   max_keepalive_connections=self._pool_size)
-            pool = self._pools[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits)
+            pool = self._pools[proxy] = httpx.AsyncHTTPTransport(proxy=proxy, limits=limits,
+                                                                 verify=_tls_context())
         if len(self._routes) < 1024:   # image hosts are few; a flood of redirect hosts is not kept
             self._routes[route] = pool
         self._last = (f"{parts.scheme}://{parts.netloc}/", pool)

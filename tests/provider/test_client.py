@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import io
 import logging
+import ssl
 
 import anyio
+import httpx
 import pytest
 from PIL import Image
 
+from batchgen.provider.channel import Channel
 from batchgen.provider.client import ClientOptions, ProviderClient
 from batchgen.errors import (
     AuthError,
@@ -382,3 +385,19 @@ def _maybe_loopback(config: SimConfig, loopback: bool):
     from contextlib import nullcontext
 
     return running_simulator(config) if loopback else nullcontext(Simulator(config))
+
+
+async def test_every_channel_of_a_process_loads_the_ca_bundle_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    loaded: list[tuple] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args, **kwargs) -> None:
+        loaded.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    for _ in range(3):   # the API's channel, the image hosts', another run's
+        channel = Channel([], httpx.Timeout(1.0), 2)
+        with pytest.raises(httpx.TransportError):
+            await channel.send("GET", "http://127.0.0.1:9/", max_bytes=100)   # a pool is made, then refused
+    assert len(loaded) <= 1   # none when an earlier test of this process made the context
