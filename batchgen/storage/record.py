@@ -224,11 +224,14 @@ def safe_file(value: Any) -> bool:
 def _spec(value: Any) -> bool:
     if value is None:
         return True
-    if not isinstance(value, dict) or not isinstance(value.get("request"), dict):
+    if not isinstance(value, dict):
         return False
-    return (isinstance(value.get("axes", {}), dict) and _text(value.get("name"))
-            and _text(value.get("caption")) and _whole(value.get("index", -1))
-            and _whole(value.get("replica", 0)))
+    get = value.get
+    if not isinstance(get("request"), dict) or not isinstance(get("axes", {}), dict):
+        return False
+    name, caption, index, replica = get("name"), get("caption"), get("index", -1), get("replica", 0)
+    return ((name is None or isinstance(name, str)) and (caption is None or isinstance(caption, str))
+            and (type(index) is int or _whole(index)) and (type(replica) is int or _whole(replica)))
 
 
 def _whole(value: Any) -> bool:
@@ -245,12 +248,13 @@ def _info(value: Any) -> bool:
 
 def _sound(fields: dict[str, Any], checks: dict[str, Any]) -> bool:
     """Every field of ``fields`` that ``checks`` names passes its check. An absent field
-    passes every check (each takes None), so only the fields present are looked at; text,
-    counts and numbers, most of them, are tested inline."""
-    for key, value in fields.items():
-        check = checks.get(key)
-        if check is None or value is None:
+    passes every check (each takes None), so only the fields present and checked are looked
+    at (a line has few of them); text, counts and numbers, most of them, are tested inline."""
+    for key in fields.keys() & checks.keys():
+        value = fields[key]
+        if value is None:
             continue
+        check = checks[key]
         if check is _text:
             if not isinstance(value, str):
                 return False
