@@ -152,21 +152,23 @@ def compact_event(job_id: str, rec: JobRecord) -> dict[str, Any]:
 
 
 def restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
-    rec.task_id = event.get("task_id")
-    rec.file = event.get("file")
-    rec.size = int(event.get("bytes", 0) or 0)
-    rec.side = int(event.get("sidecar_bytes", 0) or 0)
-    rec.gone = bool(event.get("gone"))
-    rec.sha256 = digest(event.get("sha256"))
-    info = event.get("info")
+    get = event.get
+    rec.task_id = get("task_id")
+    rec.file = get("file")
+    size, side = get("bytes"), get("sidecar_bytes")
+    rec.size = size if type(size) is int else int(size or 0)
+    rec.side = side if type(side) is int else int(side or 0)
+    rec.gone = bool(get("gone"))
+    rec.sha256 = digest(get("sha256"))
+    info = get("info")
     if not isinstance(info, dict) or not info:
         rec.info = None
     elif len(info) == 1 and type(info.get(DERIVED)) is str:
         rec.info = info[DERIVED]  # the common done record: the digest alone
     else:
         rec.info = info
-    at = event.get("at")
-    if isinstance(at, (int, float)):
+    at = get("at")
+    if type(at) is float or isinstance(at, (int, float)):
         rec.at = float(at)
     return rec
 
@@ -214,8 +216,10 @@ def safe_file(value: Any) -> bool:
     absolute or drive path, no backslash, no NUL), short."""
     if not isinstance(value, str) or not value or len(value) > MAX_FILE:
         return False
-    if value.startswith("/") or "\\" in value or "\0" in value:
+    if value[0] == "/" or value[-1] == "/" or "//" in value or "\\" in value or "\0" in value:
         return False
+    if value[0] != "." and "/." not in value:
+        return True  # no segment starts with a dot: none is "." or ".."
     # no "", "." or ".." segment: framed in slashes, such a segment shows as //, /./ or /../
     framed = f"/{value}/"
     return "//" not in framed and "/./" not in framed and "/../" not in framed
@@ -265,6 +269,9 @@ def _sound(fields: dict[str, Any], checks: dict[str, Any]) -> bool:
         elif check is _number:
             if type(value) is not float and type(value) is not int and not _number(value):
                 return False
+        elif check is _task_id:
+            if not isinstance(value, str) or len(value) > MAX_TASK_ID:
+                return False
         elif not check(value):
             return False
     return True
@@ -291,5 +298,40 @@ _INFO_CHECKS = {"spec": _spec, "reason": _text, "code": _text, "label": _text, "
 
 def sound_event(event: dict[str, Any]) -> bool:
     """True when every field a record takes from this job event has the type it must have
-    (a recorded ``file`` also a safe path inside the folder); False: skip the line."""
+    (a recorded ``file`` also a safe path inside the folder); False: skip the line. The
+    shapes batchgen writes most (a done line, as a run writes it or compacted) are checked
+    field by field inline, with the same checks."""
+    keys = event.keys()
+    if keys.isdisjoint(_CHECKS):
+        return True  # no field that needs a check (a generated line)
+    if keys <= _DONE_KEYS:
+        get = event.get
+        value = get("file")
+        if value is not None and not safe_file(value):
+            return False
+        value = get("bytes")
+        if value is not None and (type(value) is not int or value < 0) and not _count(value):
+            return False
+        value = get("sidecar_bytes")
+        if value is not None and (type(value) is not int or value < 0) and not _count(value):
+            return False
+        value = get("sha256")
+        if value is not None and not isinstance(value, str):
+            return False
+        value = get("task_id")
+        if value is not None and (not isinstance(value, str) or len(value) > MAX_TASK_ID):
+            return False
+        value = get("info")
+        return value is None or (type(value) is dict and keys_unchecked(value)) or _info(value)
     return _sound(event, _CHECKS)
+
+
+def keys_unchecked(info: dict[str, Any]) -> bool:
+    """An ``info`` with no field that needs a check (a done record's: the derived digest)."""
+    return info.keys().isdisjoint(_INFO_CHECKS)
+
+
+#: the fields of a done line (a run's or a compacted one): each checked inline above, or
+#: needing no check
+_DONE_KEYS = frozenset({"job", "state", "at", "compact", "gone", "file", "bytes", "sidecar_bytes",
+                        "sha256", "task_id", "info", "derived"})

@@ -14,8 +14,40 @@ import orjson
 
 from batchgen.job import Failure
 from batchgen.storage.ledger import Ledger
-from batchgen.storage.record import DERIVED, JobRecord, _count, _file, _number, _task_id, _text, digest
+from batchgen.storage.record import DERIVED, MAX_FILE, MAX_TASK_ID, JobRecord, digest
 from batchgen.storage.replay import MAX_LINE, STATE_NAMES, Replay
+
+
+def _count(value: Any) -> bool:
+    return value is None or (isinstance(value, int) and not isinstance(value, bool) and value >= 0)
+
+
+def _number(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool))
+
+
+def _text(value: Any, limit: int | None = None) -> bool:
+    return value is None or (isinstance(value, str) and (limit is None or len(value) <= limit))
+
+
+def safe_file(value: Any) -> bool:
+    """A recorded image path batchgen may open: relative, inside the folder (no ``..``, no
+    absolute or drive path, no backslash, no NUL), short."""
+    if not isinstance(value, str) or not value or len(value) > MAX_FILE:
+        return False
+    if value.startswith("/") or "\\" in value or "\0" in value:
+        return False
+    # no "", "." or ".." segment: framed in slashes, such a segment shows as //, /./ or /../
+    framed = f"/{value}/"
+    return "//" not in framed and "/./" not in framed and "/../" not in framed
+
+
+def _task_id(value: Any) -> bool:
+    return _text(value, MAX_TASK_ID)
+
+
+def _file(value: Any) -> bool:
+    return value is None or safe_file(value)
 
 
 def _whole(value: Any) -> bool:

@@ -40,7 +40,8 @@ VALUES = {
     "at": [2.0, 3, True, "1", None, -1.5],
     "task_id": ["t1", "t2", "x" * 300, 5, None],
     "file": ["images/a.png", "a/b.png", "../x.png", "/abs.png", "a//b", "a\\b", "", "a/./b", "a\u0000b",
-             "x" * 1100, 7],
+             "x" * 1100, "x" * 1024, 7, ".", "..", "./a", "a/.", "a/..", "a/", ".hidden/a.png", "a/.b/c",
+             "a/b.", "a..b/c"],
     "bytes": [0, 10, 10**6, -1, True, 1.5, "3", 2**70],
     "sidecar_bytes": [0, 900, -1, False, 2.0],
     "sha256": ["0" * 64, "ab" * 32, "zz" * 32, "ab", 5],
@@ -167,3 +168,13 @@ def test_every_near_miss_of_every_field_of_every_line_is_taken_or_skipped_as_bef
     fast, reference = _both(tmp_path, b"\n".join(lines) + b"\n")
     assert fast == reference
     assert 0 < fast["stats"][1] < len(lines) - 1  # some taken, some skipped
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="a./\\\x00", max_size=12) | st.text(max_size=4))
+def test_a_recorded_file_is_judged_safe_as_before(value: str) -> None:
+    from batchgen.storage.record import safe_file
+
+    from replaykit import safe_file as reference
+
+    assert safe_file(value) == reference(value)
