@@ -1,10 +1,13 @@
 """Several ledgers read as one: a folder's own, its shards', an object store's copies.
 
-Each file is replayed line by line (last event per job wins, fields accumulate; unreadable
-lines are skipped and counted) and merged into the Ledger it reads for: where two ledgers know
-the same job, the record whose latest event is later wins. Replay is a generator that yields
-the lines read so far every ``REPLAY_STEP`` lines, so an event loop stays responsive while a
-big ledger is read. Each event is folded by ``Ledger.fold``, the code appends use too.
+Each file is read a block at a time and replayed line by line (last event per job wins, fields
+accumulate; unreadable lines are skipped and counted) and merged into the Ledger it reads for:
+where two ledgers know the same job, the record whose latest event is later wins. Every line is
+decoded whole and its fields checked before it is folded, so a torn or planted line is skipped
+wherever it is; the replay as first written, one ``readline`` at a time, is kept in the tests
+as the reference this one must match on any bytes. Replay is a generator that yields the lines
+read so far every ``REPLAY_STEP`` lines, so an event loop stays responsive while a big ledger
+is read. Each event is folded by ``Ledger.fold``, the code appends use too.
 """
 
 from __future__ import annotations
