@@ -299,13 +299,19 @@ _INFO_CHECKS = {"spec": _spec, "reason": _text, "code": _text, "label": _text, "
 def sound_event(event: dict[str, Any]) -> bool:
     """True when every field a record takes from this job event has the type it must have
     (a recorded ``file`` also a safe path inside the folder); False: skip the line. The
-    shapes batchgen writes most (a done line, as a run writes it or compacted) are checked
+    lines batchgen writes most (submitting, submitted, done, a compacted one) are checked
     field by field inline, with the same checks."""
     keys = event.keys()
     if keys.isdisjoint(_CHECKS):
         return True  # no field that needs a check (a generated line)
-    if keys <= _DONE_KEYS:
+    if keys <= _USUAL_KEYS:
         get = event.get
+        value = get("spec")
+        if value is not None and not _spec(value):
+            return False
+        value = get("maybe_duplicated")
+        if value is not None and (type(value) is not int or value < 0) and not _count(value):
+            return False
         value = get("file")
         if value is not None and not safe_file(value):
             return False
@@ -322,16 +328,16 @@ def sound_event(event: dict[str, Any]) -> bool:
         if value is not None and (not isinstance(value, str) or len(value) > MAX_TASK_ID):
             return False
         value = get("info")
-        return value is None or (type(value) is dict and keys_unchecked(value)) or _info(value)
+        return value is None or (type(value) is dict and _info_unchecked(value)) or _info(value)
     return _sound(event, _CHECKS)
 
 
-def keys_unchecked(info: dict[str, Any]) -> bool:
+def _info_unchecked(info: dict[str, Any]) -> bool:
     """An ``info`` with no field that needs a check (a done record's: the derived digest)."""
     return info.keys().isdisjoint(_INFO_CHECKS)
 
 
-#: the fields of a done line (a run's or a compacted one): each checked inline above, or
-#: needing no check
-_DONE_KEYS = frozenset({"job", "state", "at", "compact", "gone", "file", "bytes", "sidecar_bytes",
-                        "sha256", "task_id", "info", "derived"})
+#: the fields of the lines batchgen writes most: each checked inline above, or needing no check
+_USUAL_KEYS = frozenset({"job", "state", "at", "compact", "gone", "file", "bytes", "sidecar_bytes",
+                         "sha256", "task_id", "info", "derived", "spec", "maybe_duplicated",
+                         "attempts", "seed"})
