@@ -225,16 +225,23 @@ def safe_file(value: Any) -> bool:
     return "//" not in framed and "/./" not in framed and "/../" not in framed
 
 
+_NO_AXES: dict[str, Any] = {}  # a spec without axes has none (a null is not a dict)
+
+
 def _spec(value: Any) -> bool:
     if value is None:
         return True
-    if not isinstance(value, dict):
+    if type(value) is not dict and not isinstance(value, dict):
         return False
     get = value.get
-    if not isinstance(get("request"), dict) or not isinstance(get("axes", {}), dict):
+    request, axes = get("request"), get("axes", _NO_AXES)
+    if type(request) is not dict and not isinstance(request, dict):
+        return False
+    if type(axes) is not dict and not isinstance(axes, dict):
         return False
     name, caption, index, replica = get("name"), get("caption"), get("index", -1), get("replica", 0)
-    return ((name is None or isinstance(name, str)) and (caption is None or isinstance(caption, str))
+    return ((name is None or type(name) is str or isinstance(name, str))
+            and (caption is None or type(caption) is str or isinstance(caption, str))
             and (type(index) is int or _whole(index)) and (type(replica) is int or _whole(replica)))
 
 
@@ -299,19 +306,22 @@ _INFO_CHECKS = {"spec": _spec, "reason": _text, "code": _text, "label": _text, "
 def sound_event(event: dict[str, Any]) -> bool:
     """True when every field a record takes from this job event has the type it must have
     (a recorded ``file`` also a safe path inside the folder); False: skip the line. The
-    lines batchgen writes most (submitting, submitted, done, a compacted one) are checked
-    field by field inline, with the same checks."""
+    lines batchgen writes (each shape's fields a subset of a known few) have just the fields
+    they can hold checked, inline, with the same checks; any other line has all of its."""
     keys = event.keys()
-    if keys.isdisjoint(_CHECKS):
+    if keys.isdisjoint(_CHECKED):
         return True  # no field that needs a check (a generated line)
-    if keys <= _USUAL_KEYS:
-        get = event.get
-        value = get("spec")
-        if value is not None and not _spec(value):
+    get = event.get
+    if keys <= _SUBMITTING:
+        return _spec(get("spec"))
+    if keys <= _SUBMITTED:
+        value = get("task_id")
+        if value is not None and (type(value) is not str or len(value) > MAX_TASK_ID) \
+                and not _task_id(value):
             return False
         value = get("maybe_duplicated")
-        if value is not None and (type(value) is not int or value < 0) and not _count(value):
-            return False
+        return value is None or (type(value) is int and value >= 0) or _count(value)
+    if keys <= _DONE:
         value = get("file")
         if value is not None and not safe_file(value):
             return False
@@ -322,22 +332,26 @@ def sound_event(event: dict[str, Any]) -> bool:
         if value is not None and (type(value) is not int or value < 0) and not _count(value):
             return False
         value = get("sha256")
-        if value is not None and not isinstance(value, str):
+        if value is not None and type(value) is not str and not _text(value):
             return False
         value = get("task_id")
-        if value is not None and (not isinstance(value, str) or len(value) > MAX_TASK_ID):
+        if value is not None and (type(value) is not str or len(value) > MAX_TASK_ID) \
+                and not _task_id(value):
+            return False
+        value = get("size_got")
+        if value is not None and type(value) is not str and not _text(value):
             return False
         value = get("info")
-        return value is None or (type(value) is dict and _info_unchecked(value)) or _info(value)
+        return value is None or (type(value) is dict and value.keys().isdisjoint(_INFO_CHECKED)) \
+            or _info(value)
     return _sound(event, _CHECKS)
 
 
-def _info_unchecked(info: dict[str, Any]) -> bool:
-    """An ``info`` with no field that needs a check (a done record's: the derived digest)."""
-    return info.keys().isdisjoint(_INFO_CHECKS)
-
-
-#: the fields of the lines batchgen writes most: each checked inline above, or needing no check
-_USUAL_KEYS = frozenset({"job", "state", "at", "compact", "gone", "file", "bytes", "sidecar_bytes",
-                         "sha256", "task_id", "info", "derived", "spec", "maybe_duplicated",
-                         "attempts", "seed"})
+#: the fields a check applies to, and those of each shape of line batchgen writes (with the
+#: fields that need no check): a run's submitting, submitted and done lines, a compacted one
+_CHECKED = frozenset(_CHECKS)
+_INFO_CHECKED = frozenset(_INFO_CHECKS)
+_SUBMITTING = frozenset({"job", "state", "at", "spec"})
+_SUBMITTED = frozenset({"job", "state", "at", "task_id", "attempts", "maybe_duplicated"})
+_DONE = frozenset({"job", "state", "at", "compact", "gone", "file", "bytes", "sidecar_bytes", "sha256",
+                   "task_id", "size_got", "info", "derived"})
