@@ -56,6 +56,8 @@ __all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "MIRROR_DIR", "REPLAY_STEP
 FORMAT = 1
 STATES = tuple(state.value for state in JobState)
 OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
+SUBMITTING, SUBMITTED, GENERATED, DONE = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.GENERATED,
+                                          JobState.DONE)
 
 
 class Ledger:
@@ -192,40 +194,45 @@ class Ledger:
             rec = records[job_id] = JobRecord()
         state = STATE_NAMES[event["state"]]
         rec.state = state
-        at = event.get("at")
-        if isinstance(at, (int, float)):
+        get = event.get
+        at = get("at")
+        if type(at) is float or isinstance(at, (int, float)):
             rec.at = at
             if at > self.floor:
                 self.floor = at
-        if event.get("compact"):
+        if get("compact"):
             return restore(rec, event)
-        if state == "submitting":
+        if state is SUBMITTING:
             rec.task_id = None
-            rec.info = {"spec": event.get("spec"), "submitting_at": at}
-        elif state == "submitted":
-            rec.task_id = event.get("task_id")
-            if event.get("again"):  # an old task followed once more, not a new one
+            rec.info = {"spec": get("spec"), "submitting_at": at}
+        elif state is SUBMITTED:
+            rec.task_id = get("task_id")
+            if get("again"):  # an old task followed once more, not a new one
                 info = rec.details() or {}
-                spec = event.get("spec") or info.get("spec")
-                rec.info = {"spec": spec, "submitted_at": event.get("submitted_at",
-                                                                   info.get("submitted_at"))}
+                spec = get("spec") or info.get("spec")
+                rec.info = {"spec": spec, "submitted_at": get("submitted_at",
+                                                             info.get("submitted_at"))}
                 return rec
             stats.tasks_created += 1
-            stats.maybe_duplicated += int(event.get("maybe_duplicated", 0) or 0)
+            duplicated = get("maybe_duplicated")
+            if duplicated:
+                stats.maybe_duplicated += int(duplicated)
             rec._set("submitted_at", at)
-        elif state == "generated":
+        elif state is GENERATED:
             pass  # the seed and time are in the event for people; the sidecar has them too
-        elif state == "done":
-            rec.file = event.get("file")
-            rec.size = int(event.get("bytes", 0) or 0)
-            rec.side = int(event.get("sidecar_bytes", 0) or 0)
-            rec.sha256 = digest(event.get("sha256"))
-            got = event.get("size_got")
-            rec.info = {"size_got": got} if isinstance(got, str) else None
-            derived = event.get("derived")
-            if isinstance(derived, str):  # the digest alone, held as its text (record.py)
-                rec.info = derived if rec.info is None else {**rec.info, "derived": derived}
-            if isinstance(at, (int, float)):
+        elif state is DONE:
+            rec.file = get("file")
+            rec.size = int(get("bytes", 0) or 0)
+            rec.side = int(get("sidecar_bytes", 0) or 0)
+            rec.sha256 = digest(get("sha256"))
+            got = get("size_got")
+            derived = get("derived")
+            if isinstance(got, str):
+                rec.info = {"size_got": got, "derived": derived} if isinstance(derived, str) \
+                    else {"size_got": got}
+            else:  # the digest alone, held as its text (record.py)
+                rec.info = derived if isinstance(derived, str) else None
+            if type(at) is float or isinstance(at, (int, float)):
                 stats.recent_done.append(float(at))
         elif state == "failed":
             spec = rec.get("spec")  # kept: a later retry or collect may need the job as sent

@@ -152,21 +152,23 @@ def compact_event(job_id: str, rec: JobRecord) -> dict[str, Any]:
 
 
 def restore(rec: JobRecord, event: dict[str, Any]) -> JobRecord:
-    rec.task_id = event.get("task_id")
-    rec.file = event.get("file")
-    rec.size = int(event.get("bytes", 0) or 0)
-    rec.side = int(event.get("sidecar_bytes", 0) or 0)
-    rec.gone = bool(event.get("gone"))
-    rec.sha256 = digest(event.get("sha256"))
-    info = event.get("info")
+    get = event.get
+    rec.task_id = get("task_id")
+    rec.file = get("file")
+    size, side = get("bytes"), get("sidecar_bytes")
+    rec.size = size if type(size) is int else int(size or 0)
+    rec.side = side if type(side) is int else int(side or 0)
+    rec.gone = bool(get("gone"))
+    rec.sha256 = digest(get("sha256"))
+    info = get("info")
     if not isinstance(info, dict) or not info:
         rec.info = None
     elif len(info) == 1 and type(info.get(DERIVED)) is str:
         rec.info = info[DERIVED]  # the common done record: the digest alone
     else:
         rec.info = info
-    at = event.get("at")
-    if isinstance(at, (int, float)):
+    at = get("at")
+    if type(at) is float or isinstance(at, (int, float)):
         rec.at = float(at)
     return rec
 
@@ -214,21 +216,33 @@ def safe_file(value: Any) -> bool:
     absolute or drive path, no backslash, no NUL), short."""
     if not isinstance(value, str) or not value or len(value) > MAX_FILE:
         return False
-    if value.startswith("/") or "\\" in value or "\0" in value:
+    if value[0] == "/" or value[-1] == "/" or "//" in value or "\\" in value or "\0" in value:
         return False
+    if value[0] != "." and "/." not in value:
+        return True  # no segment starts with a dot: none is "." or ".."
     # no "", "." or ".." segment: framed in slashes, such a segment shows as //, /./ or /../
     framed = f"/{value}/"
     return "//" not in framed and "/./" not in framed and "/../" not in framed
 
 
+_NO_AXES: dict[str, Any] = {}  # a spec without axes has none (a null is not a dict)
+
+
 def _spec(value: Any) -> bool:
     if value is None:
         return True
-    if not isinstance(value, dict) or not isinstance(value.get("request"), dict):
+    if type(value) is not dict and not isinstance(value, dict):
         return False
-    return (isinstance(value.get("axes", {}), dict) and _text(value.get("name"))
-            and _text(value.get("caption")) and _whole(value.get("index", -1))
-            and _whole(value.get("replica", 0)))
+    get = value.get
+    request, axes = get("request"), get("axes", _NO_AXES)
+    if type(request) is not dict and not isinstance(request, dict):
+        return False
+    if type(axes) is not dict and not isinstance(axes, dict):
+        return False
+    name, caption, index, replica = get("name"), get("caption"), get("index", -1), get("replica", 0)
+    return ((name is None or type(name) is str or isinstance(name, str))
+            and (caption is None or type(caption) is str or isinstance(caption, str))
+            and (type(index) is int or _whole(index)) and (type(replica) is int or _whole(replica)))
 
 
 def _whole(value: Any) -> bool:
@@ -245,12 +259,13 @@ def _info(value: Any) -> bool:
 
 def _sound(fields: dict[str, Any], checks: dict[str, Any]) -> bool:
     """Every field of ``fields`` that ``checks`` names passes its check. An absent field
-    passes every check (each takes None), so only the fields present are looked at; text,
-    counts and numbers, most of them, are tested inline."""
-    for key, value in fields.items():
-        check = checks.get(key)
-        if check is None or value is None:
+    passes every check (each takes None), so only the fields present and checked are looked
+    at (a line has few of them); text, counts and numbers, most of them, are tested inline."""
+    for key in fields.keys() & checks.keys():
+        value = fields[key]
+        if value is None:
             continue
+        check = checks[key]
         if check is _text:
             if not isinstance(value, str):
                 return False
@@ -260,6 +275,9 @@ def _sound(fields: dict[str, Any], checks: dict[str, Any]) -> bool:
                     return False
         elif check is _number:
             if type(value) is not float and type(value) is not int and not _number(value):
+                return False
+        elif check is _task_id:
+            if not isinstance(value, str) or len(value) > MAX_TASK_ID:
                 return False
         elif not check(value):
             return False
@@ -287,5 +305,53 @@ _INFO_CHECKS = {"spec": _spec, "reason": _text, "code": _text, "label": _text, "
 
 def sound_event(event: dict[str, Any]) -> bool:
     """True when every field a record takes from this job event has the type it must have
-    (a recorded ``file`` also a safe path inside the folder); False: skip the line."""
+    (a recorded ``file`` also a safe path inside the folder); False: skip the line. The
+    lines batchgen writes (each shape's fields a subset of a known few) have just the fields
+    they can hold checked, inline, with the same checks; any other line has all of its."""
+    keys = event.keys()
+    if keys.isdisjoint(_CHECKED):
+        return True  # no field that needs a check (a generated line)
+    get = event.get
+    if keys <= _SUBMITTING:
+        return _spec(get("spec"))
+    if keys <= _SUBMITTED:
+        value = get("task_id")
+        if value is not None and (type(value) is not str or len(value) > MAX_TASK_ID) \
+                and not _task_id(value):
+            return False
+        value = get("maybe_duplicated")
+        return value is None or (type(value) is int and value >= 0) or _count(value)
+    if keys <= _DONE:
+        value = get("file")
+        if value is not None and not safe_file(value):
+            return False
+        value = get("bytes")
+        if value is not None and (type(value) is not int or value < 0) and not _count(value):
+            return False
+        value = get("sidecar_bytes")
+        if value is not None and (type(value) is not int or value < 0) and not _count(value):
+            return False
+        value = get("sha256")
+        if value is not None and type(value) is not str and not _text(value):
+            return False
+        value = get("task_id")
+        if value is not None and (type(value) is not str or len(value) > MAX_TASK_ID) \
+                and not _task_id(value):
+            return False
+        value = get("size_got")
+        if value is not None and type(value) is not str and not _text(value):
+            return False
+        value = get("info")
+        return value is None or (type(value) is dict and value.keys().isdisjoint(_INFO_CHECKED)) \
+            or _info(value)
     return _sound(event, _CHECKS)
+
+
+#: the fields a check applies to, and those of each shape of line batchgen writes (with the
+#: fields that need no check): a run's submitting, submitted and done lines, a compacted one
+_CHECKED = frozenset(_CHECKS)
+_INFO_CHECKED = frozenset(_INFO_CHECKS)
+_SUBMITTING = frozenset({"job", "state", "at", "spec"})
+_SUBMITTED = frozenset({"job", "state", "at", "task_id", "attempts", "maybe_duplicated"})
+_DONE = frozenset({"job", "state", "at", "compact", "gone", "file", "bytes", "sidecar_bytes", "sha256",
+                   "task_id", "size_got", "info", "derived"})

@@ -1,21 +1,26 @@
 """Several ledgers read as one: a folder's own, its shards', an object store's copies.
 
-Each file is replayed line by line (last event per job wins, fields accumulate; unreadable
-lines are skipped and counted) and merged into the Ledger it reads for: where two ledgers know
-the same job, the record whose latest event is later wins. Replay is a generator that yields
-the lines read so far every ``REPLAY_STEP`` lines, so an event loop stays responsive while a
-big ledger is read. Each event is folded by ``Ledger.fold``, the code appends use too.
+Each file is read a block at a time and replayed line by line (last event per job wins, fields
+accumulate; unreadable lines are skipped and counted) and merged into the Ledger it reads for:
+where two ledgers know the same job, the record whose latest event is later wins. Every line is
+decoded whole and its fields checked before it is folded, so a torn or planted line is skipped
+wherever it is; the replay as first written, one ``readline`` at a time, is kept in the tests
+as the reference this one must match on any bytes. Replay is a generator that yields the lines
+read so far every ``REPLAY_STEP`` lines, so an event loop stays responsive while a big ledger
+is read. Each event is folded by ``Ledger.fold``, the code appends use too.
 """
 
 from __future__ import annotations
 
 import errno
+import gc
 import os
 from collections import deque
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
@@ -35,6 +40,8 @@ __all__ = ["REPLAY_STEP", "STATE_NAMES", "LedgerStats", "Replay"]
 REPLAY_STEP = 65536
 #: the longest ledger line replayed (bytes); batchgen's own are far shorter (prompts are capped)
 MAX_LINE = 1 << 20
+#: bytes read at once: lines are split and decoded a block at a time
+BLOCK = 1 << 20
 STATE_NAMES = {state.value: state for state in JobState}  # replayed states are JobState members
 
 
@@ -113,55 +120,73 @@ class Replay:
             raise LedgerError(f"{path} is a symbolic link{LINK_NOTE}") from None
         self._file_run = None
         header_seen = False
-        loads = orjson.loads
+        step = REPLAY_STEP
         with fh:
-            readline = fh.readline
-            while raw := readline(MAX_LINE):
-                stats.lines += 1
-                if not stats.lines % REPLAY_STEP:
-                    yield stats.lines
-                if len(raw) == MAX_LINE and not raw.endswith(b"\n"):
-                    # Longer than any line batchgen writes (a planted 200 MB reason): skipped
-                    # unread, so replay holds at most one MAX_LINE in memory.
-                    while (rest := readline(MAX_LINE)) and not rest.endswith(b"\n"):
-                        pass
-                    stats.bad_lines += 1
-                    continue
-                try:
-                    event = loads(raw)
-                except orjson.JSONDecodeError:
-                    stats.bad_lines += 1
-                    continue
-                if not isinstance(event, dict):
-                    stats.bad_lines += 1
-                    continue
-                job_id = event.get("job")
-                if job_id is None:
-                    if "batchgen_ledger" in event:
-                        header_seen = True
-                        self._header(event, expect_batch, stats, own, path)
-                    elif "batchgen_run" in event and self._run(event, own):
-                        pass
-                    else:
-                        stats.bad_lines += 1
-                    continue
-                state = event.get("state")
-                if state is None and "in_manifest" in event and isinstance(job_id, str):
-                    rec = records.get(job_id)
-                    if rec is not None:
-                        rec.gone = not event["in_manifest"]
-                    continue
-                if not isinstance(job_id, str) or not isinstance(state, str) \
-                        or state not in STATE_NAMES or not sound_event(event):
-                    stats.bad_lines += 1
-                    continue
-                ledger.fold(job_id, event, records, stats)
+            for lines in read_lines(fh):
+                while lines:  # in parts that end where a step ends: yield there
+                    room = step - stats.lines % step
+                    part, lines = (lines, []) if len(lines) < room else (lines[:room], lines[room:])
+                    with _no_collection():
+                        header_seen |= self._events(part, records, stats, expect_batch, own, path)
+                    if not stats.lines % step:
+                        yield stats.lines
         run = self._file_run
         if run is not None and (ledger.last_run is None or own or run.at > ledger.last_run.at):
             ledger.last_run = run  # across ledgers, the latest run by time
         if own and not header_seen and records and expect_batch is not None:
             # A ledger whose header was lost still belongs here; compaction restores one.
             ledger.batch = expect_batch
+
+    def _events(self, lines: list[bytes | None], records: dict[str, JobRecord], stats: LedgerStats,
+                expect_batch: str | None, own: bool, path: Path) -> bool:
+        """Replay these lines (None: one too long to read) into ``records``; True if one
+        was the ledger's header. Every line is decoded whole (orjson: a torn or hostile line
+        is skipped and counted), its fields checked, then folded."""
+        fold = self.ledger.fold
+        loads = orjson.loads
+        invalid = orjson.JSONDecodeError
+        names = STATE_NAMES
+        sound = sound_event
+        header_seen = False
+        bad = 0
+        stats.lines += len(lines)
+        for raw in lines:
+            if raw is None:
+                bad += 1
+                continue
+            try:
+                event = loads(raw)
+            except invalid:
+                bad += 1
+                continue
+            if type(event) is not dict:  # (orjson makes plain dicts and strs only)
+                bad += 1
+                continue
+            job_id = event.get("job")
+            if job_id is None:
+                if "batchgen_ledger" in event:
+                    header_seen = True
+                    self._header(event, expect_batch, stats, own, path)
+                elif "batchgen_run" in event and self._run(event, own):
+                    pass
+                else:
+                    bad += 1
+                continue
+            state = event.get("state")
+            if type(job_id) is not str or type(state) is not str or state not in names:
+                if state is None and "in_manifest" in event and type(job_id) is str:
+                    rec = records.get(job_id)
+                    if rec is not None:
+                        rec.gone = not event["in_manifest"]
+                else:
+                    bad += 1
+                continue
+            if not sound(event):
+                bad += 1
+                continue
+            fold(job_id, event, records, stats)
+        stats.bad_lines += bad
+        return header_seen
 
     def _header(self, event: dict[str, Any], expect_batch: str | None, stats: LedgerStats,
                 own: bool, path: Path) -> None:
@@ -216,3 +241,44 @@ def _is_prefix(copy: Path, path: Path, tail: int = 4096) -> bool:
     except OSError:
         return False
 
+
+
+@contextmanager
+def _no_collection() -> Iterator[None]:
+    """The cycle collector paused while lines are folded: replay makes no cycles, and each
+    full collection would walk every record made so far (a tenth of a big replay's time)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def read_lines(fh: BinaryIO, block: int = BLOCK, limit: int = MAX_LINE) -> Iterator[list[bytes | None]]:
+    """The lines of a ledger file, a block's worth at a time, without their newlines; a line
+    of ``limit`` bytes or more is None, its bytes skipped unread (replay holds at most a
+    block and one such line). The last line counts even without its newline (a torn one)."""
+    read = fh.read
+    carry = b""
+    skipping = False  # inside a line too long to read: dropped up to its newline
+    while chunk := read(block):
+        if skipping:
+            cut = chunk.find(b"\n")
+            if cut < 0:
+                continue
+            chunk = chunk[cut + 1:]
+            skipping = False
+        lines = (carry + chunk).split(b"\n") if carry else chunk.split(b"\n")
+        carry = lines.pop()
+        if lines and max(map(len, lines)) >= limit:
+            lines = [None if len(line) >= limit else line for line in lines]
+        if len(carry) >= limit:
+            lines.append(None)
+            carry = b""
+            skipping = True
+        if lines:
+            yield lines
+    if carry:
+        yield [carry]

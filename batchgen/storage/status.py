@@ -189,13 +189,22 @@ def _counted(batch: OpenBatch) -> StatusReport:
     assert ledger is not None
     jobs = batch.counts(check_files=True)  # marks the manifest's records seen, with a manifest
     by_state: Counter[str] = Counter()
-    mine: list[tuple[str, JobRecord]] = []  # the records of jobs the batch still has
-    member = (lambda rec: rec.seen) if batch.manifest is not None else (lambda rec: not rec.gone)
+    mine = 0  # the records of jobs the batch still has
+    failed: list[tuple[str, JobRecord]] = []
+    mismatched = 0  # done at a size other than asked
+    example: tuple[str, JobRecord] | None = None
+    seen = batch.manifest is not None
     for job_id, rec in ledger.records.items():
-        if member(rec):
-            by_state[rec.state] += 1
-            mine.append((job_id, rec))
-    by_state[JobState.PENDING] += max(0, jobs.planned - len(mine))
+        if rec.seen if seen else not rec.gone:
+            state = rec.state
+            by_state[state] += 1
+            mine += 1
+            if state is JobState.FAILED:
+                failed.append((job_id, rec))
+            elif state is JobState.DONE and type(rec.info) is dict and rec.size_got:
+                mismatched += 1  # (only a dict of rarer fields holds a size)
+                example = example or (job_id, rec)
+    by_state[JobState.PENDING] += max(0, jobs.planned - mine)
     report = StatusReport(
         batch=batch.batch, folder=batch.folder, planned=jobs.planned,
         counts={state: by_state.get(state, 0) for state in STATES}, done=jobs.done,
@@ -206,13 +215,12 @@ def _counted(batch: OpenBatch) -> StatusReport:
         target=ledger.target, last_run=ledger.last_run, planned_known=jobs.planned_known,
         manifest=str(batch.manifest.path) if batch.manifest is not None else (
             ledger.last_run.manifest if ledger.last_run is not None else None))
-    report.failures = _failures(((i, r) for i, r in mine if r.state == JobState.FAILED))
+    report.failures = _failures(failed)
     report.spent, report.max_cost = spent_against_budget(report.tasks_created, batch.manifest, ledger.last_run)
-    for job_id, rec in mine:
-        if rec.state == JobState.DONE and rec.size_got:
-            report.size_mismatched += 1
-            if report.size_example is None:
-                report.size_example = f"{rec.file or job_id}: {rec.size_got}"
+    report.size_mismatched = mismatched
+    if example is not None:
+        job_id, rec = example
+        report.size_example = f"{rec.file or job_id}: {rec.size_got}"
     return report
 
 

@@ -2,7 +2,9 @@
 
 Run by hand: ``.venv/bin/python tests/bench/bench_ledger.py [--sizes 10000,100000,1000000]``.
 Each size is measured in a fresh subprocess so peak RSS belongs to that size alone. Two shapes:
-the ledger as a run leaves it before compaction (4 events per job) and after compaction.
+the ledger as a run leaves it before compaction (4 events per job) and after compaction; and
+``batchgen status`` of the folder (the run's ledger, before compaction) as a whole process,
+interpreter start-up included.
 """
 
 from __future__ import annotations
@@ -65,12 +67,29 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def decode_floor(path: Path) -> float:
+    """CPU seconds of the least any replay does: read the file in blocks, cut it into lines
+    and decode each with orjson once (nothing checked, nothing kept)."""
+    import orjson
+
+    loads, cpu = orjson.loads, time.process_time()
+    with open(path, "rb") as fh:
+        carry = b""
+        while block := fh.read(1 << 20):
+            lines = (carry + block).split(b"\n")
+            carry = lines.pop()
+            for line in lines:
+                loads(line)
+    return time.process_time() - cpu
+
+
 def measure(folder: str) -> None:
-    """Child process: replay once, print JSON with seconds and memory (peak RSS: tracemalloc
-    would slow replay down several times and distort the time)."""
+    """Child process: the decoding floor, then replay once; print JSON with seconds and memory
+    (peak RSS: tracemalloc would slow replay down several times and distort the time)."""
     from batchgen.storage.ledger import Ledger
 
     base = peak_rss_mb()
+    floor = decode_floor(Path(folder) / "ledger.jsonl")
     start, cpu = time.perf_counter(), time.process_time()
     ledger = Ledger.open(Path(folder), "bench")
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -82,7 +101,28 @@ def measure(folder: str) -> None:
     ledger.close()
     rss = peak_rss_mb()
     print(json.dumps({"jobs": jobs, "seconds": seconds, "cpu": cpu, "baseline_mb": base,
-                      "replay_rss_mb": replay_rss, "max_rss_mb": rss, "compact_seconds": compact_seconds}))
+                      "replay_rss_mb": replay_rss, "max_rss_mb": rss, "compact_seconds": compact_seconds,
+                      "floor": floor}))
+
+
+def status_child(folder: Path) -> dict:
+    """``batchgen status FOLDER`` as its own process: wall and CPU time from the outside,
+    peak RSS from the inside (printed on stderr as it exits)."""
+    code = ("import atexit, sys\n"
+            "atexit.register(lambda: print([l for l in open('/proc/self/status') if l.startswith('VmHWM')][0],"
+            " file=sys.stderr))\n"
+            "from batchgen.cli import main\n"
+            "sys.exit(main(['status', sys.argv[1]]))\n")
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code, str(folder)], capture_output=True, text=True)
+    seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    hwm = [line for line in out.stderr.splitlines() if line.startswith("VmHWM")]
+    if not hwm:
+        raise SystemExit(f"status failed: {out.stderr[-500:]}")
+    return {"seconds": seconds, "cpu": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+            "max_rss_mb": int(hwm[0].split()[1]) / 1024}
 
 
 def child(folder: Path) -> dict:
@@ -109,24 +149,32 @@ def main() -> None:
             keep = Path(tmp + "-raw.jsonl")
             shutil.copy(folder / "ledger.jsonl", keep)
             raws = []  # each child replays, then compacts: the run's ledger is put back first
+            statuses = []
             for _ in range(args.repeat):
                 shutil.copy(keep, folder / "ledger.jsonl")
+                statuses.append(status_child(folder))
                 raws.append(child(folder))
             keep.unlink()
             compacted = [child(folder) for _ in range(args.repeat)]  # the compacted file
         raw = {k: median(r[k] for r in raws) for k in ("seconds", "cpu", "replay_rss_mb", "baseline_mb",
-                                                        "compact_seconds")}
-        comp = {k: median(r[k] for r in compacted) for k in ("seconds", "cpu", "replay_rss_mb")}
-        rows.append((size, mb, raw, comp))
+                                                        "compact_seconds", "floor")}
+        comp = {k: median(r[k] for r in compacted) for k in ("seconds", "cpu", "replay_rss_mb", "floor")}
+        status = {k: median(r[k] for r in statuses) for k in ("seconds", "cpu", "max_rss_mb")}
+        rows.append((size, mb, raw, comp, status))
     # Medians of --repeat replays; CPU time (user+sys), since wall time on a shared machine
     # measures the neighbours too.
-    print("| recorded jobs | ledger MB (4 events/job) | bytes/job | replay CPU s | µs/job | peak RSS MB "
-          "(baseline) | compact s | replay compacted CPU s | µs/job | peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, mb, raw, comp in rows:
-        print(f"| {size:,} | {mb:.0f} | {mb * 2**20 / size:.0f} | {raw['cpu']:.2f} | {raw['cpu'] / size * 1e6:.1f} "
+    # The floor: reading and decoding every line once, nothing else (decode_floor).
+    print("| recorded jobs | ledger MB (4 events/job) | bytes/job | decode floor CPU s | replay CPU s (wall) "
+          "| µs/job | peak RSS MB (baseline) | compact s | compacted: floor CPU s | replay CPU s (wall) "
+          "| µs/job | peak RSS MB | status, whole process: CPU s (wall) | its peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, mb, raw, comp, status in rows:
+        print(f"| {size:,} | {mb:.0f} | {mb * 2**20 / size:.0f} | {raw['floor']:.2f} "
+              f"| {raw['cpu']:.2f} ({raw['seconds']:.2f}) | {raw['cpu'] / size * 1e6:.1f} "
               f"| {raw['replay_rss_mb']:.0f} ({raw['baseline_mb']:.0f}) | {raw['compact_seconds']:.2f} "
-              f"| {comp['cpu']:.2f} | {comp['cpu'] / size * 1e6:.1f} | {comp['replay_rss_mb']:.0f} |")
+              f"| {comp['floor']:.2f} | {comp['cpu']:.2f} ({comp['seconds']:.2f}) "
+              f"| {comp['cpu'] / size * 1e6:.1f} | {comp['replay_rss_mb']:.0f} "
+              f"| {status['cpu']:.2f} ({status['seconds']:.2f}) | {status['max_rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":
