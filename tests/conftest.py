@@ -62,32 +62,48 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Each worker starts on its share of the files with a slow test or a module fixture, then
-    takes the short, independent tests.
+    """Half the workers start on the tests that wait (on other processes, on the real clock),
+    the other half on the long tests that work the CPU; the short, independent tests follow.
 
     pytest-xdist's work stealing first hands each of its n workers one contiguous slice of
     this list (the first ``len // n`` items, then a third of the rest, ...), and later moves
-    tests from the end of a busy worker's queue to an idle one. So the files with a slow test
-    are dealt out, the most slow tests first, to the slice that has the fewest so far, and
-    each slice starts with them: every worker begins on a long test (most wait on processes
-    or real time, so they overlap with the short ones' CPU), and none is left ending the run
-    alone on one. Files with a module fixture (a browser, a batch built once for its tests)
-    come next, whole, where stealing does not split them: a split file builds its fixture
-    once per worker."""
+    tests from the end of a busy worker's queue to an idle one. The suite runs on 2 cores with
+    4 workers: while two workers wait, the other two keep both cores busy. So the files with a
+    test marked ``waits`` are dealt out, the most such tests first, to the slice of the first
+    half that has the fewest so far; the files with a ``slow`` test or a fixture that costs
+    (a browser, a batch built once for a module's tests, a server for the session) to the
+    second half; each slice starts with them. A file stays whole on one worker, so its module
+    fixtures start once, and stealing (from the ends of the queues) leaves it whole; the files
+    sharing a server of the suite's own (the S3 server, Slurm) go to the same worker, which
+    starts it once."""
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     by_file: dict[object, list[pytest.Item]] = {}
     for item in items:
         by_file.setdefault(item.path, []).append(item)
-    slow = {path: sum(1 for i in its if i.get_closest_marker("slow")) for path, its in by_file.items()}
-    shared = {path for path, its in by_file.items() if any(_module_fixture(i) for i in its)}
-    heavy = sorted((p for p in by_file if slow[p] or p in shared), key=lambda p: -slow[p])  # stable
+    groups = _groups_sharing_servers(by_file)
+
+    def marked(name: str) -> dict[tuple[object, ...], int]:
+        return {g: sum(1 for p in g for i in by_file[p] if i.get_closest_marker(name)) for g in groups}
+
+    waits, slow = marked("waits"), marked("slow")
+    costly = {g for g in groups if any(_costly_fixture(i) for p in g for i in by_file[p])}
     slices: list[list[pytest.Item]] = [[] for _ in range(workers)]
     weight = [0] * workers
-    for path in heavy:
-        n = weight.index(min(weight))
-        slices[n].extend(by_file[path])
-        weight[n] += max(slow[path], 1)
-    rest = [item for path, its in by_file.items() if path not in heavy for item in its]
+    half = max(1, workers // 2)
+
+    def deal(chosen: list[tuple[object, ...]], among: range, size: dict[tuple[object, ...], int]) -> None:
+        for group in sorted(chosen, key=lambda g: -size[g]):  # stable
+            n = min(among, key=lambda k: weight[k])
+            for path in group:
+                slices[n].extend(by_file[path])
+            weight[n] += max(size[group], 1)
+
+    waiting = [g for g in groups if waits[g]]
+    deal(waiting, range(half), waits)
+    working = [g for g in groups if not waits[g] and (slow[g] or g in costly)]
+    deal(working, range(half, workers) if workers > 1 else range(1), slow)
+    dealt = {p for g in waiting + working for p in g}
+    rest = [item for path, its in by_file.items() if path not in dealt for item in its]
     left = len(items)
     for n in range(workers):  # xdist's first split: what is left over the workers left
         size = max(left // (workers - n), len(slices[n]))
@@ -99,10 +115,44 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     items[:] = [item for part in slices for item in part]
 
 
-def _module_fixture(item: pytest.Item) -> bool:
+def _suite_fixtures(item: pytest.Item) -> list[tuple[str, str]]:
+    """(name, scope) of the fixtures of the suite's own (not pytest's or a plugin's) it uses."""
     info = getattr(item, "_fixtureinfo", None)
-    defs = getattr(info, "name2fixturedefs", {}) or {}
-    return any(d and d[-1].scope == "module" for d in defs.values())
+    found = []
+    for name, defs in (getattr(info, "name2fixturedefs", {}) or {}).items():
+        code = getattr(getattr(defs[-1], "func", None), "__code__", None) if defs else None
+        if code is not None and code.co_filename.startswith(_TESTS):
+            found.append((name, defs[-1].scope))
+    return found
+
+
+def _costly_fixture(item: pytest.Item) -> bool:
+    return any(scope in ("module", "session") for _, scope in _suite_fixtures(item))
+
+
+def _groups_sharing_servers(by_file: dict[object, list[pytest.Item]]) -> list[tuple[object, ...]]:
+    """The files, in order, grouped where they share a session fixture of the suite's own."""
+    owner: dict[str, object] = {}
+    group_of: dict[object, object] = {path: path for path in by_file}
+
+    def root(path: object) -> object:
+        while group_of[path] != path:
+            path = group_of[path]
+        return path
+
+    for path, its in by_file.items():
+        for name in {n for i in its for n, scope in _suite_fixtures(i) if scope == "session"}:
+            if name in owner:
+                group_of[root(path)] = root(owner[name])
+            else:
+                owner[name] = path
+    members: dict[object, list[object]] = {}
+    for path in by_file:
+        members.setdefault(root(path), []).append(path)
+    return [tuple(paths) for paths in members.values()]
+
+
+_TESTS = os.path.dirname(os.path.abspath(__file__))
 
 
 _made = pytest.StashKey[str]()

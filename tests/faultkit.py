@@ -85,6 +85,31 @@ def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
                           cwd=cwd, capture_output=True, text=True, timeout=timeout)
 
 
+def cli_here(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """``batchgen *args`` in this process, through the CLI's own ``main`` (parsing, rendering,
+    exit code), with ``env`` set for the call and the output captured as text: for tests whose
+    point is not the process (no signal, no kill, no second process at once), without starting
+    an interpreter and importing batchgen again."""
+    import contextlib
+    import io
+
+    from batchgen.cli.main import main
+
+    out, err = io.StringIO(), io.StringIO()
+    saved = {name: os.environ.get(name) for name in env or {}}
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(list(args))
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+    return subprocess.CompletedProcess(["batchgen", *args], code, out.getvalue(), err.getvalue())
+
+
 def wait_until(proc: subprocess.Popen, ready: Callable[[], bool], limit: float = 60.0) -> None:
     """Return once ``ready()`` holds or ``proc`` has ended (checked every 5 ms); AssertionError
     when neither happens within ``limit`` real seconds (a guard against a hang, never a measure)."""

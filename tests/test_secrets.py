@@ -24,7 +24,7 @@ from batchgen.errors import AuthError
 from batchgen.provider.targets import ApiKey, ApiTarget
 from batchgen.engine.runner import Batch, RunOptions
 from batchgen.simulator import SimConfig, Simulator, running_simulator
-from faultkit import cli, fast_options, manifest_text, run_batch, write_manifest
+from faultkit import cli, cli_here, fast_options, manifest_text, run_batch, write_manifest
 
 KEY = "sk-LEAKCHECK-7f3a9c2e1b0d4f68a5e2"
 WRONG = "sk-WRONGKEY-0c9d8e7f6a5b4c3d2e1f"
@@ -57,6 +57,7 @@ def scan_folder(folder: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_the_key_appears_nowhere_but_the_authorization_header(tmp_path: Path, caplog) -> None:
     path = write_manifest(tmp_path, manifest_text("secret", JOBS, concurrency=4, extra=EXTRA))
     env = {"JIEKOU_API_KEY": KEY}
@@ -133,8 +134,8 @@ def test_the_key_stays_out_of_objects_errors_and_pickles() -> None:
 def test_a_wrong_key_stops_with_exit_3_naming_the_variable_not_the_key(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, manifest_text("secret", 4))
     with running_simulator(SimConfig(api_key=KEY, task_seconds=0.02)) as sim:
-        wrong = cli("run", str(path), "--base-url", sim.api_base_url, "--output", str(tmp_path / "out"),
-                    env={"JIEKOU_API_KEY": WRONG})
+        wrong = cli_here("run", str(path), "--base-url", sim.api_base_url, "--output", str(tmp_path / "out"),
+                         env={"JIEKOU_API_KEY": WRONG})
         created = sim.stats.tasks_created
         leaks = sim.stats.key_leaks
     assert wrong.returncode == 3, wrong.stdout + wrong.stderr
@@ -146,8 +147,8 @@ def test_a_wrong_key_stops_with_exit_3_naming_the_variable_not_the_key(tmp_path:
     scan_folder(tmp_path / "out")
     assert created == 0 and leaks == 0
 
-    missing = cli("run", str(path), "--base-url", "http://127.0.0.1:9", "--output", str(tmp_path / "out"),
-                  env={"JIEKOU_API_KEY": ""})
+    missing = cli_here("run", str(path), "--base-url", "http://127.0.0.1:9", "--output", str(tmp_path / "out"),
+                       env={"JIEKOU_API_KEY": ""})
     assert missing.returncode == 2 and "JIEKOU_API_KEY is set but empty" in missing.stderr
 
 

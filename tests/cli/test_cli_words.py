@@ -21,6 +21,7 @@ from batchgen.cli.render import render_summary
 from batchgen.engine.stats import RunStats
 from batchgen.engine.summary import RunSummary
 from batchgen.simulator import SimConfig, running_simulator
+from faultkit import cli_here
 
 KEY = "sk-cli-words-0123456789abcdef"
 REJECTED = """\
@@ -168,14 +169,12 @@ def test_an_empty_key_is_called_empty_not_missing(tmp_path: Path, capsys, monkey
 
 def test_a_stop_is_said_once_and_a_404_names_the_base_url_it_came_from(tmp_path: Path) -> None:
     path = write(tmp_path, REJECTED.replace("forbidden ", ""))
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "JIEKOU_API_KEY": "wrong-key-123"}
     with running_simulator(SimConfig(api_key=KEY, task_seconds=0)) as sim:
-        base = [sys.executable, "-m", "batchgen", "run", str(path), "--quiet"]
-        refused = subprocess.run([*base, "--base-url", sim.api_base_url, "--output", str(tmp_path / "a")],
-                                 env=env, capture_output=True, text=True, timeout=60)
-        env["JIEKOU_API_KEY"] = KEY
-        lost = subprocess.run([*base, "--base-url", sim.api_base_url + "/nope", "--output",
-                               str(tmp_path / "b")], env=env, capture_output=True, text=True, timeout=60)
+        base = ["run", str(path), "--quiet"]
+        refused = cli_here(*base, "--base-url", sim.api_base_url, "--output", str(tmp_path / "a"),
+                           env={"JIEKOU_API_KEY": "wrong-key-123"})
+        lost = cli_here(*base, "--base-url", sim.api_base_url + "/nope", "--output", str(tmp_path / "b"),
+                        env={"JIEKOU_API_KEY": KEY})
     both = refused.stdout + refused.stderr
     assert refused.returncode == 3 and both.count("refused the API key") == 1, both
     both = lost.stdout + lost.stderr

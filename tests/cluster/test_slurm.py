@@ -38,6 +38,7 @@ def records(folder: Path) -> list[dict[str, str]]:
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_an_sbatch_array_gives_each_task_its_shard(slurm: Slurm, tmp_path: Path) -> None:
     plain, stepped = tmp_path / "plain", tmp_path / "stepped"
     jobs = [submit_task_array(slurm, plain, "0-2"), submit_task_array(slurm, stepped, "3-9:3")]
@@ -56,6 +57,7 @@ exec {python} -m batchgen run {manifest} --base-url {base_url} --output {out} --
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_an_sbatch_array_of_shard_runs_finishes_the_batch_with_one_task_per_job(
         slurm: Slurm, tmp_path: Path) -> None:
     import os

@@ -69,6 +69,7 @@ def test_a_dead_port_stops_the_batch_naming_the_url_and_where_it_came_from(tmp_p
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_the_cli_given_a_dead_port_exits_3_within_30_seconds(tmp_path: Path) -> None:
     url = dead_url()
     path = write_manifest(tmp_path, manifest_text("dead", 400, concurrency=32))
@@ -86,6 +87,7 @@ def test_the_cli_given_a_dead_port_exits_3_within_30_seconds(tmp_path: Path) -> 
 # -- SIGTERM inside a pause -------------------------------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_sigterm_inside_a_pause_is_out_within_10_seconds_and_submits_nothing_more(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, manifest_text("term", 32, concurrency=32))
     out = tmp_path / "out"
@@ -118,6 +120,7 @@ def test_sigterm_inside_a_pause_is_out_within_10_seconds_and_submits_nothing_mor
 # -- kill -9 while URLs expire under slow downloads -------------------------------------------------
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_kill_9_under_expiring_urls_and_slow_downloads_loses_no_job_and_pays_once(tmp_path: Path) -> None:
     jobs = 48
     path = write_manifest(tmp_path, manifest_text("expiry", jobs, concurrency=16))

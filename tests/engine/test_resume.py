@@ -69,6 +69,7 @@ def check_outputs(tmp_path: Path, expected: int) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_sigkill_at_random_moments_then_resume_finishes_without_paying_twice(tmp_path: Path) -> None:
     jobs = 5 * 2 * 6
     (tmp_path / "m.yaml").write_text(MANIFEST.replace("JOBS_PER_CELL", "6"))
@@ -91,6 +92,7 @@ def test_sigkill_at_random_moments_then_resume_finishes_without_paying_twice(tmp
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_first_ctrl_c_finishes_what_is_in_flight_second_leaves_at_once(tmp_path: Path) -> None:
     jobs = 5 * 2 * 4
     (tmp_path / "m.yaml").write_text(MANIFEST.replace("JOBS_PER_CELL", "4"))

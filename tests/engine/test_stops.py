@@ -22,7 +22,7 @@ import httpx
 from batchgen.cli.exitcodes import exit_code
 from batchgen.storage.ledger import Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
-from faultkit import simulated, Rewriter, check_folder, cli, fast_options, manifest_text, run_batch, wait_running, write_manifest
+from faultkit import simulated, Rewriter, check_folder, cli_here, fast_options, manifest_text, run_batch, wait_running, write_manifest
 
 KEY = "sk-stops-0123456789abcdef"
 
@@ -37,7 +37,7 @@ def test_balance_runs_out_mid_batch_then_a_top_up_finishes(tmp_path: Path) -> No
                        task_jitter=0.02, fault_500=0.1, fault_seed=2, retry_after="seconds")
     with running_simulator(config) as sim:
         args = ("run", str(path), "--base-url", sim.api_base_url, "--output", str(out))
-        first = cli(*args, env={"JIEKOU_API_KEY": KEY})
+        first = cli_here(*args, env={"JIEKOU_API_KEY": KEY})
         assert first.returncode == 3, first.stdout + first.stderr
         assert "out of credit" in first.stdout and "Top up" in first.stdout
         assert "Traceback" not in first.stderr
@@ -50,7 +50,7 @@ def test_balance_runs_out_mid_batch_then_a_top_up_finishes(tmp_path: Path) -> No
         assert f"{balance}/{jobs} images done" in first.stdout
 
         sim.state.balance = 100  # the user tops up
-        second = cli(*args, "--quiet", env={"JIEKOU_API_KEY": KEY})
+        second = cli_here(*args, "--quiet", env={"JIEKOU_API_KEY": KEY})
         assert second.returncode == 0, second.stdout + second.stderr
         assert f"{jobs}/{jobs} images done" in second.stdout
         assert sim.stats.tasks_created == jobs
@@ -58,6 +58,7 @@ def test_balance_runs_out_mid_batch_then_a_top_up_finishes(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_a_key_revoked_mid_batch_stops_keeps_every_task_id_and_resumes(tmp_path: Path) -> None:
     jobs = 40
     path = write_manifest(tmp_path, manifest_text("revoked", jobs, concurrency=6))
@@ -84,7 +85,7 @@ def test_a_key_revoked_mid_batch_stops_keeps_every_task_id_and_resumes(tmp_path:
         assert ledger.counts()["submitting"] == 0
 
         sim.config.api_key = KEY  # a new key, or the old one restored
-        again = cli("run", str(path), "--base-url", sim.api_base_url, "--output", str(out), "--quiet",
+        again = cli_here("run", str(path), "--base-url", sim.api_base_url, "--output", str(out), "--quiet",
                     env={"JIEKOU_API_KEY": KEY})
         assert again.returncode == 0, again.stdout + again.stderr
         assert sim.stats.tasks_created == jobs

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 
 from batchgen.export import ExportFormat, ExportOptions, export_batch
@@ -42,6 +41,8 @@ def test_nsfw_columns_load_typed_and_where_filters_on_them(flagged, tmp_path: Pa
     manifest, _ = flagged
     report = export_batch(manifest, ExportOptions(ExportFormat.PARQUET, tmp_path / "all"))
     assert report.exported == 8
+    import pyarrow.parquet as pq  # loaded by the tests that read Parquet, not at collection
+
     table = pq.read_table(next((tmp_path / "all" / "data").glob("*.parquet")))
     assert str(table.schema.field("nsfw_valid").type) == "bool"
     assert str(table.schema.field("nsfw_confidence").type) == "double"
@@ -55,6 +56,8 @@ def test_nsfw_columns_load_typed_and_where_filters_on_them(flagged, tmp_path: Pa
 def test_a_batch_without_flags_has_no_nsfw_columns(tmp_path: Path) -> None:
     manifest, _ = run_sweep(tmp_path / "plain", SEEDS)
     report = export_batch(manifest, ExportOptions(ExportFormat.PARQUET, tmp_path / "pq"))
+    import pyarrow.parquet as pq
+
     names = pq.read_schema(next((tmp_path / "pq" / "data").glob("*.parquet"))).names
     assert report.exported == 8 and "nsfw_valid" not in names
 

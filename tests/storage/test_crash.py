@@ -21,7 +21,7 @@ from batchgen.cli.render import render_status, render_summary
 from batchgen.storage.ledger import LEDGER_FILE, Ledger
 from batchgen.simulator import SimConfig, Simulator, running_simulator
 from batchgen.storage.status import batch_status
-from faultkit import PausedClock, simulated, check_folder, cli, fast_options, manifest_text, run_batch, wait_running, write_manifest
+from faultkit import PausedClock, simulated, check_folder, cli, cli_here, fast_options, manifest_text, run_batch, wait_running, write_manifest
 
 JOBS = 12
 KEY = "sk-crash-0123456789abcdef"
@@ -108,7 +108,7 @@ def test_a_ledger_of_another_batch_is_refused_by_the_cli_and_left_untouched(
     out = tmp_path / "out"
     before = (out / LEDGER_FILE).read_bytes()
     other = write_manifest(tmp_path, manifest_text("other", 3), "other.yaml")
-    result = cli("run", str(other), "--simulate", "--output", str(out), "--quiet")
+    result = cli_here("run", str(other), "--simulate", "--output", str(out), "--quiet")
     assert result.returncode == 2, result.stderr
     assert "belongs to batch 'crash', not 'other'" in result.stderr
     assert "--output" in result.stderr and "Traceback" not in result.stderr
@@ -174,6 +174,7 @@ def test_leftovers_of_a_crash_in_tmp_and_a_cut_compaction_are_cleaned(tmp_path: 
 
 
 @pytest.mark.slow
+@pytest.mark.waits
 def test_two_runs_at_once_one_refuses_the_other_finishes(tmp_path: Path) -> None:
     jobs = 12
     path = write_manifest(tmp_path, manifest_text("twice", jobs, concurrency=jobs))

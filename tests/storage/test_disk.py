@@ -22,7 +22,7 @@ import pytest
 
 from batchgen.storage.ledger import LEDGER_FILE, Ledger
 from batchgen.simulator import SimConfig, running_simulator
-from faultkit import check_folder, cli, manifest_text, write_manifest
+from faultkit import check_folder, cli, cli_here, manifest_text, write_manifest
 
 KEY = "sk-disk-0123456789abcdef"
 
@@ -57,7 +57,7 @@ def batchgen_cmd(*args: str) -> str:
 def test_an_output_path_below_a_regular_file_stops_with_exit_4(tmp_path: Path) -> None:
     path = write_manifest(tmp_path, manifest_text("disk", 3))
     (tmp_path / "plain-file").write_text("I am not a folder")
-    result = cli("run", str(path), "--simulate", "--output", str(tmp_path / "plain-file" / "out"))
+    result = cli_here("run", str(path), "--simulate", "--output", str(tmp_path / "plain-file" / "out"))
     assert result.returncode == 4, result.stderr
     assert "cannot create the batch folder" in result.stderr and "Not a directory" in result.stderr
     assert "Traceback" not in result.stderr
