@@ -41,7 +41,7 @@ class Watcher(threading.Thread):
         self.broken: list[str] = []
 
     def run(self) -> None:
-        while not self.stop.wait(0.002):
+        while not self.stop.wait(0.01):
             self.sweep()
         self.sweep()
 
