@@ -9,9 +9,11 @@ the suite's time without testing anything a test can observe (no test can cut th
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import sys
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -75,7 +77,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     second half; each slice starts with them. A file stays whole on one worker, so its module
     fixtures start once, and stealing (from the ends of the queues) leaves it whole; the files
     sharing a server of the suite's own (the S3 server, Slurm) go to the same worker, which
-    starts it once."""
+    starts it once, and so do those that load Hugging Face ``datasets``."""
     workers = int(getattr(config, "workerinput", {}).get("workercount", 1))
     by_file: dict[object, list[pytest.Item]] = {}
     for item in items:
@@ -131,7 +133,8 @@ def _costly_fixture(item: pytest.Item) -> bool:
 
 
 def _groups_sharing_servers(by_file: dict[object, list[pytest.Item]]) -> list[tuple[object, ...]]:
-    """The files, in order, grouped where they share a session fixture of the suite's own."""
+    """The files, in order, grouped where they share a session fixture of the suite's own, or
+    load Hugging Face ``datasets``."""
     owner: dict[str, object] = {}
     group_of: dict[object, object] = {path: path for path in by_file}
 
@@ -141,7 +144,10 @@ def _groups_sharing_servers(by_file: dict[object, list[pytest.Item]]) -> list[tu
         return path
 
     for path, its in by_file.items():
-        for name in {n for i in its for n, scope in _suite_fixtures(i) if scope == "session"}:
+        shared = {n for i in its for n, scope in _suite_fixtures(i) if scope == "session"}
+        if _LOADS_DATASETS.search(Path(str(path)).read_text(errors="replace")):
+            shared.add("the datasets library")  # a second of imports in each worker that loads it
+        for name in shared:
             if name in owner:
                 group_of[root(path)] = root(owner[name])
             else:
@@ -153,6 +159,7 @@ def _groups_sharing_servers(by_file: dict[object, list[pytest.Item]]) -> list[tu
 
 
 _TESTS = os.path.dirname(os.path.abspath(__file__))
+_LOADS_DATASETS = re.compile(r"^\s*import datasets\b|\bload_offline\(", re.MULTILINE)
 
 
 _made = pytest.StashKey[str]()
