@@ -167,6 +167,23 @@ _failed = pytest.StashKey[bool]()
 
 
 @pytest.fixture
+def ca_bundle_loads(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    """Every CA bundle (or folder) a TLS context loads during the test, in order: the clients
+    batchgen makes share one context per process instead of loading the bundle each."""
+    import ssl
+
+    loaded: list[tuple] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        loaded.append(args)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    return loaded
+
+
+@pytest.fixture
 def anyio_backend(request: pytest.FixtureRequest) -> str | tuple[str, dict[str, object]]:
     """asyncio, unless a test asks for virtual time (``@VIRTUAL_TIME``, tests/vclock.py)."""
     from vclock import backend_for

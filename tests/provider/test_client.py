@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import logging
-import ssl
 
 import anyio
 import httpx
@@ -387,17 +386,9 @@ def _maybe_loopback(config: SimConfig, loopback: bool):
     return running_simulator(config) if loopback else nullcontext(Simulator(config))
 
 
-async def test_every_channel_of_a_process_loads_the_ca_bundle_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    loaded: list[tuple] = []
-    real = ssl.SSLContext.load_verify_locations
-
-    def counting(self: ssl.SSLContext, *args, **kwargs) -> None:
-        loaded.append(args)
-        real(self, *args, **kwargs)
-
-    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+async def test_every_channel_of_a_process_loads_the_ca_bundle_once(ca_bundle_loads: list[tuple]) -> None:
     for _ in range(3):   # the API's channel, the image hosts', another run's
         channel = Channel([], httpx.Timeout(1.0), 2)
         with pytest.raises(httpx.TransportError):
             await channel.send("GET", "http://127.0.0.1:9/", max_bytes=100)   # a pool is made, then refused
-    assert len(loaded) <= 1   # none when an earlier test of this process made the context
+    assert len(ca_bundle_loads) <= 1   # none when an earlier test of this process made the context
