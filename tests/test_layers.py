@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -73,3 +74,25 @@ def imports_of(folder: Path) -> set[str]:
 def test_no_package_imports_a_layer_above_or_beside_it(package: str, forbidden: tuple[str, ...]) -> None:
     bad = {m for m in imports_of(PACKAGE / package) if m.startswith(forbidden)}
     assert not bad, f"batchgen/{package} imports {sorted(bad)}"
+
+
+def test_the_command_off_a_terminal_loads_no_bar_and_no_other_command_line_tool(tmp_path: Path) -> None:
+    """A run whose output goes to a pipe (a cluster job, a script) starts without rich (the
+    live bar is for terminals) and without httpx's command-line tool (click, pygments), and
+    skips the scan of every installed package's metadata for pydantic plugins."""
+    manifest = Path(__file__).resolve().parents[1] / "manifests" / "demo.yaml"
+    code = ("import atexit, json, os, sys\n"
+            "atexit.register(lambda: print(json.dumps([sorted(sys.modules),"
+            " os.environ.get('PYDANTIC_DISABLE_PLUGINS')]), file=sys.stderr))\n"
+            "sys.argv = ['batchgen', *sys.argv[1:]]\n"
+            "from batchgen.cli import main\n"
+            "sys.exit(main())\n")
+    out = subprocess.run([sys.executable, "-c", code, "run", str(manifest), "--simulate",
+                          "--output", str(tmp_path / "out"), "--max-jobs", "1"],
+                         capture_output=True, text=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYDANTIC_DISABLE_PLUGINS"})
+    assert out.returncode == 0, out.stderr
+    modules, plugins = json.loads(out.stderr.strip().splitlines()[-1])
+    assert "batchgen.engine.runner" in modules and "httpx" in modules   # it did run
+    assert not {m.split(".")[0] for m in modules} & {"rich", "click", "pygments"}
+    assert plugins == "__all__"

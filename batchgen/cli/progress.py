@@ -11,16 +11,17 @@ import sys
 import time
 from collections.abc import Callable
 from enum import StrEnum
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 import anyio
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from batchgen.cli.invocation import Invocation
 from batchgen.cli.render import render_notice, render_progress
 from batchgen.engine.events import Notice
 from batchgen.engine.stats import RunStats
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
 
 __all__ = ["ProgressMode", "ProgressReporter"]
 
@@ -30,6 +31,19 @@ class ProgressMode(StrEnum):
     LIVE = "live"    # a rich bar, redrawn four times a second
     LINES = "lines"  # a plain line every ``interval`` seconds
     QUIET = "quiet"  # nothing but notices' absence: the summary alone
+
+
+def _bar(stream: TextIO, *details: str) -> Progress:
+    """A live bar of a description, the bar and "N/M", then ``details`` (task fields): rich is
+    loaded here, on a terminal only, so a run whose output goes to a file or a pipe (a cluster
+    job, a script) never pays its import."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    *(TextColumn(f"{{task.fields[{name}]}}") for name in details),
+                    console=Console(file=stream, highlight=False, soft_wrap=True),
+                    auto_refresh=False, transient=True)
 
 
 def _resolve(mode: ProgressMode | str, stream: TextIO) -> ProgressMode:
@@ -50,7 +64,6 @@ class ProgressReporter:
         self.stream = stream or sys.stdout
         self.mode = _resolve(mode, self.stream)
         self.interval = interval
-        self.console = Console(file=self.stream, highlight=False, soft_wrap=True)
         self.invocation = invocation
         self._now = now
         self._progress: Progress | None = None
@@ -109,10 +122,7 @@ class ProgressReporter:
                 await anyio.sleep(self.interval)
                 self.say(f"batchgen: {self.line()}")
             await anyio.sleep_forever()
-        progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                            MofNCompleteColumn(), TextColumn("{task.fields[detail]}"),
-                            console=self.console, auto_refresh=False, transient=True)
-        self._progress = progress
+        progress = self._progress = _bar(self.stream, "detail")
         task = progress.add_task("images", total=self.goal(), detail="")
         try:
             with progress:
@@ -148,10 +158,7 @@ class ExportProgressView:
     def __enter__(self) -> ExportProgressView:
         self._last = time.monotonic()
         if self.mode is ProgressMode.LIVE:
-            console = Console(file=self.stream, highlight=False, soft_wrap=True)
-            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(),
-                                      MofNCompleteColumn(), console=console, auto_refresh=False,
-                                      transient=True)
+            self._progress = _bar(self.stream)
             self._progress.__enter__()
         return self
 
