@@ -170,10 +170,9 @@ async def test_same_seed_same_faults_in_any_order():
     counts, outcomes = await run_batch(jobs, concurrent=False)
     for fault in FAULT_NAMES:
         assert counts["faults"].get(fault, 0) >= 4, f"{fault} fired {counts['faults'].get(fault, 0)} times"
-    for order, concurrent in ((jobs[::-1], False), (shuffled, True)):
-        again, seen = await run_batch(order, concurrent)
-        assert again == counts
-        assert seen == outcomes
+    again, seen = await run_batch(shuffled, concurrent=True)   # another order, interleaved
+    assert again == counts
+    assert seen == outcomes
     other, other_outcomes = await run_batch(jobs, concurrent=False, seed=8)
     assert other["faults"] != counts["faults"] and other_outcomes != outcomes
 

@@ -25,10 +25,8 @@ from faultkit import fast_options, simulated
 from vclock import run_virtual
 from viewkit import LORAS, SWEEP, run_sweep
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra has it)")
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import Select, WebDriverWait  # noqa: E402
+# selenium's names, set by the browser fixture (see ``_load_selenium``)
+webdriver = By = Keys = Select = WebDriverWait = None
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DRIVER = shutil.which("chromedriver")
@@ -41,8 +39,19 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--window-size=1400,900")
 
 
+def _load_selenium() -> None:
+    """selenium is loaded when the browser starts, not when this file is collected: every
+    test worker collects every file, and the import took a fifth of a second in each."""
+    global webdriver, By, Keys, Select, WebDriverWait
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium is not installed (the test extra has it)")
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+
 @pytest.fixture(scope="module")
 def browser() -> Iterator[webdriver.Chrome]:
+    _load_selenium()
     options = webdriver.ChromeOptions()
     for flag in FLAGS:
         options.add_argument(flag)
