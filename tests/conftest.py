@@ -123,7 +123,12 @@ def pytest_collection_finish(session: pytest.Session) -> None:
     out of the garbage collector's sight, every later full collection skips it instead of
     walking a few hundred thousand objects again (it was a tenth of a worker's CPU). The
     same after each test file, for what its tests loaded (datasets, pyarrow, a browser's
-    driver): only what is still alive then is kept, and refcounting still frees it."""
+    driver): only what is still alive then is kept, and refcounting still frees it.
+
+    Hypothesis is loaded first: on import it asks ``gc.get_referrers`` whether trio's random
+    generator is held by anything, which frozen objects never answer."""
+    import hypothesis  # noqa: F401
+
     gc.collect()
     gc.freeze()
 
