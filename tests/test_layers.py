@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import os
 import subprocess
@@ -15,13 +16,43 @@ PACKAGE = Path(__file__).resolve().parents[1] / "batchgen"
 HEAVY = ("httpx", "anyio", "rich", "PIL", "uvicorn")
 
 
+# One interpreter starts, then forks a child per module: each child begins with nothing but
+# the interpreter's own start-up loaded (as a fresh ``python -c`` does) and imports one module.
+_FORKS = """
+import json, os, sys
+found = {}
+for module in sys.argv[1:]:
+    read, write = os.pipe()
+    if os.fork() == 0:
+        os.close(read)
+        __import__(module)
+        os.write(write, json.dumps(sorted(sys.modules)).encode())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        found[module] = json.loads(pipe.read() or b"null")
+    _, status = os.wait()
+    if status:
+        found[module] = None
+print(json.dumps(found))
+"""
+
+
+@functools.cache
+def _loaded(modules: tuple[str, ...]) -> dict[str, list[str] | None]:
+    out = subprocess.run([sys.executable, "-c", _FORKS, *modules], capture_output=True, text=True,
+                         check=True)
+    return json.loads(out.stdout)
+
+
 def loaded_by(module: str) -> set[str]:
-    code = f"import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return {name.split(".")[0] for name in json.loads(out.stdout)}
+    """The top-level packages importing ``module`` loads, in a fresh interpreter."""
+    names = _loaded(tuple(module for module, _ in LAYERS))[module]
+    assert names is not None, f"importing {module} failed"
+    return {name.split(".")[0] for name in names}
 
 
-@pytest.mark.parametrize(("module", "never"), [
+LAYERS = [
     ("batchgen.manifest", (*HEAVY, "dynamicprompts", "pyparsing", "pyarrow")),
     ("batchgen.manifest.shards", HEAVY),
     ("batchgen.storage", ("httpx", "anyio", "rich", "PIL", "uvicorn")),
@@ -43,7 +74,10 @@ def loaded_by(module: str) -> set[str]:
     ("batchgen.storage.live", HEAVY),
     ("batchgen.provider.limits", ("httpx", "rich", "PIL", "uvicorn", "pydantic")),
     ("batchgen", HEAVY),
-])
+]
+
+
+@pytest.mark.parametrize(("module", "never"), LAYERS)
 def test_a_package_loads_none_of_what_its_layer_forbids(module: str, never: tuple[str, ...]) -> None:
     assert not loaded_by(module) & set(never)
 
