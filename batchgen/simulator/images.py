@@ -59,18 +59,31 @@ def _font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
     return ImageFont.load_default(size)
 
 
-def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int) -> list[str]:
+@lru_cache(maxsize=4096)
+def _word(word: str, size: int) -> tuple[Image.Image, float]:
+    """One word drawn white on black (a mask) and its advance. A caption is pasted together
+    from these: the prompts of a batch share most of their words, and drawing each line anew
+    was about 40 % of the time a picture took (0.9 of 2.2 ms at 256x256)."""
+    font = _font(size)
+    length = font.getlength(word)
+    _, _, right, bottom = font.getbbox(word)
+    mask = Image.new("L", (max(1, int(right)), max(1, int(bottom))))
+    ImageDraw.Draw(mask).text((0, 0), word, fill=255, font=font)
+    return mask, length
+
+
+def _wrap(text: str, size: int, width: int, max_lines: int) -> list[str]:
     """Greedy word wrap to ``width`` pixels; the last line ends in "..." when text is left."""
     lines: list[str] = []
-    line = ""
-    words = text.split()
-    for i, word in enumerate(words):
-        trial = f"{line} {word}" if line else word
-        if draw.textlength(trial, font=font) <= width or not line:
-            line = trial
+    line, used = "", 0.0
+    space = _word(" ", size)[1]
+    for word in text.split():
+        length = _word(word, size)[1]
+        if not line or used + space + length <= width:
+            line, used = (f"{line} {word}", used + space + length) if line else (word, length)
             continue
         lines.append(line)
-        line = word
+        line, used = word, length
         if len(lines) == max_lines:
             lines[-1] = lines[-1] + " ..."
             return lines
@@ -79,17 +92,27 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, font, width: int, max_lines: int
     return lines[:max_lines]
 
 
-def _caption(draw: ImageDraw.ImageDraw, recipe: Recipe, w: int, h: int, inset: int) -> None:
+def _write(image: Image.Image, xy: tuple[int, int], text: str, size: int) -> None:
+    """``text`` in ``_INK`` with its top left at ``xy``, word by word."""
+    x, y = xy
+    space = _word(" ", size)[1]
+    for word in text.split():
+        mask, length = _word(word, size)
+        image.paste(_INK, (round(x), y), mask)
+        x += length + space
+
+
+def _caption(image: Image.Image, draw: ImageDraw.ImageDraw, recipe: Recipe, w: int, h: int,
+             inset: int) -> None:
     """The request, written on a dark panel at the top left inside the frames."""
     short = min(w, h)
     size = max(10, short // 22)
-    font = _font(size)
     pad = max(3, size // 3)
     x0 = inset + pad
     width = w - 2 * inset - 2 * pad
     if width < size * 4:
         return
-    lines = _wrap(draw, recipe.prompt, font, width - 2 * pad, 3) if recipe.prompt else []
+    lines = _wrap(recipe.prompt, size, width - 2 * pad, 3) if recipe.prompt else []
     lines.append(f"seed {recipe.seed}" if recipe.seed is not None else "seed ?")
     loras = list(zip(recipe.lora_names, recipe.loras, strict=False))
     if not loras:
@@ -100,12 +123,12 @@ def _caption(draw: ImageDraw.ImageDraw, recipe: Recipe, w: int, h: int, inset: i
     draw.rectangle((x0, top, x0 + width, top + panel_h), fill=_PANEL)
     y = top + pad
     for text in lines:
-        draw.text((x0 + pad, y), text, fill=_INK, font=font)
+        _write(image, (x0 + pad, y), text, size)
         y += step
     bar_w = width - 2 * pad
     for name, (colour, scale) in loras:
         fill = ((colour >> 16) & 255, (colour >> 8) & 255, colour & 255)
-        draw.text((x0 + pad, y), f"{name} x{scale:g}", fill=_INK, font=font)
+        _write(image, (x0 + pad, y), f"{name} x{scale:g}", size)
         y += step
         length = round(bar_w * min(scale, _BAR_FULL_SCALE) / _BAR_FULL_SCALE)
         draw.rectangle((x0 + pad, y, x0 + pad + bar_w, y + size - pad), outline=_INK, width=1)
@@ -171,7 +194,7 @@ def _draw(recipe: Recipe, fmt: str) -> bytes:
             draw.rectangle((inset, inset, w - 1 - inset, h - 1 - inset), outline=fill, width=thickness)
             inset += thickness
     if recipe.prompt or recipe.seed is not None or recipe.lora_names:
-        _caption(draw, recipe, w, h, inset)
+        _caption(image, draw, recipe, w, h, inset)
     pil_format, options = _SAVE_ARGS[fmt]
     out = io.BytesIO()
     image.save(out, format=pil_format, **options)
