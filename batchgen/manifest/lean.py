@@ -134,8 +134,9 @@ def _run_text(ex: Expansion, st: PassState, ctx: dict[str, Any], rec: dict[str, 
     seen = st.seen
     add, sha256 = seen.add, hashlib.sha256
     while True:
-        counted = 0
+        counted = taken = 0
         for value in islice(values, CHUNK):
+            taken += 1
             key = sha256(str(value).encode().join(pieces)).digest()[:8]
             if key in seen:  # a replica: a whole Job
                 if counted:
@@ -146,10 +147,11 @@ def _run_text(ex: Expansion, st: PassState, ctx: dict[str, Any], rec: dict[str, 
                 continue
             add(key)
             counted += 1
-        if not counted:
+        if counted:
+            st.index += counted
+            yield counted
+        if taken < CHUNK:  # the values ran out (a slice ending in a replica counts none: go on)
             return
-        st.index += counted
-        yield counted
 
 
 def _whole_text(ex: Expansion, ctx: dict[str, Any], name: str, widest: int) -> tuple[bytes, ...] | None:

@@ -139,6 +139,16 @@ def test_counting_a_seed_range_makes_no_job_past_the_preview(tmp_path: Path) -> 
     assert plan_manifest(load_manifest(path)).jobs == 30000
 
 
+def test_a_slice_that_ends_in_a_replica_does_not_end_the_count(tmp_path: Path) -> None:
+    """The counting pass takes the axis CHUNK values at a time: a slice whose last value
+    repeats an earlier one counts nothing after it, and the values past it still count."""
+    seeds = [*range(1, CHUNK + 1), 5, *range(10**6, 10**6 + 50)]   # CHUNK + 1: after the preview's one
+    path = _write(tmp_path, {"prompt": "a fox {seed}", "expansion_limit": 100000,
+                             "matrix": {"seed": seeds}})
+    _same_pass(path, 1)
+    assert plan_manifest(load_manifest(path)).jobs == len(seeds)
+
+
 def test_counting_keeps_replicas_problems_and_includes_in_order(tmp_path: Path) -> None:
     """Repeated seeds are replicas (whole Jobs) in the middle of a counted run; a value the
     prompt cannot take is a Problem at its place; include cells come last."""
