@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from stat import S_ISREG
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -91,8 +92,10 @@ def count_jobs(ledger: Ledger, planned: int | None = None, *, passed: bool = Fal
         state = rec.state
         if state is JobState.DONE:
             done += 1
-            if exists is not None and not (rec.file and exists(rec.file)):
-                missing += 1
+            if exists is not None:
+                file = rec.file
+                if not (file and exists(file)):
+                    missing += 1
         elif state is JobState.FAILED:
             failed += 1
         elif state.outstanding:
@@ -252,7 +255,10 @@ class OpenBatch:
         """One stat of a done job's image (a store: its one listing of ``images/``)."""
         if self.store is not None:
             return self.store.size(file) is not None
-        return os.path.isfile(os.path.join(self.folder, file))
+        try:
+            return S_ISREG(os.stat(f"{os.fspath(self.folder)}/{file}").st_mode)
+        except (OSError, ValueError):
+            return False
 
     def _files_here(self) -> bool:
         """The images can be looked for: in the folder, or in the store that was opened (a

@@ -89,10 +89,9 @@ class FolderDiff:
     def add(self, job: Job) -> None:
         """One job of the manifest (the plan's ``observe`` hook)."""
         self.jobs += 1
-        rec = self.ledger.records.get(job.job_id)
+        rec = self.ledger.records.mark_seen(job.job_id)
         own = None
         if rec is not None:
-            rec.seen = True
             # a done job keeps its recorded file (the common case of a resumed batch, first)
             if rec.state is JobState.DONE:
                 own = rec.file

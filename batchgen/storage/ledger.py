@@ -46,14 +46,14 @@ from batchgen.storage.layout import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR
 from batchgen.storage.lock import (RESERVE_BYTES, FolderLock, read_holder, read_holders,
                                    read_run_note, read_run_notes)
 from batchgen.storage.record import JobRecord, LockHolder, compact_event, digest, restore, spec_of
-from batchgen.storage.replay import REPLAY_STEP, STATE_NAMES, LedgerStats, Replay
+from batchgen.storage.replay import FORMAT, MAX_LINE, REPLAY_STEP, STATE_NAMES, LedgerStats, Replay
+from batchgen.storage.rows import Records, block_lines
 
 __all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "MIRROR_DIR", "REPLAY_STEP", "RESERVE_BYTES",
            "STATES", "JobRecord", "Ledger", "LedgerStats", "LockHolder", "ShardPart",
            "fetched_copies", "has_ledger", "ledger_files", "lock_files", "read_holder",
            "read_run_note", "read_run_notes", "shard_stem"]
 
-FORMAT = 1
 STATES = tuple(state.value for state in JobState)
 OUTSTANDING = frozenset(state for state in JobState if state.outstanding)
 SUBMITTING, SUBMITTED, GENERATED, DONE = (JobState.SUBMITTING, JobState.SUBMITTED, JobState.GENERATED,
@@ -78,7 +78,7 @@ class Ledger:
         #: ``.store/`` (a state folder's), by their path in the folder: read as more ledgers
         self.mirrors = fetched_copies(folder)
         self.batch = batch
-        self.records: dict[str, JobRecord] = {}
+        self.records = Records()
         self.stats = LedgerStats()  # this ledger file's (a reader's: every ledger's together)
         self.others = LedgerStats()  # what the folder's other ledgers counted (a writer's view)
         self.floor = 0.0  # the latest event time in any of the folder's ledgers
@@ -181,7 +181,7 @@ class Ledger:
 
     # -- state ------------------------------------------------------------------------------
 
-    def fold(self, job_id: str, event: dict[str, Any], records: dict[str, JobRecord] | None = None,
+    def fold(self, job_id: str, event: dict[str, Any], records: Records | None = None,
                stats: LedgerStats | None = None) -> JobRecord:
         """Fold one event into the job's record; the same code serves replay and appends
         (``records`` and ``stats``: another ledger's, while it is replayed to be merged)."""
@@ -189,9 +189,7 @@ class Ledger:
             records = self.records
         if stats is None:
             stats = self.stats
-        rec = records.get(job_id)
-        if rec is None:
-            rec = records[job_id] = JobRecord()
+        rec = records.record(job_id)
         state = STATE_NAMES[event["state"]]
         rec.state = state
         get = event.get
@@ -261,6 +259,11 @@ class Ledger:
             rec.info = None
         return rec
 
+    def note_time(self, at: float) -> None:
+        """An event of this time was replayed: the clock floor never goes behind it."""
+        if at > self.floor:
+            self.floor = at
+
     def get(self, job_id: str) -> JobRecord | None:
         return self.records.get(job_id)
 
@@ -269,12 +272,12 @@ class Ledger:
 
     def outstanding(self) -> list[tuple[str, JobRecord]]:
         """Jobs whose task is out at the provider, oldest submit first (their URLs expire first)."""
-        found = [(job_id, rec) for job_id, rec in self.records.items() if rec.state in OUTSTANDING]
+        found = [(job_id, rec) for job_id, rec in self.records.loose() if rec.state in OUTSTANDING]
         found.sort(key=lambda item: item[1].get("submitted_at") or 0.0)
         return found
 
     def failures(self) -> Iterator[tuple[str, JobRecord]]:
-        return ((job_id, rec) for job_id, rec in self.records.items() if rec.state == "failed")
+        return ((job_id, rec) for job_id, rec in self.records.loose() if rec.state == "failed")
 
     # -- appending --------------------------------------------------------------------------
 
@@ -364,6 +367,7 @@ class Ledger:
             if rec.seen == rec.gone:  # seen but recorded gone, or unseen but not recorded gone
                 # The whole record, at a new time: the record may be another ledger's (a
                 # shard's), and this ledger's copy must be the later one.
+                rec = self.records[job_id]  # (a packed job's, as a record for good)
                 rec.gone = not rec.seen
                 rec.at = self._now()
                 self._write_event(compact_event(job_id, rec))
@@ -428,7 +432,8 @@ class Ledger:
                 or self.absorbed)
 
     def compact(self) -> None:
-        """Rewrite the ledger as one line per job (temp file + rename: never half-written)."""
+        """Rewrite the ledger as its header and block lines of up to ``BLOCK_ROWS`` jobs each
+        (storage/rows.py), via a temp file and a rename: never half-written."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         header: dict[str, Any] = {
             "batchgen_ledger": FORMAT, "batch": self.batch,
@@ -445,8 +450,9 @@ class Ledger:
             with open(tmp, "xb") as fh:  # created exclusively: never through a planted link
                 fh.write(dumps(header, option=newline))
                 lines = 1
-                for job_id, rec in self.records.items():
-                    fh.write(dumps(compact_event(job_id, rec), option=newline))
+                for line in block_lines(self.records, lambda block: dumps(block, option=newline),
+                                        MAX_LINE // 4):
+                    fh.write(line)
                     lines += 1
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -76,7 +76,7 @@ class LiveStatus:
         self._recent: OrderedDict[str, dict[str, Any]] = OrderedDict()
         # Jobs already out when this run starts: their axes are only in the ledger's memory.
         self._axes: dict[str, Any] = {}
-        for job_id, rec in ledger.records.items():
+        for job_id, rec in ledger.records.loose():  # (a packed job is done)
             if rec.state in ("submitting", "submitted", "generated"):
                 spec = rec.get("spec")
                 if isinstance(spec, dict) and spec.get("axes") is not None:

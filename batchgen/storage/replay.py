@@ -24,18 +24,24 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 
 import orjson
 
+from batchgen._version import __version__
 from batchgen.errors import LedgerError
 from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord
 from batchgen.storage.layout import ledger_files
 from batchgen.storage.guard import LINK_NOTE, NOFOLLOW
-from batchgen.storage.record import JobRecord, sound_event
+from batchgen.storage.record import sound_event
+from batchgen.storage.rows import ROWS_KEY, Records, take_block
 
 if TYPE_CHECKING:
     from batchgen.storage.ledger import Ledger
 
-__all__ = ["REPLAY_STEP", "STATE_NAMES", "LedgerStats", "Replay"]
+__all__ = ["FORMAT", "REPLAY_STEP", "STATE_NAMES", "LedgerStats", "Replay"]
 
+#: The ledger format this batchgen writes and reads: 2 added the block lines of a compacted
+#: ledger (storage/rows.py). A ledger whose header names a later format is refused, untouched:
+#: its lines would look unreadable here, and a compaction would drop them.
+FORMAT = 2
 #: Lines replayed between two yields of ``Ledger.opening``: an event loop stays responsive.
 REPLAY_STEP = 65536
 #: the longest ledger line replayed (bytes); batchgen's own are far shorter (prompts are capped)
@@ -92,22 +98,11 @@ class Replay:
             if path in counted:
                 continue
             counted.add(path)
-            part: dict[str, JobRecord] = {}
+            part = Records()
             yield from self.replay_file(path, part, into, expect_batch, own=False)
-            self._merge(part)
+            ledger.records.take_newer(part, ledger.shard.holds if ledger.shard is not None else None)
 
-    def _merge(self, part: dict[str, JobRecord]) -> None:
-        ledger = self.ledger
-        records = ledger.records
-        holds = ledger.shard.holds if ledger.shard is not None else None
-        for job_id, rec in part.items():
-            if holds is not None and not holds(job_id):
-                continue
-            mine = records.get(job_id)
-            if mine is None or rec.at > mine.at:
-                records[job_id] = rec
-
-    def replay_file(self, path: Path, records: dict[str, JobRecord], stats: LedgerStats,
+    def replay_file(self, path: Path, records: Records, stats: LedgerStats,
                      expect_batch: str | None, own: bool) -> Generator[int, None, None]:
         ledger = self.ledger
         try:
@@ -137,7 +132,7 @@ class Replay:
             # A ledger whose header was lost still belongs here; compaction restores one.
             ledger.batch = expect_batch
 
-    def _events(self, lines: list[bytes | None], records: dict[str, JobRecord], stats: LedgerStats,
+    def _events(self, lines: list[bytes | None], records: Records, stats: LedgerStats,
                 expect_batch: str | None, own: bool, path: Path) -> bool:
         """Replay these lines (None: one too long to read) into ``records``; True if one
         was the ledger's header. Every line is decoded whole (orjson: a torn or hostile line
@@ -149,6 +144,7 @@ class Replay:
         sound = sound_event
         header_seen = False
         bad = 0
+        finished: list[str] = []
         stats.lines += len(lines)
         for raw in lines:
             if raw is None:
@@ -178,6 +174,8 @@ class Replay:
                     rec = records.get(job_id)
                     if rec is not None:
                         rec.gone = not event["in_manifest"]
+                elif ROWS_KEY in event:
+                    bad += self._block(event, records, stats)
                 else:
                     bad += 1
                 continue
@@ -185,12 +183,41 @@ class Replay:
                 bad += 1
                 continue
             fold(job_id, event, records, stats)
+            if state == "done":
+                finished.append(job_id)
         stats.bad_lines += bad
+        pack = records.pack_done
+        for job_id in finished:  # a done job changes no more: held packed (storage/rows.py)
+            pack(job_id)
         return header_seen
+
+    def _block(self, event: dict[str, Any], records: Records, stats: LedgerStats) -> int:
+        """A block line of a compacted ledger (storage/rows.py); returns its rows (or the
+        line) skipped as unreadable. A row that does not pack is checked and folded as the
+        compacted line it stands for."""
+        ledger = self.ledger
+        fold = ledger.fold
+        names = STATE_NAMES
+
+        def fold_line(line: dict[str, Any]) -> bool:
+            job_id, state = line["job"], line.get("state")
+            if type(job_id) is not str or type(state) is not str or state not in names \
+                    or not sound_event(line):
+                return False
+            fold(job_id, line, records, stats)
+            return True
+
+        return take_block(event, records, fold_line, ledger.note_time)
 
     def _header(self, event: dict[str, Any], expect_batch: str | None, stats: LedgerStats,
                 own: bool, path: Path) -> None:
         ledger = self.ledger
+        written = event.get("batchgen_ledger")
+        if type(written) is int and written > FORMAT:
+            raise LedgerError(
+                f"{path} was written by a later batchgen (ledger format {written}; this one, "
+                f"{__version__}, reads formats up to {FORMAT}). Nothing was changed: read and "
+                f"run this batch with that batchgen or a later one.")
         batch = event.get("batch")
         if expect_batch is not None and batch != expect_batch:
             raise LedgerError(

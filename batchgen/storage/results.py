@@ -63,13 +63,11 @@ class JobResult:
 
 def join(jobs: Iterable[Job], ledger: Ledger) -> Iterator[JobResult]:
     """Every job in manifest order with its record; marks the records it meets as seen, so
-    ``vanished`` can tell afterwards which recorded jobs the manifest no longer has."""
-    get = ledger.records.get
+    ``vanished`` can tell afterwards which recorded jobs the manifest no longer has. A done
+    job's record may be a read-only ``PackedRecord``: a change goes through the ledger."""
+    mark = ledger.records.mark_seen
     for job in jobs:
-        rec = get(job.job_id)
-        if rec is not None:
-            rec.seen = True
-        yield JobResult(job, rec)
+        yield JobResult(job, mark(job.job_id))
 
 
 def vanished(ledger: Ledger) -> Iterator[tuple[str, JobRecord]]:

@@ -15,6 +15,7 @@ from batchgen.steps import drain
 from batchgen.storage.identity import RunRecord
 from batchgen.storage.ledger import LEDGERS_DIR, Ledger, ShardPart, fetched_copies, shard_stem
 from batchgen.storage.replay import LedgerStats, Replay
+from batchgen.storage.rows import Records
 
 __all__ = ["Spend", "cost_of", "sibling_tasks", "spent_against_budget"]
 
@@ -90,7 +91,7 @@ def _tasks_in(folder: Path, path: Path) -> int:
     """Tasks created in one ledger file (its header's counts plus its submits), replayed by the
     ledger's own code so the rule is written once."""
     stats = LedgerStats()
-    drain(Replay(Ledger(folder, None)).replay_file(path, {}, stats, None, own=False))
+    drain(Replay(Ledger(folder, None)).replay_file(path, Records(), stats, None, own=False))
     return stats.tasks_created
 
 

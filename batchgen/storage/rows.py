@@ -1,0 +1,482 @@
+"""A million records in little memory: the ledger's table of jobs, and the block lines of a
+compacted ledger.
+
+A done job is most of a big batch and changes no more, so ``Records`` holds it packed: one
+``bytes`` of about 100 (its time, sizes, sha256, the derived files' digest, a UUID task id as
+16 bytes, its file with the job id cut out) under an 8-byte key for the usual 16-hex job id.
+With the dict's slot that is about 220 bytes a job against about 680 for a ``JobRecord`` and
+its strings. Any other job, or a done job whose fields do not pack (a task id that is no
+UUID, rarer fields), is a ``JobRecord``, as is any job a caller looks up: ``get`` and ``[]``
+unpack it for good, so what the caller changes stays. Walking the table (``items``,
+``values``) unpacks a packed job into a fresh record each time and keeps it packed: a walk
+reads, it never changes a record.
+
+A compacted ledger holds its records in block lines, ``{"batchgen_rows": 1, "job": [...],
+"state": [...], ...}``: one list per field, up to ``BLOCK_ROWS`` jobs a line. A block line
+means exactly what the one-line-per-job compacted lines of its rows would mean, taken in
+order (a null is an absent field, an ``info`` that is text is the derived files' digest
+alone); ``take_block`` packs the rows it can straight from the lists, and replays any other
+row as that line, checks and all. Reading one list per field decodes faster than a dict per
+job, and the packed rows never become objects at all.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable, Iterator, MutableMapping
+from itertools import repeat
+from operator import add as _add
+from operator import itemgetter
+from operator import or_ as _or
+from typing import Any
+
+from batchgen.job import JobState
+from batchgen.storage.record import DERIVED, MAX_FILE, JobRecord, compact_event, digest, safe_file
+
+__all__ = ["BLOCK_ROWS", "ROWS_KEY", "PackedRecord", "Records", "block_lines", "key_of", "take_block"]
+
+#: the key that marks a block line, and its version
+ROWS_KEY = "batchgen_rows"
+#: jobs per block line at most (a block is also split to stay far below replay's longest line)
+BLOCK_ROWS = 1024
+#: the fields of a block line: a compacted line's, less its marker
+COLUMNS = ("state", "at", "task_id", "file", "bytes", "sidecar_bytes", "sha256", "gone", "info")
+
+DONE = JobState.DONE
+_HEAD = struct.Struct("<BdQI")  # flags, at, image bytes, sidecar bytes
+_AT = struct.Struct("<d")
+_GONE, _TASK, _SHA, _DERIVED, _FILE = 1, 2, 4, 8, 16  # a packed row's flags, its fields in this order
+_SEEN = 32  # met by this process's pass over the manifest (``JobRecord.seen``; never written)
+_first = itemgetter(0)
+_FLOAT, _INT, _STR, _16, _36, _64 = {float}, {int}, {str}, {16}, {36}, {64}
+_FULL = struct.Struct("<BdQI16s32s8s")  # a packed row with every field, less its file
+_16B, _32B, _8B = struct.Struct("16s"), struct.Struct("32s"), struct.Struct("8s")
+_DASHES = itemgetter(8, 13, 18, 23)
+_DASH4 = ("-", "-", "-", "-")
+_FOUR_DASHES = {_DASH4}
+_BIG = 1 << 64
+_SIDE_BIG = 1 << 32
+_fromhex = bytes.fromhex
+
+
+def key_of(job_id: str) -> bytes | str:
+    """The table's key for a job id: 8 bytes for the usual 16 lowercase hex digits (a str
+    key costs 80 bytes, a bytes one 48), the id itself for any other."""
+    if len(job_id) == 16:
+        try:
+            key = _fromhex(job_id)
+        except ValueError:
+            return job_id
+        return key if key.hex() == job_id else job_id  # (fromhex takes spaces and capitals)
+    return job_id
+
+
+def _text(key: bytes | str) -> str:
+    return key.hex() if type(key) is bytes else key  # type: ignore[union-attr]
+
+
+def pack(job_id: str, at: float, task_id: Any, file: Any, size: Any, side: Any,
+         sha256: bytes | None, derived: Any, gone: bool) -> bytes | None:
+    """A done job's fields as one ``bytes``, or None when one does not pack (the job is then
+    kept as a ``JobRecord``). ``file`` must already be known safe."""
+    if type(size) is not int or not 0 <= size < _BIG or type(side) is not int \
+            or not 0 <= side < _SIDE_BIG:
+        return None
+    flags = _GONE if gone else 0
+    task = digest16 = b""
+    try:
+        if task_id is not None:  # a UUID's text, lower case: rebuilt from its 16 bytes
+            if type(task_id) is not str or len(task_id) != 36 or _DASHES(task_id) != _DASH4:
+                return None
+            plain = task_id.replace("-", "")
+            task = _fromhex(plain)
+            if len(task) != 16 or task.hex() != plain:
+                return None
+            flags |= _TASK
+        if derived is not None:
+            if type(derived) is not str or len(derived) != 16:
+                return None
+            digest16 = _fromhex(derived)
+            if digest16.hex() != derived:
+                return None
+            flags |= _DERIVED
+        name = b""
+        if file is not None:
+            if type(file) is not str:
+                return None
+            name = file.replace(job_id, "\0").encode()  # a safe file has no NUL
+            flags |= _FILE
+    except (ValueError, UnicodeEncodeError):
+        return None
+    if sha256 is not None:
+        if len(sha256) != 32:  # (64 characters of hex and spaces decode shorter)
+            return None
+        flags |= _SHA
+    else:
+        sha256 = b""
+    return _HEAD.pack(flags, at, size, side) + task + sha256 + digest16 + name
+
+
+def unpack(job_id: str, row: bytes) -> JobRecord:
+    """The ``JobRecord`` a packed row stands for (a record of its own, to keep and change)."""
+    view = PackedRecord(job_id, row)
+    rec = JobRecord()
+    rec.state = DONE
+    rec.at, rec.size, rec.side = view.at, view.size, view.side
+    rec.gone = view.gone
+    rec.seen = view.seen
+    rec.task_id, rec.sha256, rec.info, rec.file = view.task_id, view.sha256, view.info, view.file
+    return rec
+
+
+def _starts(flags: int) -> tuple[int, int, int]:
+    """Where the sha256, the derived digest and the file start in a row with these flags."""
+    sha = 21 + (16 if flags & _TASK else 0)
+    derived = sha + (32 if flags & _SHA else 0)
+    return sha, derived, derived + (8 if flags & _DERIVED else 0)
+
+
+_AT_FLAGS = tuple(_starts(flags) for flags in range(32))  # by a row's first byte, less bit 0
+
+
+class PackedRecord(JobRecord):
+    """A packed done job read in place, what a walk over the table gives: each field decoded
+    when asked, and read-only (setting a field raises ``AttributeError``: a change goes
+    through ``Records.get``, which keeps the record it gives)."""
+
+    __slots__ = ("_job", "_row")
+
+    def __init__(self, job_id: str, row: bytes) -> None:  # (the fields are read from the row)
+        self._job = job_id
+        self._row = row
+
+    state = property(lambda self: DONE)  # type: ignore[assignment]
+    seen = property(lambda self: bool(self._row[0] & _SEEN))  # type: ignore[assignment]
+    gone = property(lambda self: bool(self._row[0] & _GONE))  # type: ignore[assignment]
+    at = property(lambda self: _HEAD.unpack_from(self._row)[1])  # type: ignore[assignment]
+    size = property(lambda self: _HEAD.unpack_from(self._row)[2])  # type: ignore[assignment]
+    side = property(lambda self: _HEAD.unpack_from(self._row)[3])  # type: ignore[assignment]
+
+    @property  # type: ignore[override]
+    def task_id(self) -> str | None:
+        row = self._row
+        if not row[0] & _TASK:
+            return None
+        h = row[21:37].hex()
+        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+    @property  # type: ignore[override]
+    def sha256(self) -> bytes | None:
+        row = self._row
+        if not row[0] & _SHA:
+            return None
+        pos = _AT_FLAGS[row[0] & 30][0]
+        return row[pos:pos + 32]
+
+    @property  # type: ignore[override]
+    def info(self) -> str | None:
+        row = self._row
+        if not row[0] & _DERIVED:
+            return None
+        pos = _AT_FLAGS[row[0] & 30][1]
+        return row[pos:pos + 8].hex()
+
+    @property  # type: ignore[override]
+    def file(self) -> str | None:
+        row = self._row
+        if not row[0] & _FILE:
+            return None
+        return row[_AT_FLAGS[row[0] & 30][2]:].decode().replace("\0", self._job)
+
+    def __repr__(self) -> str:
+        return f"PackedRecord(task_id={self.task_id!r}, file={self.file!r})"
+
+
+def _at(value: bytes | JobRecord) -> float:
+    return _AT.unpack_from(value, 1)[0] if type(value) is bytes else value.at  # type: ignore[union-attr]
+
+
+class Records(MutableMapping[str, JobRecord]):
+    """The ledger's records by job id, in the order jobs were first recorded, as a dict of
+    ``JobRecord`` would keep them. A done job may be held packed (module docstring): ``get``
+    and ``[]`` give it as a record for good; ``items`` and ``values`` give a fresh one each
+    time and leave it packed, so a walk over a million done jobs costs no memory."""
+
+    __slots__ = ("_rows",)
+
+    def __init__(self) -> None:
+        self._rows: dict[bytes | str, bytes | JobRecord] = {}
+
+    def get(self, job_id: str, default: Any = None) -> Any:  # type: ignore[override]
+        key = key_of(job_id)
+        value = self._rows.get(key)
+        if value is None:
+            return default
+        if type(value) is bytes:
+            value = self._rows[key] = unpack(job_id, value)
+        return value
+
+    def mark_seen(self, job_id: str) -> JobRecord | None:
+        """Mark the job met by a pass over the manifest and give its record to read (None:
+        not recorded). A packed job stays packed, its mark in its row: a pass over a million
+        done jobs keeps them small."""
+        key = key_of(job_id)
+        rows = self._rows
+        rec = rows.get(key)
+        if rec is None:
+            return None
+        if type(rec) is bytes:
+            if not rec[0] & _SEEN:
+                rec = rows[key] = bytes((rec[0] | _SEEN,)) + rec[1:]
+            return PackedRecord(job_id, rec)
+        rec.seen = True  # type: ignore[union-attr]
+        return rec  # type: ignore[return-value]
+
+    def record(self, job_id: str) -> JobRecord:
+        """The job's record, to change: a new one if the job has none (what folding an
+        event into the table needs, in one call)."""
+        key = key_of(job_id)
+        rows = self._rows
+        rec = rows.get(key)
+        if rec is None:
+            rec = rows[key] = JobRecord()
+        elif type(rec) is bytes:
+            rec = rows[key] = unpack(job_id, rec)
+        return rec  # type: ignore[return-value]
+
+    def __getitem__(self, job_id: str) -> JobRecord:
+        rec = self.get(job_id)
+        if rec is None:
+            raise KeyError(job_id)
+        return rec
+
+    def __setitem__(self, job_id: str, rec: JobRecord) -> None:
+        self._rows[key_of(job_id)] = rec
+
+    def __delitem__(self, job_id: str) -> None:
+        del self._rows[key_of(job_id)]
+
+    def __contains__(self, job_id: object) -> bool:
+        return type(job_id) is str and key_of(job_id) in self._rows
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __iter__(self) -> Iterator[str]:
+        return map(_text, self._rows)
+
+    def items(self) -> Iterator[tuple[str, JobRecord]]:  # type: ignore[override]
+        """Every (job id, record), in order; a packed job's is a read-only ``PackedRecord``
+        (a change goes through ``get``)."""
+        for key, value in self._rows.items():
+            job_id = _text(key)
+            yield job_id, (PackedRecord(job_id, value) if type(value) is bytes else value)  # type: ignore[arg-type]
+
+    def values(self) -> Iterator[JobRecord]:  # type: ignore[override]
+        for _, rec in self.items():
+            yield rec
+
+    def loose(self) -> Iterator[tuple[str, JobRecord]]:
+        """The jobs held as records, in order: every job that is not done is among them (a
+        packed job is done), so a search for jobs out at the provider or failed looks here."""
+        for key, value in self._rows.items():
+            if type(value) is not bytes:
+                yield _text(key), value  # type: ignore[misc]
+
+    def packed(self) -> int:
+        """How many jobs are held packed (for the benchmarks and the tests)."""
+        return sum(type(value) is bytes for value in self._rows.values())
+
+    def take_newer(self, other: Records, holds: Callable[[str], bool] | None = None) -> None:
+        """Take each of ``other``'s jobs that this table lacks or holds with an earlier latest
+        event (``holds``: only the jobs it says yes to), packed ones left packed."""
+        rows = self._rows
+        for key, value in other._rows.items():
+            if holds is not None and not holds(_text(key)):
+                continue
+            mine = rows.get(key)
+            if mine is None or _at(value) > _at(mine):
+                rows[key] = value
+
+    def pack_done(self, job_id: str) -> None:
+        """Hold this job packed if it is done and its fields pack (a replay packs each job
+        a run's lines finished, once the lines of that step are folded)."""
+        key = key_of(job_id)
+        rec = self._rows.get(key)
+        if type(rec) is not JobRecord or rec.state is not DONE or rec.seen \
+                or type(rec.at) is not float:  # type: ignore[union-attr]
+            return
+        info = rec.info  # type: ignore[union-attr]
+        if info is not None and type(info) is not str:
+            return
+        row = pack(job_id, rec.at, rec.task_id, rec.file, rec.size, rec.side,  # type: ignore[union-attr]
+                   rec.sha256, info, rec.gone)  # type: ignore[union-attr]
+        if row is not None:
+            self._rows[key] = row
+
+    def __repr__(self) -> str:
+        return f"Records({len(self._rows)} jobs, {self.packed()} packed)"
+
+
+# -- block lines -------------------------------------------------------------------------------
+
+def block_lines(records: Records, dumps: Callable[[Any], bytes], limit: int) -> Iterator[bytes]:
+    """The compacted ledger's lines for ``records``: blocks of up to ``BLOCK_ROWS`` jobs, each
+    encoded by ``dumps`` (with its newline) and split in halves until shorter than ``limit``."""
+    block: list[tuple[str, dict[str, Any]]] = []
+    for job_id, rec in records.items():
+        block.append((job_id, compact_event(job_id, rec)))
+        if len(block) == BLOCK_ROWS:
+            yield from _encode(block, dumps, limit)
+            block = []
+    if block:
+        yield from _encode(block, dumps, limit)
+
+
+def _encode(block: list[tuple[str, dict[str, Any]]], dumps: Callable[[Any], bytes],
+            limit: int) -> Iterator[bytes]:
+    line: dict[str, Any] = {ROWS_KEY: 1, "job": [job_id for job_id, _ in block]}
+    for column in COLUMNS:
+        line[column] = [event.get(column) for _, event in block]
+    line["info"] = [_info_cell(event.get("info")) for _, event in block]
+    if not any(line["gone"]):
+        del line["gone"]
+    data = dumps(line)
+    if len(data) < limit or len(block) == 1:
+        yield data
+        return
+    half = len(block) // 2
+    yield from _encode(block[:half], dumps, limit)
+    yield from _encode(block[half:], dumps, limit)
+
+
+def _info_cell(info: Any) -> Any:
+    """A done job's usual rarer field, the derived files' digest alone, as its text."""
+    if type(info) is dict and len(info) == 1 and type(info.get(DERIVED)) is str:
+        return info[DERIVED]
+    return info
+
+
+def _row_event(job_id: Any, columns: list[tuple[str, list[Any]]], i: int) -> dict[str, Any]:
+    """The compacted line one row of a block stands for."""
+    event: dict[str, Any] = {"job": job_id, "compact": 1}
+    for name, values in columns:
+        value = values[i]
+        if value is not None:
+            event[name] = {DERIVED: value} if name == "info" and type(value) is str else value
+    return event
+
+
+def _take_uniform(jobs: list[Any], states: list[Any], ats: list[Any], tasks: list[Any],
+                  files: list[Any], sizes: list[Any], sides: list[Any], shas: list[Any],
+                  gones: list[Any], infos: list[Any], rows: dict[bytes | str, Any],
+                  note_time: Callable[[float], None]) -> bool:
+    """Pack a whole block at once when every row is a new done job with every field present
+    and packable (what a compaction of a finished batch writes): each field's list checked
+    and converted in one pass of C loops (``map``, ``join``, one regex per field) rather
+    than row by row. False, with nothing taken: the rows go one by one."""
+    n = len(jobs)
+    try:
+        if states.count("done") != n or _types(ats) != _FLOAT or _types(sizes) != _INT \
+                or _types(sides) != _INT or min(sizes) < 0 or max(sizes) >= _BIG \
+                or min(sides) < 0 or max(sides) >= _SIDE_BIG:
+            return False
+        keys = list(map(_fromhex, jobs))
+        if list(map(bytes.hex, keys)) != jobs or len(set(keys)) != n or not rows.keys().isdisjoint(keys):
+            return False
+        # each text field: its lengths, then all of it decoded as hex at once (bytes.fromhex
+        # skips whitespace: a blob of the full length had none); a task id's dashes where a
+        # UUID has them, and text in lower case (it is rebuilt so)
+        if _lengths(tasks) != _36 or _lengths(shas) != _64 or _lengths(infos) != _16 \
+                or _types(shas) != _STR or set(map(_DASHES, tasks)) != _FOUR_DASHES:
+            return False
+        task_text, derived_text = "".join(tasks), "".join(infos)
+        task_blob = _fromhex(task_text.replace("-", ""))
+        sha_blob, derived_blob = _fromhex("".join(shas)), _fromhex(derived_text)
+        if len(task_blob) != 16 * n or len(sha_blob) != 32 * n or len(derived_blob) != 8 * n \
+                or task_text != task_text.lower() or derived_text != derived_text.lower():
+            return False
+        joined = "\0".join(files)
+        if joined.count("\0") != n - 1 or min(map(len, files)) < 1 or max(map(len, files)) > MAX_FILE:
+            return False
+        framed = f"/{joined.replace(chr(0), '/')}/"  # what safe_file checks, for every file at once
+        if "//" in framed or "/./" in framed or "/../" in framed or "\\" in framed:
+            return False
+        joined.encode()
+    except (TypeError, ValueError, UnicodeEncodeError):
+        return False  # a field of another type, or text that is not hex or UTF-8
+    flags = map(_or, repeat(_TASK | _SHA | _DERIVED | _FILE), map(bool, gones))
+    heads = map(_FULL.pack, flags, ats, sizes, sides, _chunks(task_blob, _16B), _chunks(sha_blob, _32B),
+                _chunks(derived_blob, _8B))
+    rows.update(zip(keys, map(_add, heads, map(str.encode, map(str.replace, files, jobs, repeat("\0"))))))
+    note_time(max(ats))
+    return True
+
+
+def _types(values: list[Any]) -> set[type]:
+    return set(map(type, values))
+
+
+def _lengths(values: list[Any]) -> set[int]:
+    return set(map(len, values))
+
+
+def _chunks(blob: bytes, width: struct.Struct) -> Iterator[bytes]:
+    return map(_first, width.iter_unpack(blob))
+
+
+def take_block(line: dict[str, Any], records: Records, fold_line: Callable[[dict[str, Any]], bool],
+               note_time: Callable[[float], None]) -> int:
+    """Replay one block line into ``records``; returns the rows skipped as unreadable. A
+    block whose lists are not all there and of one length is one unreadable line. A row that
+    is a new done job whose fields are sound and pack is packed here, its time given to
+    ``note_time`` (the latest of a run of such rows, before the next other row: the same
+    latest time as one line at a time); any other row is handed to ``fold_line`` as the
+    compacted line it stands for (False: skipped, unreadable)."""
+    jobs = line.get("job")
+    if type(jobs) is not list or line.get(ROWS_KEY) != 1:
+        return 1
+    n = len(jobs)
+    columns: list[tuple[str, list[Any]]] = []
+    for name in COLUMNS:
+        values = line.get(name)
+        if values is None:
+            continue
+        if type(values) is not list or len(values) != n:
+            return 1
+        columns.append((name, values))
+    got = dict(columns)
+    nones = [None] * n
+    states = got.get("state", nones)
+    ats, tasks, files = got.get("at", nones), got.get("task_id", nones), got.get("file", nones)
+    sizes, sides, shas = got.get("bytes", nones), got.get("sidecar_bytes", nones), got.get("sha256", nones)
+    gones, infos = got.get("gone", nones), got.get("info", nones)
+    rows = records._rows
+    if _take_uniform(jobs, states, ats, tasks, files, sizes, sides, shas, gones, infos, rows, note_time):
+        return 0
+    bad = 0
+    latest: float | None = None
+    for i in range(n):
+        job_id = jobs[i]
+        row = key = at = None
+        if states[i] == "done" and type(job_id) is str:
+            key = key_of(job_id)
+            at, file, sha = ats[i], files[i], shas[i]
+            if type(at) is float and key not in rows and (file is None or safe_file(file)) \
+                    and (sha is None or type(sha) is str):
+                size, side = sizes[i], sides[i]
+                row = pack(job_id, at, tasks[i], file, 0 if size is None else size,
+                           0 if side is None else side, digest(sha), infos[i], bool(gones[i]))
+        if row is None:
+            if latest is not None:
+                note_time(latest)
+                latest = None
+            if not fold_line(_row_event(job_id, columns, i)):
+                bad += 1
+            continue
+        rows[key] = row  # type: ignore[index]
+        if latest is None or at > latest:  # type: ignore[operator]
+            latest = at
+    if latest is not None:
+        note_time(latest)
+    return bad
