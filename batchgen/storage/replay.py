@@ -186,9 +186,8 @@ class Replay:
             if state == "done":
                 finished.append(job_id)
         stats.bad_lines += bad
-        pack = records.pack_done
-        for job_id in finished:  # a done job changes no more: held packed (storage/rows.py)
-            pack(job_id)
+        if finished:  # a done job changes no more: held packed (storage/rows.py)
+            records.pack_finished(finished)
         return header_seen
 
     def _block(self, event: dict[str, Any], records: Records, stats: LedgerStats) -> int:

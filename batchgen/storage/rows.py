@@ -26,7 +26,7 @@ import struct
 from collections.abc import Callable, Iterator, MutableMapping
 from itertools import repeat
 from operator import add as _add
-from operator import itemgetter
+from operator import attrgetter, itemgetter
 from operator import or_ as _or
 from typing import Any
 
@@ -53,6 +53,14 @@ _FULL = struct.Struct("<BdQI16s32s8s")  # a packed row with every field, less it
 _16B, _32B, _8B = struct.Struct("16s"), struct.Struct("32s"), struct.Struct("8s")
 _DASHES = itemgetter(8, 13, 18, 23)
 _DASH4 = ("-", "-", "-", "-")
+_BYTES = {bytes}
+_RECORD = {JobRecord}
+_DONE = {JobState.DONE}
+_STATE = attrgetter("state")
+_SEEN_OF = attrgetter("seen")
+_FIELDS = attrgetter("at", "task_id", "file", "size", "side", "sha256", "gone", "info")
+_FULL_FLAGS = {_TASK | _SHA | _DERIVED | _FILE}
+_tail = itemgetter(slice(_FULL.size, None))  # a full row's file
 _FOUR_DASHES = {_DASH4}
 _BIG = 1 << 64
 _SIDE_BIG = 1 << 32
@@ -235,7 +243,15 @@ class Records(MutableMapping[str, JobRecord]):
     def record(self, job_id: str) -> JobRecord:
         """The job's record, to change: a new one if the job has none (what folding an
         event into the table needs, in one call)."""
-        key = key_of(job_id)
+        key: bytes | str = job_id  # (key_of, inline: this runs for every event replayed)
+        if len(job_id) == 16:
+            try:
+                key = _fromhex(job_id)
+            except ValueError:
+                key = job_id
+            else:
+                if key.hex() != job_id:
+                    key = job_id
         rows = self._rows
         rec = rows.get(key)
         if rec is None:
@@ -298,6 +314,30 @@ class Records(MutableMapping[str, JobRecord]):
             if mine is None or _at(value) > _at(mine):
                 rows[key] = value
 
+    def pack_finished(self, job_ids: list[str]) -> None:
+        """Hold packed each of these jobs that is done and packs (a replay packs the jobs a
+        run's lines finished, once the lines of that step are folded): all at once when every
+        one is a plain done job, else one by one."""
+        rows = self._rows
+        ids = list(dict.fromkeys(job_ids))
+        keys = list(map(key_of, ids))
+        recs = list(map(rows.get, keys))
+        if set(map(type, recs)) == _RECORD and set(map(_STATE, recs)) == _DONE \
+                and not any(map(_SEEN_OF, recs)):
+            ats, tasks, files, sizes, sides, shas, gones, infos = zip(*map(_FIELDS, recs))
+            try:
+                sha_text = list(map(bytes.hex, shas))
+            except TypeError:  # a digest missing
+                sha_text = None
+            packed = None if sha_text is None else _pack_all(ids, list(ats), list(tasks), list(files),
+                                                               list(sizes), list(sides), sha_text,
+                                                               list(gones), list(infos))
+            if packed is not None:
+                rows.update(zip(keys, packed))
+                return
+        for job_id in ids:
+            self.pack_done(job_id)
+
     def pack_done(self, job_id: str) -> None:
         """Hold this job packed if it is done and its fields pack (a replay packs each job
         a run's lines finished, once the lines of that step are folded)."""
@@ -323,31 +363,67 @@ class Records(MutableMapping[str, JobRecord]):
 def block_lines(records: Records, dumps: Callable[[Any], bytes], limit: int) -> Iterator[bytes]:
     """The compacted ledger's lines for ``records``: blocks of up to ``BLOCK_ROWS`` jobs, each
     encoded by ``dumps`` (with its newline) and split in halves until shorter than ``limit``."""
-    block: list[tuple[str, dict[str, Any]]] = []
-    for job_id, rec in records.items():
-        block.append((job_id, compact_event(job_id, rec)))
-        if len(block) == BLOCK_ROWS:
-            yield from _encode(block, dumps, limit)
-            block = []
-    if block:
-        yield from _encode(block, dumps, limit)
+    chunk: list[tuple[bytes | str, bytes | JobRecord]] = []
+    for item in records._rows.items():
+        chunk.append(item)
+        if len(chunk) == BLOCK_ROWS:
+            yield from _encode(chunk, dumps, limit)
+            chunk = []
+    if chunk:
+        yield from _encode(chunk, dumps, limit)
 
 
-def _encode(block: list[tuple[str, dict[str, Any]]], dumps: Callable[[Any], bytes],
+def _encode(chunk: list[tuple[bytes | str, bytes | JobRecord]], dumps: Callable[[Any], bytes],
             limit: int) -> Iterator[bytes]:
-    line: dict[str, Any] = {ROWS_KEY: 1, "job": [job_id for job_id, _ in block]}
-    for column in COLUMNS:
-        line[column] = [event.get(column) for _, event in block]
-    line["info"] = [_info_cell(event.get("info")) for _, event in block]
-    if not any(line["gone"]):
-        del line["gone"]
+    line = _full_block(chunk)
+    if line is None:
+        line = _block(chunk)
     data = dumps(line)
-    if len(data) < limit or len(block) == 1:
+    if len(data) < limit or len(chunk) == 1:
         yield data
         return
-    half = len(block) // 2
-    yield from _encode(block[:half], dumps, limit)
-    yield from _encode(block[half:], dumps, limit)
+    half = len(chunk) // 2
+    yield from _encode(chunk[:half], dumps, limit)
+    yield from _encode(chunk[half:], dumps, limit)
+
+
+def _block(chunk: list[tuple[bytes | str, bytes | JobRecord]]) -> dict[str, Any]:
+    """A block line from each job's compacted line."""
+    events = []
+    for key, value in chunk:
+        job_id = _text(key)
+        rec = PackedRecord(job_id, value) if type(value) is bytes else value
+        events.append(compact_event(job_id, rec))  # type: ignore[arg-type]
+    line: dict[str, Any] = {ROWS_KEY: 1, "job": [event["job"] for event in events]}
+    for column in COLUMNS:
+        line[column] = [event.get(column) for event in events]
+    line["info"] = list(map(_info_cell, line["info"]))
+    if not any(line["gone"]):
+        del line["gone"]
+    return line
+
+
+def _full_block(chunk: list[tuple[bytes | str, bytes | JobRecord]]) -> dict[str, Any] | None:
+    """The same block line as ``_block`` gives, in one pass of C loops per field, when every
+    job of the chunk is packed with every field (the block a finished batch compacts to);
+    None otherwise."""
+    keys, rows = zip(*chunk)
+    if set(map(type, rows)) != _BYTES or set(map(_full_flags, rows)) != _FULL_FLAGS \
+            or set(map(type, keys)) != _BYTES:
+        return None
+    ids = list(map(bytes.hex, keys))
+    flags, ats, sizes, sides, tasks, shas, digests = zip(*map(_FULL.unpack_from, rows))
+    names = map(bytes.decode, map(_tail, rows))
+    line: dict[str, Any] = {
+        ROWS_KEY: 1, "job": ids, "state": ["done"] * len(ids), "at": [at or None for at in ats],
+        "task_id": [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in map(bytes.hex, tasks)],
+        "file": list(map(str.replace, names, repeat("\0"), ids)), "bytes": list(sizes),
+        "sidecar_bytes": [side or None for side in sides], "sha256": list(map(bytes.hex, shas))}
+    gone = [1 if flag & _GONE else None for flag in flags]
+    if any(gone):
+        line["gone"] = gone
+    line["info"] = list(map(bytes.hex, digests))
+    return line
 
 
 def _info_cell(info: Any) -> Any:
@@ -372,45 +448,64 @@ def _take_uniform(jobs: list[Any], states: list[Any], ats: list[Any], tasks: lis
                   gones: list[Any], infos: list[Any], rows: dict[bytes | str, Any],
                   note_time: Callable[[float], None]) -> bool:
     """Pack a whole block at once when every row is a new done job with every field present
-    and packable (what a compaction of a finished batch writes): each field's list checked
-    and converted in one pass of C loops (``map``, ``join``, one regex per field) rather
-    than row by row. False, with nothing taken: the rows go one by one."""
+    and packable (what a compaction of a finished batch writes). False, with nothing taken:
+    the rows go one by one."""
     n = len(jobs)
     try:
-        if states.count("done") != n or _types(ats) != _FLOAT or _types(sizes) != _INT \
-                or _types(sides) != _INT or min(sizes) < 0 or max(sizes) >= _BIG \
-                or min(sides) < 0 or max(sides) >= _SIDE_BIG:
+        if states.count("done") != n:
             return False
         keys = list(map(_fromhex, jobs))
         if list(map(bytes.hex, keys)) != jobs or len(set(keys)) != n or not rows.keys().isdisjoint(keys):
             return False
+    except (TypeError, ValueError):
+        return False
+    packed = _pack_all(jobs, ats, tasks, files, sizes, sides, shas, gones, infos)
+    if packed is None:
+        return False
+    rows.update(zip(keys, packed))
+    note_time(max(ats))
+    return True
+
+
+def _pack_all(jobs: list[Any], ats: list[Any], tasks: list[Any], files: list[Any], sizes: list[Any],
+              sides: list[Any], shas: list[Any], gones: list[Any], infos: list[Any]) -> Iterator[bytes] | None:
+    """Done jobs' rows packed, when every job has every field and each packs (``shas`` as
+    hex text): each field's list checked and converted in one pass of C loops (``map``,
+    ``join``) rather than job by job. None when any does not."""
+    n = len(jobs)
+    try:
+        if _types(ats) != _FLOAT or _types(sizes) != _INT or _types(sides) != _INT or min(sizes) < 0 \
+                or max(sizes) >= _BIG or min(sides) < 0 or max(sides) >= _SIDE_BIG:
+            return None
         # each text field: its lengths, then all of it decoded as hex at once (bytes.fromhex
         # skips whitespace: a blob of the full length had none); a task id's dashes where a
         # UUID has them, and text in lower case (it is rebuilt so)
         if _lengths(tasks) != _36 or _lengths(shas) != _64 or _lengths(infos) != _16 \
                 or _types(shas) != _STR or set(map(_DASHES, tasks)) != _FOUR_DASHES:
-            return False
+            return None
         task_text, derived_text = "".join(tasks), "".join(infos)
         task_blob = _fromhex(task_text.replace("-", ""))
         sha_blob, derived_blob = _fromhex("".join(shas)), _fromhex(derived_text)
         if len(task_blob) != 16 * n or len(sha_blob) != 32 * n or len(derived_blob) != 8 * n \
                 or task_text != task_text.lower() or derived_text != derived_text.lower():
-            return False
+            return None
         joined = "\0".join(files)
         if joined.count("\0") != n - 1 or min(map(len, files)) < 1 or max(map(len, files)) > MAX_FILE:
-            return False
+            return None
         framed = f"/{joined.replace(chr(0), '/')}/"  # what safe_file checks, for every file at once
         if "//" in framed or "/./" in framed or "/../" in framed or "\\" in framed:
-            return False
+            return None
         joined.encode()
     except (TypeError, ValueError, UnicodeEncodeError):
-        return False  # a field of another type, or text that is not hex or UTF-8
+        return None  # a field of another type, or text that is not hex or UTF-8
     flags = map(_or, repeat(_TASK | _SHA | _DERIVED | _FILE), map(bool, gones))
     heads = map(_FULL.pack, flags, ats, sizes, sides, _chunks(task_blob, _16B), _chunks(sha_blob, _32B),
                 _chunks(derived_blob, _8B))
-    rows.update(zip(keys, map(_add, heads, map(str.encode, map(str.replace, files, jobs, repeat("\0"))))))
-    note_time(max(ats))
-    return True
+    return map(_add, heads, map(str.encode, map(str.replace, files, jobs, repeat("\0"))))
+
+
+def _full_flags(row: bytes) -> int:
+    return row[0] & 30  # (neither gone nor seen)
 
 
 def _types(values: list[Any]) -> set[type]:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from batchgen.job import Failed, Failure, Job
 from batchgen.storage.ledger import Ledger
-from batchgen.storage.rows import BLOCK_ROWS, ROWS_KEY, PackedRecord, Records, key_of
+from batchgen.storage.rows import BLOCK_ROWS, ROWS_KEY, PackedRecord, Records, block_lines, key_of
 from replaykit import view
 
 SETTINGS = settings(max_examples=120, deadline=None,
@@ -235,3 +235,20 @@ def test_a_ledger_of_a_later_format_is_refused_untouched(tmp_path: Path) -> None
         with pytest.raises(LedgerError, match="later batchgen .*format 3.*Nothing was changed"):
             opening()
     assert (tmp_path / "ledger.jsonl").read_bytes() == data
+
+
+def test_packed_jobs_compact_to_the_same_block_as_records_do(tmp_path: Path) -> None:
+    """A chunk of jobs all packed with every field is encoded column by column at once; the
+    same jobs held as records are encoded job by job: the same bytes."""
+    rows_ = [good_row(i, hashlib.sha256(bytes([i])).hexdigest()[:16]) for i in range(40)]
+    rows_[3]["gone"], rows_[5]["sidecar_bytes"], rows_[7]["at"] = 1, 0, 0.0
+    packed = read(tmp_path, "a", [block_line(rows_)]).records
+    loose = read(tmp_path, "b", [block_line(rows_)]).records
+    for job_id in list(loose):
+        loose.get(job_id)
+    assert (packed.packed(), loose.packed()) == (40, 0)
+    dumps = orjson.dumps
+    assert list(block_lines(packed, dumps, 1 << 20)) == list(block_lines(loose, dumps, 1 << 20))
+    small = list(block_lines(packed, dumps, 2000))  # split in halves until each fits
+    assert len(small) > 1 and all(len(line) < 2000 for line in small)
+    assert [job for line in small for job in orjson.loads(line)["job"]] == list(packed)
