@@ -299,9 +299,12 @@ class Records(MutableMapping[str, JobRecord]):
             if type(value) is not bytes:
                 yield _text(key), value  # type: ignore[misc]
 
-    def packed(self) -> int:
-        """How many jobs are held packed (for the benchmarks and the tests)."""
-        return sum(type(value) is bytes for value in self._rows.values())
+    def packed(self, *, seen: bool | None = None, gone: bool | None = None) -> int:
+        """How many jobs are held packed (all of them done), of those marked seen or gone as
+        asked (None: either)."""
+        mask = (_SEEN if seen is not None else 0) | (_GONE if gone is not None else 0)
+        want = (_SEEN if seen else 0) | (_GONE if gone else 0)
+        return sum(1 for value in self._rows.values() if type(value) is bytes and value[0] & mask == want)
 
     def take_newer(self, other: Records, holds: Callable[[str], bool] | None = None) -> None:
         """Take each of ``other``'s jobs that this table lacks or holds with an earlier latest

@@ -189,12 +189,15 @@ def _counted(batch: OpenBatch) -> StatusReport:
     assert ledger is not None
     jobs = batch.counts(check_files=True)  # marks the manifest's records seen, with a manifest
     by_state: Counter[str] = Counter()
-    mine = 0  # the records of jobs the batch still has
     failed: list[tuple[str, JobRecord]] = []
     mismatched = 0  # done at a size other than asked
     example: tuple[str, JobRecord] | None = None
     seen = batch.manifest is not None
-    for job_id, rec in ledger.records.items():
+    # the records of jobs the batch still has; a packed job is done at the size asked
+    # (storage/rows.py), counted without reading it
+    mine = by_state[JobState.DONE] = ledger.records.packed(seen=True if seen else None,
+                                                           gone=None if seen else False)
+    for job_id, rec in ledger.records.loose():
         if rec.seen if seen else not rec.gone:
             state = rec.state
             by_state[state] += 1

@@ -252,3 +252,17 @@ def test_packed_jobs_compact_to_the_same_block_as_records_do(tmp_path: Path) -> 
     small = list(block_lines(packed, dumps, 2000))  # split in halves until each fits
     assert len(small) > 1 and all(len(line) < 2000 for line in small)
     assert [job for line in small for job in orjson.loads(line)["job"]] == list(packed)
+
+
+def test_a_pass_marks_packed_jobs_seen_in_their_rows(tmp_path: Path) -> None:
+    rows_ = [good_row(i, hashlib.sha256(bytes([i])).hexdigest()[:16]) for i in range(4)]
+    rows_[2]["gone"] = 1
+    records = read(tmp_path, "b", [block_line(rows_)]).records
+    ids = list(records)
+    seen = records.mark_seen(ids[0])
+    assert type(seen) is PackedRecord and seen.seen and records.mark_seen("f" * 16) is None
+    assert records.packed() == 4 and records.packed(seen=True) == 1 and records.packed(gone=True) == 1
+    assert records.packed(seen=False, gone=False) == 2
+    assert [job_id for job_id, rec in records.items() if rec.seen] == [ids[0]]
+    rec = records.get(ids[0])  # unpacked for good: the mark goes with it
+    assert rec.seen and type(rec) is not PackedRecord and records.mark_seen(ids[0]) is rec
