@@ -326,6 +326,7 @@ class Ledger:
         if derived is not None:
             event["derived"] = derived
         self._record(event)
+        self.records.pack_done(job_id)  # done changes no more: a million of them in little memory
 
     def failed(self, job_id: str, failed: Failed, task_id: str | None = None,
                maybe_duplicated: int = 0) -> None:

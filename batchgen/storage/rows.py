@@ -84,13 +84,13 @@ def _text(key: bytes | str) -> str:
 
 
 def pack(job_id: str, at: float, task_id: Any, file: Any, size: Any, side: Any,
-         sha256: bytes | None, derived: Any, gone: bool) -> bytes | None:
+         sha256: bytes | None, derived: Any, gone: bool, seen: bool = False) -> bytes | None:
     """A done job's fields as one ``bytes``, or None when one does not pack (the job is then
     kept as a ``JobRecord``). ``file`` must already be known safe."""
     if type(size) is not int or not 0 <= size < _BIG or type(side) is not int \
             or not 0 <= side < _SIDE_BIG:
         return None
-    flags = _GONE if gone else 0
+    flags = (_GONE if gone else 0) | (_SEEN if seen else 0)
     task = digest16 = b""
     try:
         if task_id is not None:  # a UUID's text, lower case: rebuilt from its 16 bytes
@@ -342,18 +342,19 @@ class Records(MutableMapping[str, JobRecord]):
             self.pack_done(job_id)
 
     def pack_done(self, job_id: str) -> None:
-        """Hold this job packed if it is done and its fields pack (a replay packs each job
-        a run's lines finished, once the lines of that step are folded)."""
+        """Hold this job packed if it is done and its fields pack: a run packs each job it
+        finishes, a replay the ones a step of lines finished (its mark of a pass over the
+        manifest goes into its row)."""
         key = key_of(job_id)
         rec = self._rows.get(key)
-        if type(rec) is not JobRecord or rec.state is not DONE or rec.seen \
+        if type(rec) is not JobRecord or rec.state is not DONE \
                 or type(rec.at) is not float:  # type: ignore[union-attr]
             return
         info = rec.info  # type: ignore[union-attr]
         if info is not None and type(info) is not str:
             return
         row = pack(job_id, rec.at, rec.task_id, rec.file, rec.size, rec.side,  # type: ignore[union-attr]
-                   rec.sha256, info, rec.gone)  # type: ignore[union-attr]
+                   rec.sha256, info, rec.gone, rec.seen)  # type: ignore[union-attr]
         if row is not None:
             self._rows[key] = row
 

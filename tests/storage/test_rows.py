@@ -266,3 +266,21 @@ def test_a_pass_marks_packed_jobs_seen_in_their_rows(tmp_path: Path) -> None:
     assert [job_id for job_id, rec in records.items() if rec.seen] == [ids[0]]
     rec = records.get(ids[0])  # unpacked for good: the mark goes with it
     assert rec.seen and type(rec) is not PackedRecord and records.mark_seen(ids[0]) is rec
+
+
+def test_a_run_packs_each_job_it_finishes_and_keeps_its_mark(tmp_path: Path) -> None:
+    ledger = Ledger.open(tmp_path, "rows")
+    rows_ = [good_row(i, hashlib.sha256(bytes([i])).hexdigest()[:16]) for i in range(3)]
+    for i, row in enumerate(rows_):
+        job = Job(job_id=row["job"], index=i, request={"prompt": "p"}, axes={}, replica=0, name=row["job"])
+        ledger.submitting(job)  # marks the job seen: the run's jobs are the manifest's
+        ledger.submitted(row["job"], row["task_id"] if i else "not-a-uuid")
+        ledger.done(row["job"], row["file"], row["bytes"], row["sha256"], row["sidecar_bytes"],
+                    derived=row["info"])
+    records = ledger.records
+    assert records.packed() == records.packed(seen=True) == 2  # the one with no UUID stays a record
+    assert ledger.record_membership() == (0, 0)  # every job still seen: none vanished
+    rec = records.get(rows_[1]["job"])
+    assert (rec.seen, rec.task_id, rec.file, rec.size, rec.get("derived")) == (
+        True, rows_[1]["task_id"], rows_[1]["file"], rows_[1]["bytes"], rows_[1]["info"])
+    ledger.close()
