@@ -137,6 +137,11 @@ def unpack(job_id: str, row: bytes) -> JobRecord:
     return rec
 
 
+def _uuid_text(h: str) -> str:
+    """A UUID's text from its 32 hex digits."""
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
 def _starts(flags: int) -> tuple[int, int, int]:
     """Where the sha256, the derived digest and the file start in a row with these flags."""
     sha = 21 + (16 if flags & _TASK else 0)
@@ -170,8 +175,7 @@ class PackedRecord(JobRecord):
         row = self._row
         if not row[0] & _TASK:
             return None
-        h = row[21:37].hex()
-        return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+        return _uuid_text(row[21:37].hex())
 
     @property  # type: ignore[override]
     def sha256(self) -> bytes | None:
@@ -420,7 +424,7 @@ def _full_block(chunk: list[tuple[bytes | str, bytes | JobRecord]]) -> dict[str,
     names = map(bytes.decode, map(_tail, rows))
     line: dict[str, Any] = {
         ROWS_KEY: 1, "job": ids, "state": ["done"] * len(ids), "at": [at or None for at in ats],
-        "task_id": [f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}" for h in map(bytes.hex, tasks)],
+        "task_id": list(map(_uuid_text, map(bytes.hex, tasks))),
         "file": list(map(str.replace, names, repeat("\0"), ids)), "bytes": list(sizes),
         "sidecar_bytes": [side or None for side in sides], "sha256": list(map(bytes.hex, shas))}
     gone = [1 if flag & _GONE else None for flag in flags]
