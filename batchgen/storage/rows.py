@@ -8,8 +8,8 @@ With the dict's slot that is about 220 bytes a job against about 680 for a ``Job
 its strings. Any other job, or a done job whose fields do not pack (a task id that is no
 UUID, rarer fields), is a ``JobRecord``, as is any job a caller looks up: ``get`` and ``[]``
 unpack it for good, so what the caller changes stays. Walking the table (``items``,
-``values``) unpacks a packed job into a fresh record each time and keeps it packed: a walk
-reads, it never changes a record.
+``values``) reads a packed job in place (``PackedRecord``, read-only) and keeps it packed;
+the pass over the manifest marks it seen in its row (``mark_seen``).
 
 A compacted ledger holds its records in block lines, ``{"batchgen_rows": 1, "job": [...],
 "state": [...], ...}``: one list per field, up to ``BLOCK_ROWS`` jobs a line. A block line
@@ -211,8 +211,8 @@ def _at(value: bytes | JobRecord) -> float:
 class Records(MutableMapping[str, JobRecord]):
     """The ledger's records by job id, in the order jobs were first recorded, as a dict of
     ``JobRecord`` would keep them. A done job may be held packed (module docstring): ``get``
-    and ``[]`` give it as a record for good; ``items`` and ``values`` give a fresh one each
-    time and leave it packed, so a walk over a million done jobs costs no memory."""
+    and ``[]`` give it as a record for good; ``items`` and ``values`` read it in place and
+    leave it packed, so a walk over a million done jobs costs no memory."""
 
     __slots__ = ("_rows",)
 
