@@ -194,10 +194,10 @@ def expiry(repeat: int) -> list[str]:
 
 
 def overhead(repeat: int) -> list[str]:
-    rates = {"floor": [], "batchgen": []}
+    rates: dict[str, list[float]] = {"floor": [], "batchgen": []}
     with SimProcess(SimConfig(task_seconds=0)) as sim:
-        for _ in range(repeat):
-            for name in rates:
+        for round_ in range(repeat):
+            for name in list(rates)[::1 if round_ % 2 else -1]:  # each goes first every other round
                 with scratch_dir() as tmp:
                     start = time.perf_counter()
                     if name == "floor":
@@ -212,7 +212,7 @@ def overhead(repeat: int) -> list[str]:
                         assert anyio.run(batch.run).done == 3000
                     rates[name].append(3000 / (time.perf_counter() - start))
     ratios = [b / f for b, f in zip(rates["batchgen"], rates["floor"])]
-    return ["zero-latency simulator in another process, 3,000 jobs", ">= 0.9x of a minimal client", "", "", "",
+    return ["zero-latency simulator in another process, 3,000 jobs", ">= 1.0x of a minimal client", "", "", "",
             f"{cell(rates['batchgen'], '{:.0f}')} jobs/s, {cell(ratios)}x of the floor "
             f"({cell(rates['floor'], '{:.0f}')} jobs/s), both fsyncing; see bench_overhead.py"]
 
