@@ -89,7 +89,9 @@ async def run_floor(api_base: str, key: str, jobs: int, workers: int, folder: Pa
             return await client.call(pool, method, url, headers if auth else [], content)
 
     async def one(n: int) -> None:
-        body = json.dumps({"prompt": f"floor {n}", "size": "256*256", "seed": n,
+        # seed -1, as a manifest without seeds sends: the simulator draws one, so no picture is
+        # ever served from its cache (a fixed seed would make every later round cheaper)
+        body = json.dumps({"prompt": f"floor {n}", "size": "256*256", "seed": -1,
                            "output_format": fmt}).encode()
         async with submitting:
             status, answer = await call(client.api, "POST", api_base + MODEL_PATH, body)
