@@ -1,8 +1,8 @@
 """What the ledger knows of one job, and who holds a batch folder: small records, kept lean.
 
-A million ``JobRecord`` objects stay in memory for a big batch, so each holds only what every
-job has (state, task id, file, sizes, digest) and keeps the rarer fields in one dict. The
-helpers turn a record into one compacted ledger line and back.
+A ``JobRecord`` holds only what every job has (state, task id, file, sizes, digest) and keeps
+the rarer fields in one dict; a done job is held packed instead (storage/rows.py) until it is
+looked up to change. The helpers turn a record into one compacted ledger line and back.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ MAX_FILE = 1024
 
 
 class JobRecord:
-    """What the ledger knows of one job, kept small: a million of these stay in memory.
+    """What the ledger knows of one job, kept small (a done one is packed: storage/rows.py).
 
     ``spec`` (request, name, axes, caption) is held only while the task is out at the provider,
     so outstanding work can be collected even if the manifest changed; ``info`` holds the rarer
