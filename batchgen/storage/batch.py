@@ -30,6 +30,7 @@ from batchgen.job import JobState
 from batchgen.storage.identity import RunRecord, Target
 from batchgen.storage.ledger import LEDGER_FILE, Ledger, has_ledger, ledger_files
 from batchgen.storage.objectstore import is_store_url
+from batchgen.storage.replay import BATCH_KEY
 
 if TYPE_CHECKING:
     from batchgen.manifest import Manifest
@@ -195,8 +196,10 @@ def batch_in(folder: Path) -> str | None:
                 head = orjson.loads(f.readline() or b"null")
         except (OSError, ValueError):
             continue
-        if isinstance(head, dict) and isinstance(head.get("batch"), str):
-            return head["batch"]
+        if isinstance(head, dict):
+            name = head[BATCH_KEY] if BATCH_KEY in head else head.get("batch")
+            if isinstance(name, str):
+                return name
     return None
 
 

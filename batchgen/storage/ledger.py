@@ -46,7 +46,7 @@ from batchgen.storage.layout import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR
 from batchgen.storage.lock import (RESERVE_BYTES, FolderLock, read_holder, read_holders,
                                    read_run_note, read_run_notes)
 from batchgen.storage.record import JobRecord, LockHolder, compact_event, digest, restore, spec_of
-from batchgen.storage.replay import FORMAT, MAX_LINE, REPLAY_STEP, STATE_NAMES, LedgerStats, Replay
+from batchgen.storage.replay import BATCH_KEY, FORMAT, MAX_LINE, REPLAY_STEP, STATE_NAMES, LedgerStats, Replay
 from batchgen.storage.rows import Records, block_lines
 
 __all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "MIRROR_DIR", "REPLAY_STEP", "RESERVE_BYTES",
@@ -174,7 +174,7 @@ class Ledger:
                         self._write(b"\n")
             else:
                 self.created_at = self._wall()
-                self._write_event({"batchgen_ledger": FORMAT, "batch": self.batch,
+                self._write_event({"batchgen_ledger": FORMAT, BATCH_KEY: self.batch,
                                    "created_at": round(self.created_at, 3), "version": __version__})
         except OSError as exc:
             raise OutputError(f"cannot write the ledger {self.path}: {exc.strerror}") from exc
@@ -437,7 +437,7 @@ class Ledger:
         (storage/rows.py), via a temp file and a rename: never half-written."""
         tmp = self.path.with_name(self.path.name + ".tmp")
         header: dict[str, Any] = {
-            "batchgen_ledger": FORMAT, "batch": self.batch,
+            "batchgen_ledger": FORMAT, BATCH_KEY: self.batch,
             "created_at": round(self.created_at or self._wall(), 3), "version": __version__,
             "counts": {"tasks_created": self.stats.tasks_created,
                        "maybe_duplicated": self.stats.maybe_duplicated}}

@@ -36,12 +36,16 @@ from batchgen.storage.rows import ROWS_KEY, Records, take_block
 if TYPE_CHECKING:
     from batchgen.storage.ledger import Ledger
 
-__all__ = ["FORMAT", "REPLAY_STEP", "STATE_NAMES", "LedgerStats", "Replay"]
+__all__ = ["BATCH_KEY", "FORMAT", "REPLAY_STEP", "STATE_NAMES", "LedgerStats", "Replay"]
 
 #: The ledger format this batchgen writes and reads: 2 added the block lines of a compacted
 #: ledger (storage/rows.py). A ledger whose header names a later format is refused, untouched:
 #: its lines would look unreadable here, and a compaction would drop them.
 FORMAT = 2
+#: Where a header of format 2 names its batch. A batchgen before it reads ``batch``, finds none
+#: and refuses the folder (a run: "belongs to batch None"; status: "records no batch") rather
+#: than take the block lines for unreadable ones, which its compaction would drop.
+BATCH_KEY = "batch_name"
 #: Lines replayed between two yields of ``Ledger.opening``: an event loop stays responsive.
 REPLAY_STEP = 65536
 #: the longest ledger line replayed (bytes); batchgen's own are far shorter (prompts are capped)
@@ -217,7 +221,7 @@ class Replay:
                 f"{path} was written by a later batchgen (ledger format {written}; this one, "
                 f"{__version__}, reads formats up to {FORMAT}). Nothing was changed: read and "
                 f"run this batch with that batchgen or a later one.")
-        batch = event.get("batch")
+        batch = event[BATCH_KEY] if BATCH_KEY in event else event.get("batch")
         if expect_batch is not None and batch != expect_batch:
             raise LedgerError(
                 f"{path} belongs to batch {batch!r}, not {expect_batch!r}. Use another output "

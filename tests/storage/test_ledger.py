@@ -104,7 +104,7 @@ def test_compaction_keeps_every_record_and_the_counts(tmp_path: Path) -> None:
     assert after.pop(job(99).job_id)[0] == "submitting"
     assert after == before
     assert again.stats.tasks_created == 50 and again.stats.maybe_duplicated == 1
-    assert json.loads(lines[0])["batch"] == "b"
+    assert json.loads(lines[0])["batch_name"] == "b"  # (not "batch": see replay.BATCH_KEY)
     again.close()
 
 

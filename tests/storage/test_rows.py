@@ -284,3 +284,18 @@ def test_a_run_packs_each_job_it_finishes_and_keeps_its_mark(tmp_path: Path) -> 
     assert (rec.seen, rec.task_id, rec.file, rec.size, rec.get("derived")) == (
         True, rows_[1]["task_id"], rows_[1]["file"], rows_[1]["bytes"], rows_[1]["info"])
     ledger.close()
+
+
+def test_a_header_names_its_batch_where_an_older_batchgen_finds_none(tmp_path: Path) -> None:
+    """An older batchgen reads ``batch`` from the header: finding none, it refuses the folder
+    instead of taking block lines for unreadable ones (which its compaction would drop)."""
+    from batchgen.storage.batch import batch_in
+
+    ledger = Ledger.open(tmp_path, "rows")
+    ledger.compact()
+    ledger.close()
+    head = json.loads((tmp_path / "ledger.jsonl").read_bytes().splitlines()[0])
+    assert "batch" not in head and head["batch_name"] == "rows" and head["batchgen_ledger"] == 2
+    assert Ledger.read(tmp_path).batch == batch_in(tmp_path) == "rows"
+    (tmp_path / "ledger.jsonl").write_bytes(orjson.dumps(HEADER) + b"\n")  # as before format 2
+    assert Ledger.read(tmp_path).batch == batch_in(tmp_path) == "rows"
