@@ -448,7 +448,9 @@ class Limits:
         self.budget.earn()
         self._count_answer()
         if self._strikes:
-            if not self._rate_episode:   # refused at a level it is taken at now: not the cap
+            if self._cut_at is None and not self._rate_episode:
+                self._sporadic += len(self._levels)   # each taken for overload, and it passed
+            elif not self._rate_episode:   # refused at a level it is taken at now: not the cap
                 self._sporadic += sum(1 for refused in self._levels if refused <= level)
             self._end_episode()
         if self._probing:

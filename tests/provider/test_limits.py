@@ -124,6 +124,29 @@ async def test_sporadic_429s_leave_the_limit_alone() -> None:
 
 
 @VIRTUAL_TIME
+async def test_refusals_taken_for_overload_count_as_sporadic_though_fewer_are_out_at_the_next_accept() -> None:
+    """Refusals with 31 out, each run of them followed by an accept with fewer out (tasks
+    ended meanwhile): all were overload that passed, so the rate of sporadic refusals learned
+    is about one in eight, and a later pair is still put down to chance, not to a cap."""
+    limits = Limits(32)
+    out = [await accept(limits) for _ in range(31)]
+    verdicts = []
+    with anyio.fail_after(600):   # (a cut to 31 would leave a submit waiting for ever)
+        for n in range(30):
+            for _ in range(8):
+                limits.ended(out.pop(0))
+                out.append(await accept(limits))
+            verdicts.append(await refuse(limits))
+            if n >= 10:
+                verdicts.append(await refuse(limits))   # two in a row
+            limits.ended(out.pop(0))
+            limits.ended(out.pop(0))
+            out.append(await accept(limits))
+            out.append(await accept(limits))
+    assert set(verdicts) == {Refusal.OVERLOAD} and limits.tasks.slots == 32
+
+
+@VIRTUAL_TIME
 async def test_refusals_below_the_level_last_taken_are_the_rate_window_which_is_learned() -> None:
     t0 = anyio.current_time()
     limits = Limits(32)
