@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from stat import S_ISREG
 from dataclasses import dataclass, field
 from pathlib import Path
+from stat import S_ISREG
 from typing import TYPE_CHECKING, Any
 
 import orjson

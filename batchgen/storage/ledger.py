@@ -46,7 +46,8 @@ from batchgen.storage.layout import (LEDGER_FILE, LEDGERS_DIR, LOCK_FILE, MIRROR
 from batchgen.storage.lock import (RESERVE_BYTES, FolderLock, read_holder, read_holders,
                                    read_run_note, read_run_notes)
 from batchgen.storage.record import JobRecord, LockHolder, compact_event, digest, restore, spec_of
-from batchgen.storage.replay import BATCH_KEY, FORMAT, MAX_LINE, REPLAY_STEP, STATE_NAMES, LedgerStats, Replay
+from batchgen.storage.replay import (BATCH_KEY, FORMAT, MAX_LINE, REPLAY_STEP, STATE_NAMES,
+                                     LedgerStats, Replay)
 from batchgen.storage.rows import Records, block_lines
 
 __all__ = ["LEDGERS_DIR", "LEDGER_FILE", "LOCK_FILE", "MIRROR_DIR", "REPLAY_STEP", "RESERVE_BYTES",

@@ -290,7 +290,8 @@ class Records(MutableMapping[str, JobRecord]):
         (a change goes through ``get``)."""
         for key, value in self._rows.items():
             job_id = _text(key)
-            yield job_id, (PackedRecord(job_id, value) if type(value) is bytes else value)  # type: ignore[arg-type]
+            rec = PackedRecord(job_id, value) if type(value) is bytes else value  # type: ignore[arg-type]
+            yield job_id, rec  # type: ignore[misc]
 
     def values(self) -> Iterator[JobRecord]:  # type: ignore[override]
         for _, rec in self.items():
@@ -476,7 +477,8 @@ def _take_uniform(jobs: list[Any], states: list[Any], ats: list[Any], tasks: lis
 
 
 def _pack_all(jobs: list[Any], ats: list[Any], tasks: list[Any], files: list[Any], sizes: list[Any],
-              sides: list[Any], shas: list[Any], gones: list[Any], infos: list[Any]) -> Iterator[bytes] | None:
+              sides: list[Any], shas: list[Any], gones: list[Any],
+              infos: list[Any]) -> Iterator[bytes] | None:
     """Done jobs' rows packed, when every job has every field and each packs (``shas`` as
     hex text): each field's list checked and converted in one pass of C loops (``map``,
     ``join``) rather than job by job. None when any does not."""
