@@ -44,7 +44,6 @@ COLUMNS = ("state", "at", "task_id", "file", "bytes", "sidecar_bytes", "sha256",
 
 DONE = JobState.DONE
 _HEAD = struct.Struct("<BdQI")  # flags, at, image bytes, sidecar bytes
-_AT = struct.Struct("<d")
 _GONE, _TASK, _SHA, _DERIVED, _FILE = 1, 2, 4, 8, 16  # a packed row's flags, its fields in this order
 _SEEN = 32  # met by this process's pass over the manifest (``JobRecord.seen``; never written)
 _first = itemgetter(0)
@@ -152,6 +151,14 @@ def _starts(flags: int) -> tuple[int, int, int]:
 _AT_FLAGS = tuple(_starts(flags) for flags in range(32))  # by a row's first byte, less bit 0
 
 
+def _part(row: bytes, flag: int, which: int, width: int) -> bytes | None:
+    """A fixed-width field of a packed row (``which``: its place in ``_starts``), if held."""
+    if not row[0] & flag:
+        return None
+    pos = _AT_FLAGS[row[0] & 30][which]
+    return row[pos:pos + width]
+
+
 class PackedRecord(JobRecord):
     """A packed done job read in place, what a walk over the table gives: each field decoded
     when asked, and read-only (setting a field raises ``AttributeError``: a change goes
@@ -179,19 +186,12 @@ class PackedRecord(JobRecord):
 
     @property  # type: ignore[override]
     def sha256(self) -> bytes | None:
-        row = self._row
-        if not row[0] & _SHA:
-            return None
-        pos = _AT_FLAGS[row[0] & 30][0]
-        return row[pos:pos + 32]
+        return _part(self._row, _SHA, 0, 32)
 
     @property  # type: ignore[override]
     def info(self) -> str | None:
-        row = self._row
-        if not row[0] & _DERIVED:
-            return None
-        pos = _AT_FLAGS[row[0] & 30][1]
-        return row[pos:pos + 8].hex()
+        digest16 = _part(self._row, _DERIVED, 1, 8)
+        return digest16.hex() if digest16 is not None else None
 
     @property  # type: ignore[override]
     def file(self) -> str | None:
@@ -205,7 +205,7 @@ class PackedRecord(JobRecord):
 
 
 def _at(value: bytes | JobRecord) -> float:
-    return _AT.unpack_from(value, 1)[0] if type(value) is bytes else value.at  # type: ignore[union-attr]
+    return _HEAD.unpack_from(value)[1] if type(value) is bytes else value.at  # type: ignore[union-attr]
 
 
 class Records(MutableMapping[str, JobRecord]):
@@ -247,15 +247,7 @@ class Records(MutableMapping[str, JobRecord]):
     def record(self, job_id: str) -> JobRecord:
         """The job's record, to change: a new one if the job has none (what folding an
         event into the table needs, in one call)."""
-        key: bytes | str = job_id  # (key_of, inline: this runs for every event replayed)
-        if len(job_id) == 16:
-            try:
-                key = _fromhex(job_id)
-            except ValueError:
-                key = job_id
-            else:
-                if key.hex() != job_id:
-                    key = job_id
+        key = key_of(job_id)
         rows = self._rows
         rec = rows.get(key)
         if rec is None:
