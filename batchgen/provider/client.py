@@ -80,7 +80,7 @@ class ClientOptions:
     download_deadline: float = 120.0
     backoff: Backoff = Backoff()
     # A 429 taken for a passing overload: that request alone waits (Retry-After when given).
-    overload_backoff: Backoff = Backoff(base=0.25, factor=2.0, cap=8.0)
+    overload_backoff: Backoff = Backoff(base=0.1, factor=2.0, cap=8.0)
     # The host could not be reached: before it ever answered, give up after unreachable_after
     # seconds (a wrong URL); after it answered, an outage, retried for as long as it lasts.
     outage_backoff: Backoff = Backoff(base=1.0, factor=2.0, cap=30.0)
