@@ -33,7 +33,8 @@ from typing import Any
 from batchgen.job import JobState
 from batchgen.storage.record import DERIVED, MAX_FILE, JobRecord, compact_event, digest, safe_file
 
-__all__ = ["BLOCK_ROWS", "ROWS_KEY", "PackedRecord", "Records", "block_lines", "key_of", "take_block"]
+__all__ = ["BLOCK_ROWS", "ROWS_KEY", "Block", "PackedRecord", "Records", "block_lines", "blocks",
+           "key_of", "take_block"]
 
 #: the key that marks a block line, and its version
 ROWS_KEY = "batchgen_rows"
@@ -364,14 +365,51 @@ class Records(MutableMapping[str, JobRecord]):
 def block_lines(records: Records, dumps: Callable[[Any], bytes], limit: int) -> Iterator[bytes]:
     """The compacted ledger's lines for ``records``: blocks of up to ``BLOCK_ROWS`` jobs, each
     encoded by ``dumps`` (with its newline) and split in halves until shorter than ``limit``."""
-    chunk: list[tuple[bytes | str, bytes | JobRecord]] = []
-    for item in records._rows.items():
-        chunk.append(item)
-        if len(chunk) == BLOCK_ROWS:
-            yield from _encode(chunk, dumps, limit)
-            chunk = []
-    if chunk:
-        yield from _encode(chunk, dumps, limit)
+    for block in blocks(records):
+        yield from _encode(list(zip(block.keys, block.rows)), dumps, limit)
+
+
+class Block:
+    """Up to ``BLOCK_ROWS`` jobs of a table, in its order: their keys and rows (the very
+    objects the table holds), and where a compaction wrote the block's lines (``offset``,
+    ``length``, ``lines``).
+
+    A block whose rows are all packed can be written again as it was while the table still
+    holds the same rows under the same keys: a packed row is immutable bytes, its block's
+    lines a function of the keys and rows alone, and any change to a job puts another row
+    (or an unpacked record, never equal to one) in its place. So a compaction in the middle
+    of a run copies the lines of the blocks no job changed since the last one and encodes
+    only the rest (the jobs that finished since, and the few in flight)."""
+
+    __slots__ = ("keys", "rows", "offset", "length", "lines")
+
+    def __init__(self, keys: list[bytes | str], rows: list[bytes | JobRecord]) -> None:
+        self.keys = keys
+        self.rows = rows
+        self.offset = self.length = self.lines = 0
+
+    def encode(self, dumps: Callable[[Any], bytes], limit: int) -> bytes:
+        """The block's lines (and how many there are in ``lines``)."""
+        parts = list(_encode(list(zip(self.keys, self.rows)), dumps, limit))
+        self.lines = len(parts)
+        return b"".join(parts)
+
+    @property
+    def settled(self) -> bool:
+        """Every row packed: the lines written can be kept as long as the rows are."""
+        return set(map(type, self.rows)) == _BYTES
+
+    def same(self, other: Block) -> bool:
+        """The same rows under the same keys. A list compares its items by identity first, so
+        the rows no job changed cost no read of their bytes; equal bytes encode alike anyway."""
+        return self.rows == other.rows and self.keys == other.keys
+
+
+def blocks(records: Records) -> Iterator[Block]:
+    """The table's jobs in blocks of up to ``BLOCK_ROWS``, in order."""
+    keys, rows = list(records._rows), list(records._rows.values())
+    for start in range(0, len(keys), BLOCK_ROWS):
+        yield Block(keys[start:start + BLOCK_ROWS], rows[start:start + BLOCK_ROWS])
 
 
 def _encode(chunk: list[tuple[bytes | str, bytes | JobRecord]], dumps: Callable[[Any], bytes],

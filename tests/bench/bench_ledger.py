@@ -2,9 +2,11 @@
 
 Run by hand: ``.venv/bin/python tests/bench/bench_ledger.py [--sizes 10000,100000,1000000]``.
 Each size is measured in a fresh subprocess so peak RSS belongs to that size alone. Two shapes:
-the ledger as a run leaves it before compaction (4 events per job) and after compaction; and
-``batchgen status`` of the folder (the run's ledger, before compaction) as a whole process,
-interpreter start-up included.
+the ledger a run killed at the worst moment leaves (compacted as the run went, but for the
+events of the last ``CHECKPOINT_LINES`` lines, 4 per job) and the ledger a finished run leaves
+(compacted); ``batchgen status`` of the killed run's folder as a whole process, interpreter
+start-up included; and the CPU time of writing the events through the Ledger's calls, with
+the run's compactions and without.
 """
 
 from __future__ import annotations
@@ -25,21 +27,29 @@ from pathlib import Path
 PROMPT = "a watercolor painting of a castle on a hill at dusk, highly detailed, soft light, {n}"
 
 
-def write_ledger(folder: Path, jobs: int) -> None:
-    """A ledger as a finished run of ``jobs`` jobs writes it, through the Ledger's own calls:
+def write_ledger(folder: Path, jobs: int, checkpoints: bool = True, worst: bool = True) -> float:
+    """A ledger as a run of ``jobs`` jobs writes it, through the Ledger's own calls:
     submitting (with the job's spec), submitted (a provider's UUID task id), generated (the
     seed) and done (the image's path under the default ``{job_id:.3}/{job_id}`` names, its
     bytes and digest, the sidecar's bytes, the derived files' digest), as engine/commit.py
-    records it."""
+    records it; then closed without the compaction a run's end makes (killed). With
+    ``worst``, the run's last compaction came just before the last ``CHECKPOINT_LINES - 4``
+    lines; without ``checkpoints``, it made none. Returns the CPU seconds of the writing."""
     import hashlib
 
     from batchgen.job import Job
     from batchgen.storage.derived import derived_digest
-    from batchgen.storage.ledger import Ledger
+    from batchgen.storage.ledger import CHECKPOINT_LINES, Ledger
 
     styles = ("watercolor", "oil", "ink", "pastel")
     ledger = Ledger.open(folder, "bench")
+    if not checkpoints:
+        ledger.checkpoint_lines = 1 << 62
+    last = jobs - (CHECKPOINT_LINES // 4 - 1) if checkpoints and worst else -1
+    cpu = time.process_time()
     for n in range(jobs):
+        if n == last:
+            ledger.compact()
         job_id = hashlib.sha256(n.to_bytes(8, "big")).hexdigest()[:16]
         style = styles[n % 4]
         job = Job(job_id=job_id, index=n, request={
@@ -54,7 +64,9 @@ def write_ledger(folder: Path, jobs: int) -> None:
         ledger.done(job_id, f"images/{job.name}.webp", 280_000 + n % 40_000,
                     hashlib.sha256(job_id.encode()).hexdigest(), 700 + n % 50,
                     derived=derived_digest(job))
+    cpu = time.process_time() - cpu
     ledger.close()
+    return cpu
 
 
 def peak_rss_mb() -> float:
@@ -156,6 +168,12 @@ def main() -> None:
     for size in (int(s) for s in args.sizes.split(",")):
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
+            writes = {"without": write_ledger(folder, size, checkpoints=False)}
+            shutil.rmtree(folder)
+            folder.mkdir()
+            writes["with"] = write_ledger(folder, size, worst=False)
+            shutil.rmtree(folder)
+            folder.mkdir()
             write_ledger(folder, size)
             mb = os.path.getsize(folder / "ledger.jsonl") / 2**20
             keep = Path(tmp + "-raw.jsonl")
@@ -173,23 +191,25 @@ def main() -> None:
         comp = {k: median(r[k] for r in compacted) for k in ("seconds", "cpu", "replay_rss_mb", "floor",
                                                               "pass_cpu", "pass_rss_mb")}
         status = {k: median(r[k] for r in statuses) for k in ("seconds", "cpu", "max_rss_mb")}
-        rows.append((size, mb, raw, comp, status))
+        rows.append((size, mb, raw, comp, status, writes))
     # Medians of --repeat replays; CPU time (user+sys), since wall time on a shared machine
     # measures the neighbours too.
     # The floor: reading and decoding every line once, nothing else (decode_floor).
-    print("| recorded jobs | ledger MB (4 events/job) | bytes/job | decode floor CPU s | replay CPU s (wall) "
+    print("| recorded jobs | killed run's ledger MB | bytes/job | decode floor CPU s | replay CPU s (wall) "
           "| µs/job | peak RSS MB (baseline) | compact s | compacted: floor CPU s | replay CPU s (wall) "
           "| µs/job | peak RSS MB | then every job marked seen: CPU s, peak RSS MB "
-          "| status, whole process: CPU s (wall) | its peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for size, mb, raw, comp, status in rows:
+          "| status, whole process: CPU s (wall) | its peak RSS MB "
+          "| writing the events: CPU s, with the run's compactions (without) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for size, mb, raw, comp, status, writes in rows:
         print(f"| {size:,} | {mb:.0f} | {mb * 2**20 / size:.0f} | {raw['floor']:.2f} "
               f"| {raw['cpu']:.2f} ({raw['seconds']:.2f}) | {raw['cpu'] / size * 1e6:.1f} "
               f"| {raw['replay_rss_mb']:.0f} ({raw['baseline_mb']:.0f}) | {raw['compact_seconds']:.2f} "
               f"| {comp['floor']:.2f} | {comp['cpu']:.2f} ({comp['seconds']:.2f}) "
               f"| {comp['cpu'] / size * 1e6:.1f} | {comp['replay_rss_mb']:.0f} "
               f"| {comp['pass_cpu']:.2f}, {comp['pass_rss_mb']:.0f} "
-              f"| {status['cpu']:.2f} ({status['seconds']:.2f}) | {status['max_rss_mb']:.0f} |")
+              f"| {status['cpu']:.2f} ({status['seconds']:.2f}) | {status['max_rss_mb']:.0f} "
+              f"| {writes['with']:.2f} ({writes['without']:.2f}) |")
 
 
 if __name__ == "__main__":
