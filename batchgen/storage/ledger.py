@@ -32,8 +32,8 @@ import os
 import threading
 import time
 from collections import Counter
-from functools import partial
 from collections.abc import Callable, Generator, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -108,8 +108,9 @@ class Ledger:
         self.checkpoint_lines = CHECKPOINT_LINES
         self._compacted_at = 0  # stats.lines when the file was last compacted (or opened)
         # The blocks of packed jobs the file's last compaction wrote (this process's), whose
-        # lines the next one copies while no job in them changed.
+        # lines the next one copies while no job in them changed, and that file's identity.
         self._written: list[Block | None] = []
+        self._written_file: tuple[int, int] | None = None
         self._lock = FolderLock(folder, self.lock_path, self.shard)
         self._dirty = False
         self._broken: OutputError | None = None
@@ -488,19 +489,20 @@ class Ledger:
         dumps = orjson.dumps
         newline = orjson.OPT_APPEND_NEWLINE
         encode = partial(dumps, option=newline)
-        old, written = self._written, []
+        written: list[Block | None] = []
         try:
             tmp.unlink(missing_ok=True)
             with open(tmp, "xb") as fh, contextlib.ExitStack() as stack:  # (never through a link)
-                now = stack.enter_context(open(self.path, "rb")) if old else None
+                now = self._written_by_us(stack)
+                old = self._written if now is not None else []
                 data = dumps(header, option=newline)
                 fh.write(data)
                 offset, lines = len(data), 1
                 for n, block in enumerate(blocks(self.records)):
                     was = old[n] if n < len(old) else None
                     data = b""
-                    if was is not None and now is not None and block.same(was):
-                        data = os.pread(now.fileno(), was.length, was.offset)
+                    if was is not None and block.same(was):
+                        data = os.pread(now, was.length, was.offset)  # type: ignore[arg-type]
                         block.lines = was.lines
                     if len(data) != _length(was):   # changed (or the file is not as written)
                         data = block.encode(encode, MAX_LINE // 4)
@@ -511,6 +513,7 @@ class Ledger:
                     offset += len(data)
                 fh.flush()
                 os.fsync(fh.fileno())
+                stat = os.fstat(fh.fileno())
             os.replace(tmp, self.path)
             _fsync_dir(self.path.parent)
         except OSError as exc:
@@ -527,11 +530,25 @@ class Ledger:
                 os.close(self._fd)
                 self._fd = fd
                 self._dirty = False   # the compacted file was fsynced whole
-        self._written = written
+        self._written, self._written_file = written, (stat.st_dev, stat.st_ino)
         self.stats.lines = lines
         self.stats.bad_lines = 0
         self.absorbed = False
         self._next_checkpoint()
+
+    def _written_by_us(self, stack: contextlib.ExitStack) -> int | None:
+        """The ledger file opened to read, if it is the very file this process's last
+        compaction wrote (not a link, not a file put in its place): only then are the places
+        of its blocks known."""
+        if not self._written or self._written_file is None:
+            return None
+        try:
+            fd = os.open(self.path, os.O_RDONLY | NOFOLLOW)
+        except OSError:
+            return None
+        stack.callback(os.close, fd)
+        stat = os.fstat(fd)
+        return fd if (stat.st_dev, stat.st_ino) == self._written_file else None
 
     def close(self) -> None:
         """fsync and release the file and the lock; safe to call twice."""

@@ -161,3 +161,25 @@ def test_checkpoints_copy_the_blocks_no_job_changed_and_write_the_rest_anew(tmp_
     assert files[0].read_bytes() == files[1].read_bytes()
     plain.close()
     kept.close()
+
+
+def test_a_file_put_in_the_ledgers_place_is_never_copied_from(tmp_path: Path) -> None:
+    """Garbage of the very length, or a link to it, where the last compaction wrote the file:
+    the next compaction encodes every block from memory again."""
+    ledger = Ledger.open(tmp_path, "b", wall=clock())
+    for n in range(2_100):
+        write(ledger, n, f"{n:016x}", "done")
+    ledger.checkpoint()
+    path = tmp_path / "ledger.jsonl"
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"x" * path.stat().st_size)
+    for planted in ("file", "link"):
+        path.unlink()
+        if planted == "file":
+            shutil.copy(garbage, path)
+        else:
+            path.symlink_to(garbage)
+        ledger.checkpoint()
+        again = Ledger.read(tmp_path)
+        assert again.counts()["done"] == 2_100 and again.stats.bad_lines == 0, planted
+    ledger.close()
