@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import signal
 import socket
@@ -50,13 +51,13 @@ def run_in_process(config: SimConfig, jobs: int, concurrency: int, **options) ->
         path = manifest(Path(tmp), sim.api_base_url, jobs, concurrency)
         batch = Batch(load_manifest(path), RunOptions(output=Path(tmp) / "out", base_url=sim.api_base_url,
                                                       environ={"JIEKOU_API_KEY": KEY}, **options))
-        start = time.perf_counter()
+        start, began = time.perf_counter(), time.monotonic()   # (the simulator's clock too)
         summary: RunSummary = anyio.run(batch.run)
         wall = time.perf_counter() - start
         stats = sim.stats
     assert summary.done == jobs and summary.failed == 0, summary
     p = summary.pacing
-    return {"wall": wall, "task_total": stats.task_seconds_total,
+    return {"wall": wall, "began": began, "task_total": stats.task_seconds_total,
             "refused": stats.submits_by_outcome.get("RATE_LIMIT_EXCEEDED", 0) / jobs,
             "limit": (p.limit_min, p.limit_median, p.limit_max), "window": p.window,
             "learned": p.window_learned, "retries": p.retries}
@@ -66,10 +67,27 @@ def rate_ideal(jobs: int, rpm: int) -> float:
     return (-(-jobs // rpm) - 1) * 60.0 + TASK
 
 
+def fixed_ideal(jobs: int, rpm: int, concurrency: int, began: float) -> float:
+    """A fixed window's least time: the clock minute the batch starts in takes ``rpm``, the
+    last job goes at the start of the minute that has room for it; never under what the
+    concurrency allows alone. Where the minute falls decides it (a batch that starts a second
+    before a minute ends may straddle two and never be refused)."""
+    windows = -(-jobs // rpm) - 1
+    opens = (math.floor(began / 60.0) + windows) * 60.0 if windows else began
+    return max(opens - began + TASK, -(-jobs // concurrency) * TASK)
+
+
 def cli(*args: str) -> subprocess.Popen:
     env = {**os.environ, "JIEKOU_API_KEY": KEY, "PYTHONUNBUFFERED": "1"}
     return subprocess.Popen([sys.executable, "-m", "batchgen", *args], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
+
+
+def ended(proc: subprocess.Popen) -> None:
+    """Stop the benchmark with what the CLI said if it exited with an error."""
+    if proc.poll():
+        out, err = proc.communicate()
+        raise SystemExit(f"batchgen exited {proc.returncode}: {err or out}")
 
 
 def cell(values: list[float], fmt: str = "{:.2f}") -> str:
@@ -97,11 +115,13 @@ def rpm(repeat: int, told: bool, counts: str = "accepted", window: str = "slidin
     config = SimConfig(task_seconds=TASK, task_jitter=0.1, rpm=60, retry_after="none",
                        rpm_counts=counts, rpm_window=window)
     rows = [run_in_process(config, 90, 32, **({"rate_limit": 60} if told else {})) for _ in range(repeat)]
-    ratios = [r["wall"] / rate_ideal(90, 60) for r in rows]
+    ratios = [r["wall"] / (fixed_ideal(90, 60, 32, r["began"]) if window == "fixed" else rate_ideal(90, 60))
+              for r in rows]
     shape = (f"60 submits per {window} minute, "
              + ("refused ones counted too" if counts == "all" else "only accepted ones counted"))
     what = f"{shape}, told `--rpm 60`" if told else f"{shape}, 429 without Retry-After, 90 tasks, learned"
-    learned = "" if told else f"window learned: {rows[0]['window']}/min"
+    learned = "" if told else "window learned: " + ", ".join(
+        f"{r['window']}/min" if r["window"] else "none (never refused)" for r in rows)
     return [what, "<= 1.05, 0 429s" if told else "<= 1.2", cell(ratios), cell([r["refused"] for r in rows]),
             path_cell([r["limit"] for r in rows]), learned]
 
@@ -138,8 +158,10 @@ def sigterm(repeat: int) -> list[str]:
         config = SimConfig(task_seconds=2.0, task_jitter=0.2, max_in_flight=4, retry_after="seconds")
         with SimProcess(config) as sim, scratch_dir() as tmp:
             path = manifest(Path(tmp), sim.api_base_url, 32, 32)
-            proc = cli("run", str(path), "--output", str(Path(tmp) / "out"), "--quiet")
+            proc = cli("run", str(path), "--base-url", sim.api_base_url, "--output", str(Path(tmp) / "out"),
+                       "--quiet")
             while not sim.stats.submits_by_outcome.get("RATE_LIMIT_EXCEEDED"):
+                ended(proc)
                 time.sleep(0.01)
             time.sleep(0.3)
             submits = sim.stats.submits
@@ -179,7 +201,7 @@ def expiry(repeat: int) -> list[str]:
         jobs = 48
         with SimProcess(config) as sim, scratch_dir() as tmp:
             path = manifest(Path(tmp), sim.api_base_url, jobs, 16)
-            args = ("run", str(path), "--output", str(Path(tmp) / "out"), "--quiet")
+            args = ("run", str(path), "--base-url", sim.api_base_url, "--output", str(Path(tmp) / "out"), "--quiet")
             for wait_for in (10, 22, 34):
                 proc = cli(*args)
                 while sim.stats.downloads_by_outcome.get("ok", 0) < wait_for and proc.poll() is None:
@@ -189,6 +211,7 @@ def expiry(repeat: int) -> list[str]:
                 proc.communicate(timeout=30)
             final = cli(*args)
             final.communicate(timeout=300)
+            ended(final)
             created = sim.stats.tasks_created
             ledger = Ledger.read(Path(tmp) / "out")
             lost.append(jobs - ledger.counts()["done"])
