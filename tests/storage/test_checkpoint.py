@@ -6,12 +6,14 @@ meet the descriptor a compaction swaps; and a compaction that fails must cost no
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import shutil
 import threading
 import uuid
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -88,31 +90,40 @@ def test_a_long_run_leaves_a_ledger_compacted_but_for_its_last_lines(tmp_path: P
     assert CHECKPOINT_LINES >= 1 << 16   # a run of a few thousand jobs is never compacted midway
 
 
-def test_fsyncs_from_another_thread_while_checkpoints_swap_the_file(tmp_path: Path) -> None:
+def test_an_fsync_from_another_thread_never_meets_the_descriptor_a_checkpoint_swaps(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commit worker's fsync is held inside the call while a checkpoint runs on the loop:
+    the checkpoint must wait for it rather than close the descriptor under it."""
     ledger = Ledger.open(tmp_path, "b", wall=clock())
-    ledger.checkpoint_lines = 20
-    stop = threading.Event()
+    for n in range(3):
+        write(ledger, n, f"{n:016x}", "done")
+    real_fsync, entered, checkpointed = os.fsync, threading.Event(), threading.Event()
     errors: list[BaseException] = []
 
-    def fsync_all_the_time() -> None:
-        while not stop.is_set():
-            try:
-                ledger.sync()
-            except BaseException as exc:   # noqa: BLE001 - any error is the failure
-                errors.append(exc)
-                return
+    def held_fsync(fd: int) -> None:
+        if threading.current_thread() is worker:
+            entered.set()
+            checkpointed.wait(0.3)   # a checkpoint that does not wait for the lock ends here
+        real_fsync(fd)
 
-    worker = threading.Thread(target=fsync_all_the_time)
+    def sync() -> None:
+        try:
+            ledger.sync()
+        except BaseException as exc:   # noqa: BLE001 - any error is the failure
+            errors.append(exc)
+
+    monkeypatch.setattr(os, "fsync", held_fsync)
+    worker = threading.Thread(target=sync)
     worker.start()
-    try:
-        for n in range(600):
-            write(ledger, n, f"{n:016x}", "done")
-    finally:
-        stop.set()
-        worker.join()
+    assert entered.wait(5)
+    ledger.checkpoint()
+    checkpointed.set()
+    worker.join()
     assert errors == []
+    assert ledger.stats.lines == 2   # compacted: the header and one block line
+    write(ledger, 3, f"{3:016x}", "done")   # appends go to the new file
     ledger.close()
-    assert Ledger.read(tmp_path).counts()["done"] == 600
+    assert Ledger.read(tmp_path).counts()["done"] == 4
 
 
 def test_a_compaction_that_fails_leaves_the_ledger_as_it_was_and_the_run_going(tmp_path: Path) -> None:
