@@ -501,8 +501,8 @@ class Ledger:
                 for n, block in enumerate(blocks(self.records)):
                     was = old[n] if n < len(old) else None
                     data = b""
-                    if was is not None and block.same(was):
-                        data = os.pread(now, was.length, was.offset)  # type: ignore[arg-type]
+                    if was is not None and now is not None and block.same(was):
+                        data = os.pread(now, was.length, was.offset)
                         block.lines = was.lines
                     if len(data) != _length(was):   # changed (or the file is not as written)
                         data = block.encode(encode, MAX_LINE // 4)
